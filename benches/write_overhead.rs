@@ -1,0 +1,77 @@
+//! P3, the write overhead of the outbox: the same business transaction (an order plus 3 lines)
+//! with and without `#[emits]`, with 1 and with 10 events, against the PostgreSQL of
+//! `scripts/services up`. Runs are interleaved (A, B, C, A, B, C, ...) so that the machine's
+//! noise hits all variants alike; the figure is the ratio of medians.
+//!
+//! `cargo bench --bench write_overhead [-- ITERATIONS]`
+
+#[path = "../examples/shop/mod.rs"]
+mod shop;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use sea_orm::{DatabaseConnection, TransactionTrait};
+
+#[derive(Clone, Copy, Debug)]
+enum Variant {
+    WithoutOutbox,
+    OneEvent,
+    TenEvents,
+}
+
+async fn run_once(db: &DatabaseConnection, variant: Variant) -> Duration {
+    let cmd = shop::PlaceOrder {
+        customer_id: 42,
+        lines: shop::three_lines(),
+    };
+    let start = Instant::now();
+    let txn = db.begin().await.expect("begin");
+    let result = match variant {
+        Variant::WithoutOutbox => shop::place_order_without_outbox(&txn, cmd).await,
+        Variant::OneEvent => shop::place_order(&txn, cmd).await,
+        Variant::TenEvents => shop::place_and_ship(&txn, cmd, 9).await,
+    };
+    result.expect("the business transaction");
+    txn.commit().await.expect("commit");
+    start.elapsed()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let iterations: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(2000);
+    let db = support::postgres().await;
+    shop::create_schema(&db, &outbox::OutboxTable::default())
+        .await
+        .expect("create the schema");
+    let variants = [Variant::WithoutOutbox, Variant::OneEvent, Variant::TenEvents];
+    // Warm up connections, plans and caches.
+    for _ in 0..100 {
+        for v in variants {
+            run_once(&db, v).await;
+        }
+    }
+    let mut samples = vec![Vec::with_capacity(iterations); variants.len()];
+    for _ in 0..iterations {
+        for (i, v) in variants.into_iter().enumerate() {
+            samples[i].push(run_once(&db, v).await);
+        }
+    }
+    let medians: Vec<Duration> = samples.into_iter().map(median).collect();
+    let base = medians[0].as_secs_f64();
+    println!("write overhead: order + 3 lines, PostgreSQL, {iterations} interleaved runs each");
+    println!("| variant | median latency | ratio to no outbox |");
+    println!("|---|---|---|");
+    for (v, m) in variants.iter().zip(&medians) {
+        println!("| {v:?} | {:.3} ms | {:.3}x |", m.as_secs_f64() * 1e3, m.as_secs_f64() / base);
+    }
+}

@@ -1,0 +1,332 @@
+//! A small order service, written the way a SeaORM user writes one, with its events going
+//! through the outbox. Shared by the examples and the end-to-end tests.
+//!
+//! Two styles are shown:
+//! - `Order` emits explicit domain events from service functions with `#[emits]`;
+//! - `Customer` is an aggregate root whose entity listener writes a snapshot of the customer
+//!   and its addresses on every save and delete, like a Hibernate entity listener.
+#![allow(dead_code)] // each user of this module uses a part of it
+
+use outbox::{DomainEvent, Events, emits};
+use sea_orm::entity::prelude::*;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, Schema};
+use serde::Serialize;
+
+pub mod order {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize)]
+    #[sea_orm(table_name = "orders")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub customer_id: i64,
+        pub total_cents: i64,
+        pub status: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(has_many = "super::order_line::Entity")]
+        Lines,
+    }
+
+    impl Related<super::order_line::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Lines.def()
+        }
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod order_line {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize)]
+    #[sea_orm(table_name = "order_lines")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub order_id: Uuid,
+        pub sku: String,
+        pub quantity: i32,
+        pub price_cents: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::order::Entity",
+            from = "Column::OrderId",
+            to = "super::order::Column::Id"
+        )]
+        Order,
+    }
+
+    impl Related<super::order::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Order.def()
+        }
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The aggregate root with an entity listener: every save and delete of a customer writes a
+/// `CustomerCreated` / `CustomerUpdated` / `CustomerDeleted` snapshot event, with its addresses,
+/// on the connection the save ran on.
+pub mod customer {
+    use outbox::{AggregateRoot, Change};
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, AggregateRoot)]
+    #[sea_orm(table_name = "customers")]
+    #[aggregate_root(aggregate = "Customer", children(addresses = super::address::Entity))]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        #[aggregate_root(id)]
+        pub id: i64,
+        pub name: String,
+        pub email: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(has_many = "super::address::Entity")]
+        Addresses,
+    }
+
+    impl Related<super::address::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Addresses.def()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ActiveModelBehavior for ActiveModel {
+        async fn after_save<C>(model: Model, db: &C, insert: bool) -> Result<Model, DbErr>
+        where
+            C: ConnectionTrait,
+        {
+            outbox::write_snapshot(db, &model, Change::saved(insert)).await?;
+            Ok(model)
+        }
+
+        async fn before_delete<C>(self, db: &C) -> Result<Self, DbErr>
+        where
+            C: ConnectionTrait,
+        {
+            // Before, not after: the addresses are still there to put in the last snapshot.
+            let Some(&id) = self.id.try_as_ref() else {
+                return Ok(self);
+            };
+            if let Some(model) = Entity::find_by_id(id).one(db).await? {
+                outbox::write_snapshot(db, &model, Change::Deleted).await?;
+            }
+            Ok(self)
+        }
+    }
+}
+
+pub mod address {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize)]
+    #[sea_orm(table_name = "addresses")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub customer_id: i64,
+        pub city: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::customer::Entity",
+            from = "Column::CustomerId",
+            to = "super::customer::Column::Id"
+        )]
+        Customer,
+    }
+
+    impl Related<super::customer::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Customer.def()
+        }
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Line {
+    pub sku: String,
+    pub quantity: i32,
+    pub price_cents: i64,
+}
+
+/// An order was placed. Schema version 1.
+#[derive(Clone, Debug, Serialize, DomainEvent)]
+#[domain_event(aggregate = "Order", version = 1)]
+pub struct OrderCreated {
+    #[domain_event(aggregate_id)]
+    pub order_id: Uuid,
+    pub customer_id: i64,
+    pub lines: Vec<Line>,
+}
+
+/// What happens to an order afterwards, one event type per variant.
+#[derive(Clone, Debug, Serialize, DomainEvent)]
+#[domain_event(aggregate = "Order")]
+pub enum OrderEvent {
+    Shipped {
+        #[domain_event(aggregate_id)]
+        id: Uuid,
+        carrier: String,
+    },
+    Cancelled {
+        #[domain_event(aggregate_id)]
+        id: Uuid,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct PlaceOrder {
+    pub customer_id: i64,
+    pub lines: Vec<Line>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShopError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error(transparent)]
+    Outbox(#[from] outbox::Error),
+    #[error("order {0} not found")]
+    NotFound(Uuid),
+    #[error("an order needs at least one line")]
+    EmptyOrder,
+}
+
+/// Places an order: the order row, its lines, and an `OrderCreated` event, in `txn`.
+#[emits(OrderCreated)]
+pub async fn place_order(
+    txn: &DatabaseTransaction,
+    events: &mut Events,
+    cmd: PlaceOrder,
+) -> Result<order::Model, ShopError> {
+    let order = insert_order(txn, &cmd).await?;
+    events.record(OrderCreated {
+        order_id: order.id,
+        customer_id: cmd.customer_id,
+        lines: cmd.lines,
+    });
+    Ok(order)
+}
+
+/// The same business transaction without the outbox: the baseline of the write-overhead figure.
+pub async fn place_order_without_outbox(
+    txn: &DatabaseTransaction,
+    cmd: PlaceOrder,
+) -> Result<order::Model, ShopError> {
+    insert_order(txn, &cmd).await
+}
+
+/// Places an order and records `extra` more `Shipped` events: the 10-event case.
+#[emits(OrderCreated, OrderEvent)]
+pub async fn place_and_ship(
+    txn: &DatabaseTransaction,
+    events: &mut Events,
+    cmd: PlaceOrder,
+    extra: usize,
+) -> Result<order::Model, ShopError> {
+    let order = insert_order(txn, &cmd).await?;
+    events.record(OrderCreated {
+        order_id: order.id,
+        customer_id: cmd.customer_id,
+        lines: cmd.lines,
+    });
+    for i in 0..extra {
+        events.record(OrderEvent::Shipped {
+            id: order.id,
+            carrier: format!("carrier-{i}"),
+        });
+    }
+    Ok(order)
+}
+
+/// Ships an order; fails with `NotFound`, recording nothing, for an unknown order.
+#[emits(OrderEvent)]
+pub async fn ship_order(
+    txn: &DatabaseTransaction,
+    events: &mut Events,
+    id: Uuid,
+    carrier: &str,
+) -> Result<(), ShopError> {
+    let Some(found) = order::Entity::find_by_id(id).one(txn).await? else {
+        return Err(ShopError::NotFound(id));
+    };
+    let mut active: order::ActiveModel = found.into();
+    active.status = Set("shipped".to_owned());
+    active.update(txn).await?;
+    events.record(OrderEvent::Shipped {
+        id,
+        carrier: carrier.to_owned(),
+    });
+    Ok(())
+}
+
+async fn insert_order(txn: &DatabaseTransaction, cmd: &PlaceOrder) -> Result<order::Model, ShopError> {
+    if cmd.lines.is_empty() {
+        return Err(ShopError::EmptyOrder);
+    }
+    let id = Uuid::now_v7();
+    let total = cmd.lines.iter().map(|l| l.price_cents * i64::from(l.quantity)).sum();
+    let order = order::ActiveModel {
+        id: Set(id),
+        customer_id: Set(cmd.customer_id),
+        total_cents: Set(total),
+        status: Set("placed".to_owned()),
+    }
+    .insert(txn)
+    .await?;
+    let lines = cmd.lines.iter().map(|l| order_line::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        order_id: Set(id),
+        sku: Set(l.sku.clone()),
+        quantity: Set(l.quantity),
+        price_cents: Set(l.price_cents),
+    });
+    order_line::Entity::insert_many(lines).exec(txn).await?;
+    Ok(order)
+}
+
+/// Creates the shop's tables and the outbox table on `db` (any backend), if missing.
+pub async fn create_schema<C: ConnectionTrait>(db: &C, outbox: &outbox::OutboxTable) -> Result<(), DbErr> {
+    let schema = Schema::new(db.get_database_backend());
+    let backend = db.get_database_backend();
+    for mut stmt in [
+        schema.create_table_from_entity(order::Entity),
+        schema.create_table_from_entity(order_line::Entity),
+        schema.create_table_from_entity(customer::Entity),
+        schema.create_table_from_entity(address::Entity),
+    ] {
+        db.execute_raw(backend.build(stmt.if_not_exists())).await?;
+    }
+    outbox::migration::create_table(db, outbox).await
+}
+
+/// Three lines, as in the write-overhead figure.
+pub fn three_lines() -> Vec<Line> {
+    ["apple", "pear", "plum"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, sku)| Line {
+            sku: sku.to_owned(),
+            quantity: i as i32 + 1,
+            price_cents: 250,
+        })
+        .collect()
+}

@@ -1,0 +1,61 @@
+//! The entity-listener path, SeaORM's analogue of a Hibernate entity listener: an aggregate-root
+//! entity whose saves and deletes write a snapshot of the whole aggregate to the outbox, on the
+//! connection that SeaORM hands to its `ActiveModelBehavior` hooks (the caller's transaction).
+
+use std::future::Future;
+
+use sea_orm::{ConnectionTrait, DbErr};
+
+use crate::{Outbox, OutboxEvent};
+
+/// What happened to the aggregate. The event type is the aggregate type followed by it, such as
+/// `OrderCreated`, `OrderUpdated`, `OrderDeleted`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl Change {
+    /// `Created` on insert, `Updated` otherwise: the `insert` flag of `after_save`.
+    pub fn saved(insert: bool) -> Self {
+        if insert { Change::Created } else { Change::Updated }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Change::Created => "Created",
+            Change::Updated => "Updated",
+            Change::Deleted => "Deleted",
+        }
+    }
+}
+
+/// A SeaORM model that is the root of an aggregate. Derive it with `#[derive(AggregateRoot)]`.
+pub trait AggregateRoot: Sync {
+    /// The aggregate type, such as `Order`.
+    fn aggregate_type(&self) -> &'static str;
+    /// The aggregate id: the Kafka key.
+    fn aggregate_id(&self) -> String;
+    /// The snapshot: the root model's JSON, with each declared child collection loaded through
+    /// `db` and placed under its name.
+    fn snapshot<'a, C>(&'a self, db: &'a C) -> impl Future<Output = Result<serde_json::Value, DbErr>> + Send + 'a
+    where
+        C: ConnectionTrait;
+}
+
+/// Writes a snapshot event of `root` on `db`, into the process-wide [`Outbox`]. Call it from the
+/// entity's `ActiveModelBehavior::after_save` (with [`Change::saved`]) and from `before_delete`
+/// (children are still there to load) with [`Change::Deleted`].
+pub async fn write_snapshot<A, C>(db: &C, root: &A, change: Change) -> Result<(), DbErr>
+where
+    A: AggregateRoot,
+    C: ConnectionTrait,
+{
+    let payload = root.snapshot(db).await?;
+    let aggregate_type = root.aggregate_type();
+    let event_type = format!("{aggregate_type}{}", change.as_str());
+    let row = OutboxEvent::new(aggregate_type, root.aggregate_id(), event_type, None, payload);
+    crate::write::write_rows(db, Outbox::global(), &[row]).await.map_err(DbErr::from)
+}

@@ -1,0 +1,72 @@
+//! What every end-to-end test needs: the real services' addresses, and names no other test uses.
+//!
+//! Services are never optional here. A missing address or an unreachable server fails the test
+//! with the service's name and the command that starts it; nothing is skipped.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sea_orm::{Database, DatabaseConnection};
+
+/// The value of `name` from the environment, or from the `.services/env` file that
+/// `scripts/services up` writes. Panics naming `service` when neither has it.
+pub fn service_env(name: &str, service: &str) -> String {
+    if let Ok(v) = std::env::var(name) {
+        return v;
+    }
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/.services/env");
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let prefix = format!("export {name}=");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_owned())
+        .unwrap_or_else(|| {
+            panic!("{service} is not configured: {name} is not set and {file} has no such line. Start it with `scripts/services up`.")
+        })
+}
+
+pub fn database_url() -> String {
+    service_env("DATABASE_URL", "PostgreSQL")
+}
+
+pub fn mysql_url() -> String {
+    service_env("MYSQL_URL", "MariaDB")
+}
+
+pub fn kafka_brokers() -> String {
+    service_env("KAFKA_BROKERS", "Kafka")
+}
+
+async fn connect(url: &str, service: &str) -> DatabaseConnection {
+    Database::connect(url).await.unwrap_or_else(|e| {
+        panic!("{service} at {url} is unreachable: {e}. Start it with `scripts/services up`.")
+    })
+}
+
+pub async fn postgres() -> DatabaseConnection {
+    connect(&database_url(), "PostgreSQL").await
+}
+
+pub async fn mariadb() -> DatabaseConnection {
+    connect(&mysql_url(), "MariaDB").await
+}
+
+/// A fresh SQLite database in a file of its own (kept until the process ends).
+pub async fn sqlite() -> DatabaseConnection {
+    let path = std::env::temp_dir().join(format!("{}.sqlite", unique("outbox")));
+    connect(&format!("sqlite://{}?mode=rwc", path.display()), "SQLite").await
+}
+
+/// A name (table, slot, topic) that no other test or run uses; lower case for PostgreSQL.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
