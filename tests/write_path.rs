@@ -161,9 +161,13 @@ async fn private_postgres_database() -> DatabaseConnection {
         .expect("create a private database");
     let url = support::database_url();
     let base = url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&url);
-    sea_orm::Database::connect(format!("{base}/{name}"))
+    let db = sea_orm::Database::connect(format!("{base}/{name}"))
         .await
-        .expect("connect to the private database")
+        .expect("connect to the private database");
+    db.execute_unprepared("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .expect("pg_stat_statements (from postgresql-contrib) can be created");
+    db
 }
 
 #[tokio::test]
