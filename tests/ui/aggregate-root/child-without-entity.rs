@@ -1,0 +1,11 @@
+use outbox::AggregateRoot;
+use serde::Serialize;
+
+#[derive(Serialize, AggregateRoot)]
+#[aggregate_root(aggregate = "Order", children(lines))]
+struct Model {
+    #[aggregate_root(id)]
+    id: i32,
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use outbox::DomainEvent;
+
+#[derive(DomainEvent)]
+#[domain_event(aggregate = "Order")]
+struct OrderPlaced {
+    #[domain_event(aggregate_id)]
+    order_id: u64,
+}
+
+fn main() {}

@@ -1,0 +1,14 @@
+use outbox::DomainEvent;
+use serde::Serialize;
+
+#[derive(Serialize, DomainEvent)]
+#[domain_event(aggregate = "Order")]
+enum OrderEvent {
+    Placed {
+        #[domain_event(aggregate_id)]
+        order_id: u64,
+    },
+    Forgotten,
+}
+
+fn main() {}

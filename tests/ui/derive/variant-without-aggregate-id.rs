@@ -1,0 +1,17 @@
+use outbox::DomainEvent;
+use serde::Serialize;
+
+#[derive(Serialize, DomainEvent)]
+#[domain_event(aggregate = "Order")]
+enum OrderEvent {
+    Placed {
+        #[domain_event(aggregate_id)]
+        order_id: u64,
+    },
+    Shipped {
+        order_id: u64,
+        carrier: String,
+    },
+}
+
+fn main() {}

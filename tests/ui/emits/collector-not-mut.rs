@@ -1,0 +1,21 @@
+use outbox::{DomainEvent, Events, emits};
+use sea_orm::DatabaseTransaction;
+use serde::Serialize;
+
+#[derive(Serialize, DomainEvent)]
+#[domain_event(aggregate = "Order")]
+struct OrderPlaced {
+    #[domain_event(aggregate_id)]
+    order_id: u64,
+}
+
+#[emits(OrderPlaced)]
+async fn place_order(txn: &DatabaseTransaction, events: &Events) -> Result<(), outbox::Error> {
+    let _ = txn;
+    let _ = events.len();
+    Ok(())
+}
+
+fn main() {
+    let _ = OrderPlaced { order_id: 1 }.order_id;
+}

@@ -1,0 +1,27 @@
+use outbox::{DomainEvent, Events, emits};
+use sea_orm::DatabaseTransaction;
+use serde::Serialize;
+
+#[derive(Serialize, DomainEvent)]
+#[domain_event(aggregate = "Order")]
+struct OrderPlaced {
+    #[domain_event(aggregate_id)]
+    order_id: u64,
+}
+
+#[derive(Debug)]
+enum AppError {
+    NotFound,
+}
+
+#[emits(OrderPlaced)]
+async fn place_order(txn: &DatabaseTransaction, events: &mut Events) -> Result<(), AppError> {
+    let _ = txn;
+    events.record(OrderPlaced { order_id: 1 });
+    if false {
+        return Err(AppError::NotFound);
+    }
+    Ok(())
+}
+
+fn main() {}

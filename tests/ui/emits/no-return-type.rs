@@ -1,0 +1,18 @@
+use outbox::{DomainEvent, Events, emits};
+use sea_orm::DatabaseTransaction;
+use serde::Serialize;
+
+#[derive(Serialize, DomainEvent)]
+#[domain_event(aggregate = "Order")]
+struct OrderPlaced {
+    #[domain_event(aggregate_id)]
+    order_id: u64,
+}
+
+#[emits(OrderPlaced)]
+async fn place_order(txn: &DatabaseTransaction, events: &mut Events) {
+    let _ = txn;
+    events.record(OrderPlaced { order_id: 1 });
+}
+
+fn main() {}

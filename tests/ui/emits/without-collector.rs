@@ -1,0 +1,20 @@
+use outbox::{DomainEvent, emits};
+use sea_orm::DatabaseTransaction;
+use serde::Serialize;
+
+#[derive(Serialize, DomainEvent)]
+#[domain_event(aggregate = "Order")]
+struct OrderPlaced {
+    #[domain_event(aggregate_id)]
+    order_id: u64,
+}
+
+#[emits(OrderPlaced)]
+async fn place_order(txn: &DatabaseTransaction, order_id: u64) -> Result<u64, outbox::Error> {
+    let _ = txn;
+    Ok(order_id)
+}
+
+fn main() {
+    let _ = OrderPlaced { order_id: 1 }.order_id;
+}
