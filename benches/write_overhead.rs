@@ -53,7 +53,11 @@ async fn main() {
     shop::create_schema(&db, &outbox::OutboxTable::default())
         .await
         .expect("create the schema");
-    let variants = [Variant::WithoutOutbox, Variant::OneEvent, Variant::TenEvents];
+    let variants = [
+        Variant::WithoutOutbox,
+        Variant::OneEvent,
+        Variant::TenEvents,
+    ];
     // Warm up connections, plans and caches.
     for _ in 0..100 {
         for v in variants {
@@ -72,6 +76,10 @@ async fn main() {
     println!("| variant | median latency | ratio to no outbox |");
     println!("|---|---|---|");
     for (v, m) in variants.iter().zip(&medians) {
-        println!("| {v:?} | {:.3} ms | {:.3}x |", m.as_secs_f64() * 1e3, m.as_secs_f64() / base);
+        println!(
+            "| {v:?} | {:.3} ms | {:.3}x |",
+            m.as_secs_f64() * 1e3,
+            m.as_secs_f64() / base
+        );
     }
 }

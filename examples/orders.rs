@@ -14,7 +14,8 @@ use sea_orm::{ActiveValue::Set, Database, Statement, TransactionTrait};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        let path = std::env::temp_dir().join(format!("outbox-orders-{}.sqlite", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("outbox-orders-{}.sqlite", std::process::id()));
         format!("sqlite://{}?mode=rwc", path.display())
     });
     let db = Database::connect(&url).await?;

@@ -19,17 +19,25 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 async fn postgres_logical_replication_sees_a_committed_insert() {
     let db = support::postgres().await;
     let wal_level = db
-        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SHOW wal_level"))
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SHOW wal_level",
+        ))
         .await
         .expect("SHOW wal_level")
         .expect("a row");
-    assert_eq!(wal_level.try_get::<String>("", "wal_level").unwrap(), "logical");
+    assert_eq!(
+        wal_level.try_get::<String>("", "wal_level").unwrap(),
+        "logical"
+    );
 
     let table = support::unique("proof");
     let slot = support::unique("proof_slot");
-    db.execute_unprepared(&format!("CREATE TABLE {table} (id int PRIMARY KEY, note text)"))
-        .await
-        .expect("create table");
+    db.execute_unprepared(&format!(
+        "CREATE TABLE {table} (id int PRIMARY KEY, note text)"
+    ))
+    .await
+    .expect("create table");
     db.execute_unprepared(&format!(
         "SELECT pg_create_logical_replication_slot('{slot}', 'test_decoding')"
     ))
@@ -61,10 +69,16 @@ async fn postgres_logical_replication_sees_a_committed_insert() {
     db.execute_unprepared(&format!("SELECT pg_drop_replication_slot('{slot}')"))
         .await
         .expect("drop slot");
-    db.execute_unprepared(&format!("DROP TABLE {table}")).await.expect("drop table");
+    db.execute_unprepared(&format!("DROP TABLE {table}"))
+        .await
+        .expect("drop table");
 
     let inserts: Vec<&String> = data.iter().filter(|d| d.contains("INSERT")).collect();
-    assert_eq!(inserts.len(), 1, "exactly the committed insert is decoded: {data:?}");
+    assert_eq!(
+        inserts.len(),
+        1,
+        "exactly the committed insert is decoded: {data:?}"
+    );
     assert!(inserts[0].contains("note[text]:'committed'"), "{data:?}");
     assert!(data.iter().any(|d| d.starts_with("COMMIT")), "{data:?}");
 }
@@ -100,14 +114,21 @@ async fn kafka_read_committed_consumer_never_sees_an_aborted_transaction() {
     for (value, commit) in [("committed", true), ("aborted", false), ("after", true)] {
         producer.begin_transaction().expect("begin transaction");
         producer
-            .send(FutureRecord::to(&topic).key("k").payload(value), Duration::from_secs(30))
+            .send(
+                FutureRecord::to(&topic).key("k").payload(value),
+                Duration::from_secs(30),
+            )
             .await
             .map_err(|(e, _)| e)
             .expect("produce");
         if commit {
-            producer.commit_transaction(Duration::from_secs(30)).expect("commit");
+            producer
+                .commit_transaction(Duration::from_secs(30))
+                .expect("commit");
         } else {
-            producer.abort_transaction(Duration::from_secs(30)).expect("abort");
+            producer
+                .abort_transaction(Duration::from_secs(30))
+                .expect("abort");
         }
     }
 
@@ -129,5 +150,9 @@ async fn kafka_read_committed_consumer_never_sees_an_aborted_transaction() {
             .expect("consume");
         seen.push(String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned());
     }
-    assert_eq!(seen, ["committed", "after"], "the aborted message must be invisible");
+    assert_eq!(
+        seen,
+        ["committed", "after"],
+        "the aborted message must be invisible"
+    );
 }

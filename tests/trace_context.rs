@@ -23,14 +23,19 @@ async fn the_writing_spans_traceparent_is_stored_with_the_event() {
     let db = support::sqlite().await;
     let table = OutboxTable::default();
     outbox::migration::create_table(&db, &table).await.unwrap();
-    let event = shop::OrderEvent::Cancelled { id: uuid::Uuid::now_v7() };
+    let event = shop::OrderEvent::Cancelled {
+        id: uuid::Uuid::now_v7(),
+    };
 
     let span = tracing::info_span!("place_order");
     let expected = {
         let context = span.context();
         let span_ref = context.span();
         let sc = span_ref.span_context();
-        assert!(sc.is_valid(), "the SDK tracer gives the span a valid context");
+        assert!(
+            sc.is_valid(),
+            "the SDK tracer gives the span a valid context"
+        );
         format!("traceparent=00-{}-{}-01", sc.trace_id(), sc.span_id())
     };
     let written = async {
@@ -43,7 +48,10 @@ async fn the_writing_spans_traceparent_is_stored_with_the_event() {
     }
     .instrument(span)
     .await;
-    assert_eq!(written[0].tracing_span_context.as_deref(), Some(expected.as_str()));
+    assert_eq!(
+        written[0].tracing_span_context.as_deref(),
+        Some(expected.as_str())
+    );
 
     // Outside any span nothing is stored.
     let untraced = outbox::OutboxEvent::from_event(&event).unwrap();

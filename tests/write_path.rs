@@ -32,7 +32,11 @@ async fn outbox_rows(db: &DatabaseConnection, table: &str, aggregate_id: &str) -
         DbBackend::MySql => format!("CAST({} AS CHAR)", q(c)),
         _ => q(c),
     };
-    let param = if backend == DbBackend::Postgres { "$1" } else { "?" };
+    let param = if backend == DbBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
     let sql = format!(
         "SELECT {} AS id, {} AS aggregatetype, {} AS aggregateid, {} AS type, {} AS schemaversion, {} AS payload, {} AS ts FROM {} WHERE {} = {param} ORDER BY {}",
         as_text("id"),
@@ -47,7 +51,11 @@ async fn outbox_rows(db: &DatabaseConnection, table: &str, aggregate_id: &str) -
         q("id"),
     );
     let rows = db
-        .query_all_raw(Statement::from_sql_and_values(backend, sql, [aggregate_id.into()]))
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [aggregate_id.into()],
+        ))
         .await
         .expect("read the outbox");
     rows.iter()
@@ -68,7 +76,9 @@ async fn schema(db: &DatabaseConnection) {
     let table = OutboxTable::default();
     if shop::create_schema(db, &table).await.is_err() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        shop::create_schema(db, &table).await.expect("create the shop schema");
+        shop::create_schema(db, &table)
+            .await
+            .expect("create the shop schema");
     }
 }
 
@@ -85,7 +95,9 @@ async fn events_commit_and_roll_back_with_the_business_rows(db: DatabaseConnecti
 
     // Committed: the row lands with Debezium's columns.
     let txn = db.begin().await.unwrap();
-    let placed = shop::place_order(&txn, order(7)).await.expect("place order");
+    let placed = shop::place_order(&txn, order(7))
+        .await
+        .expect("place order");
     txn.commit().await.unwrap();
     let rows = outbox_rows(&db, "outbox", &placed.id.to_string()).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -108,11 +120,17 @@ async fn events_commit_and_roll_back_with_the_business_rows(db: DatabaseConnecti
             ],
         })
     );
-    assert!(row.timestamp.starts_with("20"), "a timestamp: {}", row.timestamp);
+    assert!(
+        row.timestamp.starts_with("20"),
+        "a timestamp: {}",
+        row.timestamp
+    );
 
     // An enum variant: its own event type, the variant's fields as payload.
     let txn = db.begin().await.unwrap();
-    shop::ship_order(&txn, placed.id, "DHL").await.expect("ship");
+    shop::ship_order(&txn, placed.id, "DHL")
+        .await
+        .expect("ship");
     txn.commit().await.unwrap();
     let rows = outbox_rows(&db, "outbox", &placed.id.to_string()).await;
     assert_eq!(rows.len(), 2);
@@ -122,18 +140,37 @@ async fn events_commit_and_roll_back_with_the_business_rows(db: DatabaseConnecti
 
     // Rolled back: neither the order nor its event exists.
     let txn = db.begin().await.unwrap();
-    let rolled_back = shop::place_order(&txn, order(8)).await.expect("place order");
+    let rolled_back = shop::place_order(&txn, order(8))
+        .await
+        .expect("place order");
     txn.rollback().await.unwrap();
-    assert!(outbox_rows(&db, "outbox", &rolled_back.id.to_string()).await.is_empty());
-    assert!(shop::order::Entity::find_by_id(rolled_back.id).one(&db).await.unwrap().is_none());
+    assert!(
+        outbox_rows(&db, "outbox", &rolled_back.id.to_string())
+            .await
+            .is_empty()
+    );
+    assert!(
+        shop::order::Entity::find_by_id(rolled_back.id)
+            .one(&db)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // `Err` from the body: nothing is inserted, even if the caller commits.
     let txn = db.begin().await.unwrap();
     let missing = Uuid::now_v7();
     let err = shop::ship_order(&txn, missing, "UPS").await.unwrap_err();
-    assert!(matches!(err, ShopError::NotFound(id) if id == missing), "{err}");
+    assert!(
+        matches!(err, ShopError::NotFound(id) if id == missing),
+        "{err}"
+    );
     txn.commit().await.unwrap();
-    assert!(outbox_rows(&db, "outbox", &missing.to_string()).await.is_empty());
+    assert!(
+        outbox_rows(&db, "outbox", &missing.to_string())
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -175,9 +212,16 @@ async fn ten_events_in_one_call_are_one_insert_statement() {
     let db = private_postgres_database().await;
     schema(&db).await;
     let txn = db.begin().await.unwrap();
-    let placed = shop::place_and_ship(&txn, order(9), 9).await.expect("place and ship");
+    let placed = shop::place_and_ship(&txn, order(9), 9)
+        .await
+        .expect("place and ship");
     txn.commit().await.unwrap();
-    assert_eq!(outbox_rows(&db, "outbox", &placed.id.to_string()).await.len(), 10);
+    assert_eq!(
+        outbox_rows(&db, "outbox", &placed.id.to_string())
+            .await
+            .len(),
+        10
+    );
 
     let stats = db
         .query_all_raw(Statement::from_string(
@@ -190,9 +234,18 @@ async fn ten_events_in_one_call_are_one_insert_statement() {
         .expect("pg_stat_statements is loaded (shared_preload_libraries) and created");
     let calls: Vec<(i64, i64)> = stats
         .iter()
-        .map(|r| (r.try_get("", "calls").unwrap(), r.try_get("", "rows").unwrap()))
+        .map(|r| {
+            (
+                r.try_get("", "calls").unwrap(),
+                r.try_get("", "rows").unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(calls, [(1, 10)], "one INSERT statement, executed once, wrote the 10 rows");
+    assert_eq!(
+        calls,
+        [(1, 10)],
+        "one INSERT statement, executed once, wrote the 10 rows"
+    );
 }
 
 /// Reads and consumes a `test_decoding` slot's changes.
@@ -243,14 +296,23 @@ async fn remove_after_insert_leaves_the_table_empty_and_the_inserts_in_the_log()
         carrier: "DHL".into(),
     };
     let txn = db.begin().await.unwrap();
-    let written = outbox::write_events(&txn, &outbox, [&created as &dyn outbox::DomainEvent, &shipped])
-        .await
-        .expect("write");
+    let written = outbox::write_events(
+        &txn,
+        &outbox,
+        [&created as &dyn outbox::DomainEvent, &shipped],
+    )
+    .await
+    .expect("write");
     txn.commit().await.unwrap();
 
     let changes = slot_changes(&db, &slot).await;
     drop_slot(&db, &slot).await;
-    assert!(outbox_rows(&db, &table.name, &id.to_string()).await.is_empty(), "the table stays empty");
+    assert!(
+        outbox_rows(&db, &table.name, &id.to_string())
+            .await
+            .is_empty(),
+        "the table stays empty"
+    );
     let ours = |kind: &str| {
         changes
             .iter()
@@ -261,7 +323,9 @@ async fn remove_after_insert_leaves_the_table_empty_and_the_inserts_in_the_log()
     assert_eq!(ours("DELETE"), 2, "and both deletes: {changes:?}");
     for row in &written {
         assert!(
-            changes.iter().any(|c| c.contains("INSERT") && c.contains(&row.id.to_string())),
+            changes
+                .iter()
+                .any(|c| c.contains("INSERT") && c.contains(&row.id.to_string())),
             "insert of {} in the log",
             row.id
         );
@@ -272,7 +336,9 @@ async fn remove_after_insert_leaves_the_table_empty_and_the_inserts_in_the_log()
 async fn tableless_mode_writes_transactional_logical_messages() {
     let db = support::postgres().await;
     let prefix = support::unique("outbox_msg");
-    let outbox = Outbox::default().with_mode(WriteMode::LogicalMessage { prefix: prefix.clone() });
+    let outbox = Outbox::default().with_mode(WriteMode::LogicalMessage {
+        prefix: prefix.clone(),
+    });
     let slot = test_slot(&db).await;
 
     let id = Uuid::now_v7();
@@ -300,7 +366,10 @@ async fn tableless_mode_writes_transactional_logical_messages() {
             serde_json::from_str(content).expect("the content is an OutboxEvent")
         })
         .collect();
-    assert_eq!(messages, written, "exactly the committed message, with every column");
+    assert_eq!(
+        messages, written,
+        "exactly the committed message, with every column"
+    );
     assert_eq!(messages[0].event_type, "Cancelled");
     assert_eq!(messages[0].payload, json!({"id": id}));
 }
@@ -379,5 +448,10 @@ async fn an_aggregate_root_listener_writes_snapshots_with_its_children() {
     again.name = Set("rolled back".into());
     again.update(&txn).await.unwrap();
     txn.rollback().await.unwrap();
-    assert_eq!(outbox_rows(&db, "outbox", &customer_id.to_string()).await.len(), 2);
+    assert_eq!(
+        outbox_rows(&db, "outbox", &customer_id.to_string())
+            .await
+            .len(),
+        2
+    );
 }

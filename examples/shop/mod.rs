@@ -278,12 +278,19 @@ pub async fn ship_order(
     Ok(())
 }
 
-async fn insert_order(txn: &DatabaseTransaction, cmd: &PlaceOrder) -> Result<order::Model, ShopError> {
+async fn insert_order(
+    txn: &DatabaseTransaction,
+    cmd: &PlaceOrder,
+) -> Result<order::Model, ShopError> {
     if cmd.lines.is_empty() {
         return Err(ShopError::EmptyOrder);
     }
     let id = Uuid::now_v7();
-    let total = cmd.lines.iter().map(|l| l.price_cents * i64::from(l.quantity)).sum();
+    let total = cmd
+        .lines
+        .iter()
+        .map(|l| l.price_cents * i64::from(l.quantity))
+        .sum();
     let order = order::ActiveModel {
         id: Set(id),
         customer_id: Set(cmd.customer_id),
@@ -304,7 +311,10 @@ async fn insert_order(txn: &DatabaseTransaction, cmd: &PlaceOrder) -> Result<ord
 }
 
 /// Creates the shop's tables and the outbox table on `db` (any backend), if missing.
-pub async fn create_schema<C: ConnectionTrait>(db: &C, outbox: &outbox::OutboxTable) -> Result<(), DbErr> {
+pub async fn create_schema<C: ConnectionTrait>(
+    db: &C,
+    outbox: &outbox::OutboxTable,
+) -> Result<(), DbErr> {
     let schema = Schema::new(db.get_database_backend());
     let backend = db.get_database_backend();
     for mut stmt in [

@@ -54,7 +54,9 @@ impl<T: serde::Serialize + ?Sized> SerializablePayload for T {
 }
 
 /// Payload of a struct event: its serde JSON as is.
-pub fn payload<T: SerializablePayload + ?Sized>(event: &T) -> Result<serde_json::Value, serde_json::Error> {
+pub fn payload<T: SerializablePayload + ?Sized>(
+    event: &T,
+) -> Result<serde_json::Value, serde_json::Error> {
     event.to_json()
 }
 
@@ -65,9 +67,11 @@ pub fn variant_payload<T: SerializablePayload + ?Sized>(
     event: &T,
 ) -> Result<serde_json::Value, serde_json::Error> {
     match event.to_json()? {
-        serde_json::Value::Object(map) if map.len() == 1 => {
-            Ok(map.into_iter().next().map(|(_, v)| v).unwrap_or(serde_json::Value::Null))
-        }
+        serde_json::Value::Object(map) if map.len() == 1 => Ok(map
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or(serde_json::Value::Null)),
         other => Ok(other),
     }
 }
@@ -143,9 +147,12 @@ pub async fn commit(txn: DatabaseTransaction) -> Result<(), Error> {
 }
 
 /// `#[derive(AggregateRoot)]`: the root model's JSON, as the start of the snapshot.
-pub fn snapshot_root<T: SerializablePayload + ?Sized>(root: &T) -> Result<serde_json::Value, sea_orm::DbErr> {
-    root.to_json()
-        .map_err(|e| sea_orm::DbErr::Custom(format!("aggregate snapshot could not be serialized: {e}")))
+pub fn snapshot_root<T: SerializablePayload + ?Sized>(
+    root: &T,
+) -> Result<serde_json::Value, sea_orm::DbErr> {
+    root.to_json().map_err(|e| {
+        sea_orm::DbErr::Custom(format!("aggregate snapshot could not be serialized: {e}"))
+    })
 }
 
 /// `#[derive(AggregateRoot)]`: places one loaded child collection under `name` in the snapshot.
@@ -154,8 +161,11 @@ pub fn attach_children<T: serde::Serialize>(
     name: &str,
     children: Vec<T>,
 ) -> Result<(), sea_orm::DbErr> {
-    let children = serde_json::to_value(children)
-        .map_err(|e| sea_orm::DbErr::Custom(format!("aggregate children `{name}` could not be serialized: {e}")))?;
+    let children = serde_json::to_value(children).map_err(|e| {
+        sea_orm::DbErr::Custom(format!(
+            "aggregate children `{name}` could not be serialized: {e}"
+        ))
+    })?;
     match snapshot {
         serde_json::Value::Object(map) => {
             map.insert(name.to_owned(), children);

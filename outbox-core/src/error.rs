@@ -4,7 +4,9 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An event's payload could not be serialized to JSON.
-    #[error("event `{event_type}` of aggregate `{aggregate_type}` could not be serialized to JSON: {source}")]
+    #[error(
+        "event `{event_type}` of aggregate `{aggregate_type}` could not be serialized to JSON: {source}"
+    )]
     Serialize {
         aggregate_type: String,
         event_type: String,

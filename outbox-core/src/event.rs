@@ -46,14 +46,22 @@ pub struct OutboxEvent {
     #[serde(rename = "type")]
     pub event_type: String,
     /// The payload's schema version, if declared.
-    #[serde(rename = "schemaversion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "schemaversion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub schema_version: Option<i32>,
     /// The serialized event.
     pub payload: serde_json::Value,
     /// When it was written.
     pub timestamp: DateTime<Utc>,
     /// W3C `traceparent` (and `tracestate`) of the writing span.
-    #[serde(rename = "tracingspancontext", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "tracingspancontext",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tracing_span_context: Option<String>,
 }
 

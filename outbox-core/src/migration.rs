@@ -42,7 +42,10 @@ impl MigrationTrait for CreateOutboxTable {
 }
 
 /// Creates the outbox table if it does not exist.
-pub async fn create_table<C: ConnectionTrait + ?Sized>(conn: &C, table: &OutboxTable) -> Result<(), DbErr> {
+pub async fn create_table<C: ConnectionTrait + ?Sized>(
+    conn: &C,
+    table: &OutboxTable,
+) -> Result<(), DbErr> {
     table.validate()?;
     conn.execute_unprepared(&create_table_sql(conn.get_database_backend(), table))
         .await
@@ -50,9 +53,14 @@ pub async fn create_table<C: ConnectionTrait + ?Sized>(conn: &C, table: &OutboxT
 }
 
 /// Drops the outbox table if it exists.
-pub async fn drop_table<C: ConnectionTrait + ?Sized>(conn: &C, table: &OutboxTable) -> Result<(), DbErr> {
+pub async fn drop_table<C: ConnectionTrait + ?Sized>(
+    conn: &C,
+    table: &OutboxTable,
+) -> Result<(), DbErr> {
     let name = qualified(conn.get_database_backend(), table);
-    conn.execute_unprepared(&format!("DROP TABLE IF EXISTS {name}")).await.map(drop)
+    conn.execute_unprepared(&format!("DROP TABLE IF EXISTS {name}"))
+        .await
+        .map(drop)
 }
 
 /// The `CREATE TABLE` statement for `backend`, every identifier quoted.

@@ -6,7 +6,6 @@ use sea_orm::sea_query::{Alias, IntoTableRef, TableRef};
 
 use crate::Error;
 
-
 /// The outbox table's schema-qualified name. Identifiers are always quoted in SQL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxTable {

@@ -20,7 +20,11 @@ pub enum Change {
 impl Change {
     /// `Created` on insert, `Updated` otherwise: the `insert` flag of `after_save`.
     pub fn saved(insert: bool) -> Self {
-        if insert { Change::Created } else { Change::Updated }
+        if insert {
+            Change::Created
+        } else {
+            Change::Updated
+        }
     }
 
     fn as_str(self) -> &'static str {
@@ -40,7 +44,10 @@ pub trait AggregateRoot: Sync {
     fn aggregate_id(&self) -> String;
     /// The snapshot: the root model's JSON, with each declared child collection loaded through
     /// `db` and placed under its name.
-    fn snapshot<'a, C>(&'a self, db: &'a C) -> impl Future<Output = Result<serde_json::Value, DbErr>> + Send + 'a
+    fn snapshot<'a, C>(
+        &'a self,
+        db: &'a C,
+    ) -> impl Future<Output = Result<serde_json::Value, DbErr>> + Send + 'a
     where
         C: ConnectionTrait;
 }
@@ -56,6 +63,14 @@ where
     let payload = root.snapshot(db).await?;
     let aggregate_type = root.aggregate_type();
     let event_type = format!("{aggregate_type}{}", change.as_str());
-    let row = OutboxEvent::new(aggregate_type, root.aggregate_id(), event_type, None, payload);
-    crate::write::write_rows(db, Outbox::global(), &[row]).await.map_err(DbErr::from)
+    let row = OutboxEvent::new(
+        aggregate_type,
+        root.aggregate_id(),
+        event_type,
+        None,
+        payload,
+    );
+    crate::write::write_rows(db, Outbox::global(), &[row])
+        .await
+        .map_err(DbErr::from)
 }

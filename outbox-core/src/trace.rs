@@ -73,7 +73,10 @@ mod tests {
             span_context_column(PARENT, "congo=t61rcWkgMzE"),
             format!("traceparent={PARENT}\ntracestate=congo=t61rcWkgMzE")
         );
-        assert_eq!(span_context_column(PARENT, ""), format!("traceparent={PARENT}"));
+        assert_eq!(
+            span_context_column(PARENT, ""),
+            format!("traceparent={PARENT}")
+        );
     }
 
     #[test]

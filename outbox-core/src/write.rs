@@ -29,7 +29,11 @@ pub(crate) const COLUMNS: [&str; 8] = [
 /// assert_eq!(written.len(), 2);
 /// # Ok(()) }
 /// ```
-pub async fn write_events<'e, C, I>(conn: &C, outbox: &Outbox, events: I) -> Result<Vec<OutboxEvent>, Error>
+pub async fn write_events<'e, C, I>(
+    conn: &C,
+    outbox: &Outbox,
+    events: I,
+) -> Result<Vec<OutboxEvent>, Error>
 where
     C: ConnectionTrait + ?Sized,
     I: IntoIterator<Item = &'e dyn DomainEvent>,
@@ -42,7 +46,11 @@ where
     Ok(rows)
 }
 
-pub(crate) async fn write_rows<C>(conn: &C, outbox: &Outbox, rows: &[OutboxEvent]) -> Result<(), Error>
+pub(crate) async fn write_rows<C>(
+    conn: &C,
+    outbox: &Outbox,
+    rows: &[OutboxEvent],
+) -> Result<(), Error>
 where
     C: ConnectionTrait + ?Sized,
 {
@@ -57,10 +65,19 @@ where
         source,
     };
     match &outbox.mode {
-        WriteMode::Insert => conn.execute_raw(insert(backend, outbox, rows)).await.map(drop).map_err(db),
+        WriteMode::Insert => conn
+            .execute_raw(insert(backend, outbox, rows))
+            .await
+            .map(drop)
+            .map_err(db),
         WriteMode::RemoveAfterInsert => {
-            conn.execute_raw(insert(backend, outbox, rows)).await.map_err(db)?;
-            conn.execute_raw(delete(backend, outbox, rows)).await.map(drop).map_err(db)
+            conn.execute_raw(insert(backend, outbox, rows))
+                .await
+                .map_err(db)?;
+            conn.execute_raw(delete(backend, outbox, rows))
+                .await
+                .map(drop)
+                .map_err(db)
         }
         WriteMode::LogicalMessage { prefix } => {
             if backend != DbBackend::Postgres {
@@ -139,5 +156,9 @@ fn emit_messages(prefix: &str, rows: &[OutboxEvent]) -> Result<Statement, Error>
         values.push(json.into());
         sql.push_str(&format!("pg_logical_emit_message(true, $1, ${})", i + 2));
     }
-    Ok(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+    Ok(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
 }
