@@ -1,0 +1,629 @@
+//! The relay's configuration: a TOML file, overridden by environment variables, overridden by
+//! command-line flags (CLI > env > TOML > defaults).
+//!
+//! The file is parsed with `deny_unknown_fields`, so a misspelt key is an error that names it.
+//! Secrets (the database password, any librdkafka property whose name says `password`, `secret`
+//! or `key`) never reach a log line: `Debug` redacts them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem, always naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("`{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The whole relay configuration.
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// PostgreSQL connection URL, `postgres://user:password@host:port/database`. The role needs
+    /// the `REPLICATION` attribute (and ownership of the table for `setup`). Env: `DATABASE_URL`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Where events are read from.
+    #[serde(default)]
+    pub source: SourceConfig,
+    /// Where events go.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Reconnection after transient failures.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// The Prometheus `/metrics` and `/healthz` listener.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("source", &self.source)
+            .field("kafka", &self.kafka)
+            .field("retry", &self.retry)
+            .field("metrics", &self.metrics)
+            .finish()
+    }
+}
+
+/// Which log the relay tails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Rows inserted into the outbox table (pgoutput `Insert` messages). DELETEs are ignored.
+    #[default]
+    Wal,
+    /// Transactional `pg_logical_emit_message` messages with the configured prefix (tableless).
+    Message,
+    /// Polling the outbox table (PostgreSQL, MariaDB/MySQL, SQLite); see `[source.poll]`.
+    Poll,
+}
+
+/// The replication source.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `wal` (the outbox table) or `message` (tableless logical messages).
+    #[serde(default)]
+    pub kind: SourceKind,
+    /// The logical replication slot (pgoutput). One relay holds it at a time.
+    #[serde(default = "default_slot")]
+    pub slot: String,
+    /// The publication the slot streams.
+    #[serde(default = "default_publication")]
+    pub publication: String,
+    /// The outbox table's schema. Default: the connection's `search_path` (normally `public`).
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// The outbox table's name.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// The logical-message prefix the `message` source keeps; others are skipped.
+    #[serde(default = "default_prefix")]
+    pub message_prefix: String,
+    /// How often a standby status update (the acknowledged LSN) is sent at most; an idle stream
+    /// is acknowledged on the server's keepalives, so an idle outbox holds no WAL.
+    #[serde(default = "default_status_interval", with = "humantime_serde")]
+    pub status_interval: Duration,
+    /// The `poll` source's settings.
+    #[serde(default)]
+    pub poll: crate::source::poll::PollConfig,
+}
+
+fn default_slot() -> String {
+    "outbox_relay".into()
+}
+fn default_publication() -> String {
+    "outbox_relay".into()
+}
+fn default_table() -> String {
+    "outbox".into()
+}
+fn default_prefix() -> String {
+    "outbox".into()
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            kind: SourceKind::default(),
+            slot: default_slot(),
+            publication: default_publication(),
+            schema: None,
+            table: default_table(),
+            message_prefix: default_prefix(),
+            status_interval: default_status_interval(),
+            poll: crate::source::poll::PollConfig::default(),
+        }
+    }
+}
+
+/// The Kafka sink, in Debezium Outbox Event Router terms.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`. Env: `KAFKA_BROKERS`.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// The topic, with `${routedByValue}` replaced by the routing column's value (Debezium's
+    /// `route.topic.replacement`).
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// The column whose value routes the topic (Debezium's `route.by.field`).
+    #[serde(default = "default_route_by")]
+    pub route_by_field: String,
+    /// Further columns placed on the message, as Debezium's `table.fields.additional.placement`:
+    /// `column:header[:name]`. Only `header` placement is supported.
+    #[serde(default)]
+    pub additional_placement: Vec<String>,
+    /// Send a tombstone (null value) for an event whose payload is NULL or empty (Debezium's
+    /// `route.tombstone.on.empty.payload`). When off, such an event is sent with the value `null`.
+    #[serde(default)]
+    pub tombstone_on_empty_payload: bool,
+    /// The dead-letter topic for events Kafka refuses for good (too large, invalid topic).
+    #[serde(default = "default_dlq")]
+    pub dead_letter_topic: String,
+    /// Most events awaiting a Kafka acknowledgement before the source pauses.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// librdkafka properties, passed through as they are (TLS and SASL go here). The relay
+    /// forces `enable.idempotence=true` and `acks=all`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_topic() -> String {
+    "outbox.event.${routedByValue}".into()
+}
+fn default_route_by() -> String {
+    "aggregatetype".into()
+}
+fn default_dlq() -> String {
+    "outbox.dlq".into()
+}
+fn default_max_in_flight() -> usize {
+    100_000
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: None,
+            topic: default_topic(),
+            route_by_field: default_route_by(),
+            additional_placement: Vec::new(),
+            tombstone_on_empty_payload: false,
+            dead_letter_topic: default_dlq(),
+            max_in_flight: default_max_in_flight(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret(k) {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("route_by_field", &self.route_by_field)
+            .field("additional_placement", &self.additional_placement)
+            .field(
+                "tombstone_on_empty_payload",
+                &self.tombstone_on_empty_payload,
+            )
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, `ssl.key.pem`, ...).
+pub fn is_secret(property: &str) -> bool {
+    [
+        "password",
+        "secret",
+        "key.pem",
+        "keystore",
+        "sasl.oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| property.contains(s))
+}
+
+/// `postgres://user:<redacted>@host/db` for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Capped exponential backoff for reconnects; it resets once a session makes progress.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// The first wait after a failure.
+    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// The longest wait.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+/// The HTTP listener for Prometheus and health checks.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of `/metrics` and `/healthz`, such as `0.0.0.0:9187`. None: no listener.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Overrides from the command line and the environment (clap reads both; CLI wins).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Overrides {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "OUTBOX_RELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL URL (`database_url`).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Kafka bootstrap servers (`kafka.brokers`).
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Source kind (`source.kind`).
+    #[arg(long, env = "OUTBOX_RELAY_SOURCE")]
+    pub source: Option<SourceKind>,
+    /// Replication slot (`source.slot`).
+    #[arg(long, env = "OUTBOX_RELAY_SLOT")]
+    pub slot: Option<String>,
+    /// Publication (`source.publication`).
+    #[arg(long, env = "OUTBOX_RELAY_PUBLICATION")]
+    pub publication: Option<String>,
+    /// Outbox table schema (`source.schema`).
+    #[arg(long, env = "OUTBOX_RELAY_SCHEMA")]
+    pub schema: Option<String>,
+    /// Outbox table (`source.table`).
+    #[arg(long, env = "OUTBOX_RELAY_TABLE")]
+    pub table: Option<String>,
+    /// Logical message prefix (`source.message_prefix`).
+    #[arg(long, env = "OUTBOX_RELAY_MESSAGE_PREFIX")]
+    pub message_prefix: Option<String>,
+    /// Topic template (`kafka.topic`).
+    #[arg(long, env = "OUTBOX_RELAY_TOPIC")]
+    pub topic: Option<String>,
+    /// Dead-letter topic (`kafka.dead_letter_topic`).
+    #[arg(long, env = "OUTBOX_RELAY_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    /// Additional placement `column:header:name`, repeatable (`kafka.additional_placement`).
+    #[arg(long = "placement")]
+    pub additional_placement: Vec<String>,
+    /// A librdkafka property `name=value`, repeatable (`kafka.properties`).
+    #[arg(long = "kafka-property", short = 'X')]
+    pub kafka_properties: Vec<String>,
+    /// Metrics listen address (`metrics.listen`).
+    #[arg(long, env = "OUTBOX_RELAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Reads the TOML file at `path`.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The file named by `overrides.config` (or defaults), with the overrides applied, checked.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match &overrides.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply(overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *target = v.clone();
+            }
+        }
+        if o.database_url.is_some() {
+            self.database_url = o.database_url.clone();
+        }
+        if o.kafka_brokers.is_some() {
+            self.kafka.brokers = o.kafka_brokers.clone();
+        }
+        if o.schema.is_some() {
+            self.source.schema = o.schema.clone();
+        }
+        if o.metrics_listen.is_some() {
+            self.metrics.listen = o.metrics_listen;
+        }
+        set(&mut self.source.kind, &o.source);
+        set(&mut self.source.slot, &o.slot);
+        set(&mut self.source.publication, &o.publication);
+        set(&mut self.source.table, &o.table);
+        set(&mut self.source.message_prefix, &o.message_prefix);
+        set(&mut self.kafka.topic, &o.topic);
+        set(&mut self.kafka.dead_letter_topic, &o.dead_letter_topic);
+        if !o.additional_placement.is_empty() {
+            self.kafka.additional_placement = o.additional_placement.clone();
+        }
+        for property in &o.kafka_properties {
+            let (k, v) = property.split_once('=').ok_or_else(|| {
+                invalid(
+                    "kafka.properties",
+                    format!("`{property}` is not `name=value`"),
+                )
+            })?;
+            self.kafka
+                .properties
+                .insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        Ok(())
+    }
+
+    /// Checks what serde cannot: required keys, names, and the placement syntax.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database_url.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "database_url",
+                "is required (or set DATABASE_URL / --database-url)",
+            ));
+        }
+        if self.kafka.brokers.as_deref().is_none_or(str::is_empty)
+            && !self.kafka.properties.contains_key("bootstrap.servers")
+        {
+            return Err(invalid(
+                "kafka.brokers",
+                "is required (or set KAFKA_BROKERS / --kafka-brokers)",
+            ));
+        }
+        for (key, value) in [
+            ("source.slot", &self.source.slot),
+            ("source.publication", &self.source.publication),
+            ("source.table", &self.source.table),
+            ("kafka.topic", &self.kafka.topic),
+            ("kafka.dead_letter_topic", &self.kafka.dead_letter_topic),
+        ] {
+            if value.is_empty() {
+                return Err(invalid(key, "must not be empty"));
+            }
+        }
+        // Slot names are restricted by PostgreSQL to lower-case letters, digits and `_`.
+        if !self
+            .source
+            .slot
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(invalid(
+                "source.slot",
+                "may hold only lower-case letters, digits and `_`",
+            ));
+        }
+        if self.kafka.max_in_flight == 0 {
+            return Err(invalid("kafka.max_in_flight", "must be at least 1"));
+        }
+        if self.retry.initial_backoff.is_zero()
+            || self.retry.max_backoff < self.retry.initial_backoff
+        {
+            return Err(invalid(
+                "retry.max_backoff",
+                "must be at least retry.initial_backoff, which must be above zero",
+            ));
+        }
+        for placement in &self.kafka.additional_placement {
+            Placement::parse(placement)?;
+        }
+        for forced in ["enable.idempotence", "acks"] {
+            if let Some(v) = self.kafka.properties.get(forced) {
+                let ok = matches!(
+                    (forced, v.as_str()),
+                    ("enable.idempotence", "true") | ("acks", "all" | "-1")
+                );
+                if !ok {
+                    return Err(invalid(
+                        "kafka.properties",
+                        format!("`{forced}={v}` would break the delivery guarantee"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The additional placements, parsed.
+    pub fn placements(&self) -> Result<Vec<Placement>, ConfigError> {
+        self.kafka
+            .additional_placement
+            .iter()
+            .map(|p| Placement::parse(p))
+            .collect()
+    }
+}
+
+/// One `column:header[:name]` entry of `kafka.additional_placement`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The outbox column.
+    pub column: String,
+    /// The header name (defaults to the column name).
+    pub header: String,
+}
+
+impl Placement {
+    /// Parses `column:header[:name]`.
+    pub fn parse(text: &str) -> Result<Placement, ConfigError> {
+        let parts: Vec<&str> = text.split(':').map(str::trim).collect();
+        match parts.as_slice() {
+            [column, "header"] if !column.is_empty() => Ok(Placement {
+                column: (*column).to_owned(),
+                header: (*column).to_owned(),
+            }),
+            [column, "header", name] if !column.is_empty() && !name.is_empty() => Ok(Placement {
+                column: (*column).to_owned(),
+                header: (*name).to_owned(),
+            }),
+            [_, place, ..] if *place != "header" => Err(invalid(
+                "kafka.additional_placement",
+                format!("`{text}`: only `header` placement is supported, not `{place}`"),
+            )),
+            _ => Err(invalid(
+                "kafka.additional_placement",
+                format!("`{text}` is not `column:header[:name]`"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[kafka]\ntopik = \"x\"\n")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("topik")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn durations_and_defaults() {
+        let c = Config::from_toml(
+            "[source]\nstatus_interval = \"250ms\"\n[retry]\nmax_backoff = \"3s\"\n",
+        )
+        .map_err(|e| e.to_string());
+        let c = c.as_ref().map(|c| {
+            (
+                c.source.status_interval,
+                c.retry.max_backoff,
+                c.kafka.topic.clone(),
+            )
+        });
+        assert_eq!(
+            c,
+            Ok((
+                Duration::from_millis(250),
+                Duration::from_secs(3),
+                "outbox.event.${routedByValue}".to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn cli_overrides_file_and_missing_keys_are_named() {
+        let o = Overrides::default();
+        let err = Config::load(&o).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("`database_url`: is required (or set DATABASE_URL / --database-url)")
+        );
+        let o = Overrides {
+            database_url: Some("postgres://u:hunter2@h/db".into()),
+            kafka_brokers: Some("k:9092".into()),
+            slot: Some("s1".into()),
+            kafka_properties: vec!["sasl.password=hunter2".into()],
+            ..Overrides::default()
+        };
+        let c = Config::load(&o).map_err(|e| e.to_string());
+        assert!(c.as_ref().is_ok_and(|c| c.source.slot == "s1"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn placement_syntax() {
+        assert_eq!(
+            Placement::parse("type:header:eventType").ok(),
+            Some(Placement {
+                column: "type".into(),
+                header: "eventType".into()
+            })
+        );
+        let e = Placement::parse("type:envelope:eventType")
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("kafka.additional_placement")));
+    }
+
+    #[test]
+    fn guarantee_properties_cannot_be_weakened() {
+        let mut c = Config {
+            database_url: Some("postgres://x".into()),
+            ..Config::default()
+        };
+        c.kafka.brokers = Some("k".into());
+        c.kafka.properties.insert("acks".into(), "1".into());
+        let e = c.validate().err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.starts_with("`kafka.properties`")));
+    }
+}

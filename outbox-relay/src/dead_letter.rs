@@ -1,0 +1,83 @@
+//! Dead letters: an event Kafka refuses for good (too large, invalid topic, unroutable, not an
+//! outbox event) goes to the dead-letter topic with headers that say why and where it came from,
+//! and the stream goes on. Delivering the dead letter acknowledges the event.
+//!
+//! Headers added: `dlq.reason` (human text), `dlq.original.topic`, `dlq.source.lsn` (the WAL
+//! position, `X/Y` as PostgreSQL prints it). The original key and headers are kept. A value
+//! that was too large is left out (its size is in `dlq.original.value.bytes`), so the dead
+//! letter itself fits.
+
+use crate::sink::KafkaMessage;
+
+/// Why an event was dead-lettered, and where it was in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub reason: String,
+    pub lsn: u64,
+    /// Whether the value is dropped because it was too large.
+    pub drop_value: bool,
+}
+
+/// `X/Y`, as PostgreSQL prints an LSN.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+impl DeadLetter {
+    /// The dead-letter message for `original`, bound for `topic`.
+    pub fn message(&self, topic: &str, original: KafkaMessage) -> KafkaMessage {
+        let mut headers = original.headers;
+        headers.push(("dlq.reason".to_owned(), self.reason.clone().into_bytes()));
+        headers.push(("dlq.original.topic".to_owned(), original.topic.into_bytes()));
+        headers.push((
+            "dlq.source.lsn".to_owned(),
+            format_lsn(self.lsn).into_bytes(),
+        ));
+        let value = match original.value {
+            Some(value) if self.drop_value => {
+                headers.push((
+                    "dlq.original.value.bytes".to_owned(),
+                    value.len().to_string().into_bytes(),
+                ));
+                None
+            }
+            value => value,
+        };
+        KafkaMessage {
+            topic: topic.to_owned(),
+            key: original.key,
+            value,
+            headers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_name_reason_and_position() {
+        let original = KafkaMessage {
+            topic: "outbox.event.Order".into(),
+            key: Some(b"1".to_vec()),
+            value: Some(vec![b'x'; 10]),
+            headers: vec![("id".into(), b"e1".to_vec())],
+        };
+        let dl = DeadLetter {
+            reason: "Broker: Message size too large".into(),
+            lsn: 0x1_0000_00A0,
+            drop_value: true,
+        };
+        let m = dl.message("outbox.dlq", original);
+        assert_eq!(m.topic, "outbox.dlq");
+        assert_eq!(m.value, None);
+        assert_eq!(m.header("id"), Some(&b"e1"[..]));
+        assert_eq!(m.header("dlq.source.lsn"), Some(&b"1/A0"[..]));
+        assert_eq!(
+            m.header("dlq.original.topic"),
+            Some(&b"outbox.event.Order"[..])
+        );
+        assert_eq!(m.header("dlq.original.value.bytes"), Some(&b"10"[..]));
+    }
+}

@@ -1,0 +1,520 @@
+//! The run loop: source → Kafka sink, acknowledging the source only after Kafka did.
+//!
+//! A session reads transactions in commit order, hands each event to the producer without
+//! waiting (pipelined, up to `kafka.max_in_flight` unacknowledged), and moves the confirmed LSN
+//! as deliveries come back ([`Position`]). A transient failure of either side ends the session:
+//! in-flight deliveries are drained, then a new session resumes from the confirmed LSN after a
+//! capped exponential backoff that resets once a session makes progress. Shutdown stops
+//! reading, drains, confirms the final position to PostgreSQL, and returns.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::DeliveryFuture;
+
+use crate::admin;
+use crate::config::{Config, ConfigError};
+use crate::dead_letter::DeadLetter;
+use crate::metrics::Metrics;
+use crate::position::{Position, TxId};
+use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal};
+use crate::source::wal::{PgTarget, SourceError};
+use crate::source::{PG_EPOCH_OFFSET_MICROS, SourceEvent, WalSource};
+
+/// Why the relay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    #[error("kafka ({context}): {source}")]
+    Kafka {
+        context: &'static str,
+        source: KafkaError,
+    },
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+}
+
+impl RelayError {
+    fn is_transient(&self) -> bool {
+        match self {
+            RelayError::Source(e) => e.is_transient(),
+            RelayError::Kafka { context, .. } => *context != "`kafka.properties`",
+            RelayError::Config(_) | RelayError::Admin(_) => false,
+        }
+    }
+}
+
+/// Capped exponential backoff.
+#[derive(Debug)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    fn wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// The relay: one source, one sink.
+pub struct Relay {
+    config: Config,
+    target: PgTarget,
+    router: Router,
+    metrics: Metrics,
+}
+
+struct Delivery {
+    tx: TxId,
+    lsn: u64,
+    /// Set on a dead letter's own delivery: why the event was dead-lettered.
+    dead_letter: Option<String>,
+    /// Err(Canceled) when the producer went away.
+    result: <DeliveryFuture as Future>::Output,
+}
+
+type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Delivery> + Send>>>;
+
+enum Ended {
+    Shutdown,
+}
+
+struct Session<'a> {
+    relay: &'a Relay,
+    sink: &'a KafkaSink,
+    source: WalSource,
+    position: Position,
+    in_flight: InFlight,
+    /// The open transaction and its event count.
+    open: Option<(TxId, usize)>,
+    rebuild_producer: bool,
+}
+
+impl Relay {
+    /// A relay for a validated `config`.
+    pub fn new(config: Config, metrics: Metrics) -> Result<Relay, RelayError> {
+        config.validate()?;
+        let target = PgTarget::parse(config.database_url.as_deref().unwrap_or_default())?;
+        let router = Router::new(&config.kafka, config.placements()?);
+        Ok(Relay {
+            config,
+            target,
+            router,
+            metrics,
+        })
+    }
+
+    /// Runs until `shutdown` resolves (then drains and returns `Ok`) or a permanent error.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut backoff = Backoff::new(
+            self.config.retry.initial_backoff,
+            self.config.retry.max_backoff,
+        );
+        let mut confirmed = 0u64;
+        let mut sink: Option<KafkaSink> = None;
+        loop {
+            let producer = match &sink {
+                Some(producer) => producer,
+                None => sink.insert(KafkaSink::new(&self.config.kafka).map_err(|source| {
+                    RelayError::Kafka {
+                        context: "`kafka.properties`",
+                        source,
+                    }
+                })?),
+            };
+            let before = confirmed;
+            let (outcome, rebuild) = self.session(producer, &mut confirmed, &mut shutdown).await;
+            self.metrics.connected(false);
+            if rebuild {
+                sink = None;
+            }
+            match outcome {
+                Ok(Ended::Shutdown) => {
+                    if confirmed > 0 {
+                        admin::confirm_slot(&self.config, confirmed).await?;
+                    }
+                    tracing::info!(
+                        confirmed = %crate::dead_letter::format_lsn(confirmed),
+                        published = self.metrics.published(),
+                        "relay stopped"
+                    );
+                    return Ok(());
+                }
+                Err(error) if error.is_transient() => {
+                    if confirmed > before {
+                        backoff.reset();
+                    }
+                    let wait = backoff.wait();
+                    self.metrics.reconnecting(&error, wait);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        sink: &KafkaSink,
+        confirmed: &mut u64,
+        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+    ) -> (Result<Ended, RelayError>, bool) {
+        let source = tokio::select! {
+            source = WalSource::connect(&self.target, &self.config.source, *confirmed) => source,
+            _ = shutdown.as_mut() => return (Ok(Ended::Shutdown), false),
+        };
+        let source = match source {
+            Ok(source) => source,
+            Err(e) => return (Err(e.into()), false),
+        };
+        tracing::info!(
+            slot = %self.config.source.slot,
+            from = %crate::dead_letter::format_lsn(*confirmed),
+            "replication session started"
+        );
+        self.metrics.connected(true);
+        let mut session = Session {
+            relay: self,
+            sink,
+            source,
+            position: Position::new(*confirmed),
+            in_flight: FuturesUnordered::new(),
+            open: None,
+            rebuild_producer: false,
+        };
+        let outcome = session.stream(shutdown).await;
+        session.drain().await;
+        *confirmed = session.position.confirmed();
+        let rebuild = session.rebuild_producer;
+        // Let the worker send the final standby status, then end the session.
+        session.source.acknowledge(*confirmed);
+        if outcome.is_ok() {
+            tokio::time::sleep(self.config.source.status_interval + Duration::from_millis(100))
+                .await;
+        }
+        session.source.close().await;
+        (outcome, rebuild)
+    }
+}
+
+impl Session<'_> {
+    async fn stream(
+        &mut self,
+        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Ended, RelayError> {
+        let max_in_flight = self.relay.config.kafka.max_in_flight;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.as_mut() => return Ok(Ended::Shutdown),
+                Some(delivery) = self.in_flight.next(), if !self.in_flight.is_empty() => self.delivered(delivery)?,
+                event = self.source.next(), if self.in_flight.len() < max_in_flight => self.read(event?).await?,
+                _ = tick.tick() => self.report(),
+            }
+        }
+    }
+
+    /// Waits for every in-flight delivery; failures only keep the position where it is.
+    async fn drain(&mut self) {
+        while let Some(delivery) = self.in_flight.next().await {
+            if let Err(error) = self.delivered(delivery) {
+                tracing::debug!(%error, "delivery failed while draining");
+            }
+        }
+        self.report();
+    }
+
+    fn report(&self) {
+        let age = self.position.oldest_pending_commit().map_or(0.0, |commit| {
+            ((now_pg_micros() - commit).max(0) as f64) / 1e6
+        });
+        self.relay
+            .metrics
+            .position(self.position.confirmed(), self.source.wal_end(), age);
+    }
+
+    fn acknowledge(&self, moved: Option<u64>) {
+        if let Some(lsn) = moved {
+            self.source.acknowledge(lsn);
+        }
+    }
+
+    async fn read(&mut self, event: SourceEvent) -> Result<(), RelayError> {
+        match event {
+            SourceEvent::Begin { commit_time_micros } => {
+                self.open = Some((self.position.begin(commit_time_micros), 0));
+            }
+            SourceEvent::Event(record) => {
+                let (tx, standalone) = self.tx_for_event();
+                let lsn = record.lsn;
+                match self.relay.router.route(&record) {
+                    Ok(message) => self.send(tx, lsn, message, None).await?,
+                    Err(unroutable) => {
+                        let message = KafkaMessage {
+                            topic: String::new(),
+                            key: record.get("aggregateid").map(|k| k.as_bytes().to_vec()),
+                            value: record.get("payload").map(|p| p.as_bytes().to_vec()),
+                            headers: record
+                                .get("id")
+                                .map(|id| vec![("id".to_owned(), id.as_bytes().to_vec())])
+                                .unwrap_or_default(),
+                        };
+                        self.dead_letter(tx, lsn, message, unroutable.to_string(), false)
+                            .await?;
+                    }
+                }
+                if standalone {
+                    let moved = self.position.commit(tx, lsn);
+                    self.acknowledge(moved);
+                }
+            }
+            SourceEvent::Undecodable {
+                lsn,
+                content,
+                reason,
+            } => {
+                let (tx, standalone) = self.tx_for_event();
+                let message = KafkaMessage {
+                    topic: String::new(),
+                    key: None,
+                    value: Some(content),
+                    headers: Vec::new(),
+                };
+                self.dead_letter(tx, lsn, message, reason, false).await?;
+                if standalone {
+                    let moved = self.position.commit(tx, lsn);
+                    self.acknowledge(moved);
+                }
+            }
+            SourceEvent::Commit { end_lsn } => {
+                if let Some((tx, events)) = self.open.take() {
+                    self.relay.metrics.transaction_read(events);
+                    let moved = self.position.commit(tx, end_lsn);
+                    self.acknowledge(moved);
+                }
+            }
+            SourceEvent::KeepAlive { wal_end } => {
+                let moved = self.position.idle_at(wal_end);
+                self.acknowledge(moved);
+            }
+        }
+        Ok(())
+    }
+
+    /// The transaction an event belongs to; a non-transactional message gets its own, which
+    /// the caller commits (`true`).
+    fn tx_for_event(&mut self) -> (TxId, bool) {
+        match &mut self.open {
+            Some((tx, events)) => {
+                *events += 1;
+                (*tx, false)
+            }
+            None => (self.position.begin(now_pg_micros()), true),
+        }
+    }
+
+    /// Hands `message` to the producer, waiting out `QueueFull`.
+    async fn send(
+        &mut self,
+        tx: TxId,
+        lsn: u64,
+        message: KafkaMessage,
+        dead_letter: Option<String>,
+    ) -> Result<(), RelayError> {
+        loop {
+            match self.sink.send(&message) {
+                Ok(future) => {
+                    self.position.sent(tx);
+                    self.in_flight.push(track(future, tx, lsn, dead_letter));
+                    return Ok(());
+                }
+                Err(error) => match classify(&error) {
+                    // librdkafka delivers in the background; room frees up without us.
+                    Failure::Backpressure => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Failure::Permanent if dead_letter.is_none() => {
+                        let drop_value = is_size_error(&error);
+                        return Box::pin(self.dead_letter(
+                            tx,
+                            lsn,
+                            message,
+                            error.to_string(),
+                            drop_value,
+                        ))
+                        .await;
+                    }
+                    _ => {
+                        self.relay.metrics.event_failed(&error);
+                        return Err(RelayError::Kafka {
+                            context: "send",
+                            source: error,
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &mut self,
+        tx: TxId,
+        lsn: u64,
+        original: KafkaMessage,
+        reason: String,
+        drop_value: bool,
+    ) -> Result<(), RelayError> {
+        let letter = DeadLetter {
+            reason: reason.clone(),
+            lsn,
+            drop_value,
+        };
+        let message = letter.message(&self.relay.config.kafka.dead_letter_topic, original);
+        self.send(tx, lsn, message, Some(reason)).await
+    }
+
+    fn delivered(&mut self, delivery: Delivery) -> Result<(), RelayError> {
+        let Delivery {
+            tx,
+            lsn,
+            dead_letter,
+            result,
+        } = delivery;
+        match result {
+            Ok(Ok(_)) => {
+                match &dead_letter {
+                    Some(reason) => self.relay.metrics.event_dead_lettered(
+                        &self.relay.config.kafka.dead_letter_topic,
+                        reason,
+                        lsn,
+                    ),
+                    None => self.relay.metrics.event_published(),
+                }
+                let moved = self.position.acked(tx);
+                self.acknowledge(moved);
+                Ok(())
+            }
+            Ok(Err((error, message))) => {
+                if classify(&error) == Failure::Permanent && dead_letter.is_none() {
+                    // Dead-lettering a delivered-later message: queued synchronously, except
+                    // for backpressure, which we wait out here.
+                    let letter = DeadLetter {
+                        reason: error.to_string(),
+                        lsn,
+                        drop_value: is_size_error(&error),
+                    };
+                    let message = letter.message(
+                        &self.relay.config.kafka.dead_letter_topic,
+                        KafkaMessage::from_owned(&message),
+                    );
+                    return self.send_now(tx, lsn, message, letter.reason);
+                }
+                if is_fatal(&error) {
+                    self.rebuild_producer = true;
+                }
+                self.relay.metrics.event_failed(&error);
+                Err(RelayError::Kafka {
+                    context: "delivery",
+                    source: error,
+                })
+            }
+            Err(_) => {
+                self.rebuild_producer = true;
+                Err(RelayError::Kafka {
+                    context: "delivery",
+                    source: KafkaError::Canceled,
+                })
+            }
+        }
+    }
+
+    /// `send` for a dead letter from a delivery report (not async: it spins on `QueueFull`
+    /// with short sleeps of the producer's own thread, which frees the queue).
+    fn send_now(
+        &mut self,
+        tx: TxId,
+        lsn: u64,
+        message: KafkaMessage,
+        reason: String,
+    ) -> Result<(), RelayError> {
+        loop {
+            match self.sink.send(&message) {
+                Ok(future) => {
+                    self.position.sent(tx);
+                    // The failed original is replaced by its dead letter.
+                    self.position.acked(tx);
+                    self.in_flight.push(track(future, tx, lsn, Some(reason)));
+                    return Ok(());
+                }
+                Err(error) if classify(&error) == Failure::Backpressure => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(error) => {
+                    self.relay.metrics.event_failed(&error);
+                    return Err(RelayError::Kafka {
+                        context: "dead letter",
+                        source: error,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Now, in microseconds since PostgreSQL's epoch (2000-01-01), as commit times are.
+fn now_pg_micros() -> i64 {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    unix - PG_EPOCH_OFFSET_MICROS
+}
+
+fn is_size_error(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge)
+    )
+}
+
+fn track(
+    future: DeliveryFuture,
+    tx: TxId,
+    lsn: u64,
+    dead_letter: Option<String>,
+) -> Pin<Box<dyn Future<Output = Delivery> + Send>> {
+    Box::pin(async move {
+        Delivery {
+            tx,
+            lsn,
+            dead_letter,
+            result: future.await,
+        }
+    })
+}

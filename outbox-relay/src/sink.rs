@@ -1,0 +1,320 @@
+//! The Kafka sink: outbox records become Kafka messages in Debezium's Outbox Event Router
+//! format, sent by an idempotent (`acks=all`) rdkafka producer, pipelined.
+//!
+//! Format: topic from the template with `${routedByValue}` = the routing column; key =
+//! `aggregateid`; value = `payload` as stored; header `id`; configured columns as headers;
+//! `traceparent` (and `tracestate`) from `tracingspancontext`.
+//!
+//! Errors are sorted by explicit lists (see [`classify`]): `QueueFull` is backpressure, a few
+//! codes condemn one message (dead-letter), everything else is transient: the session restarts
+//! from the acknowledged position and nothing is skipped.
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+
+use crate::config::{KafkaConfig, Placement};
+use crate::source::OutboxRecord;
+
+/// One message for Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaMessage {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    /// None = tombstone.
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl KafkaMessage {
+    /// The message carried back by a failed delivery.
+    pub fn from_owned(message: &OwnedMessage) -> KafkaMessage {
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        KafkaMessage {
+            topic: message.topic().to_owned(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+
+    /// The value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// What an error means for the message that met it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The producer queue is full: wait for deliveries, then send the same message again.
+    Backpressure,
+    /// Kafka will never take this message: dead-letter it and go on.
+    Permanent,
+    /// Anything else: reconnect and resume from the acknowledged position.
+    Transient,
+}
+
+/// Codes that condemn one message and not the stream (vector's kafka `service.rs` keeps such
+/// lists too). Anything not listed is transient, so an unknown error never skips an event.
+const PERMANENT: &[RDKafkaErrorCode] = &[
+    RDKafkaErrorCode::MessageSizeTooLarge,
+    RDKafkaErrorCode::InvalidMessageSize,
+    RDKafkaErrorCode::MessageBatchTooLarge,
+    RDKafkaErrorCode::InvalidTopic,
+    RDKafkaErrorCode::InvalidRecord,
+    RDKafkaErrorCode::InvalidMessage,
+];
+
+/// Codes after which the producer itself is unusable (idempotence broken): the relay builds a
+/// new producer before resuming.
+const FATAL: &[RDKafkaErrorCode] = &[
+    RDKafkaErrorCode::Fatal,
+    RDKafkaErrorCode::OutOfOrderSequenceNumber,
+    RDKafkaErrorCode::DuplicateSequenceNumber,
+    RDKafkaErrorCode::InvalidProducerEpoch,
+    RDKafkaErrorCode::UnknownProducerId,
+    RDKafkaErrorCode::InvalidProducerIdMapping,
+    RDKafkaErrorCode::ProducerFenced,
+];
+
+/// Sorts an error by its code.
+pub fn classify(error: &KafkaError) -> Failure {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::QueueFull) => Failure::Backpressure,
+        Some(code) if PERMANENT.contains(&code) => Failure::Permanent,
+        _ => Failure::Transient,
+    }
+}
+
+/// Whether the producer must be rebuilt after `error`.
+pub fn is_fatal(error: &KafkaError) -> bool {
+    error
+        .rdkafka_error_code()
+        .is_some_and(|c| FATAL.contains(&c))
+}
+
+/// How records are turned into Kafka messages (the Event Router's settings).
+#[derive(Debug, Clone)]
+pub struct Router {
+    topic: String,
+    route_by: String,
+    placements: Vec<Placement>,
+    tombstone_on_empty_payload: bool,
+}
+
+/// A record that cannot be routed at all (its routing column is NULL).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column `{0}` is NULL, so the event has no topic")]
+pub struct Unroutable(pub String);
+
+impl Router {
+    pub fn new(config: &KafkaConfig, placements: Vec<Placement>) -> Router {
+        Router {
+            topic: config.topic.clone(),
+            route_by: config.route_by_field.clone(),
+            placements,
+            tombstone_on_empty_payload: config.tombstone_on_empty_payload,
+        }
+    }
+
+    /// The Kafka message for `record`.
+    pub fn route(&self, record: &OutboxRecord) -> Result<KafkaMessage, Unroutable> {
+        let routed_by = record
+            .get(&self.route_by)
+            .ok_or_else(|| Unroutable(self.route_by.clone()))?;
+        let topic = self.topic.replace("${routedByValue}", routed_by);
+        let mut headers = Vec::with_capacity(2 + self.placements.len());
+        if let Some(id) = record.get("id") {
+            headers.push(("id".to_owned(), id.as_bytes().to_vec()));
+        }
+        for placement in &self.placements {
+            if let Some(value) = record.get(&placement.column) {
+                headers.push((placement.header.clone(), value.as_bytes().to_vec()));
+            }
+        }
+        if let Some(context) = record.get("tracingspancontext") {
+            let (parent, state) = match context.split_once(',') {
+                Some((parent, state)) => (parent.trim(), Some(state.trim())),
+                None => (context.trim(), None),
+            };
+            if !parent.is_empty() {
+                headers.push(("traceparent".to_owned(), parent.as_bytes().to_vec()));
+            }
+            if let Some(state) = state.filter(|s| !s.is_empty()) {
+                headers.push(("tracestate".to_owned(), state.as_bytes().to_vec()));
+            }
+        }
+        let value = match record.get("payload") {
+            Some(payload) if !payload.is_empty() => Some(payload.as_bytes().to_vec()),
+            _ if self.tombstone_on_empty_payload => None,
+            _ => Some(b"null".to_vec()),
+        };
+        Ok(KafkaMessage {
+            topic,
+            key: record.get("aggregateid").map(|k| k.as_bytes().to_vec()),
+            value,
+            headers,
+        })
+    }
+}
+
+/// The rdkafka producer, idempotent with `acks=all`.
+pub struct KafkaSink {
+    producer: FutureProducer,
+}
+
+impl KafkaSink {
+    /// Builds the producer: every configured property passes through, then the guarantees are
+    /// forced.
+    pub fn new(config: &KafkaConfig) -> Result<KafkaSink, KafkaError> {
+        let mut client = ClientConfig::new();
+        // Throughput defaults, each overridable by `kafka.properties`.
+        client
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "200000");
+        if let Some(brokers) = &config.brokers {
+            client.set("bootstrap.servers", brokers);
+        }
+        for (k, v) in &config.properties {
+            client.set(k, v);
+        }
+        client.set("enable.idempotence", "true").set("acks", "all");
+        Ok(KafkaSink {
+            producer: client.create()?,
+        })
+    }
+
+    /// Hands `message` to the producer. The future resolves when Kafka acknowledged it (or
+    /// gave up on it).
+    pub fn send(&self, message: &KafkaMessage) -> Result<DeliveryFuture, KafkaError> {
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+        for (key, value) in &message.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_slice()),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&message.topic).headers(headers);
+        if let Some(key) = &message.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(value) = &message.value {
+            record = record.payload(value.as_slice());
+        }
+        self.producer
+            .send_result(record)
+            .map_err(|(error, _)| error)
+    }
+
+    /// Waits up to `timeout` for everything queued to be delivered.
+    pub fn flush(&self, timeout: std::time::Duration) -> Result<(), KafkaError> {
+        use rdkafka::producer::Producer;
+        self.producer.flush(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: Option<&str>, trace: Option<&str>) -> OutboxRecord {
+        let col = |n: &str, v: Option<&str>| (n.to_owned(), v.map(str::to_owned));
+        OutboxRecord {
+            lsn: 1,
+            columns: vec![
+                col("id", Some("0190-id")),
+                col("aggregatetype", Some("Order")),
+                col("aggregateid", Some("42")),
+                col("type", Some("OrderPlaced")),
+                col("payload", payload),
+                col("tracingspancontext", trace),
+            ],
+        }
+    }
+
+    fn router(tombstone: bool) -> Router {
+        let config = KafkaConfig {
+            tombstone_on_empty_payload: tombstone,
+            ..KafkaConfig::default()
+        };
+        let placements =
+            vec![Placement::parse("type:header:eventType").unwrap_or_else(|e| panic!("{e}"))];
+        Router::new(&config, placements)
+    }
+
+    #[test]
+    fn debezium_event_router_defaults() {
+        let m = router(false).route(&record(
+            Some(r#"{"total": 3}"#),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01, congo=t61rcWkgMzE"),
+        ));
+        let m = m.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.topic, "outbox.event.Order");
+        assert_eq!(m.key.as_deref(), Some(&b"42"[..]));
+        assert_eq!(m.value.as_deref(), Some(&br#"{"total": 3}"#[..]));
+        assert_eq!(m.header("id"), Some(&b"0190-id"[..]));
+        assert_eq!(m.header("eventType"), Some(&b"OrderPlaced"[..]));
+        assert_eq!(
+            m.header("traceparent"),
+            Some(&b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"[..])
+        );
+        assert_eq!(m.header("tracestate"), Some(&b"congo=t61rcWkgMzE"[..]));
+    }
+
+    #[test]
+    fn empty_payload() {
+        assert_eq!(
+            router(true).route(&record(None, None)).map(|m| m.value),
+            Ok(None)
+        );
+        assert_eq!(
+            router(false).route(&record(None, None)).map(|m| m.value),
+            Ok(Some(b"null".to_vec()))
+        );
+    }
+
+    #[test]
+    fn error_lists() {
+        let e = |c| KafkaError::MessageProduction(c);
+        assert_eq!(
+            classify(&e(RDKafkaErrorCode::QueueFull)),
+            Failure::Backpressure
+        );
+        assert_eq!(
+            classify(&e(RDKafkaErrorCode::MessageSizeTooLarge)),
+            Failure::Permanent
+        );
+        assert_eq!(
+            classify(&e(RDKafkaErrorCode::InvalidTopic)),
+            Failure::Permanent
+        );
+        assert_eq!(
+            classify(&e(RDKafkaErrorCode::MessageTimedOut)),
+            Failure::Transient
+        );
+        assert_eq!(
+            classify(&e(RDKafkaErrorCode::AllBrokersDown)),
+            Failure::Transient
+        );
+        assert!(is_fatal(&e(RDKafkaErrorCode::OutOfOrderSequenceNumber)));
+    }
+}

@@ -1,0 +1,290 @@
+//! The `poll` source against the real PostgreSQL, MariaDB and SQLite and the real Kafka: each
+//! test has its own table and topics, so they run in parallel. The relay runs in-process here
+//! (its own pool, lock connection and producer); `poll_two_relays.rs` runs processes.
+
+mod common;
+mod poll_support;
+
+use std::time::Duration;
+
+use common::{Reader, event};
+use poll_support::*;
+use sea_orm::TransactionTrait;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Delivery: 60 events on 6 aggregates in 12 transactions arrive with the Event Router's topic,
+/// key, `id` and `eventType` headers and value, each aggregate in write order, once; the table
+/// is empty afterwards (rows deleted after the ack).
+async fn delivers(db: Db) {
+    let fx = PollFixture::new(db, "poll_deliver").await;
+    fx.setup(fx.config()).await;
+    let mut written = Vec::new();
+    for chunk in events("order", 6, 60).chunks(5) {
+        written.extend(fx.write(chunk).await);
+    }
+    let relay = InProcess::start(fx.config()).await;
+    let mut reader = Reader::new(&[&fx.topic()]);
+    reader
+        .read_until(WAIT, |m| m.len() >= written.len(), || format!("{db:?}"))
+        .await;
+    fx.wait_empty(WAIT).await;
+    let status = relay.stop().await;
+    let duplicates = check_delivery(&written, &reader.messages, &fx.topic());
+    assert_eq!(duplicates, 0, "a clean run ships each event once");
+    assert_eq!(status.published, 60);
+    assert_eq!(status.attempts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delivers_postgres() {
+    delivers(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delivers_mariadb() {
+    delivers(Db::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delivers_sqlite() {
+    delivers(Db::Sqlite).await;
+}
+
+/// No polling gap: a transaction holding an early event stays open while later transactions
+/// commit and ship; the early event is not skipped — it ships once its transaction commits.
+/// (SQLite serializes writers, so a later transaction cannot commit past an open one there.)
+async fn late_commit_is_not_skipped(db: Db) {
+    let fx = PollFixture::new(db, "poll_gap").await;
+    fx.setup(fx.config()).await;
+    let relay = InProcess::start(fx.config()).await;
+    let mut reader = Reader::new(&[&fx.topic()]);
+
+    let held = fx.db.begin().await.expect("begin");
+    let early = fx
+        .write_in(&held, &[event("early", serde_json::json!({"n": 0}))])
+        .await;
+    let mut later = Vec::new();
+    for i in 1..=5 {
+        later.extend(
+            fx.write(&[event(format!("later-{i}"), serde_json::json!({"n": i}))])
+                .await,
+        );
+    }
+    reader
+        .read_until(WAIT, |m| m.len() >= 5, || "the later events".into())
+        .await;
+    // Later commits shipped and were deleted while the early one is still uncommitted.
+    assert!(
+        !reader
+            .messages
+            .iter()
+            .any(|m| m.id() == early[0].id.to_string())
+    );
+    fx.wait_empty(WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    held.commit().await.expect("commit the held transaction");
+
+    reader
+        .read_until(WAIT, |m| m.len() >= 6, || "the early event".into())
+        .await;
+    let mut all = early.clone();
+    all.extend(later);
+    assert_eq!(check_delivery(&all, &reader.messages, &fx.topic()), 0);
+    assert!(
+        early[0].timestamp < all[1].timestamp,
+        "the early event is older than the ones shipped first"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_commit_is_not_skipped_postgres() {
+    late_commit_is_not_skipped(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_commit_is_not_skipped_mariadb() {
+    late_commit_is_not_skipped(Db::MariaDb).await;
+}
+
+/// A permanent per-event error: an event larger than the producer's `message.max.bytes` goes
+/// to the dead-letter topic (value dropped, size and reason in headers) and the events around
+/// it are delivered; nothing stays in the table.
+async fn oversize_goes_to_dead_letters(db: Db) {
+    let fx = PollFixture::new(db, "poll_dlq").await;
+    let mut config = fx.config();
+    config
+        .kafka
+        .properties
+        .insert("message.max.bytes".into(), "20000".into());
+    fx.setup(config.clone()).await;
+    let before = fx
+        .write(&[event("dlq-1", serde_json::json!({"n": 1}))])
+        .await;
+    let big = fx
+        .write(&[event(
+            "dlq-1",
+            serde_json::json!({"blob": "x".repeat(50_000)}),
+        )])
+        .await;
+    let after = fx
+        .write(&[event("dlq-1", serde_json::json!({"n": 3}))])
+        .await;
+    let relay = InProcess::start(config).await;
+    let mut reader = Reader::new(&[&fx.topic(), &fx.dlq_topic()]);
+    reader
+        .read_until(
+            WAIT,
+            |m| m.len() >= 3,
+            || "two events and a dead letter".into(),
+        )
+        .await;
+    fx.wait_empty(WAIT).await;
+    let status = relay.stop().await;
+
+    let letter = reader
+        .messages
+        .iter()
+        .find(|m| m.topic == fx.dlq_topic())
+        .expect("a dead letter");
+    assert_eq!(letter.id(), big[0].id.to_string());
+    assert_eq!(letter.key.as_deref(), Some("dlq-1"));
+    assert!(letter.value.is_none(), "the oversized value is left out");
+    assert!(
+        letter
+            .headers
+            .get("dlq.reason")
+            .is_some_and(|r| r.contains("too large")),
+        "{:?}",
+        letter.headers
+    );
+    assert_eq!(letter.headers.get("dlq.original.topic"), Some(&fx.topic()));
+    assert_eq!(letter.headers.get("dlq.source.table"), Some(&fx.name));
+    let delivered: Vec<_> = before.iter().chain(&after).cloned().collect();
+    assert_eq!(check_delivery(&delivered, &reader.messages, &fx.topic()), 0);
+    assert_eq!((status.published, status.dead_lettered), (2, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversize_goes_to_dead_letters_postgres() {
+    oversize_goes_to_dead_letters(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversize_goes_to_dead_letters_mariadb() {
+    oversize_goes_to_dead_letters(Db::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversize_goes_to_dead_letters_sqlite() {
+    oversize_goes_to_dead_letters(Db::Sqlite).await;
+}
+
+/// Graceful stop and restart: a stop while events keep coming drains the batch in flight; the
+/// next relay ships the rest; nothing is lost and nothing is shipped twice.
+async fn stop_and_restart_without_duplicates(db: Db) {
+    let fx = PollFixture::new(db, "poll_restart").await;
+    let mut config = fx.config();
+    config.source.poll.batch_size = 50;
+    fx.setup(config.clone()).await;
+    let mut reader = Reader::new(&[&fx.topic()]);
+    let mut written = Vec::new();
+    for chunk in events("restart", 10, 500).chunks(25) {
+        written.extend(fx.write(chunk).await);
+    }
+    let first = InProcess::start(config.clone()).await;
+    reader
+        .read_until(
+            WAIT,
+            |m| m.len() >= 100,
+            || "the first relay's events".into(),
+        )
+        .await;
+    let first = first.stop().await;
+    for chunk in events("restart", 10, 200).chunks(25) {
+        written.extend(fx.write(chunk).await);
+    }
+    let second = InProcess::start(config).await;
+    reader
+        .read_until(WAIT, |m| m.len() >= 700, || "all events".into())
+        .await;
+    fx.wait_empty(WAIT).await;
+    // Anything shipped twice would arrive by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = second.stop().await;
+    assert_eq!(check_delivery(&written, &reader.messages, &fx.topic()), 0);
+    assert_eq!(reader.messages.len(), 700);
+    assert_eq!(first.published + second.published, 700);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_and_restart_without_duplicates_postgres() {
+    stop_and_restart_without_duplicates(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_and_restart_without_duplicates_mariadb() {
+    stop_and_restart_without_duplicates(Db::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_and_restart_without_duplicates_sqlite() {
+    stop_and_restart_without_duplicates(Db::Sqlite).await;
+}
+
+/// The `mark` mode: rows are kept with `relayed_at` set (added by `setup`) and not shipped
+/// again; the purge removes them once older than the retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mark_mode_keeps_rows_until_retention_postgres() {
+    let fx = PollFixture::new(Db::Postgres, "poll_mark").await;
+    let mut config = fx.config();
+    config.source.poll.after_ack = outbox_relay::source::poll::AfterAck::Mark;
+    config.source.poll.retention = Duration::from_secs(3600);
+    fx.setup(config.clone()).await;
+    let written = fx.write(&events("mark", 2, 10)).await;
+    let relay = InProcess::start(config.clone()).await;
+    let mut reader = Reader::new(&[&fx.topic()]);
+    reader
+        .read_until(WAIT, |m| m.len() >= 10, || "marked events".into())
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    relay.stop().await;
+    assert_eq!(fx.row_count().await, 10, "marked rows are kept");
+    // A zero retention purges them on the next relay's first idle cycle.
+    config.source.poll.retention = Duration::ZERO;
+    let relay = InProcess::start(config).await;
+    fx.wait_empty(WAIT).await;
+    let status = relay.stop().await;
+    assert_eq!(status.published, 0, "marked rows are not shipped again");
+    assert_eq!(check_delivery(&written, &reader.messages, &fx.topic()), 0);
+}
+
+/// PostgreSQL NOTIFY wakes the relay: with a fallback interval of a minute, an event committed
+/// while the relay is idle still arrives within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notify_wakes_the_relay_postgres() {
+    let fx = PollFixture::new(Db::Postgres, "poll_notify").await;
+    let mut config = fx.config();
+    config.source.poll.interval = Duration::from_secs(60);
+    config.source.poll.lease_ttl = Duration::from_secs(120);
+    fx.setup(config.clone()).await;
+    let relay = InProcess::start(config).await;
+    // Let it find the table empty and go idle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut reader = Reader::new(&[&fx.topic()]);
+    let written = fx
+        .write(&[event("wake", serde_json::json!({"n": 1}))])
+        .await;
+    let started = std::time::Instant::now();
+    reader
+        .read_until(
+            Duration::from_secs(15),
+            |m| !m.is_empty(),
+            || "the notified event".into(),
+        )
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(15));
+    relay.stop().await;
+    assert_eq!(check_delivery(&written, &reader.messages, &fx.topic()), 0);
+}
