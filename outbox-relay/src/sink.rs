@@ -187,6 +187,9 @@ impl KafkaSink {
         let mut client = ClientConfig::new();
         // Throughput defaults, each overridable by `kafka.properties`.
         client
+            // The Java producer's partitioner (Debezium's): a key lands on the same partition as
+            // under Debezium, so switching relays keeps each aggregate on one partition, in order.
+            .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000");

@@ -670,3 +670,76 @@ async fn a_second_relay_waits_for_the_slot_and_takes_over() {
     assert_eq!(second.terminate(Duration::from_secs(60)).code(), Some(0));
     fx.teardown().await;
 }
+
+/// Kafka's Java producer partitioner (Debezium's): `toPositive(murmur2(key)) % partitions`, the
+/// published murmur2 variant with seed 0x9747b28c.
+fn java_partition(key: &[u8], partitions: u32) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
+    let mut chunks = key.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        for (i, b) in tail.iter().enumerate() {
+            h ^= u32::from(*b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    ((h & 0x7fff_ffff) % partitions) as i32
+}
+
+#[test]
+fn java_partition_matches_what_debezium_chose_on_this_broker() {
+    // Observed with Debezium 3.6.1 on a 4-partition topic (scripts/debezium/README.md).
+    for (key, partition) in [
+        ("order-00001", 0),
+        ("order-00002", 0),
+        ("order-00003", 0),
+        ("order-00004", 1),
+    ] {
+        assert_eq!(java_partition(key.as_bytes(), 4), partition, "{key}");
+    }
+}
+
+/// Switching from Debezium to this relay keeps every aggregate on the partition Debezium used,
+/// so per-aggregate order holds across the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_lands_on_the_partition_debeziums_java_producer_picks() {
+    let fx = Fixture::new("relay_partition", WriteMode::Insert).await;
+    let mut relay = fx.start_relay(&[]);
+    let events: Vec<TestEvent> = (1..=200)
+        .map(|i| event(format!("order-{i:05}"), json!({ "n": i })))
+        .collect();
+    let ids: HashSet<String> = fx
+        .write(&events)
+        .await
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    let mut reader = Reader::new(&[&fx.topic()]);
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    let mut partitions_used = HashSet::new();
+    for m in &reader.messages {
+        let key = m.key.as_deref().expect("keyed by aggregateid");
+        assert_eq!(m.partition, java_partition(key.as_bytes(), 4), "key {key}");
+        partitions_used.insert(m.partition);
+    }
+    assert_eq!(
+        partitions_used.len(),
+        4,
+        "200 keys spread over all 4 partitions"
+    );
+    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    fx.teardown().await;
+}
