@@ -27,24 +27,25 @@ async fn until_leading(relay: &RelayChild, what: &str) {
     }
 }
 
-async fn two_relays_keep_per_aggregate_order(db: Db) {
+async fn two_relays_keep_per_aggregate_order(db: Backend) {
     const WRITERS: usize = 4;
     const AGGREGATES_PER_WRITER: usize = 5;
     const TRANSACTIONS: usize = 150;
     let fx = PollFixture::new(db, "poll_two").await;
-    let out = fx
-        .command("setup")
-        .output()
-        .expect("running outbox-relay setup");
-    assert!(
-        out.status.success(),
-        "setup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fx.setup_with_binary();
 
-    let mut a = RelayChild::spawn(&fx, "a");
+    // SQLite's lease lapses after its TTL (no connection dies with the leader): a short one.
+    let settings = std::env::temp_dir().join(format!("{}.toml", fx.name));
+    std::fs::write(
+        &settings,
+        "[source.poll]\nlease_ttl = \"2s\"\ninterval = \"100ms\"\n",
+    )
+    .expect("writing the relay settings");
+    let settings = settings.display().to_string();
+    let extra = ["--config", settings.as_str()];
+    let mut a = RelayChild::spawn_with(&fx, "a", &extra);
     until_leading(&a, "relay A").await;
-    let mut b = RelayChild::spawn(&fx, "b");
+    let mut b = RelayChild::spawn_with(&fx, "b", &extra);
     let mut reader = Reader::new(&[&fx.topic()]);
 
     // Writers: each owns its aggregates and commits 1 to 3 events per transaction, so each
@@ -77,7 +78,7 @@ async fn two_relays_keep_per_aggregate_order(db: Db) {
         .await;
     a.kill();
     until_leading(&b, "relay B").await;
-    let mut a2 = RelayChild::spawn(&fx, "a2");
+    let mut a2 = RelayChild::spawn_with(&fx, "a2", &extra);
     // Failover 2: kill B while writers still write; A' takes over.
     reader
         .read_until(WAIT, |m| m.len() >= 400, || b.log_text())
@@ -104,32 +105,35 @@ async fn two_relays_keep_per_aggregate_order(db: Db) {
     let duplicates = check_delivery(&written, &reader.messages, &fx.topic());
     eprintln!("{db:?}: {total} events, {duplicates} redelivered after the kills");
     a2.kill();
+    std::fs::remove_file(&settings).ok();
+    if let Ok(fx) = std::sync::Arc::try_unwrap(fx) {
+        fx.teardown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_relays_keep_per_aggregate_order_postgres() {
-    two_relays_keep_per_aggregate_order(Db::Postgres).await;
+    two_relays_keep_per_aggregate_order(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_relays_keep_per_aggregate_order_mariadb() {
-    two_relays_keep_per_aggregate_order(Db::MariaDb).await;
+    two_relays_keep_per_aggregate_order(Backend::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_relays_keep_per_aggregate_order_sqlite() {
+    two_relays_keep_per_aggregate_order(Backend::Sqlite).await;
 }
 
 /// The standby does not ship while the leader lives: with both running and the leader healthy,
 /// only the leader's log shows it leading, and every event arrives exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn standby_waits_while_the_leader_lives_postgres() {
-    let fx = PollFixture::new(Db::Postgres, "poll_standby").await;
-    let out = fx
-        .command("setup")
-        .output()
-        .expect("running outbox-relay setup");
-    assert!(
-        out.status.success(),
-        "setup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let fx = PollFixture::new(Backend::Postgres, "poll_standby").await;
+    fx.setup_with_binary();
+    // `setup` is idempotent.
+    fx.setup_with_binary();
     let a = RelayChild::spawn(&fx, "a");
     until_leading(&a, "relay A").await;
     let b = RelayChild::spawn(&fx, "b");
@@ -149,4 +153,5 @@ async fn standby_waits_while_the_leader_lives_postgres() {
         b.log_text()
     );
     assert_eq!(check_delivery(&written, &reader.messages, &fx.topic()), 0);
+    fx.teardown().await;
 }

@@ -9,19 +9,27 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sea_orm::{Database, DatabaseConnection};
 
 /// The value of `name` from the environment, or from the `.services/env` file that
-/// `scripts/services up` writes. Panics naming `service` when neither has it.
+/// `scripts/services up` writes at the workspace root. Panics naming `service` when neither has
+/// it.
 pub fn service_env(name: &str, service: &str) -> String {
     if let Ok(v) = std::env::var(name) {
         return v;
     }
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/.services/env");
-    let text = std::fs::read_to_string(file).unwrap_or_default();
+    // The including package is the workspace root or one of its members.
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join(".services/env"))
+        .find(|file| file.exists());
+    let text = file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .unwrap_or_default();
     let prefix = format!("export {name}=");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_owned())
         .unwrap_or_else(|| {
-            panic!("{service} is not configured: {name} is not set and {file} has no such line. Start it with `scripts/services up`.")
+            panic!("{service} is not configured: {name} is not set and no .services/env above {} has it. Start it with `scripts/services up`.", env!("CARGO_MANIFEST_DIR"))
         })
 }
 

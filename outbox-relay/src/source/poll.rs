@@ -188,7 +188,7 @@ impl PollError {
     }
 }
 
-/// What can be seen of a running relay (the "attempts and last error").
+/// What a running relay shows of itself: whether it leads, its retries and last error, counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PollStatus {
     /// Whether this relay is the one shipping.
@@ -238,7 +238,7 @@ enum Cycle {
 }
 
 impl PollRelay {
-    /// Connects to `config.database_url` (a `postgres://`, `mysql://`/`mariadb://` or
+    /// Connects to `config.database_url` (a `postgres://`, `mysql://` (MariaDB too) or
     /// `sqlite://` URL).
     pub async fn connect(config: Config, metrics: Metrics) -> Result<PollRelay, PollError> {
         let url = config.database_url.clone().unwrap_or_default();
@@ -546,6 +546,7 @@ impl PollRelay {
                 return Err(PollError::LostLeadership);
             }
             let records = self.claim(&self.db, limit).await?;
+            self.report_lag(&records);
             if records.is_empty() {
                 return Ok(Cycle::Shipped(0));
             }
@@ -562,6 +563,7 @@ impl PollRelay {
             return Err(PollError::LostLeadership);
         }
         let records = self.claim(&txn, limit).await?;
+        self.report_lag(&records);
         if records.is_empty() {
             txn.commit().await?;
             return Ok(Cycle::Shipped(0));
@@ -578,7 +580,29 @@ impl PollRelay {
         conn: &C,
         limit: usize,
     ) -> Result<Vec<OutboxRecord>, PollError> {
-        let rows = conn.query_all_raw(self.table.claim(limit)).await?;
+        let mut rows = conn.query_all_raw(self.table.claim(limit)).await?;
+        if self.table.claims_ids() {
+            let ids = rows
+                .iter()
+                .map(|row| row.try_get_by_index::<String>(0))
+                .collect::<Result<Vec<_>, _>>()?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            rows = conn.query_all_raw(self.table.fetch(&ids)).await?;
+            // Back into claim order, `(timestamp, id)`.
+            let position: std::collections::HashMap<&str, usize> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i))
+                .collect();
+            let mut keyed = rows
+                .into_iter()
+                .map(|row| Ok((row.try_get_by_index::<String>(0)?, row)))
+                .collect::<Result<Vec<_>, DbErr>>()?;
+            keyed.sort_by_key(|(id, _)| position.get(id.as_str()).copied().unwrap_or(usize::MAX));
+            rows = keyed.into_iter().map(|(_, row)| row).collect();
+        }
         rows.into_iter()
             .map(|row| {
                 let values = (0..self.table.width())
@@ -587,6 +611,17 @@ impl PollRelay {
                 Ok(self.table.record(values))
             })
             .collect()
+    }
+
+    /// The age of the oldest pending event (the first claimed), as the `lag_seconds` gauge;
+    /// zero when nothing is pending. The poll source has no log position to report.
+    fn report_lag(&self, records: &[OutboxRecord]) {
+        let age = records
+            .first()
+            .and_then(|r| r.get("timestamp"))
+            .and_then(parse_timestamp)
+            .map_or(0.0, |at| (Utc::now() - at).as_seconds_f64().max(0.0));
+        self.metrics.position(0, 0, age);
     }
 
     fn settle(&self, records: &[OutboxRecord]) -> sea_orm::Statement {
@@ -721,6 +756,21 @@ fn unroutable_message(record: &OutboxRecord) -> KafkaMessage {
     }
 }
 
+/// A `timestamp` column as the claim reads it: PostgreSQL's text form (`2026-01-02
+/// 03:04:05.123456+00`), MariaDB's `datetime(6)` (UTC, as written), SQLite's RFC 3339.
+fn parse_timestamp(text: &str) -> Option<chrono::DateTime<Utc>> {
+    let text = text.trim();
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        .map(|at| at.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                .ok()
+                .map(|at| at.and_utc())
+        })
+}
+
 fn is_size_error(error: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     matches!(
@@ -814,8 +864,32 @@ pub async fn command(
             println!("table: {}", relay.table.qualified());
             println!("rows: {rows}");
         }
-        // Nothing to tear down: the index and trigger go with the table.
-        _ => {}
+        // The index and the trigger belong to the table and go with it.
+        _ => println!(
+            "nothing to tear down for the poll source: the index and trigger of {} go with the table",
+            relay.table.qualified()
+        ),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_of_each_backend() {
+        let want = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
+            .map(|at| at.with_timezone(&Utc))
+            .ok();
+        for text in [
+            "2026-01-02 03:04:05.123456+00",
+            "2026-01-02 05:04:05.123456+02",
+            "2026-01-02 03:04:05.123456",
+            "2026-01-02T03:04:05.123456+00:00",
+        ] {
+            assert_eq!(parse_timestamp(text), want, "{text}");
+        }
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
 }

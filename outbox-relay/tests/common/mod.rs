@@ -22,43 +22,12 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Tra
 pub const BIN: &str = env!("CARGO_BIN_EXE_outbox-relay");
 pub const AGGREGATE_TYPE: &str = "Order";
 
-/// `name` from the environment or from `.services/env`; panics naming `service` otherwise.
-pub fn service_env(name: &str, service: &str) -> String {
-    if let Ok(v) = std::env::var(name) {
-        return v;
-    }
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../.services/env");
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    let prefix = format!("export {name}=");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_owned())
-        .unwrap_or_else(|| {
-            panic!("{service} is not configured: {name} is not set and {file} has no such line. Start it with `scripts/services up`.")
-        })
-}
-
-pub fn database_url() -> String {
-    service_env("DATABASE_URL", "PostgreSQL")
-}
-
-pub fn kafka_brokers() -> String {
-    service_env("KAFKA_BROKERS", "Kafka")
-}
-
-/// A lower-case name no other test (or run) uses.
-pub fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}_{}_{}_{nanos:x}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+// The service lookup and unique names are the workspace's test support, shared with the root
+// package's end-to-end tests.
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+#[allow(unused_imports)] // each test binary uses a different part
+pub use support::{database_url, kafka_brokers, service_env, unique};
 
 /// A domain event for tests: aggregate `Order`, any id, type and payload.
 #[derive(Debug, Clone)]

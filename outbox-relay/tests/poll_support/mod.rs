@@ -22,18 +22,18 @@ use tokio::task::JoinHandle;
 use crate::common::{self, Received, TestEvent, create_topics, kafka_brokers, service_env, unique};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Db {
+pub enum Backend {
     Postgres,
     MariaDb,
     Sqlite,
 }
 
-impl Db {
+impl Backend {
     pub fn url(self, name: &str) -> String {
         match self {
-            Db::Postgres => common::database_url(),
-            Db::MariaDb => service_env("MYSQL_URL", "MariaDB"),
-            Db::Sqlite => {
+            Backend::Postgres => common::database_url(),
+            Backend::MariaDb => service_env("MYSQL_URL", "MariaDB"),
+            Backend::Sqlite => {
                 let path = std::env::temp_dir().join(format!("{name}.sqlite"));
                 format!("sqlite://{}?mode=rwc", path.display())
             }
@@ -44,13 +44,13 @@ impl Db {
 /// One outbox table and its topics, on `db`.
 pub struct PollFixture {
     pub name: String,
-    pub db_kind: Db,
+    pub db_kind: Backend,
     pub url: String,
     pub db: DatabaseConnection,
 }
 
 impl PollFixture {
-    pub async fn new(kind: Db, prefix: &str) -> PollFixture {
+    pub async fn new(kind: Backend, prefix: &str) -> PollFixture {
         let name = unique(prefix);
         let url = kind.url(&name);
         let mut options = ConnectOptions::new(url.clone());
@@ -69,6 +69,21 @@ impl PollFixture {
         };
         create_topics(&[&fixture.topic(), &fixture.dlq_topic()]).await;
         fixture
+    }
+
+    /// Drops the table (the trigger goes with it) or the SQLite file.
+    pub async fn teardown(self) {
+        outbox_core::migration::drop_table(&self.db, &OutboxTable::new(&self.name))
+            .await
+            .expect("dropping the outbox table");
+        self.db.close().await.ok();
+        if let Some(path) = self
+            .url
+            .strip_prefix("sqlite://")
+            .and_then(|p| p.split('?').next())
+        {
+            std::fs::remove_file(path).ok();
+        }
     }
 
     pub fn outbox(&self) -> Outbox {
@@ -164,6 +179,19 @@ impl PollFixture {
         }
     }
 
+    /// `outbox-relay setup --source poll` for this table (the index and the NOTIFY trigger).
+    pub fn setup_with_binary(&self) {
+        let out = self
+            .command("setup")
+            .output()
+            .expect("running outbox-relay setup");
+        assert!(
+            out.status.success(),
+            "setup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The `outbox-relay` binary with this outbox's settings.
     pub fn command(&self, subcommand: &str) -> Command {
         let mut c = Command::new(common::BIN);
@@ -244,17 +272,42 @@ pub struct RelayChild {
 
 impl RelayChild {
     pub fn spawn(fixture: &PollFixture, label: &str) -> RelayChild {
+        RelayChild::spawn_with(fixture, label, &[])
+    }
+
+    /// `outbox-relay run` with `extra` arguments; its log goes to `target/relay-logs`.
+    pub fn spawn_with(fixture: &PollFixture, label: &str, extra: &[&str]) -> RelayChild {
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/relay-logs"));
         std::fs::create_dir_all(&dir).expect("creating target/relay-logs");
         let log = dir.join(format!("{}-{label}.log", fixture.name));
         let file = std::fs::File::create(&log).expect("creating the relay log");
         let child = fixture
             .command("run")
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .expect("spawning outbox-relay run");
         RelayChild { child, log }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then the exit code (waiting at most `timeout`; `None` when it did not exit).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     pub fn log_text(&self) -> String {

@@ -102,17 +102,16 @@ impl Table {
     /// claiming transaction; rows of transactions not yet committed are invisible (PostgreSQL)
     /// or locked by their writer and skipped (MariaDB), and are claimed once they commit — no
     /// cursor, so no gap. SQLite has a single writer and no row locks: the leader reads.
+    ///
+    /// On MariaDB/MySQL this selects the ids only: the `(timestamp, id)` index covers them, so
+    /// the locking read walks the index; with every column MariaDB prefers a full scan and a
+    /// filesort, locking every row of the table on the way. [`Table::fetch`] reads the rest.
     pub fn claim(&self, limit: usize) -> Statement {
-        let text = match self.backend {
-            DbBackend::MySql => "CHAR",
-            _ => "TEXT",
+        let select = if self.claims_ids() {
+            self.text(&self.columns[..1])
+        } else {
+            self.text(&self.columns)
         };
-        let select = self
-            .columns
-            .iter()
-            .map(|c| format!("CAST({} AS {text})", self.q(c)))
-            .collect::<Vec<_>>()
-            .join(", ");
         let pending = if self.mark {
             format!(" WHERE {} IS NULL", self.q(RELAYED_AT))
         } else {
@@ -122,13 +121,50 @@ impl Table {
             DbBackend::Sqlite => "",
             _ => " FOR UPDATE SKIP LOCKED",
         };
+        // The sort keys are qualified: a bare `id` would name the text output column, and
+        // PostgreSQL would sort by text instead of walking the `(timestamp, id)` index.
+        let table = self.qualified();
         let sql = format!(
-            "SELECT {select} FROM {table}{pending} ORDER BY {ts}, {id} LIMIT {limit}{lock}",
-            table = self.qualified(),
+            "SELECT {select} FROM {table}{pending} ORDER BY {table}.{ts}, {table}.{id} LIMIT {limit}{lock}",
             ts = self.q("timestamp"),
             id = self.q("id"),
         );
         Statement::from_string(self.backend, sql)
+    }
+
+    /// Whether [`Table::claim`] returns ids only, to be read by [`Table::fetch`].
+    pub fn claims_ids(&self) -> bool {
+        self.backend == DbBackend::MySql
+    }
+
+    /// The claimed rows `ids`, every column as text. A plain (consistent) read: the claiming
+    /// transaction already holds the rows' locks.
+    pub fn fetch(&self, ids: &[String]) -> Statement {
+        let list = (1..=ids.len())
+            .map(|n| self.param(n))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} IN ({list})",
+            self.text(&self.columns),
+            self.qualified(),
+            self.q("id")
+        );
+        Statement::from_sql_and_values(self.backend, sql, ids.iter().map(|id| self.id_value(id)))
+    }
+
+    /// `CAST(c AS TEXT), ...` for `columns`.
+    fn text(&self, columns: &[String]) -> String {
+        let text = if self.backend == DbBackend::MySql {
+            "CHAR"
+        } else {
+            "TEXT"
+        };
+        columns
+            .iter()
+            .map(|c| format!("CAST({} AS {text})", self.q(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The record of a claimed row (values in the order of [`Table::claim`]).
@@ -311,7 +347,7 @@ mod tests {
         assert!(sql.starts_with("SELECT CAST(\"id\" AS TEXT), "), "{sql}");
         assert!(
             sql.ends_with(
-                "FROM \"app\".\"out\"\"box\" ORDER BY \"timestamp\", \"id\" LIMIT 500 FOR UPDATE SKIP LOCKED"
+                "FROM \"app\".\"out\"\"box\" ORDER BY \"app\".\"out\"\"box\".\"timestamp\", \"app\".\"out\"\"box\".\"id\" LIMIT 500 FOR UPDATE SKIP LOCKED"
             ),
             "{sql}"
         );
@@ -323,14 +359,17 @@ mod tests {
             true,
         );
         let sql = my.claim(10).to_string();
-        assert!(sql.contains("CAST(`extra` AS CHAR)"), "{sql}");
-        assert!(sql.contains("WHERE `relayed_at` IS NULL ORDER BY `timestamp`, `id` LIMIT 10 FOR UPDATE SKIP LOCKED"), "{sql}");
-        let lite = Table::new(DbBackend::Sqlite, Some("ignored"), "outbox", &[], false);
+        assert!(sql.starts_with("SELECT CAST(`id` AS CHAR) FROM"), "{sql}");
+        let fetch = my.fetch(&["a".to_owned(), "b".to_owned()]).sql;
         assert!(
-            lite.claim(1)
-                .to_string()
-                .ends_with("FROM \"outbox\" ORDER BY \"timestamp\", \"id\" LIMIT 1")
+            fetch.contains("CAST(`extra` AS CHAR) FROM `outbox` WHERE `id` IN (?, ?)"),
+            "{fetch}"
         );
+        assert!(sql.contains("WHERE `relayed_at` IS NULL ORDER BY `outbox`.`timestamp`, `outbox`.`id` LIMIT 10 FOR UPDATE SKIP LOCKED"), "{sql}");
+        let lite = Table::new(DbBackend::Sqlite, Some("ignored"), "outbox", &[], false);
+        assert!(lite.claim(1).to_string().ends_with(
+            "FROM \"outbox\" ORDER BY \"outbox\".\"timestamp\", \"outbox\".\"id\" LIMIT 1"
+        ));
     }
 
     #[test]
