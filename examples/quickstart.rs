@@ -18,7 +18,7 @@ use std::error::Error;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use outbox::OutboxTable;
+use outbox::{Outbox, OutboxTable};
 use outbox_relay::Metrics;
 use outbox_relay::config::{Config, SourceKind};
 use outbox_relay::source::poll::PollRelay;
@@ -51,6 +51,9 @@ pub struct Summary {
 
 /// The topics of the shop's two aggregates, as the Event Router names them by default.
 const TOPICS: [&str; 2] = ["outbox.event.Order", "outbox.event.Customer"];
+/// The quickstart's own outbox table: on a real database the relay below ships and deletes only
+/// what the quickstart wrote, never another service's `outbox`.
+const TABLE: &str = "quickstart_outbox";
 
 #[cfg_attr(test, allow(dead_code))]
 #[tokio::main]
@@ -104,10 +107,15 @@ pub async fn run(servers: Servers, out: &mut dyn Write) -> Result<Summary, Box<d
     // 1. The service: three orders, one shipped, and a customer (an aggregate root whose
     //    entity listener writes a snapshot event on save).
     let db = Database::connect(&database_url).await?;
-    let table = OutboxTable::default();
+    let table = OutboxTable::new(TABLE);
+    // `#[emits]` and the entity listener write to the process-wide outbox.
+    if let Err(installed) = Outbox::new(table.clone()).install() {
+        if installed.table != table {
+            return Err(format!("another outbox table is installed: {}", installed.table).into());
+        }
+    }
     shop::create_schema(&db, &table).await?;
-    // On a shared database the outbox may hold other services' events: the relay ships them
-    // too, but this run follows its own.
+    // Events left by an interrupted earlier run are shipped too, but this run follows its own.
     let before = pending_ids(&db).await?;
     let mut orders = Vec::new();
     for customer_id in 1..=3 {
@@ -154,6 +162,7 @@ pub async fn run(servers: Servers, out: &mut dyn Write) -> Result<Summary, Box<d
         ..Config::default()
     };
     config.source.kind = SourceKind::Poll;
+    config.source.table = TABLE.to_owned();
     config.source.poll.interval = Duration::from_millis(50);
     config.kafka.brokers = Some(brokers.clone());
     config.kafka.additional_placement = vec!["type:header:eventType".to_owned()];
@@ -262,7 +271,7 @@ async fn pending_ids(db: &sea_orm::DatabaseConnection) -> Result<HashSet<String>
     let sql = format!(
         "SELECT CAST({id} AS {text}) FROM {table}",
         id = outbox::migration::quote(backend, "id"),
-        table = outbox::migration::quote(backend, "outbox"),
+        table = outbox::migration::quote(backend, TABLE),
     );
     let rows = db
         .query_all_raw(Statement::from_string(backend, sql))

@@ -1,11 +1,14 @@
-//! The outbox relay: reads committed outbox events from PostgreSQL's log and publishes them to
-//! Kafka in Debezium's Outbox Event Router format, at least once, in order per aggregate.
+//! The outbox relay: reads committed outbox events (from PostgreSQL's log, or by polling the
+//! outbox table) and publishes them to Kafka in Debezium's Outbox Event Router format, at least
+//! once, in order per aggregate.
 //!
-//! Contract: an event is acknowledged to PostgreSQL (the slot's confirmed LSN) only after Kafka
-//! acknowledged it and every event committed before it; so a crash replays the unacknowledged
-//! tail (duplicates, which consumers drop by the `id` header) and never loses an event.
+//! Contract: a source position is acknowledged (the slot's confirmed LSN; the polled rows'
+//! deletion) only after Kafka acknowledged the event and every event committed before it; so a
+//! crash replays the unacknowledged tail (duplicates, which consumers drop by the `id` header)
+//! and never loses an event.
 //!
-//! - [`source`]: the `wal` (outbox table) and `message` (tableless) sources.
+//! - [`source`]: the `wal` (outbox table) and `message` (tableless) log sources, and the `poll`
+//!   source (PostgreSQL, MariaDB/MySQL, SQLite).
 //! - [`sink`]: the Kafka producer and the message format.
 //! - [`position`]: what may be acknowledged.
 //! - [`dead_letter`]: events Kafka refuses for good.
