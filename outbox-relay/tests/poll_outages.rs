@@ -7,38 +7,12 @@ mod common;
 mod poll_support;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Reader, has_all};
+use common::{Reader, Restart, SERIAL, has_all, services};
 use poll_support::*;
 
 const WAIT: Duration = Duration::from_secs(240);
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn services(action: &str, service: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
-    let status = Command::new(script)
-        .args([action, service])
-        .status()
-        .unwrap_or_else(|e| panic!("running scripts/services {action} {service}: {e}"));
-    assert!(
-        status.success(),
-        "scripts/services {action} {service} failed"
-    );
-}
-
-/// Starts `service` again if the test panics while it is down.
-struct Restart(&'static str);
-impl Drop for Restart {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
-            let _ = Command::new(script).args(["start", self.0]).status();
-        }
-    }
-}
 
 async fn write_some(fx: &PollFixture, ids: &mut HashSet<String>, prefix: &str, n: usize) {
     for chunk in events(prefix, 7, n).chunks(50) {

@@ -6,39 +6,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use outbox_core::WriteMode;
 
 const WAIT: Duration = Duration::from_secs(240);
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn services(action: &str, service: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
-    let status = Command::new(script)
-        .args([action, service])
-        .status()
-        .unwrap_or_else(|e| panic!("running scripts/services {action} {service}: {e}"));
-    assert!(
-        status.success(),
-        "scripts/services {action} {service} failed"
-    );
-}
-
-/// Restarts `service` if the test panics while it is down.
-struct Restart(&'static str);
-impl Drop for Restart {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Best effort, and never a second panic.
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
-            let _ = Command::new(script).args(["start", self.0]).status();
-        }
-    }
-}
 
 /// Reads until every event arrived, checks that the same relay process still runs, prints the
 /// duplicate count, then stops the relay gracefully and drops the outbox.

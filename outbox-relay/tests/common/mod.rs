@@ -516,3 +516,32 @@ pub fn check_duplicates_are_one_tail(messages: &[Received]) -> usize {
     }
     duplicates
 }
+
+/// The outage tests stop and start shared services, so within a binary they run one at a time.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `scripts/services <action> <service>` (stop, start) for the outage tests.
+pub fn services(action: &str, service: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
+    let status = Command::new(script)
+        .args([action, service])
+        .status()
+        .unwrap_or_else(|e| panic!("running scripts/services {action} {service}: {e}"));
+    assert!(
+        status.success(),
+        "scripts/services {action} {service} failed"
+    );
+}
+
+/// Starts `service` again if the test panics while it is down, so a failed outage test does not
+/// leave the next tests without it.
+pub struct Restart(pub &'static str);
+impl Drop for Restart {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Best effort, and never a second panic.
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
+            let _ = Command::new(script).args(["start", self.0]).status();
+        }
+    }
+}
