@@ -11,6 +11,19 @@ use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trai
 
 use crate::OutboxTable;
 
+/// The outbox table's columns, in Debezium's Outbox Event Router names plus `schemaversion`, in
+/// the order the writer inserts them.
+pub const COLUMNS: [&str; 8] = [
+    "id",
+    "aggregatetype",
+    "aggregateid",
+    "type",
+    "schemaversion",
+    "payload",
+    "timestamp",
+    "tracingspancontext",
+];
+
 /// The migration that creates the outbox table. Add it to your `Migrator`:
 ///
 /// ```

@@ -4,19 +4,9 @@
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 
+use crate::migration::COLUMNS;
 use crate::{DomainEvent, Error, Outbox, OutboxEvent, WriteMode};
 
-/// The outbox columns, in Debezium's Outbox Event Router names, plus `schemaversion`.
-pub(crate) const COLUMNS: [&str; 8] = [
-    "id",
-    "aggregatetype",
-    "aggregateid",
-    "type",
-    "schemaversion",
-    "payload",
-    "timestamp",
-    "tracingspancontext",
-];
 
 /// Writes `events` (of any types) to `outbox` on `conn`, as one multi-row INSERT.
 ///

@@ -5,22 +5,11 @@
 //! parameter (the batch size, a number, is the only literal).
 
 use chrono::{DateTime, Utc};
-use outbox_core::migration::quote;
+use outbox_core::migration::{COLUMNS, quote};
 use sea_orm::{DbBackend, Statement, Value};
 
 use crate::source::OutboxRecord;
 
-/// The Debezium outbox columns (and `schemaversion`) that a claim reads.
-const COLUMNS: [&str; 8] = [
-    "id",
-    "aggregatetype",
-    "aggregateid",
-    "type",
-    "schemaversion",
-    "payload",
-    "timestamp",
-    "tracingspancontext",
-];
 
 /// The extra column of the `mark` mode: when Kafka acknowledged the row (NULL = pending).
 pub const RELAYED_AT: &str = "relayed_at";
