@@ -2,11 +2,12 @@
 //! `#[emits]` reaches the runtime only through this module, so the user's crate needs no direct
 //! dependency on serde, serde_json or sea-orm under a particular name.
 
+pub use crate::{AggregateRoot, DomainEvent, Error};
 pub use sea_orm;
 pub use serde;
 pub use serde_json;
 
-use crate::{DomainEvent, Error, Events, Outbox};
+use crate::{Events, Outbox};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 
 /// Implemented by the marker type that `#[emits(A, B)]` generates, once per declared event type.

@@ -45,7 +45,7 @@ pub fn impl_aggregate_root(input: &Input) -> TokenStream {
     let signature = snapshot_signature(&krate, &db);
     wrap_in_const(quote! {
         #[automatically_derived]
-        impl #krate::AggregateRoot for #ty {
+        impl #krate::__private::AggregateRoot for #ty {
             fn aggregate_type(&self) -> &'static str {
                 #aggregate
             }
@@ -81,7 +81,7 @@ fn fallback_impl(input: &DeriveInput, krate: &Facade) -> TokenStream {
             ::core::future::pending()
         }
     };
-    stub_impl(input, quote!(#krate::AggregateRoot), items)
+    stub_impl(input, quote!(#krate::__private::AggregateRoot), items)
 }
 
 /// `AggregateRoot::snapshot` as the trait declares it, with the connection parameter named `db`.

@@ -40,7 +40,7 @@ pub fn impl_domain_event(input: &Input) -> TokenStream {
     let payload_type = payload_type(&krate);
     wrap_in_const(quote! {
         #[automatically_derived]
-        impl #impl_generics #krate::DomainEvent for #ty #ty_generics #where_clause {
+        impl #impl_generics #krate::__private::DomainEvent for #ty #ty_generics #where_clause {
             fn aggregate_type(&self) -> &'static str {
                 #aggregate
             }
@@ -67,7 +67,7 @@ pub fn fallback(input: &DeriveInput, krate: Option<&Path>, error: &syn::Error) -
 
 fn fallback_impl(input: &DeriveInput, krate: &Facade) -> TokenStream {
     let items = domain_event_stub_items(krate, &quote!(::core::unreachable!()));
-    stub_impl(input, quote!(#krate::DomainEvent), items)
+    stub_impl(input, quote!(#krate::__private::DomainEvent), items)
 }
 
 struct Body {

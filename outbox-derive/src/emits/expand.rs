@@ -136,7 +136,7 @@ pub fn service(function: &Function, args: &Args) -> TokenStream {
         #vis #sig {
             #declarations
             fn #result_ops<__R: #at_ret::__private::ServiceResult>()
-                -> (fn(&__R) -> bool, fn(#krate::Error) -> __R)
+                -> (fn(&__R) -> bool, fn(#krate::__private::Error) -> __R)
             {
                 (
                     <__R as #krate::__private::ServiceResult>::is_ok,
@@ -235,7 +235,7 @@ fn declarations(args: &Args, krate: &Facade, names: &Names, strict: bool) -> Tok
     if !strict {
         return quote! {
             struct #marker;
-            impl<__E: #krate::DomainEvent> #krate::__private::Declares<__E> for #marker {}
+            impl<__E: #krate::__private::DomainEvent> #krate::__private::Declares<__E> for #marker {}
         };
     }
     let mut seen: Vec<String> = Vec::new();
@@ -257,7 +257,7 @@ fn declarations(args: &Args, krate: &Facade, names: &Names, strict: bool) -> Tok
         let placeholder_items = domain_event_stub_items(krate, &quote!(match *self {}));
         quote! {
             enum #undeclared {}
-            impl #krate::DomainEvent for #undeclared {
+            impl #krate::__private::DomainEvent for #undeclared {
                 #placeholder_items
             }
             impl #krate::__private::Declares<#undeclared> for #marker {}
