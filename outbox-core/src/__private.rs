@@ -112,6 +112,13 @@ impl<T, E: From<Error>> ServiceResult for Result<T, E> {
     }
 }
 
+/// `#[emits]`: the two operations on the function's return type `R`, checked once, at the return
+/// type's span, so a type that cannot carry `outbox::Error` is one error, there.
+#[allow(clippy::type_complexity)]
+pub fn result_ops<R: ServiceResult>() -> (fn(&R) -> bool, fn(Error) -> R) {
+    (R::is_ok, R::from_outbox_error)
+}
+
 /// A fresh collector for the body of an `#[emits]` function.
 pub fn collector<D>() -> Events<D> {
     Events::new()

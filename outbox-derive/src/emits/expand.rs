@@ -21,7 +21,6 @@ use crate::codegen::{Facade, domain_event_stub_items};
 struct Names {
     marker: Ident,
     undeclared: Ident,
-    result_ops: Ident,
     events: Ident,
     result: Ident,
     is_ok: Ident,
@@ -36,7 +35,6 @@ impl Names {
         Names {
             marker: format_ident!("__Emits"),
             undeclared: format_ident!("__Placeholder"),
-            result_ops: format_ident!("__outbox_result_ops"),
             events: local("__outbox_events"),
             result: local("__outbox_result"),
             is_ok: local("__outbox_is_ok"),
@@ -62,7 +60,6 @@ pub fn service(function: &Function, args: &Args) -> TokenStream {
     let krate = Facade::new(args.krate.as_ref());
     let names = Names::new();
     let Names {
-        result_ops,
         events,
         result,
         is_ok,
@@ -90,7 +87,7 @@ pub fn service(function: &Function, args: &Args) -> TokenStream {
     let turbofish = nameable.then(|| quote!(::<#ret>));
     let result_ty = nameable.then(|| quote!(: #ret));
     let result_ops_call = quote_spanned! {ret_span=>
-        let (#is_ok, #fail) = #result_ops #turbofish();
+        let (#is_ok, #fail) = #at_ret::__private::result_ops #turbofish();
     };
 
     // The connection parameter, spanned on its type: errors about what it is point there.
@@ -135,14 +132,6 @@ pub fn service(function: &Function, args: &Args) -> TokenStream {
         #(#attrs)*
         #vis #sig {
             #declarations
-            fn #result_ops<__R: #at_ret::__private::ServiceResult>()
-                -> (fn(&__R) -> bool, fn(#krate::__private::Error) -> __R)
-            {
-                (
-                    <__R as #krate::__private::ServiceResult>::is_ok,
-                    <__R as #krate::__private::ServiceResult>::from_outbox_error,
-                )
-            }
             #result_ops_call
             #prologue
             let mut #events = #krate::__private::collector::<#marker>();
