@@ -7,7 +7,6 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use crate::migration::COLUMNS;
 use crate::{DomainEvent, Error, Outbox, OutboxEvent, WriteMode};
 
-
 /// Writes `events` (of any types) to `outbox` on `conn`, as one multi-row INSERT.
 ///
 /// Pass the active `DatabaseTransaction`: on a plain connection the statement autocommits on its
