@@ -10,7 +10,6 @@ use sea_orm::{DbBackend, Statement, Value};
 
 use crate::source::OutboxRecord;
 
-
 /// The extra column of the `mark` mode: when Kafka acknowledged the row (NULL = pending).
 pub const RELAYED_AT: &str = "relayed_at";
 
