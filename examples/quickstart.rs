@@ -109,10 +109,10 @@ pub async fn run(servers: Servers, out: &mut dyn Write) -> Result<Summary, Box<d
     let db = Database::connect(&database_url).await?;
     let table = OutboxTable::new(TABLE);
     // `#[emits]` and the entity listener write to the process-wide outbox.
-    if let Err(installed) = Outbox::new(table.clone()).install() {
-        if installed.table != table {
-            return Err(format!("another outbox table is installed: {}", installed.table).into());
-        }
+    if let Err(installed) = Outbox::new(table.clone()).install()
+        && installed.table != table
+    {
+        return Err(format!("another outbox table is installed: {}", installed.table).into());
     }
     shop::create_schema(&db, &table).await?;
     // Events left by an interrupted earlier run are shipped too, but this run follows its own.
