@@ -1,0 +1,529 @@
+//! The Rust side of `scripts/bench` (issue 6). Three measurements that need a Kafka client in the
+//! same process as the clock:
+//!
+//! ```text
+//! bench producer --rows N --topic T            # the bare-producer limit (no database)
+//! bench latency  --table T --aggregate-type A --topic T --rate 2000 --seconds 60 --warmup 5 --writers 16 [--raw FILE]
+//! bench compare  --topic T --rows K            # our relay's and Debezium's messages, pairwise
+//! ```
+//!
+//! Each prints one JSON object on stdout (progress goes to stderr). `scripts/bench` owns the
+//! services, the tables, the relay process and its footprint; this harness never starts a relay.
+//!
+//! - `producer`: the relay's own [`KafkaSink`] (same settings: idempotent, `acks=all`,
+//!   `linger.ms=5`, `batch.num.messages=10000`, murmur2) sends N messages equal to the workload's
+//!   rows (topic, key, value bytes as PostgreSQL prints the jsonb, `id` header) with no database,
+//!   until all are acknowledged. Samples the acknowledged count every 100 ms.
+//! - `latency`: WRITERS connections insert one row per transaction (autocommit INSERT) on a
+//!   fixed schedule of RATE rows/s; the instant the INSERT returned is recorded by event; a
+//!   consumer in this process records when each message arrives; latency = receive − commit
+//!   returned, both `Instant`s of this process. The first WARMUP seconds are left out.
+//! - `compare`: reads topic T from the beginning until every event id was seen twice, once from
+//!   Debezium (it carries `__debezium.*` headers) and once from our relay, and compares topic,
+//!   partition, key, `id` header and value (as JSON, and as bytes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use outbox_relay::config::KafkaConfig;
+use outbox_relay::sink::{KafkaMessage, KafkaSink};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+struct Args(Vec<String>);
+
+impl Args {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| self.0.get(i + 1))
+            .map(String::as_str)
+    }
+    fn str(&self, name: &str) -> Result<String, BoxError> {
+        self.get(name)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("missing {name}").into())
+    }
+    fn num(&self, name: &str, default: u64) -> Result<u64, BoxError> {
+        match self.get(name) {
+            Some(v) => Ok(v
+                .parse()
+                .map_err(|_| format!("{name}: not a number: {v}"))?),
+            None => Ok(default),
+        }
+    }
+}
+
+/// Row `i` of the workload (scripts/debezium/bench-lib.sh `bench_rows_sql`), as PostgreSQL's
+/// `jsonb_out` prints the payload (keys ordered by length, then bytes).
+fn workload_message(topic: &str, i: u64) -> KafkaMessage {
+    let agg = i % 10_000;
+    let total = ((i % 997) as f64) * 1.25 + 0.99;
+    let value = format!(
+        "{{\"note\": \"benchmark event {i:010}\", \"lines\": [{{\"qty\": {q1}, \"sku\": \"SKU-{s1:04}\", \"price\": 9.99}}, \
+         {{\"qty\": 2, \"sku\": \"SKU-{s2:04}\", \"price\": 19.5}}], \"total\": {total:.2}, \"status\": \"PLACED\", \
+         \"orderId\": \"ord-{i:010}\", \"currency\": \"EUR\", \"customerId\": \"cust-{agg:05}\"}}",
+        q1 = 1 + i % 5,
+        s1 = i % 500,
+        s2 = i % 321,
+    );
+    KafkaMessage {
+        topic: topic.to_owned(),
+        key: Some(format!("order-{agg:05}").into_bytes()),
+        value: Some(value.into_bytes()),
+        headers: vec![("id".to_owned(), seq_id(i).into_bytes())],
+    }
+}
+
+/// A uuid-shaped id that carries the sequence number (for the latency and producer runs).
+fn seq_id(seq: u64) -> String {
+    format!("00000000-0000-4000-8000-{seq:012x}")
+}
+
+fn parse_seq_id(id: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(id).ok()?;
+    let tail = s.strip_prefix("00000000-0000-4000-8000-")?;
+    u64::from_str_radix(tail, 16).ok()
+}
+
+fn bar(label: &str, done: u64, total: u64, secs: f64) {
+    let width = 30usize;
+    let filled = if total == 0 {
+        width
+    } else {
+        ((done.min(total) as f64 / total as f64) * width as f64) as usize
+    };
+    eprint!(
+        "\r  {label:<10} [{}{}] {done:>9}/{total} {secs:6.1} s",
+        "#".repeat(filled),
+        ".".repeat(width - filled)
+    );
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn producer(args: &Args) -> Result<(), BoxError> {
+    let rows = args.num("--rows", 1_000_000)?;
+    let topic = args.str("--topic")?;
+    let config = KafkaConfig {
+        brokers: Some(std::env::var("KAFKA_BROKERS").map_err(|_| "KAFKA_BROKERS is not set")?),
+        ..KafkaConfig::default()
+    };
+    let sink = KafkaSink::new(&config)?;
+    // Build the messages first: the limit is the producer's, not the formatting's.
+    let messages: Vec<KafkaMessage> = (1..=rows).map(|i| workload_message(&topic, i)).collect();
+    let acked = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let sampler = {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let n = acked.load(Ordering::Relaxed);
+                let t = start.elapsed().as_secs_f64();
+                samples.push((t, n));
+                bar("producer", n, rows, t);
+                if n >= rows {
+                    return samples;
+                }
+            }
+        })
+    };
+    // Pipelined like the relay: at most `max_in_flight` unacknowledged deliveries.
+    let max_in_flight = config.max_in_flight;
+    let mut in_flight = FuturesUnordered::new();
+    let mut failed = 0u64;
+    for message in &messages {
+        while in_flight.len() >= max_in_flight {
+            if let Some(r) = in_flight.next().await {
+                match r {
+                    Ok(Ok(_)) => {}
+                    _ => failed += 1,
+                }
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        loop {
+            match sink.send(message) {
+                Ok(delivery) => {
+                    in_flight.push(delivery);
+                    break;
+                }
+                Err(_queue_full) => {
+                    if let Some(r) = in_flight.next().await {
+                        match r {
+                            Ok(Ok(_)) => {}
+                            _ => failed += 1,
+                        }
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+    while let Some(r) = in_flight.next().await {
+        match r {
+            Ok(Ok(_)) => {}
+            _ => failed += 1,
+        }
+        acked.fetch_add(1, Ordering::Relaxed);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let samples = sampler.await?;
+    eprintln!();
+    if failed > 0 {
+        return Err(format!("{failed} deliveries failed").into());
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "rows": rows, "seconds": secs, "events_per_s": rows as f64 / secs,
+            "samples": samples,
+        })
+    );
+    Ok(())
+}
+
+fn consumer(group: &str) -> Result<BaseConsumer, BoxError> {
+    let brokers = std::env::var("KAFKA_BROKERS").map_err(|_| "KAFKA_BROKERS is not set")?;
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("enable.partition.eof", "false")
+        .create()?)
+}
+
+/// Assigns every partition of `topic` from the beginning, waiting (≤ 30 s) for the topic.
+fn assign_all(consumer: &BaseConsumer, topic: &str) -> Result<usize, BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+        let parts = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if parts > 0 {
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..parts {
+                tpl.add_partition_offset(topic, p as i32, Offset::Beginning)?;
+            }
+            consumer.assign(&tpl)?;
+            return Ok(parts);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("topic {topic} did not appear within 30 s").into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+async fn latency(args: &Args) -> Result<(), BoxError> {
+    let table = args.str("--table")?;
+    let aggtype = args.str("--aggregate-type")?;
+    let topic = args.str("--topic")?;
+    let rate = args.num("--rate", 2000)?;
+    let seconds = args.num("--seconds", 60)?;
+    let warmup = args.num("--warmup", 5)?;
+    let writers = args.num("--writers", 16)?;
+    let total = rate * (seconds + warmup);
+    let skip = rate * warmup;
+    let url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
+    let mut opts = ConnectOptions::new(url);
+    opts.max_connections(writers as u32)
+        .min_connections(writers as u32)
+        .sqlx_logging(false);
+    let db = Database::connect(opts).await?;
+    let table: &'static str = Box::leak(table.into_boxed_str());
+    let aggtype: &'static String = Box::leak(Box::new(aggtype));
+
+    let base = Instant::now();
+    let nanos = move |i: Instant| i.duration_since(base).as_nanos() as u64;
+    let committed: Arc<Vec<AtomicU64>> = Arc::new((0..=total).map(|_| AtomicU64::new(0)).collect());
+    let received: Arc<Vec<AtomicU64>> = Arc::new((0..=total).map(|_| AtomicU64::new(0)).collect());
+
+    // One warm-up row creates the topic (the relay auto-creates it), then the consumer assigns.
+    let insert = move |seq: u64| {
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "INSERT INTO \"public\".\"{table}\" (\"id\", \"aggregatetype\", \"aggregateid\", \"type\", \
+                 \"schemaversion\", \"payload\", \"timestamp\") VALUES ($1::uuid, $2, $3, 'OrderPlaced', 1, \
+                 jsonb_build_object('seq', $4::bigint, 'orderId', 'ord-' || lpad($4::text, 10, '0'), \
+                 'customerId', 'cust-' || lpad(($4 % 10000)::text, 5, '0'), 'status', 'PLACED', \
+                 'currency', 'EUR', 'total', round(($4 % 997) * 1.25 + 0.99, 2), \
+                 'lines', jsonb_build_array(jsonb_build_object('sku', 'SKU-' || lpad(($4 % 500)::text, 4, '0'), \
+                 'qty', 1 + $4 % 5, 'price', 9.99), jsonb_build_object('sku', 'SKU-' || lpad(($4 % 321)::text, 4, '0'), \
+                 'qty', 2, 'price', 19.5)), 'note', 'benchmark event ' || lpad($4::text, 10, '0')), clock_timestamp())"
+            ),
+            vec![
+                seq_id(seq).into(),
+                aggtype.as_str().into(),
+                format!("order-{:05}", seq % 10_000).into(),
+                (seq as i64).into(),
+            ],
+        )
+    };
+    db.execute_raw(insert(0)).await?;
+    let consumer = consumer(&format!("bench-latency-{}", std::process::id()))?;
+    assign_all(&consumer, &topic)?;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let consumer_thread = {
+        let received = received.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let now = nanos(Instant::now());
+                let seq = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "id").and_then(|h| h.value))
+                    .and_then(parse_seq_id);
+                if let Some(seq) = seq
+                    && seq >= 1
+                    && (seq as usize) < received.len()
+                    && received[seq as usize].load(Ordering::Relaxed) == 0
+                {
+                    received[seq as usize].store(now.max(1), Ordering::Relaxed);
+                    n += 1;
+                }
+            }
+            n
+        })
+    };
+
+    let start = Instant::now() + Duration::from_millis(500);
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let db = db.clone();
+        let committed = committed.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seq = w + 1;
+            while seq <= total {
+                let due = start + Duration::from_secs_f64((seq - 1) as f64 / rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+                db.execute_raw(insert(seq)).await?;
+                committed[seq as usize].store(nanos(Instant::now()).max(1), Ordering::Relaxed);
+                seq += writers;
+            }
+            Ok::<_, sea_orm::DbErr>(())
+        }));
+    }
+    // Progress: the schedule's position (what the writers are due to have committed).
+    let progress = {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let t = start.elapsed().as_secs_f64();
+                let due = ((t * rate as f64) as u64).min(total);
+                bar("latency", due, total, t);
+                if due >= total {
+                    return;
+                }
+            }
+        })
+    };
+    for t in tasks {
+        t.await??;
+    }
+    let write_secs = start.elapsed().as_secs_f64();
+    progress.abort();
+    eprintln!();
+    // wait for the tail (≤ 30 s)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let missing = (1..=total)
+            .filter(|&s| received[s as usize].load(Ordering::Relaxed) == 0)
+            .count();
+        if missing == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = consumer_thread.join();
+
+    let mut lat = Vec::new();
+    let mut missing = 0u64;
+    for s in (skip + 1)..=total {
+        let c = committed[s as usize].load(Ordering::Relaxed);
+        let r = received[s as usize].load(Ordering::Relaxed);
+        if c == 0 || r == 0 {
+            missing += 1;
+            continue;
+        }
+        lat.push((r as f64 - c as f64) / 1e6);
+    }
+    // Raw samples (seq, commit ms, receive ms on this process's clock) for analysis.
+    if let Some(path) = args.get("--raw") {
+        let mut text = String::from("seq commit_ms recv_ms latency_ms\n");
+        for s in 1..=total {
+            let c = committed[s as usize].load(Ordering::Relaxed);
+            let r = received[s as usize].load(Ordering::Relaxed);
+            if c != 0 && r != 0 {
+                text.push_str(&format!(
+                    "{s} {:.3} {:.3} {:.3}\n",
+                    c as f64 / 1e6,
+                    r as f64 / 1e6,
+                    (r as f64 - c as f64) / 1e6
+                ));
+            }
+        }
+        std::fs::write(path, text)?;
+    }
+    let mut sorted = lat.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    // histogram for the plot: 0.5 ms buckets up to 100 ms, then one overflow bucket
+    let mut hist = vec![0u64; 201];
+    for &l in &sorted {
+        let b = ((l.max(0.0)) / 0.5) as usize;
+        hist[b.min(200)] += 1;
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "rate": rate, "seconds": seconds, "warmup": warmup, "writers": writers,
+            "measured": sorted.len(), "missing": missing,
+            "achieved_rate": total as f64 / write_secs,
+            "p50_ms": percentile(&sorted, 50.0), "p95_ms": percentile(&sorted, 95.0),
+            "p99_ms": percentile(&sorted, 99.0), "max_ms": sorted.last().copied().unwrap_or(f64::NAN),
+            "min_ms": sorted.first().copied().unwrap_or(f64::NAN),
+            "hist_bucket_ms": 0.5, "hist": hist,
+        })
+    );
+    Ok(())
+}
+
+fn compare(args: &Args) -> Result<(), BoxError> {
+    let topic = args.str("--topic")?;
+    let rows = args.num("--rows", 1000)? as usize;
+    let timeout = Duration::from_secs(args.num("--timeout", 120)?);
+    let consumer = consumer(&format!("bench-compare-{}", std::process::id()))?;
+    assign_all(&consumer, &topic)?;
+    struct Seen {
+        partition: i32,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        topic: String,
+    }
+    let mut ours: HashMap<Vec<u8>, Seen> = HashMap::new();
+    let mut theirs: HashMap<Vec<u8>, Seen> = HashMap::new();
+    let mut without_id = 0u64;
+    let deadline = Instant::now() + timeout;
+    while (ours.len() < rows || theirs.len() < rows) && Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m?;
+        let mut id = None;
+        let mut debezium = false;
+        if let Some(h) = m.headers() {
+            for h in h.iter() {
+                if h.key == "id" {
+                    id = h.value.map(<[u8]>::to_vec);
+                }
+                if h.key.starts_with("__debezium") {
+                    debezium = true;
+                }
+            }
+        }
+        let Some(id) = id else {
+            without_id += 1;
+            continue;
+        };
+        let seen = Seen {
+            partition: m.partition(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            topic: m.topic().to_owned(),
+        };
+        if debezium {
+            theirs.insert(id, seen);
+        } else {
+            ours.insert(id, seen);
+        }
+        bar(
+            "compare",
+            (ours.len() + theirs.len()) as u64,
+            2 * rows as u64,
+            0.0,
+        );
+    }
+    eprintln!();
+    let (mut pairs, mut topic_eq, mut key_eq, mut part_eq, mut json_eq, mut bytes_eq) =
+        (0, 0, 0, 0, 0, 0);
+    let mut first_diff: Option<String> = None;
+    for (id, a) in &ours {
+        let Some(b) = theirs.get(id) else { continue };
+        pairs += 1;
+        topic_eq += usize::from(a.topic == b.topic);
+        key_eq += usize::from(a.key == b.key);
+        part_eq += usize::from(a.partition == b.partition);
+        bytes_eq += usize::from(a.value == b.value);
+        let ja: Option<serde_json::Value> = a
+            .value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice(v).ok());
+        let jb: Option<serde_json::Value> = b
+            .value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice(v).ok());
+        let eq = ja.is_some() && ja == jb;
+        json_eq += usize::from(eq);
+        if (!eq || a.key != b.key || a.topic != b.topic) && first_diff.is_none() {
+            first_diff = Some(format!(
+                "id {}: ours {:?} / debezium {:?}",
+                String::from_utf8_lossy(id),
+                a.value.as_deref().map(String::from_utf8_lossy),
+                b.value.as_deref().map(String::from_utf8_lossy)
+            ));
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "rows": rows, "ours": ours.len(), "debezium": theirs.len(), "pairs": pairs,
+            "topic_equal": topic_eq, "key_equal": key_eq, "id_equal": pairs,
+            "partition_equal": part_eq, "value_json_equal": json_eq, "value_bytes_equal": bytes_eq,
+            "messages_without_id": without_id, "first_difference": first_diff,
+        })
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = Args(argv.clone());
+    match argv.first().map(String::as_str) {
+        Some("producer") => producer(&args).await,
+        Some("latency") => latency(&args).await,
+        Some("compare") => tokio::task::spawn_blocking(move || compare(&args)).await?,
+        _ => Err("usage: bench producer|latency|compare ... (see the file's doc comment)".into()),
+    }
+}
