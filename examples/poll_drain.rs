@@ -32,26 +32,9 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, TransactionTrait};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-struct Bench {
-    id: u64,
-}
-
-impl DomainEvent for Bench {
-    fn aggregate_type(&self) -> &'static str {
-        "Bench"
-    }
-    fn aggregate_id(&self) -> String {
-        format!("agg-{}", self.id % 1000)
-    }
-    fn event_type(&self) -> &'static str {
-        "BenchHappened"
-    }
-    fn payload(&self) -> Result<serde_json::Value, serde_json::Error> {
-        Ok(
-            serde_json::json!({"id": self.id, "customer": "c-42", "total": 12.5, "items": ["a", "b"]}),
-        )
-    }
-}
+#[path = "../outbox-relay/examples/support/mod.rs"]
+mod support;
+use support::Bench;
 
 struct Args {
     db: String,

@@ -16,26 +16,8 @@ use outbox_core::{DomainEvent, Outbox, OutboxTable};
 use outbox_relay::{Config, Metrics, Relay, admin};
 use sea_orm::{Database, TransactionTrait};
 
-struct Bench {
-    id: u64,
-}
-
-impl DomainEvent for Bench {
-    fn aggregate_type(&self) -> &'static str {
-        "Bench"
-    }
-    fn aggregate_id(&self) -> String {
-        format!("agg-{}", self.id % 1000)
-    }
-    fn event_type(&self) -> &'static str {
-        "BenchHappened"
-    }
-    fn payload(&self) -> Result<serde_json::Value, serde_json::Error> {
-        Ok(
-            serde_json::json!({"id": self.id, "customer": "c-42", "total": 12.5, "items": ["a", "b"]}),
-        )
-    }
-}
+mod support;
+use support::Bench;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
