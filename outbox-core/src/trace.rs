@@ -20,19 +20,33 @@ pub fn span_context_column(traceparent: &str, tracestate: &str) -> String {
     }
 }
 
-/// The `traceparent` in a stored column value: the properties form written here (and by
-/// Debezium's tracing), or a bare W3C value as other writers store it.
-pub fn traceparent_of(column: &str) -> Option<&str> {
+/// The `traceparent` and `tracestate` in a stored column value: the properties form written here
+/// (and by Debezium's tracing), or a bare W3C value with an optional `, tracestate`, as other
+/// writers store it.
+pub fn parse_span_context(column: &str) -> (Option<&str>, Option<&str>) {
+    fn non_empty(v: &str) -> Option<&str> {
+        Some(v.trim()).filter(|v| !v.is_empty())
+    }
     let column = column.trim();
     if column.starts_with("00-") && !column.contains('\n') {
-        return Some(column);
+        return match column.split_once(',') {
+            Some((parent, state)) => (non_empty(parent), non_empty(state)),
+            None => (non_empty(column), None),
+        };
     }
-    column
-        .lines()
-        .filter_map(|line| line.trim().split_once('='))
-        .find(|(key, _)| key.trim() == "traceparent")
-        .map(|(_, value)| value.trim())
-        .filter(|value| !value.is_empty())
+    let property = |name: &str| {
+        column
+            .lines()
+            .filter_map(|line| line.trim().split_once('='))
+            .find(|(key, _)| key.trim() == name)
+            .and_then(|(_, value)| non_empty(value))
+    };
+    (property("traceparent"), property("tracestate"))
+}
+
+/// The `traceparent` in a stored column value (see [`parse_span_context`]).
+pub fn traceparent_of(column: &str) -> Option<&str> {
+    parse_span_context(column).0
 }
 
 /// The current OpenTelemetry span's context, if any.
@@ -89,6 +103,20 @@ mod tests {
             Some(PARENT)
         );
         assert_eq!(super::traceparent_of("tracestate=a=b"), None);
+    }
+
+    #[test]
+    fn reads_tracestate_from_either_form() {
+        let stored = span_context_column(PARENT, "congo=t61rcWkgMzE");
+        assert_eq!(
+            super::parse_span_context(&stored),
+            (Some(PARENT), Some("congo=t61rcWkgMzE"))
+        );
+        assert_eq!(
+            super::parse_span_context(&format!("{PARENT}, congo=t61rcWkgMzE")),
+            (Some(PARENT), Some("congo=t61rcWkgMzE"))
+        );
+        assert_eq!(super::parse_span_context(""), (None, None));
     }
 
     #[test]

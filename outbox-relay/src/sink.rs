@@ -119,10 +119,38 @@ pub struct Router {
     tombstone_on_empty_payload: bool,
 }
 
-/// A record that cannot be routed at all (its routing column is NULL).
+/// A record that cannot be routed: it goes to the dead-letter topic, with this as the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("column `{0}` is NULL, so the event has no topic")]
-pub struct Unroutable(pub String);
+pub enum Unroutable {
+    /// The routing column is NULL.
+    #[error("column `{0}` is NULL, so the event has no topic")]
+    NoRoutingValue(String),
+    /// The routed topic name is not legal in Kafka. Checked here rather than left to the broker:
+    /// librdkafka may report such a topic as an unknown (retryable) one, which would stall the
+    /// stream behind it.
+    #[error("topic `{topic}` is not a legal Kafka topic name: {problem}")]
+    IllegalTopic { topic: String, problem: String },
+}
+
+/// Why `topic` is not a legal Kafka topic name, if it is not: 1 to 249 characters of ASCII
+/// letters, digits, `.`, `_` and `-`, and neither `.` nor `..`.
+pub fn topic_problem(topic: &str) -> Option<String> {
+    if topic.is_empty() {
+        return Some("it is empty".to_owned());
+    }
+    if topic.len() > 249 {
+        return Some(format!("it has {} characters, more than 249", topic.len()));
+    }
+    if topic == "." || topic == ".." {
+        return Some("`.` and `..` are reserved".to_owned());
+    }
+    topic
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        .map(|(at, c)| {
+            format!("{c:?} at byte {at}; only ASCII letters, digits, `.`, `_` and `-` are allowed")
+        })
+}
 
 impl Router {
     pub fn new(config: &KafkaConfig, placements: Vec<Placement>) -> Router {
@@ -138,8 +166,11 @@ impl Router {
     pub fn route(&self, record: &OutboxRecord) -> Result<KafkaMessage, Unroutable> {
         let routed_by = record
             .get(&self.route_by)
-            .ok_or_else(|| Unroutable(self.route_by.clone()))?;
+            .ok_or_else(|| Unroutable::NoRoutingValue(self.route_by.clone()))?;
         let topic = self.topic.replace("${routedByValue}", routed_by);
+        if let Some(problem) = topic_problem(&topic) {
+            return Err(Unroutable::IllegalTopic { topic, problem });
+        }
         let mut headers = Vec::with_capacity(2 + self.placements.len());
         if let Some(id) = record.get("id") {
             headers.push(("id".to_owned(), id.as_bytes().to_vec()));
@@ -150,14 +181,11 @@ impl Router {
             }
         }
         if let Some(context) = record.get("tracingspancontext") {
-            let (parent, state) = match context.split_once(',') {
-                Some((parent, state)) => (parent.trim(), Some(state.trim())),
-                None => (context.trim(), None),
-            };
-            if !parent.is_empty() {
+            let (parent, state) = outbox_core::trace::parse_span_context(context);
+            if let Some(parent) = parent {
                 headers.push(("traceparent".to_owned(), parent.as_bytes().to_vec()));
             }
-            if let Some(state) = state.filter(|s| !s.is_empty()) {
+            if let Some(state) = state {
                 headers.push(("tracestate".to_owned(), state.as_bytes().to_vec()));
             }
         }
@@ -281,6 +309,34 @@ mod tests {
             Some(&b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"[..])
         );
         assert_eq!(m.header("tracestate"), Some(&b"congo=t61rcWkgMzE"[..]));
+    }
+
+    #[test]
+    fn trace_context_in_the_form_the_writer_stores() {
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let stored = outbox_core::trace::span_context_column(parent, "congo=t61rcWkgMzE");
+        let m = router(false)
+            .route(&record(Some("{}"), Some(&stored)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.header("traceparent"), Some(parent.as_bytes()));
+        assert_eq!(m.header("tracestate"), Some(&b"congo=t61rcWkgMzE"[..]));
+    }
+
+    #[test]
+    fn illegal_topics_are_unroutable_with_the_reason() {
+        let mut r = record(Some("{}"), None);
+        r.columns[1].1 = Some("Order Line".to_owned());
+        assert_eq!(
+            router(false).route(&r).map(|m| m.topic),
+            Err(Unroutable::IllegalTopic {
+                topic: "outbox.event.Order Line".to_owned(),
+                problem: "' ' at byte 18; only ASCII letters, digits, `.`, `_` and `-` are allowed"
+                    .to_owned(),
+            })
+        );
+        assert!(topic_problem(&"a".repeat(250)).is_some());
+        assert!(topic_problem("..").is_some());
+        assert_eq!(topic_problem("outbox.event.Order_v2-x"), None);
     }
 
     #[test]
