@@ -9,6 +9,10 @@
 //!
 //! Every misuse is a compile error at the token at fault, and a failed macro still emits its item
 //! (or a stub impl), so one mistake yields one error.
+//!
+//! The sketches below are not compiled here (this crate cannot depend on the facade); the
+//! `outbox` crate's front page has the complete example as a doctest, and `tests/ui/pass/`
+//! compiles every supported form.
 
 mod aggregate_root;
 mod ast;
@@ -26,7 +30,7 @@ use syn::{DeriveInput, parse_macro_input};
 
 /// Makes a struct or enum a domain event: `impl outbox::DomainEvent`.
 ///
-/// ```ignore
+/// ```text
 /// #[derive(serde::Serialize, outbox::DomainEvent)]
 /// #[domain_event(aggregate = "Order", version = 2)]
 /// struct OrderPlaced {
@@ -58,7 +62,7 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
 /// Makes a SeaORM entity's `Model` the root of an aggregate: `impl outbox::AggregateRoot`, whose
 /// snapshot is the model's JSON plus its related child rows, loaded on the caller's connection.
 ///
-/// ```ignore
+/// ```text
 /// #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, outbox::AggregateRoot)]
 /// #[sea_orm(table_name = "orders")]
 /// #[aggregate_root(aggregate = "Order", children(lines = super::order_line::Entity))]
@@ -80,7 +84,7 @@ pub fn derive_aggregate_root(input: TokenStream) -> TokenStream {
 
 /// Writes the events that an `async fn` service records into the outbox, in its transaction.
 ///
-/// ```ignore
+/// ```text
 /// #[emits(OrderPlaced, OrderEvent)]
 /// async fn place_order(
 ///     txn: &DatabaseTransaction,
