@@ -15,6 +15,7 @@
 //! - [`relay`]: the run loop; [`admin`]: setup, teardown, status; [`config`]; [`metrics`].
 
 pub mod admin;
+mod backoff;
 pub mod config;
 pub mod dead_letter;
 pub mod metrics;

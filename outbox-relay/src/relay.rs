@@ -17,11 +17,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::DeliveryFuture;
 
 use crate::admin;
+use crate::backoff::Backoff;
 use crate::config::{Config, ConfigError};
 use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
 use crate::position::{Position, TxId};
-use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal};
+use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal, is_size_error};
 use crate::source::wal::{PgTarget, SourceError};
 use crate::source::{PG_EPOCH_OFFSET_MICROS, SourceEvent, WalSource};
 
@@ -48,34 +49,6 @@ impl RelayError {
             RelayError::Kafka { context, .. } => *context != "`kafka.properties`",
             RelayError::Config(_) | RelayError::Admin(_) => false,
         }
-    }
-}
-
-/// Capped exponential backoff.
-#[derive(Debug)]
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    fn wait(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(self.max);
-        wait
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
     }
 }
 
@@ -278,15 +251,7 @@ impl Session<'_> {
                 match self.relay.router.route(&record) {
                     Ok(message) => self.send(tx, lsn, message, None).await?,
                     Err(unroutable) => {
-                        let message = KafkaMessage {
-                            topic: String::new(),
-                            key: record.get("aggregateid").map(|k| k.as_bytes().to_vec()),
-                            value: record.get("payload").map(|p| p.as_bytes().to_vec()),
-                            headers: record
-                                .get("id")
-                                .map(|id| vec![("id".to_owned(), id.as_bytes().to_vec())])
-                                .unwrap_or_default(),
-                        };
+                        let message = KafkaMessage::unroutable(&record);
                         self.dead_letter(tx, lsn, message, unroutable.to_string(), false)
                             .await?;
                     }
@@ -493,14 +458,6 @@ fn now_pg_micros() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
     unix - PG_EPOCH_OFFSET_MICROS
-}
-
-fn is_size_error(error: &KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as C;
-    matches!(
-        error.rdkafka_error_code(),
-        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge)
-    )
 }
 
 fn track(

@@ -28,6 +28,20 @@ pub struct KafkaMessage {
 }
 
 impl KafkaMessage {
+    /// The message of a record the router refused: no topic yet (the dead-letter topic is set
+    /// when it is sent there), the key, the payload as stored, and the `id` header.
+    pub fn unroutable(record: &OutboxRecord) -> KafkaMessage {
+        KafkaMessage {
+            topic: String::new(),
+            key: record.get("aggregateid").map(|k| k.as_bytes().to_vec()),
+            value: record.get("payload").map(|p| p.as_bytes().to_vec()),
+            headers: record
+                .get("id")
+                .map(|id| vec![("id".to_owned(), id.as_bytes().to_vec())])
+                .unwrap_or_default(),
+        }
+    }
+
     /// The message carried back by a failed delivery.
     pub fn from_owned(message: &OwnedMessage) -> KafkaMessage {
         let headers = message
@@ -101,6 +115,16 @@ pub fn classify(error: &KafkaError) -> Failure {
         Some(code) if PERMANENT.contains(&code) => Failure::Permanent,
         _ => Failure::Transient,
     }
+}
+
+/// Whether Kafka refused the message for its size: its dead letter then goes without the value,
+/// which would be refused again.
+pub fn is_size_error(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge)
+    )
 }
 
 /// Whether the producer must be rebuilt after `error`.

@@ -32,10 +32,11 @@ use sea_orm::{
 use serde::Deserialize;
 use tokio::sync::Notify;
 
+use crate::backoff::Backoff;
 use crate::config::{Config, ConfigError};
 use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
-use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal};
+use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal, is_size_error};
 use crate::source::OutboxRecord;
 use leader::Leader;
 pub use store::RELAYED_AT;
@@ -214,21 +215,6 @@ pub struct PollRelay {
     status: Arc<Mutex<PollStatus>>,
 }
 
-/// Capped exponential backoff that resets on success.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn wait(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(self.max);
-        wait
-    }
-}
-
 /// How one cycle ended.
 enum Cycle {
     /// `n` rows were shipped and settled.
@@ -365,11 +351,7 @@ impl PollRelay {
         wake: &Notify,
     ) -> Result<(), PollError> {
         let retry = &self.config.retry;
-        let mut backoff = Backoff {
-            initial: retry.initial_backoff,
-            max: retry.max_backoff,
-            next: retry.initial_backoff,
-        };
+        let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
         let mut sink: Option<KafkaSink> = None;
         let mut leader: Option<Leader> = None;
         let mut last_purge: Option<Instant> = None;
@@ -421,7 +403,7 @@ impl PollRelay {
             };
             let wait = match outcome {
                 Ok(Cycle::Shipped(n)) => {
-                    backoff.next = backoff.initial;
+                    backoff.reset();
                     self.update(|s| s.attempts = 0);
                     if stopping {
                         break;
@@ -640,7 +622,7 @@ impl PollRelay {
             let (message, dead) = match self.router.route(record) {
                 Ok(message) => (message, None),
                 Err(unroutable) => (
-                    unroutable_message(record),
+                    KafkaMessage::unroutable(record),
                     Some((unroutable.to_string(), false)),
                 ),
             };
@@ -743,19 +725,6 @@ async fn execute<C: ConnectionTrait>(conn: &C, statement: sea_orm::Statement) ->
     }
 }
 
-/// The message of a record that has no topic: it goes to the dead-letter topic as it is.
-fn unroutable_message(record: &OutboxRecord) -> KafkaMessage {
-    KafkaMessage {
-        topic: String::new(),
-        key: record.get("aggregateid").map(|k| k.as_bytes().to_vec()),
-        value: record.get("payload").map(|p| p.as_bytes().to_vec()),
-        headers: record
-            .get("id")
-            .map(|id| vec![("id".to_owned(), id.as_bytes().to_vec())])
-            .unwrap_or_default(),
-    }
-}
-
 /// A `timestamp` column as the claim reads it: PostgreSQL's text form (`2026-01-02
 /// 03:04:05.123456+00`), MariaDB's `datetime(6)` (UTC, as written), SQLite's RFC 3339.
 fn parse_timestamp(text: &str) -> Option<chrono::DateTime<Utc>> {
@@ -771,14 +740,6 @@ fn parse_timestamp(text: &str) -> Option<chrono::DateTime<Utc>> {
         })
 }
 
-fn is_size_error(error: &KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as C;
-    matches!(
-        error.rdkafka_error_code(),
-        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge)
-    )
-}
-
 /// `LISTEN`s on `channel` and wakes the relay on each notification (and on each reconnect, in
 /// case one was lost meanwhile). Reconnects with capped exponential backoff.
 async fn listen(
@@ -788,7 +749,7 @@ async fn listen(
     max_backoff: Duration,
 ) {
     use sea_orm::sqlx::postgres::PgListener;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), max_backoff);
     loop {
         let listening = async {
             let mut listener = PgListener::connect_with(&pool).await?;
@@ -797,7 +758,7 @@ async fn listen(
         };
         match listening.await {
             Ok(mut listener) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 wake.notify_one();
                 loop {
                     match listener.recv().await {
@@ -813,8 +774,7 @@ async fn listen(
                 tracing::warn!(%error, %channel, "cannot LISTEN; relying on the poll interval")
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(max_backoff);
+        tokio::time::sleep(backoff.wait()).await;
     }
 }
 
