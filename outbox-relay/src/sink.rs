@@ -34,7 +34,7 @@ impl KafkaMessage {
         KafkaMessage {
             topic: String::new(),
             key: record.get("aggregateid").map(|k| k.as_bytes().to_vec()),
-            value: record.get("payload").map(|p| p.as_bytes().to_vec()),
+            value: record.get_bytes("payload").map(<[u8]>::to_vec),
             headers: record
                 .get("id")
                 .map(|id| vec![("id".to_owned(), id.as_bytes().to_vec())])
@@ -200,8 +200,8 @@ impl Router {
             headers.push(("id".to_owned(), id.as_bytes().to_vec()));
         }
         for placement in &self.placements {
-            if let Some(value) = record.get(&placement.column) {
-                headers.push((placement.header.clone(), value.as_bytes().to_vec()));
+            if let Some(value) = record.get_bytes(&placement.column) {
+                headers.push((placement.header.clone(), value.to_vec()));
             }
         }
         if let Some(context) = record.get("tracingspancontext") {
@@ -213,8 +213,8 @@ impl Router {
                 headers.push(("tracestate".to_owned(), state.as_bytes().to_vec()));
             }
         }
-        let value = match record.get("payload") {
-            Some(payload) if !payload.is_empty() => Some(payload.as_bytes().to_vec()),
+        let value = match record.get_bytes("payload") {
+            Some(payload) if !payload.is_empty() => Some(payload.to_vec()),
             _ if self.tombstone_on_empty_payload => None,
             _ => Some(b"null".to_vec()),
         };
@@ -290,9 +290,11 @@ impl KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::ColumnValue;
 
     fn record(payload: Option<&str>, trace: Option<&str>) -> OutboxRecord {
-        let col = |n: &str, v: Option<&str>| (n.to_owned(), v.map(str::to_owned));
+        let col =
+            |n: &str, v: Option<&str>| (n.to_owned(), v.map(|v| ColumnValue::Text(v.to_owned())));
         OutboxRecord {
             lsn: 1,
             columns: vec![

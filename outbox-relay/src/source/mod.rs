@@ -10,28 +10,64 @@ pub mod wal;
 
 pub use wal::WalSource;
 
-/// One outbox event as read from the log: the outbox columns by name, values in PostgreSQL's
-/// text form (so `payload` is the jsonb text as stored).
+/// One column value of an outbox row. Text columns arrive as text (PostgreSQL's text form, so a
+/// `jsonb` payload is its text as stored); binary columns (`bytea`, `blob`) arrive as their bytes,
+/// so an Avro or Protobuf payload is shipped byte for byte, as Debezium ships it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnValue {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl ColumnValue {
+    /// The value's bytes, as shipped in a Kafka key, value or header.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ColumnValue::Text(text) => text.as_bytes(),
+            ColumnValue::Bytes(bytes) => bytes,
+        }
+    }
+}
+
+impl From<String> for ColumnValue {
+    fn from(text: String) -> Self {
+        ColumnValue::Text(text)
+    }
+}
+
+/// One outbox event as read from a source: the outbox columns by name, in table order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRecord {
-    /// Where the row or message sits in the WAL.
+    /// Where the row or message sits in the WAL (0 for sources without a log position).
     pub lsn: u64,
-    /// Column name and text value (None = NULL), in table order.
-    pub columns: Vec<(String, Option<String>)>,
+    /// Column name and value (None = NULL), in table order.
+    pub columns: Vec<(String, Option<ColumnValue>)>,
 }
 
 impl OutboxRecord {
-    /// The text value of `column`; None when NULL or absent.
+    /// The text value of `column`; None when NULL, absent, or binary.
     pub fn get(&self, column: &str) -> Option<&str> {
+        match self.value(column)? {
+            ColumnValue::Text(text) => Some(text),
+            ColumnValue::Bytes(_) => None,
+        }
+    }
+
+    /// The bytes of `column`, text or binary; None when NULL or absent.
+    pub fn get_bytes(&self, column: &str) -> Option<&[u8]> {
+        self.value(column).map(ColumnValue::as_bytes)
+    }
+
+    fn value(&self, column: &str) -> Option<&ColumnValue> {
         self.columns
             .iter()
             .find(|(name, _)| name == column)
-            .and_then(|(_, v)| v.as_deref())
+            .and_then(|(_, v)| v.as_ref())
     }
 
     /// The record of a logical message written by `outbox_core`'s `LogicalMessage` mode.
     pub fn from_event(lsn: u64, event: &outbox_core::OutboxEvent) -> OutboxRecord {
-        let columns = vec![
+        let columns: Vec<(String, Option<String>)> = vec![
             ("id".to_owned(), Some(event.id.to_string())),
             (
                 "aggregatetype".to_owned(),
@@ -53,6 +89,10 @@ impl OutboxRecord {
                 event.tracing_span_context.clone(),
             ),
         ];
+        let columns = columns
+            .into_iter()
+            .map(|(name, value)| (name, value.map(ColumnValue::Text)))
+            .collect();
         OutboxRecord { lsn, columns }
     }
 }

@@ -27,7 +27,7 @@ use pgwire_replication::{
 };
 
 use super::pgoutput::{Change, DecodeError, Decoder};
-use super::{OutboxRecord, SourceEvent};
+use super::{ColumnValue, OutboxRecord, SourceEvent};
 use crate::config::{SourceConfig, SourceKind};
 
 /// Why the source stopped.
@@ -266,10 +266,15 @@ impl WalSource {
                         known
                     }
                 };
-                Ok(is_outbox.then_some(SourceEvent::Event(OutboxRecord {
-                    lsn,
-                    columns: values,
-                })))
+                Ok(is_outbox.then(|| {
+                    SourceEvent::Event(OutboxRecord {
+                        lsn,
+                        columns: values
+                            .into_iter()
+                            .map(|(name, value)| (name, value.map(ColumnValue::Text)))
+                            .collect(),
+                    })
+                }))
             }
         }
     }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use outbox_core::migration::{COLUMNS, quote};
 use sea_orm::{DbBackend, Statement, Value};
 
-use crate::source::OutboxRecord;
+use crate::source::{ColumnValue, OutboxRecord};
 
 /// The extra column of the `mark` mode: when Kafka acknowledged the row (NULL = pending).
 pub const RELAYED_AT: &str = "relayed_at";
@@ -159,7 +159,12 @@ impl Table {
     pub fn record(&self, values: Vec<Option<String>>) -> OutboxRecord {
         OutboxRecord {
             lsn: 0,
-            columns: self.columns.iter().cloned().zip(values).collect(),
+            columns: self
+                .columns
+                .iter()
+                .cloned()
+                .zip(values.into_iter().map(|v| v.map(ColumnValue::Text)))
+                .collect(),
         }
     }
 
