@@ -456,6 +456,24 @@ impl Config {
                 return Err(invalid(key, "must not be empty"));
             }
         }
+        if let Some(problem) = crate::topic::template_problem(&self.kafka.topic) {
+            return Err(invalid(
+                "kafka.topic",
+                format!(
+                    "`{}` cannot name a Kafka topic: {problem}",
+                    self.kafka.topic
+                ),
+            ));
+        }
+        if let Some(problem) = crate::topic::topic_problem(&self.kafka.dead_letter_topic) {
+            return Err(invalid(
+                "kafka.dead_letter_topic",
+                format!(
+                    "`{}` is not a legal Kafka topic name: {problem}",
+                    self.kafka.dead_letter_topic
+                ),
+            ));
+        }
         // Slot names are restricted by PostgreSQL to lower-case letters, digits and `_`.
         if !self
             .source

@@ -23,6 +23,7 @@ pub mod position;
 pub mod relay;
 pub mod sink;
 pub mod source;
+pub mod topic;
 
 pub use config::Config;
 pub use metrics::Metrics;

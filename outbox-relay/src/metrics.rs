@@ -1,6 +1,10 @@
 //! What the relay reports: one typed method per thing that happens, each updating a Prometheus
 //! metric with a stable name (and logging where a human should know), plus the small HTTP
-//! listener that serves `/metrics` and `/healthz`.
+//! listener that serves `/metrics` and the Kubernetes probes.
+//!
+//! Probes: `/livez` (and its older name `/healthz`) is 200 whenever the process answers, so a
+//! liveness probe never restarts a relay that is standing by or reconnecting; `/readyz` is 200
+//! only while this relay leads and its source is connected, 503 otherwise.
 //!
 //! Names: `outbox_relay_events_published_total`, `outbox_relay_events_failed_total`,
 //! `outbox_relay_events_dead_lettered_total`, `outbox_relay_transaction_events` (histogram of
@@ -182,8 +186,8 @@ impl Metrics {
         out
     }
 
-    /// Serves `/metrics` and `/healthz` on `addr` until the task is dropped. `/healthz` is 200
-    /// while a replication session streams, 503 otherwise.
+    /// Serves `/metrics`, `/livez` (`/healthz`) and `/readyz` on `addr` until the task is
+    /// dropped.
     pub async fn serve(self, addr: SocketAddr) -> std::io::Result<tokio::task::JoinHandle<()>> {
         let listener = TcpListener::bind(addr).await?;
         tracing::info!(%addr, "metrics listening");
@@ -216,10 +220,14 @@ impl Metrics {
                     let path = request.split_whitespace().nth(1).unwrap_or("/");
                     let (status, body) = match path {
                         "/metrics" => ("200 OK", metrics.render()),
-                        "/healthz" if metrics.connected.load(Ordering::Relaxed) => {
-                            ("200 OK", "ok\n".to_owned())
+                        "/livez" | "/healthz" => ("200 OK", "ok\n".to_owned()),
+                        "/readyz" if metrics.connected.load(Ordering::Relaxed) => {
+                            ("200 OK", "ready\n".to_owned())
                         }
-                        "/healthz" => ("503 Service Unavailable", "not streaming\n".to_owned()),
+                        "/readyz" => (
+                            "503 Service Unavailable",
+                            "not ready: standing by, or the source is not connected\n".to_owned(),
+                        ),
                         _ => ("404 Not Found", "not found\n".to_owned()),
                     };
                     let response = format!(

@@ -16,6 +16,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::config::{KafkaConfig, Placement};
 use crate::source::OutboxRecord;
+pub use crate::topic::topic_problem;
 
 /// One message for Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,26 +155,6 @@ pub enum Unroutable {
     /// stream behind it.
     #[error("topic `{topic}` is not a legal Kafka topic name: {problem}")]
     IllegalTopic { topic: String, problem: String },
-}
-
-/// Why `topic` is not a legal Kafka topic name, if it is not: 1 to 249 characters of ASCII
-/// letters, digits, `.`, `_` and `-`, and neither `.` nor `..`.
-pub fn topic_problem(topic: &str) -> Option<String> {
-    if topic.is_empty() {
-        return Some("it is empty".to_owned());
-    }
-    if topic.len() > 249 {
-        return Some(format!("it has {} characters, more than 249", topic.len()));
-    }
-    if topic == "." || topic == ".." {
-        return Some("`.` and `..` are reserved".to_owned());
-    }
-    topic
-        .char_indices()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        .map(|(at, c)| {
-            format!("{c:?} at byte {at}; only ASCII letters, digits, `.`, `_` and `-` are allowed")
-        })
 }
 
 impl Router {

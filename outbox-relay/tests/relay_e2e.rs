@@ -428,10 +428,12 @@ async fn graceful_stop_then_restart_delivers_nothing_twice() {
         .read_until(WAIT, has_all(&ids), || relay.log_text())
         .await;
 
-    // The metrics listener: /healthz while streaming, /metrics with the published count, and
+    // The metrics listener: ready and live while streaming, /metrics with the published count, and
     // `status` reads the count from the running relay.
-    let (code, _) = http_get(&metrics_addr, "/healthz");
-    assert_eq!(code, 200);
+    for probe in ["/readyz", "/livez", "/healthz"] {
+        let (code, _) = http_get(&metrics_addr, probe);
+        assert_eq!(code, 200, "{probe} while streaming");
+    }
     let published =
         wait_for_metric(&metrics_addr, "outbox_relay_events_published_total", 1000.0).await;
     assert_eq!(published, 1000.0);
@@ -526,36 +528,32 @@ fn bad_configuration_names_the_key() {
         err.contains("kafka.additional_placement") && !err.contains("hunter2"),
         "{err}"
     );
-}
 
-/// A local address nothing listens on.
-fn free_local_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").to_string()
-}
-
-/// A plain HTTP/1.1 GET: (status code, body).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream =
-        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("metrics at {addr}: {e}"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("response");
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    // Topic names Kafka would refuse stop the relay at start, for either source: a bad
+    // dead-letter topic would otherwise stall the stream at its first dead letter.
+    for source in ["wal", "poll"] {
+        for (flag, value, key) in [
+            (
+                "--dead-letter-topic",
+                "dead letters",
+                "kafka.dead_letter_topic",
+            ),
+            ("--topic", "outbox/${routedByValue}", "kafka.topic"),
+        ] {
+            let out = std::process::Command::new(BIN)
+                .args(["run", "--source", source, flag, value])
+                .args(["--database-url", "postgres://u:p@127.0.0.1:1/db"])
+                .args(["--kafka-brokers", "127.0.0.1:1"])
+                .output()
+                .expect("run");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{source} {flag}: {err}");
+            assert!(
+                err.contains(key) && err.contains("Kafka topic") && err.contains(value),
+                "{source} {flag}: {err}"
+            );
+        }
+    }
 }
 
 /// Polls `/metrics` until `name` reaches `at_least` (or 30 s pass); returns the last value.
