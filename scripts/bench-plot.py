@@ -147,9 +147,9 @@ def summary(d):
         c = json.load(open(cmp))
         res["compare"] = c
         print("\n## Equal messages (our relay vs Debezium, same rows, same topic)\n")
-        print(f"pairs {c['pairs']}/{c['rows']}: topic equal {c['topic_equal']}, key equal {c['key_equal']}, "
-              f"id header equal {c['id_equal']}, partition equal {c['partition_equal']}, "
-              f"value equal as JSON {c['value_json_equal']}, byte-equal {c['value_bytes_equal']}"
+        print(f"pairs {c['pairs']}/{c['rows']}: key equal {c['key_equal']}, "
+              f"partition equal {c['partition_equal']}, value byte-equal {c['value_bytes_equal']}, "
+              f"headers equal {c['headers_equal']} -> {'EQUAL' if c.get('equal') else 'DIFFERENT'}"
               + (f"; first difference: {c['first_difference']}" if c.get("first_difference") else ""))
     with open(os.path.join(d, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
