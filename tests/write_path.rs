@@ -498,7 +498,11 @@ async fn remove_after_insert_is_refused(db: DatabaseConnection, backend_name: &s
         assert!(message.contains(part), "`{part}` in: {message}");
     }
     // Nothing was inserted (and so nothing deleted): the write stopped before its first statement.
-    assert!(outbox_rows(&db, &table.name, &id.to_string()).await.is_empty());
+    assert!(
+        outbox_rows(&db, &table.name, &id.to_string())
+            .await
+            .is_empty()
+    );
     outbox::migration::drop_table(&db, &table).await.unwrap();
 }
 
@@ -667,7 +671,11 @@ async fn tableless_mode_writes_five_thousand_messages_in_one_call() {
             serde_json::from_str(content).expect("the content is an OutboxEvent")
         })
         .collect();
-    assert_eq!(messages.len(), EVENTS, "every committed message, none rolled back");
+    assert_eq!(
+        messages.len(),
+        EVENTS,
+        "every committed message, none rolled back"
+    );
     assert!(
         messages == written,
         "the messages are the written events, in recording order"
@@ -705,7 +713,11 @@ async fn a_write_needing_several_statements_is_refused_outside_a_transaction() {
         ),
         "{message}"
     );
-    assert!(outbox_rows(&db, &table.name, &id.to_string()).await.is_empty());
+    assert!(
+        outbox_rows(&db, &table.name, &id.to_string())
+            .await
+            .is_empty()
+    );
     outbox::migration::drop_table(&db, &table).await.unwrap();
 }
 
@@ -759,7 +771,11 @@ async fn the_entity_listener_is_atomic_or_refused(db: DatabaseConnection) {
         .await
         .expect_err("a save on a plain connection is refused");
     assert_refused_outside_a_transaction(&err, "the entity listener's save");
-    assert_eq!(customer_name(&db, customer_id).await, None, "no customer row");
+    assert_eq!(
+        customer_name(&db, customer_id).await,
+        None,
+        "no customer row"
+    );
     assert!(
         outbox_rows(&db, "outbox", &customer_id.to_string())
             .await
@@ -793,7 +809,10 @@ async fn the_entity_listener_is_atomic_or_refused(db: DatabaseConnection) {
         .await
         .expect_err("an update on a plain connection is refused");
     assert_refused_outside_a_transaction(&err, "the entity listener's save");
-    assert_eq!(customer_name(&db, customer_id).await.as_deref(), Some("Ada"));
+    assert_eq!(
+        customer_name(&db, customer_id).await.as_deref(),
+        Some("Ada")
+    );
 
     // A plain-connection delete is refused before the row is deleted.
     let err = shop::customer::ActiveModel::from(saved.clone())
@@ -804,9 +823,16 @@ async fn the_entity_listener_is_atomic_or_refused(db: DatabaseConnection) {
         &err,
         &format!("the entity listener's Deleted snapshot of aggregate `Customer` {customer_id}"),
     );
-    assert_eq!(customer_name(&db, customer_id).await.as_deref(), Some("Ada"));
+    assert_eq!(
+        customer_name(&db, customer_id).await.as_deref(),
+        Some("Ada")
+    );
     let rows = outbox_rows(&db, "outbox", &customer_id.to_string()).await;
-    assert_eq!(rows.len(), 1, "no snapshot from the refused update or delete");
+    assert_eq!(
+        rows.len(),
+        1,
+        "no snapshot from the refused update or delete"
+    );
 
     // In a transaction, the update and the delete write their snapshots.
     let txn = db.begin().await.unwrap();
@@ -824,7 +850,10 @@ async fn the_entity_listener_is_atomic_or_refused(db: DatabaseConnection) {
     txn.commit().await.unwrap();
     let rows = outbox_rows(&db, "outbox", &customer_id.to_string()).await;
     let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
-    assert_eq!(types, ["CustomerCreated", "CustomerUpdated", "CustomerDeleted"]);
+    assert_eq!(
+        types,
+        ["CustomerCreated", "CustomerUpdated", "CustomerDeleted"]
+    );
     assert_eq!(rows[1].payload["name"], "Ada L.");
     assert_eq!(customer_name(&db, customer_id).await, None);
 }

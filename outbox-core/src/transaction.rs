@@ -51,10 +51,13 @@ where
     C: ConnectionTrait + ?Sized,
 {
     let backend = conn.get_database_backend();
-    if in_transaction(conn).await.map_err(|source| Error::Database {
-        target: "the transaction check".into(),
-        source,
-    })? {
+    let in_transaction = in_transaction(conn)
+        .await
+        .map_err(|source| Error::Database {
+            target: "the outbox (while checking for a transaction)".into(),
+            source,
+        })?;
+    if in_transaction {
         Ok(())
     } else {
         Err(Error::NotInTransaction {

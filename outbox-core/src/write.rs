@@ -217,10 +217,19 @@ mod tests {
             let bound = statement.values.map(|v| v.0.len()).unwrap_or(0);
             assert_eq!(bound, per_statement * COLUMNS.len(), "{backend:?}");
             assert!(bound <= max_bind_parameters(backend), "{backend:?}");
-            assert!(bound + COLUMNS.len() > max_bind_parameters(backend), "{backend:?}");
+            assert!(
+                bound + COLUMNS.len() > max_bind_parameters(backend),
+                "{backend:?}"
+            );
         }
-        assert_eq!(rows_per_statement(DbBackend::Postgres, &WriteMode::Insert), 8_191);
-        assert_eq!(rows_per_statement(DbBackend::Sqlite, &WriteMode::Insert), 4_095);
+        assert_eq!(
+            rows_per_statement(DbBackend::Postgres, &WriteMode::Insert),
+            8_191
+        );
+        assert_eq!(
+            rows_per_statement(DbBackend::Sqlite, &WriteMode::Insert),
+            4_095
+        );
     }
 
     #[test]
