@@ -13,6 +13,26 @@ use sea_orm::{ActiveValue::Set, DatabaseConnection, DbBackend, Statement, Transa
 use serde_json::json;
 use shop::{PlaceOrder, ShopError};
 
+/// One `#[tokio::test]` per backend, each running `contract` on that backend's real database.
+macro_rules! on_every_backend {
+    ($contract:ident: $postgres:ident, $mariadb:ident, $sqlite:ident) => {
+        #[tokio::test]
+        async fn $postgres() {
+            $contract(support::postgres().await).await;
+        }
+
+        #[tokio::test]
+        async fn $mariadb() {
+            $contract(support::mariadb().await).await;
+        }
+
+        #[tokio::test]
+        async fn $sqlite() {
+            $contract(support::sqlite().await).await;
+        }
+    };
+}
+
 /// The column that numbers rows in insertion order: `seq` (assigned by the database at INSERT) on
 /// PostgreSQL and MariaDB, `rowid` on SQLite.
 fn insertion_order(backend: DbBackend) -> String {
@@ -99,6 +119,22 @@ fn order(customer_id: i64) -> PlaceOrder {
     }
 }
 
+/// Neither the order `id` nor any event of it exists: its transaction rolled back.
+async fn assert_order_and_events_gone(db: &DatabaseConnection, id: Uuid) {
+    assert!(
+        outbox_rows(db, "outbox", &id.to_string()).await.is_empty(),
+        "no event of the rolled-back order {id}"
+    );
+    assert!(
+        shop::order::Entity::find_by_id(id)
+            .one(db)
+            .await
+            .unwrap()
+            .is_none(),
+        "no rolled-back order {id}"
+    );
+}
+
 /// The contract every backend must meet.
 async fn events_commit_and_roll_back_with_the_business_rows(db: DatabaseConnection) {
     schema(&db).await;
@@ -154,18 +190,7 @@ async fn events_commit_and_roll_back_with_the_business_rows(db: DatabaseConnecti
         .await
         .expect("place order");
     txn.rollback().await.unwrap();
-    assert!(
-        outbox_rows(&db, "outbox", &rolled_back.id.to_string())
-            .await
-            .is_empty()
-    );
-    assert!(
-        shop::order::Entity::find_by_id(rolled_back.id)
-            .one(&db)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_order_and_events_gone(&db, rolled_back.id).await;
 
     // `Err` from the body: nothing is inserted, even if the caller commits.
     let txn = db.begin().await.unwrap();
@@ -183,20 +208,12 @@ async fn events_commit_and_roll_back_with_the_business_rows(db: DatabaseConnecti
     );
 }
 
-#[tokio::test]
-async fn postgres_events_commit_and_roll_back_with_the_business_rows() {
-    events_commit_and_roll_back_with_the_business_rows(support::postgres().await).await;
-}
-
-#[tokio::test]
-async fn mariadb_events_commit_and_roll_back_with_the_business_rows() {
-    events_commit_and_roll_back_with_the_business_rows(support::mariadb().await).await;
-}
-
-#[tokio::test]
-async fn sqlite_events_commit_and_roll_back_with_the_business_rows() {
-    events_commit_and_roll_back_with_the_business_rows(support::sqlite().await).await;
-}
+on_every_backend!(
+    events_commit_and_roll_back_with_the_business_rows:
+    postgres_events_commit_and_roll_back_with_the_business_rows,
+    mariadb_events_commit_and_roll_back_with_the_business_rows,
+    sqlite_events_commit_and_roll_back_with_the_business_rows
+);
 
 /// A database of this test's own, so that `pg_stat_statements` counts only its statements.
 async fn private_postgres_database() -> DatabaseConnection {
@@ -342,8 +359,12 @@ async fn remove_after_insert_leaves_the_table_empty_and_the_inserts_in_the_log()
     }
 }
 
-#[tokio::test]
-async fn tableless_mode_writes_transactional_logical_messages() {
+/// Writes `events` in tableless mode in two calls on PostgreSQL, committing the first and
+/// rolling back the second. Returns what the committed call wrote, and the messages a
+/// `test_decoding` slot then holds under the test's prefix, in log order.
+async fn committed_and_logged_messages(
+    events: &[&dyn outbox::DomainEvent],
+) -> (Vec<OutboxEvent>, Vec<OutboxEvent>) {
     let db = support::postgres().await;
     let prefix = support::unique("outbox_msg");
     let outbox = Outbox::default().with_mode(WriteMode::LogicalMessage {
@@ -351,23 +372,21 @@ async fn tableless_mode_writes_transactional_logical_messages() {
     });
     let slot = test_slot(&db).await;
 
-    let id = Uuid::now_v7();
-    let event = shop::OrderEvent::Cancelled { id };
     let txn = db.begin().await.unwrap();
-    let written = outbox::write_events(&txn, &outbox, [&event as &dyn outbox::DomainEvent])
+    let written = outbox::write_events(&txn, &outbox, events.iter().copied())
         .await
         .expect("emit");
     txn.commit().await.unwrap();
     // A rolled-back message must not reach the log's consumers.
     let txn = db.begin().await.unwrap();
-    outbox::write_events(&txn, &outbox, [&event as &dyn outbox::DomainEvent])
+    outbox::write_events(&txn, &outbox, events.iter().copied())
         .await
         .expect("emit");
     txn.rollback().await.unwrap();
 
     let changes = slot_changes(&db, &slot).await;
     drop_slot(&db, &slot).await;
-    let messages: Vec<OutboxEvent> = changes
+    let messages = changes
         .iter()
         .filter(|c| c.contains(&format!("prefix: {prefix},")))
         .map(|c| {
@@ -376,6 +395,14 @@ async fn tableless_mode_writes_transactional_logical_messages() {
             serde_json::from_str(content).expect("the content is an OutboxEvent")
         })
         .collect();
+    (written, messages)
+}
+
+#[tokio::test]
+async fn tableless_mode_writes_transactional_logical_messages() {
+    let id = Uuid::now_v7();
+    let event = shop::OrderEvent::Cancelled { id };
+    let (written, messages) = committed_and_logged_messages(&[&event]).await;
     assert_eq!(
         messages, written,
         "exactly the committed message, with every column"
@@ -572,18 +599,7 @@ async fn twenty_thousand_events_in_one_call(db: DatabaseConnection) {
         "all written inside the transaction before it rolls back"
     );
     txn.rollback().await.unwrap();
-    assert!(
-        outbox_rows(&db, "outbox", &rolled_back.id.to_string())
-            .await
-            .is_empty()
-    );
-    assert!(
-        shop::order::Entity::find_by_id(rolled_back.id)
-            .one(&db)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_order_and_events_gone(&db, rolled_back.id).await;
 }
 
 /// How many outbox rows of `aggregate_id` the connection `conn` sees.
@@ -615,33 +631,18 @@ async fn outbox_rows_in<C: sea_orm::ConnectionTrait>(
     row.try_get::<i64>("", "n").expect("the count") as usize
 }
 
-#[tokio::test]
-async fn postgres_writes_twenty_thousand_events_in_one_call() {
-    twenty_thousand_events_in_one_call(support::postgres().await).await;
-}
-
-#[tokio::test]
-async fn mariadb_writes_twenty_thousand_events_in_one_call() {
-    twenty_thousand_events_in_one_call(support::mariadb().await).await;
-}
-
-#[tokio::test]
-async fn sqlite_writes_twenty_thousand_events_in_one_call() {
-    twenty_thousand_events_in_one_call(support::sqlite().await).await;
-}
+on_every_backend!(
+    twenty_thousand_events_in_one_call:
+    postgres_writes_twenty_thousand_events_in_one_call,
+    mariadb_writes_twenty_thousand_events_in_one_call,
+    sqlite_writes_twenty_thousand_events_in_one_call
+);
 
 /// Item 3 of issue 9: 5,000 logical messages from one call are past PostgreSQL's 1,664
 /// target-list entries. All reach the log in recording order; a rolled-back call leaves none.
 #[tokio::test]
 async fn tableless_mode_writes_five_thousand_messages_in_one_call() {
     const EVENTS: usize = 5_000;
-    let db = support::postgres().await;
-    let prefix = support::unique("outbox_msg_many");
-    let outbox = Outbox::default().with_mode(WriteMode::LogicalMessage {
-        prefix: prefix.clone(),
-    });
-    let slot = test_slot(&db).await;
-
     let id = Uuid::now_v7();
     let events: Vec<shop::OrderEvent> = (0..EVENTS)
         .map(|i| shop::OrderEvent::Shipped {
@@ -649,28 +650,11 @@ async fn tableless_mode_writes_five_thousand_messages_in_one_call() {
             carrier: format!("carrier-{i}"),
         })
         .collect();
-    let dyn_events = || events.iter().map(|e| e as &dyn outbox::DomainEvent);
-    let txn = db.begin().await.unwrap();
-    let written = outbox::write_events(&txn, &outbox, dyn_events())
-        .await
-        .expect("5,000 messages in one call are emitted");
-    txn.commit().await.unwrap();
-    let txn = db.begin().await.unwrap();
-    outbox::write_events(&txn, &outbox, dyn_events())
-        .await
-        .expect("5,000 messages in one call are emitted");
-    txn.rollback().await.unwrap();
-
-    let changes = slot_changes(&db, &slot).await;
-    drop_slot(&db, &slot).await;
-    let messages: Vec<OutboxEvent> = changes
+    let events: Vec<&dyn outbox::DomainEvent> = events
         .iter()
-        .filter(|c| c.contains(&format!("prefix: {prefix},")))
-        .map(|c| {
-            let content = &c[c.find("content:").expect("content") + "content:".len()..];
-            serde_json::from_str(content).expect("the content is an OutboxEvent")
-        })
+        .map(|e| e as &dyn outbox::DomainEvent)
         .collect();
+    let (written, messages) = committed_and_logged_messages(&events).await;
     assert_eq!(
         messages.len(),
         EVENTS,
@@ -858,20 +842,12 @@ async fn the_entity_listener_is_atomic_or_refused(db: DatabaseConnection) {
     assert_eq!(customer_name(&db, customer_id).await, None);
 }
 
-#[tokio::test]
-async fn postgres_entity_listener_is_atomic_or_refused() {
-    the_entity_listener_is_atomic_or_refused(support::postgres().await).await;
-}
-
-#[tokio::test]
-async fn mariadb_entity_listener_is_atomic_or_refused() {
-    the_entity_listener_is_atomic_or_refused(support::mariadb().await).await;
-}
-
-#[tokio::test]
-async fn sqlite_entity_listener_is_atomic_or_refused() {
-    the_entity_listener_is_atomic_or_refused(support::sqlite().await).await;
-}
+on_every_backend!(
+    the_entity_listener_is_atomic_or_refused:
+    postgres_entity_listener_is_atomic_or_refused,
+    mariadb_entity_listener_is_atomic_or_refused,
+    sqlite_entity_listener_is_atomic_or_refused
+);
 
 /// The table the writer creates carries the poll source's sequence: assigned by the database at
 /// INSERT, in insertion order, never written by the writer.
@@ -933,17 +909,9 @@ async fn the_table_numbers_rows_at_insert(db: DatabaseConnection) {
     outbox::migration::drop_table(&db, &table).await.unwrap();
 }
 
-#[tokio::test]
-async fn postgres_outbox_table_has_a_database_assigned_sequence() {
-    the_table_numbers_rows_at_insert(support::postgres().await).await;
-}
-
-#[tokio::test]
-async fn mariadb_outbox_table_has_a_database_assigned_sequence() {
-    the_table_numbers_rows_at_insert(support::mariadb().await).await;
-}
-
-#[tokio::test]
-async fn sqlite_outbox_table_keeps_its_rowid() {
-    the_table_numbers_rows_at_insert(support::sqlite().await).await;
-}
+on_every_backend!(
+    the_table_numbers_rows_at_insert:
+    postgres_outbox_table_has_a_database_assigned_sequence,
+    mariadb_outbox_table_has_a_database_assigned_sequence,
+    sqlite_outbox_table_keeps_its_rowid
+);
