@@ -5,11 +5,14 @@
 //! Atomic or refused: SeaORM runs the hooks and the business statement on whatever connection
 //! the caller passed, and on a plain `DatabaseConnection` each of them autocommits on its own, so
 //! the save and its snapshot cannot be made atomic there. The listener refuses that case with
-//! [`Error::NotInTransaction`](crate::Error::NotInTransaction) instead: [`require_transaction`](crate::require_transaction)
-//! in `before_save` refuses before the business row is written, and [`write_snapshot`] refuses
-//! before it writes anything (in `before_delete`, before the row is deleted). The check is made at
-//! run time, by asking the database (see [`require_transaction`](crate::require_transaction)), because the hooks are generic
-//! over any `ConnectionTrait` and no type bound can tell a pool from a transaction there.
+//! [`NotInTransaction`] instead: [`require_transaction`] in `before_save` refuses before the
+//! business row is written, and [`write_snapshot`] refuses before it writes anything (in
+//! `before_delete`, before the row is deleted). The check is made at run time, by asking the
+//! database (see [`require_transaction`]), because the hooks are generic over any
+//! `ConnectionTrait` and no type bound can tell a pool from a transaction there.
+//!
+//! [`NotInTransaction`]: crate::Error::NotInTransaction
+//! [`require_transaction`]: crate::require_transaction
 
 use std::future::Future;
 
@@ -63,8 +66,8 @@ pub trait AggregateRoot: Sync {
 
 /// Writes a snapshot event of `root` on `db`, into the process-wide [`Outbox`]. Call it from the
 /// entity's `ActiveModelBehavior::after_save` (with [`Change::saved`]) and from `before_delete`
-/// (children are still there to load) with [`Change::Deleted`]; and call [`require_transaction`](crate::require_transaction)
-/// from `before_save`:
+/// (children are still there to load) with [`Change::Deleted`]; and call
+/// [`require_transaction`](crate::require_transaction) from `before_save`:
 ///
 /// ```no_run
 /// # use outbox_core::{AggregateRoot, Change};
