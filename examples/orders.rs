@@ -49,16 +49,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     txn.commit().await?;
 
     let backend = db.get_database_backend();
+    // In the order the database numbered the rows at INSERT, as the poll relay ships them; never
+    // by `timestamp`, a client clock.
+    let insertion_order = match backend {
+        sea_orm::DbBackend::Sqlite => "rowid".to_owned(),
+        _ => outbox::migration::quote(backend, outbox::migration::SEQUENCE_COLUMN),
+    };
     let rows = db
         .query_all_raw(Statement::from_string(
             backend,
             format!(
-                "SELECT {t}, {a}, {k} FROM {o} ORDER BY {ts}",
+                "SELECT {t}, {a}, {k} FROM {o} ORDER BY {insertion_order}",
                 t = outbox::migration::quote(backend, "type"),
                 a = outbox::migration::quote(backend, "aggregatetype"),
                 k = outbox::migration::quote(backend, "aggregateid"),
                 o = outbox::migration::quote(backend, "outbox"),
-                ts = outbox::migration::quote(backend, "timestamp"),
             ),
         ))
         .await?;

@@ -65,7 +65,19 @@
 //!   `async fn` that takes the transaction and an `events: &mut Events` collector.
 //! - [`derive@AggregateRoot`]: on a SeaORM `Model`, with
 //!   `#[aggregate_root(aggregate = "...", children(name = child::Entity, ...))]` and
-//!   `#[aggregate_root(id)]`; its `ActiveModelBehavior` hooks call [`write_snapshot`].
+//!   `#[aggregate_root(id)]`; its `ActiveModelBehavior` hooks call [`require_transaction`] (in
+//!   `before_save`) and [`write_snapshot`] (in `after_save` and `before_delete`).
+//!
+//! Every write is atomic with the business rows or refused before anything is written:
+//! - The entity listener needs the save to run in a transaction (`model.insert(&txn)`). On a plain
+//!   `DatabaseConnection`, SeaORM would autocommit the row and the snapshot separately, so the
+//!   save is refused with [`Error::NotInTransaction`]. SeaORM's hooks accept any connection, so
+//!   this is checked at run time, by asking the database; `#[emits]` checks it at compile time.
+//! - [`WriteMode::RemoveAfterInsert`] and [`WriteMode::LogicalMessage`] need PostgreSQL, whose
+//!   log the relay tails; elsewhere the write is refused with [`Error::UnsupportedMode`].
+//! - A call with more events than one statement can carry (past 65,535 bind parameters, or
+//!   PostgreSQL's 1,664 target-list entries) is split into statements in recording order, in the
+//!   same transaction.
 
 pub use outbox_core::*;
 pub use outbox_derive::{AggregateRoot, DomainEvent, emits};

@@ -1,6 +1,7 @@
 //! The write path against real PostgreSQL, MariaDB and SQLite: events recorded by `#[emits]`
-//! service functions land in the outbox in the caller's transaction, with Debezium's columns,
-//! and disappear with it on rollback or on an `Err`.
+//! service functions land in the outbox in the caller's transaction, with Debezium's columns, in
+//! recording order (also past a statement's bind-parameter limit), and disappear with it on
+//! rollback or on an `Err`. What cannot be atomic or relayed is refused with a clear error.
 
 #[path = "../examples/shop/mod.rs"]
 mod shop;
@@ -11,6 +12,35 @@ use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use serde_json::json;
 use shop::{PlaceOrder, ShopError};
+
+/// One `#[tokio::test]` per backend, each running `contract` on that backend's real database.
+macro_rules! on_every_backend {
+    ($contract:ident: $postgres:ident, $mariadb:ident, $sqlite:ident) => {
+        #[tokio::test]
+        async fn $postgres() {
+            $contract(support::postgres().await).await;
+        }
+
+        #[tokio::test]
+        async fn $mariadb() {
+            $contract(support::mariadb().await).await;
+        }
+
+        #[tokio::test]
+        async fn $sqlite() {
+            $contract(support::sqlite().await).await;
+        }
+    };
+}
+
+/// The column that numbers rows in insertion order: `seq` (assigned by the database at INSERT) on
+/// PostgreSQL and MariaDB, `rowid` on SQLite.
+fn insertion_order(backend: DbBackend) -> String {
+    match backend {
+        DbBackend::Sqlite => "rowid".to_owned(),
+        _ => outbox::migration::quote(backend, outbox::migration::SEQUENCE_COLUMN),
+    }
+}
 
 /// One outbox row as read back, every column as text.
 #[derive(Debug)]
@@ -38,7 +68,7 @@ async fn outbox_rows(db: &DatabaseConnection, table: &str, aggregate_id: &str) -
         "?"
     };
     let sql = format!(
-        "SELECT {} AS id, {} AS aggregatetype, {} AS aggregateid, {} AS type, {} AS schemaversion, {} AS payload, {} AS ts FROM {} WHERE {} = {param} ORDER BY {}",
+        "SELECT {} AS id, {} AS aggregatetype, {} AS aggregateid, {} AS type, {} AS schemaversion, {} AS payload, {} AS ts FROM {} WHERE {} = {param} ORDER BY {order}",
         as_text("id"),
         q("aggregatetype"),
         q("aggregateid"),
@@ -48,7 +78,7 @@ async fn outbox_rows(db: &DatabaseConnection, table: &str, aggregate_id: &str) -
         as_text("timestamp"),
         q(table),
         q("aggregateid"),
-        q("id"),
+        order = insertion_order(backend),
     );
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
@@ -87,6 +117,22 @@ fn order(customer_id: i64) -> PlaceOrder {
         customer_id,
         lines: shop::three_lines(),
     }
+}
+
+/// Neither the order `id` nor any event of it exists: its transaction rolled back.
+async fn assert_order_and_events_gone(db: &DatabaseConnection, id: Uuid) {
+    assert!(
+        outbox_rows(db, "outbox", &id.to_string()).await.is_empty(),
+        "no event of the rolled-back order {id}"
+    );
+    assert!(
+        shop::order::Entity::find_by_id(id)
+            .one(db)
+            .await
+            .unwrap()
+            .is_none(),
+        "no rolled-back order {id}"
+    );
 }
 
 /// The contract every backend must meet.
@@ -144,18 +190,7 @@ async fn events_commit_and_roll_back_with_the_business_rows(db: DatabaseConnecti
         .await
         .expect("place order");
     txn.rollback().await.unwrap();
-    assert!(
-        outbox_rows(&db, "outbox", &rolled_back.id.to_string())
-            .await
-            .is_empty()
-    );
-    assert!(
-        shop::order::Entity::find_by_id(rolled_back.id)
-            .one(&db)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_order_and_events_gone(&db, rolled_back.id).await;
 
     // `Err` from the body: nothing is inserted, even if the caller commits.
     let txn = db.begin().await.unwrap();
@@ -173,20 +208,12 @@ async fn events_commit_and_roll_back_with_the_business_rows(db: DatabaseConnecti
     );
 }
 
-#[tokio::test]
-async fn postgres_events_commit_and_roll_back_with_the_business_rows() {
-    events_commit_and_roll_back_with_the_business_rows(support::postgres().await).await;
-}
-
-#[tokio::test]
-async fn mariadb_events_commit_and_roll_back_with_the_business_rows() {
-    events_commit_and_roll_back_with_the_business_rows(support::mariadb().await).await;
-}
-
-#[tokio::test]
-async fn sqlite_events_commit_and_roll_back_with_the_business_rows() {
-    events_commit_and_roll_back_with_the_business_rows(support::sqlite().await).await;
-}
+on_every_backend!(
+    events_commit_and_roll_back_with_the_business_rows:
+    postgres_events_commit_and_roll_back_with_the_business_rows,
+    mariadb_events_commit_and_roll_back_with_the_business_rows,
+    sqlite_events_commit_and_roll_back_with_the_business_rows
+);
 
 /// A database of this test's own, so that `pg_stat_statements` counts only its statements.
 async fn private_postgres_database() -> DatabaseConnection {
@@ -332,8 +359,12 @@ async fn remove_after_insert_leaves_the_table_empty_and_the_inserts_in_the_log()
     }
 }
 
-#[tokio::test]
-async fn tableless_mode_writes_transactional_logical_messages() {
+/// Writes `events` in tableless mode in two calls on PostgreSQL, committing the first and
+/// rolling back the second. Returns what the committed call wrote, and the messages a
+/// `test_decoding` slot then holds under the test's prefix, in log order.
+async fn committed_and_logged_messages(
+    events: &[&dyn outbox::DomainEvent],
+) -> (Vec<OutboxEvent>, Vec<OutboxEvent>) {
     let db = support::postgres().await;
     let prefix = support::unique("outbox_msg");
     let outbox = Outbox::default().with_mode(WriteMode::LogicalMessage {
@@ -341,23 +372,21 @@ async fn tableless_mode_writes_transactional_logical_messages() {
     });
     let slot = test_slot(&db).await;
 
-    let id = Uuid::now_v7();
-    let event = shop::OrderEvent::Cancelled { id };
     let txn = db.begin().await.unwrap();
-    let written = outbox::write_events(&txn, &outbox, [&event as &dyn outbox::DomainEvent])
+    let written = outbox::write_events(&txn, &outbox, events.iter().copied())
         .await
         .expect("emit");
     txn.commit().await.unwrap();
     // A rolled-back message must not reach the log's consumers.
     let txn = db.begin().await.unwrap();
-    outbox::write_events(&txn, &outbox, [&event as &dyn outbox::DomainEvent])
+    outbox::write_events(&txn, &outbox, events.iter().copied())
         .await
         .expect("emit");
     txn.rollback().await.unwrap();
 
     let changes = slot_changes(&db, &slot).await;
     drop_slot(&db, &slot).await;
-    let messages: Vec<OutboxEvent> = changes
+    let messages = changes
         .iter()
         .filter(|c| c.contains(&format!("prefix: {prefix},")))
         .map(|c| {
@@ -366,6 +395,14 @@ async fn tableless_mode_writes_transactional_logical_messages() {
             serde_json::from_str(content).expect("the content is an OutboxEvent")
         })
         .collect();
+    (written, messages)
+}
+
+#[tokio::test]
+async fn tableless_mode_writes_transactional_logical_messages() {
+    let id = Uuid::now_v7();
+    let event = shop::OrderEvent::Cancelled { id };
+    let (written, messages) = committed_and_logged_messages(&[&event]).await;
     assert_eq!(
         messages, written,
         "exactly the committed message, with every column"
@@ -383,9 +420,14 @@ async fn tableless_mode_is_refused_on_sqlite_with_a_clear_error() {
     let err = outbox::write_events(&txn, &outbox, [&event as &dyn outbox::DomainEvent])
         .await
         .unwrap_err();
+    assert!(
+        matches!(err, outbox::Error::UnsupportedMode { .. }),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
-        "write mode logical-message needs PostgreSQL, but the connection is Sqlite"
+        "write mode logical-message needs PostgreSQL, but the connection is SQLite: \
+         pg_logical_emit_message exists only in PostgreSQL; use WriteMode::Insert with the poll source"
     );
 }
 
@@ -455,3 +497,421 @@ async fn an_aggregate_root_listener_writes_snapshots_with_its_children() {
         2
     );
 }
+
+/// Item 2 of issue 9: rows deleted in their own transaction are seen only by a log-tailing relay,
+/// and none exists for MySQL/MariaDB or SQLite. The write is refused before anything is written.
+async fn remove_after_insert_is_refused(db: DatabaseConnection, backend_name: &str, why: &str) {
+    let table = OutboxTable::new(support::unique("outbox_rai_refused"));
+    outbox::migration::create_table(&db, &table).await.unwrap();
+    let outbox = Outbox::new(table.clone()).with_mode(WriteMode::RemoveAfterInsert);
+    let id = Uuid::now_v7();
+    let event = shop::OrderEvent::Cancelled { id };
+    let txn = db.begin().await.unwrap();
+    let err = outbox::write_events(&txn, &outbox, [&event as &dyn outbox::DomainEvent])
+        .await
+        .expect_err("remove-after-insert must be refused where no relay could see its rows");
+    txn.commit().await.unwrap();
+    assert!(
+        matches!(err, outbox::Error::UnsupportedMode { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    for part in [
+        "write mode remove-after-insert needs PostgreSQL",
+        backend_name,
+        why,
+        "use WriteMode::Insert with the poll source",
+    ] {
+        assert!(message.contains(part), "`{part}` in: {message}");
+    }
+    // Nothing was inserted (and so nothing deleted): the write stopped before its first statement.
+    assert!(
+        outbox_rows(&db, &table.name, &id.to_string())
+            .await
+            .is_empty()
+    );
+    outbox::migration::drop_table(&db, &table).await.unwrap();
+}
+
+#[tokio::test]
+async fn remove_after_insert_is_refused_on_mariadb_with_a_clear_error() {
+    remove_after_insert_is_refused(
+        support::mariadb().await,
+        "the connection is MySQL/MariaDB",
+        "the relay has no MySQL/MariaDB binlog source yet",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn remove_after_insert_is_refused_on_sqlite_with_a_clear_error() {
+    remove_after_insert_is_refused(
+        support::sqlite().await,
+        "the connection is SQLite",
+        "SQLite has no log a relay can tail",
+    )
+    .await;
+}
+
+/// Item 3 of issue 9: 20,000 events from one `#[emits]` call are 160,000 bind parameters, past
+/// the 65,535 of PostgreSQL and MySQL and the 32,766 of SQLite. They are all written, in
+/// recording order, in the caller's transaction; a rollback still leaves none.
+async fn twenty_thousand_events_in_one_call(db: DatabaseConnection) {
+    const EVENTS: usize = 20_000;
+    schema(&db).await;
+
+    let txn = db.begin().await.unwrap();
+    let placed = shop::place_and_ship(&txn, order(20), EVENTS - 1)
+        .await
+        .expect("20,000 events in one call are written");
+    txn.commit().await.unwrap();
+    assert!(
+        shop::order::Entity::find_by_id(placed.id)
+            .one(&db)
+            .await
+            .unwrap()
+            .is_some(),
+        "the business row committed with its events"
+    );
+    let rows = outbox_rows(&db, "outbox", &placed.id.to_string()).await;
+    assert_eq!(rows.len(), EVENTS, "every event is in the outbox");
+    assert_eq!(rows[0].event_type, "OrderCreated");
+    for (i, row) in rows[1..].iter().enumerate() {
+        assert_eq!(row.event_type, "Shipped");
+        assert_eq!(
+            row.payload["carrier"],
+            format!("carrier-{i}"),
+            "the rows are in recording order (row {})",
+            i + 1
+        );
+    }
+    let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), EVENTS, "every event has its own id");
+
+    // Rolled back: none of the 20,000 events remains, nor the order.
+    let txn = db.begin().await.unwrap();
+    let rolled_back = shop::place_and_ship(&txn, order(21), EVENTS - 1)
+        .await
+        .expect("20,000 events in one call are written");
+    assert_eq!(
+        outbox_rows_in(&txn, "outbox", &rolled_back.id.to_string()).await,
+        EVENTS,
+        "all written inside the transaction before it rolls back"
+    );
+    txn.rollback().await.unwrap();
+    assert_order_and_events_gone(&db, rolled_back.id).await;
+}
+
+/// How many outbox rows of `aggregate_id` the connection `conn` sees.
+async fn outbox_rows_in<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    table: &str,
+    aggregate_id: &str,
+) -> usize {
+    let backend = conn.get_database_backend();
+    let q = |c: &str| outbox::migration::quote(backend, c);
+    let param = if backend == DbBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT COUNT(*) AS n FROM {} WHERE {} = {param}",
+                q(table),
+                q("aggregateid")
+            ),
+            [aggregate_id.into()],
+        ))
+        .await
+        .expect("count the outbox rows")
+        .expect("a count");
+    row.try_get::<i64>("", "n").expect("the count") as usize
+}
+
+on_every_backend!(
+    twenty_thousand_events_in_one_call:
+    postgres_writes_twenty_thousand_events_in_one_call,
+    mariadb_writes_twenty_thousand_events_in_one_call,
+    sqlite_writes_twenty_thousand_events_in_one_call
+);
+
+/// Item 3 of issue 9: 5,000 logical messages from one call are past PostgreSQL's 1,664
+/// target-list entries. All reach the log in recording order; a rolled-back call leaves none.
+#[tokio::test]
+async fn tableless_mode_writes_five_thousand_messages_in_one_call() {
+    const EVENTS: usize = 5_000;
+    let id = Uuid::now_v7();
+    let events: Vec<shop::OrderEvent> = (0..EVENTS)
+        .map(|i| shop::OrderEvent::Shipped {
+            id,
+            carrier: format!("carrier-{i}"),
+        })
+        .collect();
+    let events: Vec<&dyn outbox::DomainEvent> = events
+        .iter()
+        .map(|e| e as &dyn outbox::DomainEvent)
+        .collect();
+    let (written, messages) = committed_and_logged_messages(&events).await;
+    assert_eq!(
+        messages.len(),
+        EVENTS,
+        "every committed message, none rolled back"
+    );
+    assert!(
+        messages == written,
+        "the messages are the written events, in recording order"
+    );
+    assert_eq!(messages[EVENTS - 1].payload["carrier"], "carrier-4999");
+}
+
+/// Several statements are atomic only in a transaction: a call that needs them on a plain
+/// connection is refused before its first statement.
+#[tokio::test]
+async fn a_write_needing_several_statements_is_refused_outside_a_transaction() {
+    let db = support::postgres().await;
+    let table = OutboxTable::new(support::unique("outbox_plain"));
+    outbox::migration::create_table(&db, &table).await.unwrap();
+    let outbox = Outbox::new(table.clone());
+    let id = Uuid::now_v7();
+    let events: Vec<shop::OrderEvent> = (0..10_000)
+        .map(|_| shop::OrderEvent::Cancelled { id })
+        .collect();
+    let err = outbox::write_events(
+        &db,
+        &outbox,
+        events.iter().map(|e| e as &dyn outbox::DomainEvent),
+    )
+    .await
+    .expect_err("refused on a plain connection");
+    assert!(
+        matches!(err, outbox::Error::NotInTransaction { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.starts_with(
+            "writing 10000 events (2 statements of at most 8191) must run in the caller's transaction"
+        ),
+        "{message}"
+    );
+    assert!(
+        outbox_rows(&db, &table.name, &id.to_string())
+            .await
+            .is_empty()
+    );
+    outbox::migration::drop_table(&db, &table).await.unwrap();
+}
+
+/// A customer id no other run uses against the same database.
+fn fresh_customer_id() -> i64 {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    // Addresses take the next ids; keep apart from concurrent tests of this binary.
+    (micros / 16) * 16
+}
+
+fn customer(id: i64, name: &str) -> shop::customer::ActiveModel {
+    shop::customer::ActiveModel {
+        id: Set(id),
+        name: Set(name.into()),
+        email: Set("ada@example.com".into()),
+    }
+}
+
+async fn customer_name(db: &DatabaseConnection, id: i64) -> Option<String> {
+    shop::customer::Entity::find_by_id(id)
+        .one(db)
+        .await
+        .expect("read the customer")
+        .map(|c| c.name)
+}
+
+fn assert_refused_outside_a_transaction(err: &sea_orm::DbErr, operation: &str) {
+    let message = err.to_string();
+    for part in [
+        operation,
+        "must run in the caller's transaction",
+        "is not in one (a plain `DatabaseConnection` autocommits each statement)",
+        "Run it on a `DatabaseTransaction` from `db.begin()`",
+    ] {
+        assert!(message.contains(part), "`{part}` in: {message}");
+    }
+}
+
+/// Item 4 of issue 9: the entity listener is atomic with its save in a transaction, and refused
+/// with a clear error on a plain connection, before the business row is written or deleted.
+async fn the_entity_listener_is_atomic_or_refused(db: DatabaseConnection) {
+    schema(&db).await;
+    let customer_id = fresh_customer_id();
+
+    // A plain connection: the insert is refused, and neither the customer nor a snapshot exists.
+    let err = customer(customer_id, "Ada")
+        .insert(&db)
+        .await
+        .expect_err("a save on a plain connection is refused");
+    assert_refused_outside_a_transaction(&err, "the entity listener's save");
+    assert_eq!(
+        customer_name(&db, customer_id).await,
+        None,
+        "no customer row"
+    );
+    assert!(
+        outbox_rows(&db, "outbox", &customer_id.to_string())
+            .await
+            .is_empty()
+    );
+
+    // The transaction path: the customer and its snapshot commit together.
+    let txn = db.begin().await.unwrap();
+    let saved = customer(customer_id, "Ada")
+        .insert(&txn)
+        .await
+        .expect("insert in a transaction");
+    shop::address::ActiveModel {
+        id: Set(customer_id + 1),
+        customer_id: Set(customer_id),
+        city: Set("Paris".into()),
+    }
+    .insert(&txn)
+    .await
+    .expect("insert address");
+    txn.commit().await.unwrap();
+    let rows = outbox_rows(&db, "outbox", &customer_id.to_string()).await;
+    let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
+    assert_eq!(types, ["CustomerCreated"]);
+
+    // A plain-connection update is refused, and the row keeps its name.
+    let mut renamed: shop::customer::ActiveModel = saved.clone().into();
+    renamed.name = Set("Ada L.".into());
+    let err = renamed
+        .update(&db)
+        .await
+        .expect_err("an update on a plain connection is refused");
+    assert_refused_outside_a_transaction(&err, "the entity listener's save");
+    assert_eq!(
+        customer_name(&db, customer_id).await.as_deref(),
+        Some("Ada")
+    );
+
+    // A plain-connection delete is refused before the row is deleted.
+    let err = shop::customer::ActiveModel::from(saved.clone())
+        .delete(&db)
+        .await
+        .expect_err("a delete on a plain connection is refused");
+    assert_refused_outside_a_transaction(
+        &err,
+        &format!("the entity listener's Deleted snapshot of aggregate `Customer` {customer_id}"),
+    );
+    assert_eq!(
+        customer_name(&db, customer_id).await.as_deref(),
+        Some("Ada")
+    );
+    let rows = outbox_rows(&db, "outbox", &customer_id.to_string()).await;
+    assert_eq!(
+        rows.len(),
+        1,
+        "no snapshot from the refused update or delete"
+    );
+
+    // In a transaction, the update and the delete write their snapshots.
+    let txn = db.begin().await.unwrap();
+    let mut renamed: shop::customer::ActiveModel = saved.clone().into();
+    renamed.name = Set("Ada L.".into());
+    renamed.update(&txn).await.expect("update in a transaction");
+    shop::address::Entity::delete_by_id(customer_id + 1)
+        .exec(&txn)
+        .await
+        .expect("delete the address");
+    shop::customer::ActiveModel::from(saved)
+        .delete(&txn)
+        .await
+        .expect("delete in a transaction");
+    txn.commit().await.unwrap();
+    let rows = outbox_rows(&db, "outbox", &customer_id.to_string()).await;
+    let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        ["CustomerCreated", "CustomerUpdated", "CustomerDeleted"]
+    );
+    assert_eq!(rows[1].payload["name"], "Ada L.");
+    assert_eq!(customer_name(&db, customer_id).await, None);
+}
+
+on_every_backend!(
+    the_entity_listener_is_atomic_or_refused:
+    postgres_entity_listener_is_atomic_or_refused,
+    mariadb_entity_listener_is_atomic_or_refused,
+    sqlite_entity_listener_is_atomic_or_refused
+);
+
+/// The table the writer creates carries the poll source's sequence: assigned by the database at
+/// INSERT, in insertion order, never written by the writer.
+async fn the_table_numbers_rows_at_insert(db: DatabaseConnection) {
+    let table = OutboxTable::new(support::unique("outbox_seq"));
+    outbox::migration::create_table(&db, &table).await.unwrap();
+    let outbox = Outbox::new(table.clone());
+    let id = Uuid::now_v7();
+    let events: Vec<shop::OrderEvent> = (0..3)
+        .map(|i| shop::OrderEvent::Shipped {
+            id,
+            carrier: format!("carrier-{i}"),
+        })
+        .collect();
+    let mut written = Vec::new();
+    for chunk in [&events[..2], &events[2..]] {
+        let txn = db.begin().await.unwrap();
+        written.extend(
+            outbox::write_events(
+                &txn,
+                &outbox,
+                chunk.iter().map(|e| e as &dyn outbox::DomainEvent),
+            )
+            .await
+            .expect("write"),
+        );
+        txn.commit().await.unwrap();
+    }
+    let backend = db.get_database_backend();
+    let q = |c: &str| outbox::migration::quote(backend, c);
+    let order = insertion_order(backend);
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            format!(
+                "SELECT {order} AS n, {} AS id FROM {} ORDER BY {order}",
+                match backend {
+                    DbBackend::Postgres => format!("{}::text", q("id")),
+                    _ => q("id"),
+                },
+                q(&table.name)
+            ),
+        ))
+        .await
+        .expect("the insertion-order column exists");
+    let numbered: Vec<(i64, String)> = rows
+        .iter()
+        .map(|r| (r.try_get("", "n").unwrap(), r.try_get("", "id").unwrap()))
+        .collect();
+    let expected: Vec<(i64, String)> = written
+        .iter()
+        .zip(1..)
+        .map(|(row, n)| (n, row.id.to_string()))
+        .collect();
+    assert_eq!(
+        numbered, expected,
+        "numbered 1, 2, 3 by the database at INSERT, in insertion order"
+    );
+    outbox::migration::drop_table(&db, &table).await.unwrap();
+}
+
+on_every_backend!(
+    the_table_numbers_rows_at_insert:
+    postgres_outbox_table_has_a_database_assigned_sequence,
+    mariadb_outbox_table_has_a_database_assigned_sequence,
+    sqlite_outbox_table_keeps_its_rowid
+);

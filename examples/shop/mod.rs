@@ -75,7 +75,8 @@ pub mod order_line {
 
 /// The aggregate root with an entity listener: every save and delete of a customer writes a
 /// `CustomerCreated` / `CustomerUpdated` / `CustomerDeleted` snapshot event, with its addresses,
-/// on the connection the save ran on.
+/// in the transaction the save ran in. A save or delete on a plain `DatabaseConnection` is
+/// refused before anything is written: it could not be atomic with its snapshot.
 pub mod customer {
     use outbox::{AggregateRoot, Change};
     use sea_orm::entity::prelude::*;
@@ -105,6 +106,16 @@ pub mod customer {
 
     #[async_trait::async_trait]
     impl ActiveModelBehavior for ActiveModel {
+        async fn before_save<C>(self, db: &C, _insert: bool) -> Result<Self, DbErr>
+        where
+            C: ConnectionTrait,
+        {
+            // Refuse a plain connection before the customer row is written: it would autocommit
+            // on its own, and the snapshot could not join it.
+            outbox::require_transaction(db).await?;
+            Ok(self)
+        }
+
         async fn after_save<C>(model: Model, db: &C, insert: bool) -> Result<Model, DbErr>
         where
             C: ConnectionTrait,

@@ -20,9 +20,25 @@ pub enum Error {
         #[source]
         source: sea_orm::DbErr,
     },
-    /// The write mode cannot be used on this database.
-    #[error("write mode {mode} needs PostgreSQL, but the connection is {backend}")]
-    UnsupportedMode { mode: &'static str, backend: String },
+    /// The write mode cannot be used on this database; `reason` says why and what to use instead.
+    #[error("write mode {mode} needs PostgreSQL, but the connection is {backend}: {reason}")]
+    UnsupportedMode {
+        mode: &'static str,
+        backend: &'static str,
+        reason: &'static str,
+    },
+    /// A write that must commit with the caller's business rows was handed a connection that is
+    /// not inside a transaction (a plain `DatabaseConnection` autocommits every statement).
+    #[error(
+        "{operation} must run in the caller's transaction, but the {backend} connection it was given \
+         is not in one (a plain `DatabaseConnection` autocommits each statement): {consequence}. \
+         Run it on a `DatabaseTransaction` from `db.begin()` and commit that"
+    )]
+    NotInTransaction {
+        operation: String,
+        backend: &'static str,
+        consequence: &'static str,
+    },
     /// A configured identifier is unusable.
     #[error("invalid outbox configuration: {0}")]
     Config(String),
@@ -35,5 +51,14 @@ impl From<Error> for sea_orm::DbErr {
             Error::Database { source, .. } => source,
             other => sea_orm::DbErr::Custom(other.to_string()),
         }
+    }
+}
+
+/// The product name of a backend, for messages.
+pub(crate) fn backend_name(backend: sea_orm::DbBackend) -> &'static str {
+    match backend {
+        sea_orm::DbBackend::Postgres => "PostgreSQL",
+        sea_orm::DbBackend::MySql => "MySQL/MariaDB",
+        _ => "SQLite",
     }
 }

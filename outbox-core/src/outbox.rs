@@ -2,9 +2,11 @@
 
 use std::sync::OnceLock;
 
+use sea_orm::DbBackend;
 use sea_orm::sea_query::{Alias, IntoTableRef, TableRef};
 
 use crate::Error;
+use crate::error::backend_name;
 
 /// The outbox table's schema-qualified name. Identifiers are always quoted in SQL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,7 +77,9 @@ pub enum WriteMode {
     Insert,
     /// INSERT, then DELETE the same rows in the same transaction, as Debezium's Quarkus extension
     /// does: a log-tailing relay (`wal` source) still sees the inserts, and the table stays empty.
-    /// PostgreSQL only in practice (the polling source would find nothing).
+    /// PostgreSQL only: a write on MySQL/MariaDB or SQLite is refused with
+    /// [`Error::UnsupportedMode`], because only a log-tailing source can see rows deleted in
+    /// their own transaction, and the relay has none for those databases yet.
     RemoveAfterInsert,
     /// No table: each event is a transactional `pg_logical_emit_message(true, prefix, json)`,
     /// read by the relay's `message` source. PostgreSQL only.
@@ -91,6 +95,34 @@ impl WriteMode {
         WriteMode::LogicalMessage {
             prefix: "outbox".to_owned(),
         }
+    }
+
+    /// Refuses a mode that would lose events on `backend`, before anything is written.
+    pub(crate) fn check_backend(&self, backend: DbBackend) -> Result<(), Error> {
+        let reason = match (self, backend) {
+            (WriteMode::Insert, _) | (_, DbBackend::Postgres) => return Ok(()),
+            (WriteMode::RemoveAfterInsert, DbBackend::MySql) => {
+                "its rows are deleted in the transaction that inserts them, so only a relay that \
+                 tails the database log could see them, and the relay has no MySQL/MariaDB binlog \
+                 source yet (the poll source would find an empty table and the events would be \
+                 lost); use WriteMode::Insert with the poll source"
+            }
+            (WriteMode::RemoveAfterInsert, _) => {
+                "its rows are deleted in the transaction that inserts them, so only a relay that \
+                 tails the database log could see them, and SQLite has no log a relay can tail \
+                 (the poll source would find an empty table and the events would be lost); use \
+                 WriteMode::Insert with the poll source"
+            }
+            (WriteMode::LogicalMessage { .. }, _) => {
+                "pg_logical_emit_message exists only in PostgreSQL; use WriteMode::Insert with the \
+                 poll source"
+            }
+        };
+        Err(Error::UnsupportedMode {
+            mode: self.name(),
+            backend: backend_name(backend),
+            reason,
+        })
     }
 
     pub(crate) fn name(&self) -> &'static str {

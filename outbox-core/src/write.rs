@@ -1,5 +1,7 @@
-//! The outbox write: every event of one call in **one** statement on the caller's connection
-//! (normally its transaction), so the events commit or roll back with the business rows.
+//! The outbox write: every event of one call in **one** statement on the caller's transaction,
+//! so the events commit or roll back with the business rows. Only a call with more events than
+//! one statement can carry (8,191 rows on PostgreSQL and MySQL, 4,095 on SQLite, 1,664 logical
+//! messages) is split into several statements, in recording order, and only inside a transaction.
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
@@ -7,10 +9,12 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use crate::migration::COLUMNS;
 use crate::{DomainEvent, Error, Outbox, OutboxEvent, WriteMode};
 
-/// Writes `events` (of any types) to `outbox` on `conn`, as one multi-row INSERT.
+/// Writes `events` (of any types) to `outbox` on `conn`, as one multi-row INSERT (or several, in
+/// order, when there are more events than one statement can carry).
 ///
 /// Pass the active `DatabaseTransaction`: on a plain connection the statement autocommits on its
-/// own, outside the business transaction. Returns the written rows, ids included.
+/// own, outside the business transaction, and a write that needs several statements is refused
+/// with [`Error::NotInTransaction`]. Returns the written rows, ids included.
 ///
 /// ```no_run
 /// # async fn demo(txn: &sea_orm::DatabaseTransaction, a: impl outbox_core::DomainEvent, b: impl outbox_core::DomainEvent) -> Result<(), outbox_core::Error> {
@@ -48,40 +52,80 @@ where
     }
     outbox.table.validate()?;
     let backend = conn.get_database_backend();
+    outbox.mode.check_backend(backend)?;
+    let per_statement = rows_per_statement(backend, &outbox.mode);
+    if rows.len() > per_statement {
+        // Several statements are atomic only inside a transaction.
+        crate::transaction::ensure_in_transaction(
+            conn,
+            format!(
+                "writing {} events ({} statements of at most {per_statement})",
+                rows.len(),
+                rows.len().div_ceil(per_statement)
+            ),
+            "a failure between the statements would leave only some of the events written",
+        )
+        .await?;
+    }
     let target = outbox.table.to_string();
     let db = |source| Error::Database {
         target: target.clone(),
         source,
     };
-    match &outbox.mode {
-        WriteMode::Insert => conn
-            .execute_raw(insert(backend, outbox, rows))
-            .await
-            .map(drop)
-            .map_err(db),
-        WriteMode::RemoveAfterInsert => {
-            conn.execute_raw(insert(backend, outbox, rows))
-                .await
-                .map_err(db)?;
-            conn.execute_raw(delete(backend, outbox, rows))
-                .await
-                .map(drop)
-                .map_err(db)
-        }
-        WriteMode::LogicalMessage { prefix } => {
-            if backend != DbBackend::Postgres {
-                return Err(Error::UnsupportedMode {
-                    mode: outbox.mode.name(),
-                    backend: format!("{backend:?}"),
-                });
+    // In recording order: chunk after chunk, row after row within each statement.
+    for chunk in rows.chunks(per_statement) {
+        match &outbox.mode {
+            WriteMode::Insert => {
+                conn.execute_raw(insert(backend, outbox, chunk))
+                    .await
+                    .map_err(db)?;
             }
-            conn.execute_raw(emit_messages(prefix, rows)?)
-                .await
-                .map(drop)
-                .map_err(|source| Error::Database {
-                    target: "pg_logical_emit_message".into(),
-                    source,
-                })
+            WriteMode::RemoveAfterInsert => {
+                conn.execute_raw(insert(backend, outbox, chunk))
+                    .await
+                    .map_err(db)?;
+                conn.execute_raw(delete(backend, outbox, chunk))
+                    .await
+                    .map_err(db)?;
+            }
+            WriteMode::LogicalMessage { prefix } => {
+                conn.execute_raw(emit_messages(prefix, chunk)?)
+                    .await
+                    .map_err(|source| Error::Database {
+                        target: "pg_logical_emit_message".into(),
+                        source,
+                    })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The most bind parameters one prepared statement may carry: the wire protocols of PostgreSQL
+/// and MySQL count them in 16 bits; SQLite's limit is `SQLITE_MAX_VARIABLE_NUMBER`, 32,766 in
+/// the SQLite that sqlx bundles (3.51, libsqlite3-sys 0.37; the default since SQLite 3.32).
+fn max_bind_parameters(backend: DbBackend) -> usize {
+    match backend {
+        DbBackend::Postgres | DbBackend::MySql => 65_535,
+        _ => 32_766,
+    }
+}
+
+/// PostgreSQL's `MaxTupleAttributeNumber`: "target lists can have at most 1664 entries".
+const MAX_TARGET_LIST_ENTRIES: usize = 1_664;
+
+/// How many events one statement may carry, so that no statement reaches a database limit. A
+/// call with more is split into several statements on the same connection, in order.
+pub(crate) fn rows_per_statement(backend: DbBackend, mode: &WriteMode) -> usize {
+    match mode {
+        // One bind parameter per column and row (NULLs are bound too). The DELETE of
+        // remove-after-insert binds one id per row, fewer than its INSERT.
+        WriteMode::Insert | WriteMode::RemoveAfterInsert => {
+            max_bind_parameters(backend) / COLUMNS.len()
+        }
+        // One target-list entry and one bind parameter per event, plus the shared prefix.
+        WriteMode::LogicalMessage { .. } => {
+            MAX_TARGET_LIST_ENTRIES.min(max_bind_parameters(backend) - 1)
         }
     }
 }
@@ -150,4 +194,52 @@ fn emit_messages(prefix: &str, rows: &[OutboxEvent]) -> Result<Statement, Error>
         sql,
         values,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize) -> Vec<OutboxEvent> {
+        (0..n)
+            .map(|i| OutboxEvent::new("Order", i.to_string(), "OrderCreated", None, "{}".into()))
+            .collect()
+    }
+
+    /// A full statement stays within the backend's bind-parameter limit, and one more row would
+    /// not: the split is at the limit, not below it.
+    #[test]
+    fn a_full_insert_statement_is_at_the_bind_parameter_limit() {
+        let outbox = Outbox::default();
+        for backend in [DbBackend::Postgres, DbBackend::MySql, DbBackend::Sqlite] {
+            let per_statement = rows_per_statement(backend, &WriteMode::Insert);
+            let statement = insert(backend, &outbox, &rows(per_statement));
+            let bound = statement.values.map(|v| v.0.len()).unwrap_or(0);
+            assert_eq!(bound, per_statement * COLUMNS.len(), "{backend:?}");
+            assert!(bound <= max_bind_parameters(backend), "{backend:?}");
+            assert!(
+                bound + COLUMNS.len() > max_bind_parameters(backend),
+                "{backend:?}"
+            );
+        }
+        assert_eq!(
+            rows_per_statement(DbBackend::Postgres, &WriteMode::Insert),
+            8_191
+        );
+        assert_eq!(
+            rows_per_statement(DbBackend::Sqlite, &WriteMode::Insert),
+            4_095
+        );
+    }
+
+    #[test]
+    fn a_full_logical_message_statement_fills_the_target_list() {
+        let per_statement = rows_per_statement(DbBackend::Postgres, &WriteMode::logical_message());
+        assert_eq!(per_statement, MAX_TARGET_LIST_ENTRIES);
+        let statement = emit_messages("outbox", &rows(per_statement)).expect("statement");
+        assert_eq!(
+            statement.sql.matches("pg_logical_emit_message(").count(),
+            MAX_TARGET_LIST_ENTRIES
+        );
+    }
 }
