@@ -40,6 +40,9 @@ pub enum RelayError {
     },
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    /// What the preflight refused (or could not check) at start.
+    #[error(transparent)]
+    Preflight(#[from] admin::PreflightError),
 }
 
 impl RelayError {
@@ -47,6 +50,7 @@ impl RelayError {
         match self {
             RelayError::Source(e) => e.is_transient(),
             RelayError::Kafka { context, .. } => *context != "`kafka.properties`",
+            RelayError::Preflight(e) => e.is_transient(),
             RelayError::Config(_) | RelayError::Admin(_) => false,
         }
     }
@@ -107,6 +111,23 @@ impl Relay {
             self.config.retry.initial_backoff,
             self.config.retry.max_backoff,
         );
+        // Mistakes no retry fixes stop the relay here, before it streams anything.
+        let preflight = loop {
+            match admin::preflight(&self.config).await {
+                Ok(preflight) => break preflight,
+                Err(error) if error.is_transient() => {
+                    let error = RelayError::from(error);
+                    let wait = backoff.wait();
+                    self.metrics.reconnecting(&error, wait);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        backoff.reset();
         let mut confirmed = 0u64;
         let mut sink: Option<KafkaSink> = None;
         loop {
@@ -120,7 +141,9 @@ impl Relay {
                 })?),
             };
             let before = confirmed;
-            let (outcome, rebuild) = self.session(producer, &mut confirmed, &mut shutdown).await;
+            let (outcome, rebuild) = self
+                .session(producer, &preflight, &mut confirmed, &mut shutdown)
+                .await;
             self.metrics.connected(false);
             if rebuild {
                 sink = None;
@@ -156,11 +179,19 @@ impl Relay {
     async fn session(
         &self,
         sink: &KafkaSink,
+        preflight: &admin::Preflight,
         confirmed: &mut u64,
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
     ) -> (Result<Ended, RelayError>, bool) {
+        let connect = WalSource::connect(
+            &self.target,
+            &self.config.source,
+            *confirmed,
+            preflight.outbox.clone(),
+            preflight.catalog.clone(),
+        );
         let source = tokio::select! {
-            source = WalSource::connect(&self.target, &self.config.source, *confirmed) => source,
+            source = connect => source,
             _ = shutdown.as_mut() => return (Ok(Ended::Shutdown), false),
         };
         let source = match source {
@@ -276,6 +307,16 @@ impl Session<'_> {
                 self.dead_letter(tx, lsn, message, reason, false).await?;
                 if standalone {
                     let moved = self.position.commit(tx, lsn);
+                    self.acknowledge(moved);
+                }
+            }
+            SourceEvent::Unreadable { record, reason } => {
+                let (tx, standalone) = self.tx_for_event();
+                let message = KafkaMessage::unroutable(&record);
+                self.dead_letter(tx, record.lsn, message, reason, false)
+                    .await?;
+                if standalone {
+                    let moved = self.position.commit(tx, record.lsn);
                     self.acknowledge(moved);
                 }
             }
