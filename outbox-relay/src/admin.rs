@@ -345,13 +345,21 @@ pub async fn preflight(config: &Config) -> Result<Preflight, PreflightError> {
         PreflightError::Connect { source, hint }
     };
     let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(connect)?;
+    let options = options.application_name("outbox-relay catalog");
+    // One plain connection first: it fails at once, with the server's reason, where the pool
+    // would retry a refused connection until its acquire timeout.
+    {
+        use sqlx::Connection;
+        let probe = sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(connect)?;
+        let _ = probe.close().await;
+    }
     let catalog = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options.application_name("outbox-relay catalog"))
-        .await
-        .map_err(connect)?;
+        .connect_lazy_with(options);
     let step = |step: &'static str| move |source| PreflightError::Catalog { step, source };
     let source = &config.source;
     let publication = &source.publication;

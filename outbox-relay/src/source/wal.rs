@@ -60,6 +60,22 @@ pub enum SourceError {
     /// The outbox table, as the server streams it, cannot be relayed; retrying will not help.
     #[error("{0}")]
     Outbox(String),
+    /// The server cannot send a published row in UTF-8, the replication connection's encoding
+    /// (SQLSTATE 22021 or 22P05): text in a `SQL_ASCII` database that is not UTF-8, or a
+    /// character UTF-8 lacks. The server refuses the row itself, so it cannot be dead-lettered,
+    /// and a retry meets it again.
+    #[error(
+        "replication: {source}: the server cannot send a row of publication `{publication}` as \
+         UTF-8 (is the database's encoding SQL_ASCII, with text that is not UTF-8?). No retry \
+         reads past it: the relay stopped before that transaction. Re-send its events by hand, \
+         then move the slot past it with `SELECT pg_replication_slot_advance('{slot}', '<LSN of \
+         its COMMIT>')`, and keep such text out of published tables"
+    )]
+    NotUtf8 {
+        source: PgWireError,
+        publication: String,
+        slot: String,
+    },
     /// The server ended the stream.
     #[error("the replication stream ended")]
     Ended,
@@ -72,7 +88,9 @@ impl SourceError {
     /// connection will.
     pub fn is_transient(&self) -> bool {
         match self {
-            SourceError::Config { .. } | SourceError::Outbox(_) => false,
+            SourceError::Config { .. } | SourceError::Outbox(_) | SourceError::NotUtf8 { .. } => {
+                false
+            }
             SourceError::Replication(e) => match e {
                 PgWireError::Server(_) => {
                     replication_sqlstate(e).is_none_or(|code| !sqlstate_is_permanent(code))
@@ -200,6 +218,7 @@ pub struct WalSource {
     outbox: Option<OutboxRelation>,
     catalog: PgPool,
     publication: String,
+    slot: String,
     /// What each announced relation is; forgotten when the server describes it again.
     attribution: HashMap<u32, Attribution>,
     /// The event being handled. It leaves only once handled, so a `next` cancelled while it
@@ -245,6 +264,7 @@ impl WalSource {
             outbox,
             catalog,
             publication: config.publication.clone(),
+            slot: config.slot.clone(),
             attribution: HashMap::new(),
             pending: None,
             wal_end: start_lsn,
@@ -269,16 +289,27 @@ impl WalSource {
     /// The next event. Cancel-safe: an event received is kept until it is handled.
     pub async fn next(&mut self) -> Result<SourceEvent, SourceError> {
         loop {
-            let event = match &self.pending {
-                Some(event) => event.clone(),
-                None => {
-                    let Some(event) = self.client.recv().await? else {
-                        return Err(SourceError::Ended);
-                    };
-                    self.pending = Some(event.clone());
-                    event
-                }
-            };
+            let event =
+                match &self.pending {
+                    Some(event) => event.clone(),
+                    None => {
+                        let received = self.client.recv().await.map_err(|e| {
+                            match replication_sqlstate(&e) {
+                                Some("22021" | "22P05") => SourceError::NotUtf8 {
+                                    source: e,
+                                    publication: self.publication.clone(),
+                                    slot: self.slot.clone(),
+                                },
+                                _ => e.into(),
+                            }
+                        })?;
+                        let Some(event) = received else {
+                            return Err(SourceError::Ended);
+                        };
+                        self.pending = Some(event.clone());
+                        event
+                    }
+                };
             let handled = self.handle(event).await;
             self.pending = None;
             if let Some(event) = handled? {
