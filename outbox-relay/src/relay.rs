@@ -6,6 +6,10 @@
 //! in-flight deliveries are drained, then a new session resumes from the confirmed LSN after a
 //! capped exponential backoff that resets once a session makes progress. Shutdown stops
 //! reading, drains, confirms the final position to PostgreSQL, and returns.
+//!
+//! Before the first session, [`admin::preflight`] checks what no retry can fix (credentials, the
+//! table and its columns, the publication, the slot): such a mistake ends `run` at start, with
+//! the fix named; an unreachable database is retried like any transient fault.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -54,6 +54,9 @@ pub enum Change<'a> {
     Ignored,
 }
 
+/// A row's columns with their raw text values, in table order (None = NULL).
+pub type RawRow<'r, 'a> = Vec<(&'r Column, Option<&'a [u8]>)>;
+
 /// Decodes a stream of pgoutput messages, remembering the relations announced so far.
 #[derive(Debug, Default)]
 pub struct Decoder {
@@ -181,11 +184,7 @@ impl Decoder {
 
     /// The columns of an `Insert`'s `tuple` with their raw text values (None = NULL or an
     /// unchanged TOAST value, which an INSERT never has).
-    pub fn row<'a>(
-        &self,
-        relation: u32,
-        tuple: &'a [u8],
-    ) -> Result<Vec<(&Column, Option<&'a [u8]>)>, DecodeError> {
+    pub fn row<'a>(&self, relation: u32, tuple: &'a [u8]) -> Result<RawRow<'_, 'a>, DecodeError> {
         let mut r = Reader {
             buf: tuple,
             message: "Insert",

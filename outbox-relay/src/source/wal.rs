@@ -557,4 +557,33 @@ mod tests {
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("sslmode")));
     }
+
+    #[test]
+    fn replication_errors_are_sorted_by_sqlstate() {
+        let server = |text: &str| SourceError::Replication(PgWireError::Server(text.to_owned()));
+        let missing = server("replication slot \"s\" does not exist (SQLSTATE 42704)");
+        assert_eq!(
+            replication_sqlstate(&PgWireError::Server("x (SQLSTATE 55006)".into())),
+            Some("55006")
+        );
+        assert!(!missing.is_transient());
+        assert!(
+            !server("password authentication failed for user \"u\" (SQLSTATE 28P01)")
+                .is_transient()
+        );
+        assert!(
+            server("replication slot \"s\" is active for PID 7 (SQLSTATE 55006)").is_transient()
+        );
+        assert!(
+            server("terminating connection due to administrator command (SQLSTATE 57P01)")
+                .is_transient()
+        );
+        assert!(server("no code here").is_transient());
+        assert!(
+            SourceError::Replication(PgWireError::Io(std::sync::Arc::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused
+            ))))
+            .is_transient()
+        );
+    }
 }
