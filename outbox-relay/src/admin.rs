@@ -1,11 +1,14 @@
 //! Administration over a plain SQL connection: set up and tear down the publication and the
-//! slot (both idempotent), report the slot's status, and confirm a position on a released slot.
+//! slot (both idempotent), check before `run` that they and the outbox table can work
+//! ([`preflight`]), report the slot's status, and confirm a position on a released slot.
 //!
 //! Every identifier from configuration is quoted; values are bound parameters.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use outbox_core::migration::quote;
+use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
     Value,
@@ -13,18 +16,29 @@ use sea_orm::{
 
 use crate::config::{Config, SourceKind};
 use crate::dead_letter::format_lsn;
+use crate::source::sqlx_error_is_transient;
+use crate::source::wal::OutboxRelation;
 
 /// A failed administrative step, naming it.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("{step}: {source}")]
     Database { step: &'static str, source: DbErr },
+    #[error("{step}: {source}")]
+    Catalog {
+        step: &'static str,
+        source: sqlx::Error,
+    },
     #[error("{0}")]
     State(String),
 }
 
 fn db(step: &'static str) -> impl FnOnce(DbErr) -> AdminError {
     move |source| AdminError::Database { step, source }
+}
+
+fn sqlx_step(step: &'static str) -> impl FnOnce(sqlx::Error) -> AdminError {
+    move |source| AdminError::Catalog { step, source }
 }
 
 /// The slot as PostgreSQL sees it.
@@ -74,8 +88,11 @@ pub async fn setup(config: &Config) -> Result<(), AdminError> {
         .is_some();
     match (config.source.kind, exists) {
         (SourceKind::Wal, false) => {
+            // Via the partition root: the rows of a partitioned outbox then arrive under the
+            // outbox's own name, whichever partition holds them (PostgreSQL 13 and later).
             let sql = format!(
-                "CREATE PUBLICATION {quoted_pub} FOR TABLE {} WITH (publish = 'insert')",
+                "CREATE PUBLICATION {quoted_pub} FOR TABLE {} \
+                 WITH (publish = 'insert', publish_via_partition_root = true)",
                 table_name(config)
             );
             conn.execute_unprepared(&sql)
@@ -89,20 +106,15 @@ pub async fn setup(config: &Config) -> Result<(), AdminError> {
                 .map_err(db("creating the publication (source.publication)"))?;
         }
         (SourceKind::Wal, true) => {
-            let has_table = conn
-                .query_one_raw(stmt(
-                    "SELECT 1 AS one FROM pg_publication_tables WHERE pubname = $1 AND tablename = $2 \
-                     AND ($3::text IS NULL OR schemaname = $3)",
-                    vec![
-                        publication.into(),
-                        config.source.table.as_str().into(),
-                        config.source.schema.clone().into(),
-                    ],
-                ))
+            let pool = conn.get_postgres_connection_pool();
+            let table = resolve_table(pool, config)
                 .await
-                .map_err(db("reading pg_publication_tables"))?
-                .is_some();
-            if !has_table {
+                .map_err(sqlx_step("reading pg_class"))?
+                .ok_or_else(|| AdminError::State(missing_table(config)))?;
+            if !publication_includes(pool, publication, table.oid)
+                .await
+                .map_err(sqlx_step("reading pg_publication_tables"))?
+            {
                 let sql = format!(
                     "ALTER PUBLICATION {quoted_pub} ADD TABLE {}",
                     table_name(config)
@@ -110,6 +122,15 @@ pub async fn setup(config: &Config) -> Result<(), AdminError> {
                 conn.execute_unprepared(&sql)
                     .await
                     .map_err(db("adding the table to the publication"))?;
+            }
+            let via_root = read_publication(pool, publication)
+                .await
+                .map_err(sqlx_step("reading pg_publication"))?
+                .is_some_and(|p| p.via_root);
+            if table.partitioned && !via_root {
+                conn.execute_unprepared(&via_root_fix(publication))
+                    .await
+                    .map_err(db("publishing the partitioned outbox via its root"))?;
             }
         }
         // The poll source is set up by `source::poll` (main.rs dispatches it there).
@@ -261,4 +282,329 @@ pub async fn published_by_running_relay(addr: std::net::SocketAddr) -> Option<u6
     body.lines()
         .find_map(|l| l.strip_prefix("outbox_relay_events_published_total "))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// Why `run` cannot start. `Refused` is a mistake that no retry fixes, and says how to fix it;
+/// the others are retried while [`PreflightError::is_transient`].
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("connecting to `database_url`: {source}{hint}")]
+    Connect {
+        source: sqlx::Error,
+        /// What to check, for errors that name a cause (refused credentials, no such database).
+        hint: &'static str,
+    },
+    #[error("{step}: {source}")]
+    Catalog {
+        step: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl PreflightError {
+    /// Whether a retry may pass: the database is unreachable, starting or busy.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PreflightError::Connect { source, .. } | PreflightError::Catalog { source, .. } => {
+                sqlx_error_is_transient(source)
+            }
+            PreflightError::Refused(_) => false,
+        }
+    }
+}
+
+/// What the preflight found: the catalog connection and, for the `wal` source, the outbox table.
+#[derive(Debug, Clone)]
+pub struct Preflight {
+    pub catalog: PgPool,
+    pub outbox: Option<OutboxRelation>,
+}
+
+/// Checks, before `run` streams anything, what no retry would fix: the credentials, the outbox
+/// table and the columns the relay reads (`id`, `aggregateid`, the routing column (`aggregatetype`),
+/// `payload`, and every placed column; `type`, `timestamp` and `tracingspancontext` are optional,
+/// as they are to Debezium's Event Router), a publication that exists, publishes inserts and
+/// includes the table (via its root when it is partitioned), and a pgoutput slot of this
+/// database. A slot in use is fine: the session waits for it.
+pub async fn preflight(config: &Config) -> Result<Preflight, PreflightError> {
+    let url = config.database_url.as_deref().unwrap_or_default();
+    let connect = |source: sqlx::Error| {
+        let code = source
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        let hint = match code.as_deref() {
+            Some(c) if c.starts_with("28") => {
+                " (check the user and password in `database_url`, and pg_hba.conf)"
+            }
+            Some("3D000") => " (check the database name in `database_url`)",
+            _ => "",
+        };
+        PreflightError::Connect { source, hint }
+    };
+    let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(connect)?;
+    let options = options.application_name("outbox-relay catalog");
+    // One plain connection first: it fails at once, with the server's reason, where the pool
+    // would retry a refused connection until its acquire timeout.
+    {
+        use sqlx::Connection;
+        let probe = sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(connect)?;
+        let _ = probe.close().await;
+    }
+    let catalog = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options);
+    let step = |step: &'static str| move |source| PreflightError::Catalog { step, source };
+    let source = &config.source;
+    let publication = &source.publication;
+    let fix_setup = "run `outbox-relay setup` with the same settings";
+
+    let outbox = match source.kind {
+        SourceKind::Wal => {
+            let table = resolve_table(&catalog, config)
+                .await
+                .map_err(step("reading pg_class"))?
+                .ok_or_else(|| {
+                    PreflightError::Refused(format!(
+                        "{} (`source.table`, `source.schema`)",
+                        missing_table(config)
+                    ))
+                })?;
+            let present: HashSet<String> = sqlx::query_scalar(
+                "SELECT attname::text FROM pg_attribute \
+                 WHERE attrelid = $1::int8::oid AND attnum > 0 AND NOT attisdropped",
+            )
+            .bind(i64::from(table.oid))
+            .fetch_all(&catalog)
+            .await
+            .map_err(step("reading pg_attribute"))?
+            .into_iter()
+            .collect();
+            let required = required_columns(config);
+            let missing: Vec<&str> = required
+                .iter()
+                .filter(|c| !present.contains(*c))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                return Err(PreflightError::Refused(format!(
+                    "the outbox table {} has no column `{}`: the relay reads `id`, `aggregateid`, \
+                     the routing column `{}` (`kafka.route_by_field`), `payload` and every column \
+                     of `kafka.additional_placement` (Debezium's outbox columns); add the column \
+                     or point `source.table` at the outbox",
+                    table.quoted(),
+                    missing.join("`, `"),
+                    config.kafka.route_by_field,
+                )));
+            }
+            let partitions: HashSet<u32> = sqlx::query_scalar::<_, i64>(
+                "SELECT relid::oid::int8 FROM pg_partition_tree($1::int8::oid::regclass) \
+                 WHERE relid::oid <> $1::int8::oid",
+            )
+            .bind(i64::from(table.oid))
+            .fetch_all(&catalog)
+            .await
+            .map_err(step("reading pg_partition_tree"))?
+            .into_iter()
+            .filter_map(|oid| u32::try_from(oid).ok())
+            .collect();
+            let relation = OutboxRelation {
+                schema: table.schema,
+                name: table.name,
+                oid: table.oid,
+                partitions,
+                required,
+            };
+            Some((relation, table.partitioned))
+        }
+        SourceKind::Message | SourceKind::Poll => None,
+    };
+
+    let Some(found) = read_publication(&catalog, publication)
+        .await
+        .map_err(step("reading pg_publication"))?
+    else {
+        return Err(PreflightError::Refused(format!(
+            "publication `{publication}` does not exist (`source.publication`): {fix_setup}"
+        )));
+    };
+    if let Some((outbox, partitioned)) = &outbox {
+        let quoted_pub = quote(DbBackend::Postgres, publication);
+        if !found.inserts {
+            return Err(PreflightError::Refused(format!(
+                "publication `{publication}` does not publish inserts, so no event would arrive: \
+                 run `ALTER PUBLICATION {quoted_pub} SET (publish = 'insert')`"
+            )));
+        }
+        if !publication_includes(&catalog, publication, outbox.oid)
+            .await
+            .map_err(step("reading pg_publication_tables"))?
+        {
+            return Err(PreflightError::Refused(format!(
+                "publication `{publication}` does not include the outbox table {}: {fix_setup}, \
+                 or run `ALTER PUBLICATION {quoted_pub} ADD TABLE {}`",
+                outbox.quoted(),
+                outbox.quoted()
+            )));
+        }
+        if *partitioned && !found.via_root {
+            return Err(PreflightError::Refused(format!(
+                "the outbox table {} is partitioned, and publication `{publication}` publishes \
+                 its rows under each partition's name: run `{}`",
+                outbox.quoted(),
+                via_root_fix(publication)
+            )));
+        }
+    }
+
+    let slot = &source.slot;
+    let row: Option<(Option<String>, bool, Option<String>)> = sqlx::query_as(
+        "SELECT plugin::text, database IS NOT DISTINCT FROM current_database(), wal_status \
+         FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_optional(&catalog)
+    .await
+    .map_err(step("reading pg_replication_slots"))?;
+    match row {
+        None => {
+            return Err(PreflightError::Refused(format!(
+                "replication slot `{slot}` does not exist (`source.slot`): {fix_setup}"
+            )));
+        }
+        Some((plugin, _, _)) if plugin.as_deref() != Some("pgoutput") => {
+            return Err(PreflightError::Refused(format!(
+                "replication slot `{slot}` is not a pgoutput slot (its plugin is {plugin:?}): \
+                 name another slot in `source.slot`"
+            )));
+        }
+        Some((_, false, _)) => {
+            return Err(PreflightError::Refused(format!(
+                "replication slot `{slot}` belongs to another database than `database_url`'s: \
+                 name another slot in `source.slot`"
+            )));
+        }
+        Some((_, _, Some(status))) if status == "lost" => {
+            return Err(PreflightError::Refused(format!(
+                "replication slot `{slot}` was invalidated (the server removed WAL it needed, see \
+                 max_slot_wal_keep_size): events may be lost; drop and recreate it with \
+                 `outbox-relay teardown` and `setup`, then reconcile"
+            )));
+        }
+        Some(_) => {}
+    }
+    Ok(Preflight {
+        catalog,
+        outbox: outbox.map(|(outbox, _)| outbox),
+    })
+}
+
+/// The columns every outbox row must have, for the relay to ship it.
+fn required_columns(config: &Config) -> Vec<String> {
+    let mut required: Vec<String> = ["id", "aggregateid", &config.kafka.route_by_field, "payload"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    for placement in config.placements().unwrap_or_default() {
+        if !required.contains(&placement.column) {
+            required.push(placement.column);
+        }
+    }
+    required
+}
+
+/// The outbox table, by its configured name.
+struct Table {
+    schema: String,
+    name: String,
+    oid: u32,
+    partitioned: bool,
+}
+
+impl Table {
+    fn quoted(&self) -> String {
+        format!(
+            "{}.{}",
+            quote(DbBackend::Postgres, &self.schema),
+            quote(DbBackend::Postgres, &self.name)
+        )
+    }
+}
+
+fn missing_table(config: &Config) -> String {
+    format!(
+        "the outbox table {} does not exist, or is not a table",
+        table_name(config)
+    )
+}
+
+/// The table (plain or partitioned) that `source.schema`/`source.table` name, if there is one;
+/// without a schema, the first on the `search_path`.
+async fn resolve_table(pool: &PgPool, config: &Config) -> Result<Option<Table>, sqlx::Error> {
+    let row: Option<(String, String, i64, bool)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text, c.oid::int8, c.relkind = 'p' \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')",
+    )
+    .bind(table_name(config))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(schema, name, oid, partitioned)| {
+        Some(Table {
+            schema,
+            name,
+            oid: u32::try_from(oid).ok()?,
+            partitioned,
+        })
+    }))
+}
+
+/// What matters of a publication.
+struct Publication {
+    inserts: bool,
+    via_root: bool,
+}
+
+async fn read_publication(pool: &PgPool, name: &str) -> Result<Option<Publication>, sqlx::Error> {
+    let row: Option<(bool, bool)> =
+        sqlx::query_as("SELECT pubinsert, pubviaroot FROM pg_publication WHERE pubname = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(inserts, via_root)| Publication { inserts, via_root }))
+}
+
+/// Whether `publication` publishes the table `oid`: itself, or (when it is partitioned and the
+/// publication is not via the root) its partitions; `FOR ALL TABLES` and `FOR TABLES IN SCHEMA`
+/// included, as `pg_publication_tables` lists them.
+async fn publication_includes(
+    pool: &PgPool,
+    publication: &str,
+    oid: u32,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_publication_tables pt \
+         JOIN pg_namespace n ON n.nspname = pt.schemaname \
+         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+         WHERE pt.pubname = $1 AND (c.oid = $2::int8::oid OR c.oid IN \
+         (SELECT relid::oid FROM pg_partition_tree($2::int8::oid::regclass))))",
+    )
+    .bind(publication)
+    .bind(i64::from(oid))
+    .fetch_one(pool)
+    .await
+}
+
+/// The statement that publishes a partitioned outbox under its own name.
+fn via_root_fix(publication: &str) -> String {
+    format!(
+        "ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
+        quote(DbBackend::Postgres, publication)
+    )
 }

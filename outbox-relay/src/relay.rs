@@ -6,6 +6,10 @@
 //! in-flight deliveries are drained, then a new session resumes from the confirmed LSN after a
 //! capped exponential backoff that resets once a session makes progress. Shutdown stops
 //! reading, drains, confirms the final position to PostgreSQL, and returns.
+//!
+//! Before the first session, [`admin::preflight`] checks what no retry can fix (credentials, the
+//! table and its columns, the publication, the slot): such a mistake ends `run` at start, with
+//! the fix named; an unreachable database is retried like any transient fault.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +44,9 @@ pub enum RelayError {
     },
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    /// What the preflight refused (or could not check) at start.
+    #[error(transparent)]
+    Preflight(#[from] admin::PreflightError),
 }
 
 impl RelayError {
@@ -47,6 +54,7 @@ impl RelayError {
         match self {
             RelayError::Source(e) => e.is_transient(),
             RelayError::Kafka { context, .. } => *context != "`kafka.properties`",
+            RelayError::Preflight(e) => e.is_transient(),
             RelayError::Config(_) | RelayError::Admin(_) => false,
         }
     }
@@ -107,6 +115,23 @@ impl Relay {
             self.config.retry.initial_backoff,
             self.config.retry.max_backoff,
         );
+        // Mistakes no retry fixes stop the relay here, before it streams anything.
+        let preflight = loop {
+            match admin::preflight(&self.config).await {
+                Ok(preflight) => break preflight,
+                Err(error) if error.is_transient() => {
+                    let error = RelayError::from(error);
+                    let wait = backoff.wait();
+                    self.metrics.reconnecting(&error, wait);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        backoff.reset();
         let mut confirmed = 0u64;
         let mut sink: Option<KafkaSink> = None;
         loop {
@@ -120,7 +145,9 @@ impl Relay {
                 })?),
             };
             let before = confirmed;
-            let (outcome, rebuild) = self.session(producer, &mut confirmed, &mut shutdown).await;
+            let (outcome, rebuild) = self
+                .session(producer, &preflight, &mut confirmed, &mut shutdown)
+                .await;
             self.metrics.connected(false);
             if rebuild {
                 sink = None;
@@ -156,11 +183,19 @@ impl Relay {
     async fn session(
         &self,
         sink: &KafkaSink,
+        preflight: &admin::Preflight,
         confirmed: &mut u64,
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
     ) -> (Result<Ended, RelayError>, bool) {
+        let connect = WalSource::connect(
+            &self.target,
+            &self.config.source,
+            *confirmed,
+            preflight.outbox.clone(),
+            preflight.catalog.clone(),
+        );
         let source = tokio::select! {
-            source = WalSource::connect(&self.target, &self.config.source, *confirmed) => source,
+            source = connect => source,
             _ = shutdown.as_mut() => return (Ok(Ended::Shutdown), false),
         };
         let source = match source {
@@ -276,6 +311,16 @@ impl Session<'_> {
                 self.dead_letter(tx, lsn, message, reason, false).await?;
                 if standalone {
                     let moved = self.position.commit(tx, lsn);
+                    self.acknowledge(moved);
+                }
+            }
+            SourceEvent::Unreadable { record, reason } => {
+                let (tx, standalone) = self.tx_for_event();
+                let message = KafkaMessage::unroutable(&record);
+                self.dead_letter(tx, record.lsn, message, reason, false)
+                    .await?;
+                if standalone {
+                    let moved = self.position.commit(tx, record.lsn);
                     self.acknowledge(moved);
                 }
             }

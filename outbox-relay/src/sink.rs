@@ -29,16 +29,17 @@ pub struct KafkaMessage {
 }
 
 impl KafkaMessage {
-    /// The message of a record the router refused: no topic yet (the dead-letter topic is set
-    /// when it is sent there), the key, the payload as stored, and the `id` header.
+    /// The message of a record that cannot be shipped as it is (the router refused it, or a
+    /// value is unreadable): no topic yet (the dead-letter topic is set when it is sent there),
+    /// the key, the payload and the `id` header, each as the bytes stored.
     pub fn unroutable(record: &OutboxRecord) -> KafkaMessage {
         KafkaMessage {
             topic: String::new(),
-            key: record.get("aggregateid").map(|k| k.as_bytes().to_vec()),
+            key: record.get_bytes("aggregateid").map(<[u8]>::to_vec),
             value: record.get_bytes("payload").map(<[u8]>::to_vec),
             headers: record
-                .get("id")
-                .map(|id| vec![("id".to_owned(), id.as_bytes().to_vec())])
+                .get_bytes("id")
+                .map(|id| vec![("id".to_owned(), id.to_vec())])
                 .unwrap_or_default(),
         }
     }

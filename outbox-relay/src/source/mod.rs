@@ -107,11 +107,18 @@ pub enum SourceEvent {
     },
     /// One outbox event of the current transaction.
     Event(OutboxRecord),
-    /// A message with the outbox prefix that is not an outbox event: it goes to the dead-letter
-    /// topic, as it is, so nothing is dropped silently.
+    /// A message with the outbox prefix that is not an outbox event, or a row that cannot be
+    /// attributed to a table: it goes to the dead-letter topic, as it is, so nothing is dropped
+    /// silently.
     Undecodable {
         lsn: u64,
         content: Vec<u8>,
+        reason: String,
+    },
+    /// An outbox row with a value that cannot be read (text that is not UTF-8): it goes to the
+    /// dead-letter topic with the reason, that value as its raw bytes, and the stream goes on.
+    Unreadable {
+        record: OutboxRecord,
         reason: String,
     },
     /// The transaction ends; acknowledging `end_lsn` tells PostgreSQL it may drop its WAL.
@@ -119,6 +126,30 @@ pub enum SourceEvent {
     /// The server's WAL end, between transactions: with nothing pending, acknowledging it keeps
     /// an idle outbox from holding WAL.
     KeepAlive { wal_end: u64 },
+}
+
+/// Whether a PostgreSQL error is a mistake that no retry can fix, by its SQLSTATE: refused
+/// credentials (class 28), a missing database (3D000) or schema (3F000), a missing or forbidden
+/// object such as a table, slot or publication (class 42), an unsupported feature (class 0A), or
+/// a server not set up for it (55000: `wal_level` is not `logical`, an invalidated slot). Every
+/// other code, a busy slot (55006) and a restarting server (class 57) among them, may pass.
+pub fn sqlstate_is_permanent(code: &str) -> bool {
+    matches!(code.get(..2), Some("28" | "42" | "0A")) || matches!(code, "3D000" | "3F000" | "55000")
+}
+
+/// Whether a failed catalog query may pass on a retry: a network fault, a busy pool or a server
+/// error whose SQLSTATE is not [`sqlstate_is_permanent`].
+pub fn sqlx_error_is_transient(error: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error;
+    match error {
+        Error::Database(e) => e.code().is_none_or(|code| !sqlstate_is_permanent(&code)),
+        Error::Io(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed
+        | Error::Protocol(_) => true,
+        _ => false,
+    }
 }
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).

@@ -1,12 +1,23 @@
 //! A decoder for the two pgoutput (protocol 1) messages the outbox needs: `Relation`, which
-//! names a table's columns, and `Insert`, a new row in text format. Every other change message
-//! (`Update`, `Delete`, `Truncate`, `Type`, `Origin`) is recognised and ignored, which is what
-//! makes remove-after-insert work. `Begin`, `Commit` and `Message` are parsed by the transport.
+//! names a table's columns and their types, and `Insert`, a new row in text format. Every other
+//! change message (`Update`, `Delete`, `Truncate`, `Type`, `Origin`) is recognised and ignored,
+//! which is what makes remove-after-insert work. `Begin`, `Commit` and `Message` are parsed by the
+//! transport.
+//!
+//! Decoding is in two steps, so that a row is attributed to its table before any value is read:
+//! [`Decoder::decode`] names the relation of an `Insert` and keeps its tuple raw; only a row of the
+//! outbox is then read with [`Decoder::row`] and its values converted with [`column_value`]. Rows
+//! of other tables are never decoded past their relation id (their text may not even be UTF-8).
 //!
 //! The input comes from the network: malformed bytes are an error, never a panic (see the
-//! property test below, which feeds it arbitrary bytes).
+//! property tests below, which feed it arbitrary bytes).
 
 use std::collections::HashMap;
+
+use super::ColumnValue;
+
+/// PostgreSQL's type OID of `bytea`.
+pub const BYTEA_OID: u32 = 17;
 
 /// A pgoutput payload the decoder could not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,26 +27,35 @@ pub struct DecodeError {
     problem: &'static str,
 }
 
+/// One column as a `Relation` message describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// The column's type OID (`bytea` is [`BYTEA_OID`]); its text form depends on it.
+    pub type_oid: u32,
+}
+
 /// A table the server described with a `Relation` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relation {
     pub schema: String,
     pub name: String,
-    pub columns: Vec<String>,
+    pub columns: Vec<Column>,
 }
 
 /// What one pgoutput change message means to the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// A row inserted into `relation`: the column names with their text values (None = NULL or
-    /// an unchanged TOAST value, which an INSERT never has).
-    Insert {
-        relation: u32,
-        values: Vec<(String, Option<String>)>,
-    },
-    /// Anything the outbox ignores (relation metadata included: it is remembered, not returned).
+pub enum Change<'a> {
+    /// The server (re)described `relation`: what was decided about it may no longer hold.
+    Relation(u32),
+    /// A row inserted into `relation`, its tuple still undecoded (see [`Decoder::row`]).
+    Insert { relation: u32, tuple: &'a [u8] },
+    /// Anything the outbox ignores.
     Ignored,
 }
+
+/// A row's columns with their raw text values, in table order (None = NULL).
+pub type RawRow<'r, 'a> = Vec<(&'r Column, Option<&'a [u8]>)>;
 
 /// Decodes a stream of pgoutput messages, remembering the relations announced so far.
 #[derive(Debug, Default)]
@@ -79,16 +99,17 @@ impl<'a> Reader<'a> {
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    /// A name from the catalog (schema, table, column). Names are UTF-8 in any database whose
+    /// encoding is UTF-8; in a `SQL_ASCII` database they may not be, and are shown lossily.
     fn cstr(&mut self) -> Result<String, DecodeError> {
         let end = self
             .buf
             .iter()
             .position(|&b| b == 0)
             .ok_or_else(|| self.err("string without terminator"))?;
-        let s =
-            std::str::from_utf8(&self.buf[..end]).map_err(|_| self.err("string is not UTF-8"))?;
+        let s = String::from_utf8_lossy(&self.buf[..end]).into_owned();
         self.buf = &self.buf[end + 1..];
-        Ok(s.to_owned())
+        Ok(s)
     }
 }
 
@@ -98,8 +119,8 @@ impl Decoder {
         self.relations.get(&oid)
     }
 
-    /// Decodes one pgoutput message.
-    pub fn decode(&mut self, data: &[u8]) -> Result<Change, DecodeError> {
+    /// Decodes one pgoutput message; an `Insert`'s tuple is left for [`Decoder::row`].
+    pub fn decode<'a>(&mut self, data: &'a [u8]) -> Result<Change<'a>, DecodeError> {
         let Some((&tag, rest)) = data.split_first() else {
             return Err(DecodeError {
                 message: "message",
@@ -120,9 +141,10 @@ impl Decoder {
                 let mut columns = Vec::with_capacity(usize::from(count).min(1600));
                 for _ in 0..count {
                     let _flags = r.u8()?;
-                    columns.push(r.cstr()?);
-                    let _type_oid = r.u32()?;
+                    let name = r.cstr()?;
+                    let type_oid = r.u32()?;
                     let _type_modifier = r.u32()?;
+                    columns.push(Column { name, type_oid });
                 }
                 self.relations.insert(
                     oid,
@@ -132,7 +154,7 @@ impl Decoder {
                         columns,
                     },
                 );
-                Ok(Change::Ignored)
+                Ok(Change::Relation(oid))
             }
             b'I' => {
                 let mut r = Reader {
@@ -143,38 +165,12 @@ impl Decoder {
                 if r.u8()? != b'N' {
                     return Err(r.err("expected a new tuple"));
                 }
-                let count = usize::from(r.u16()?);
-                let relation = self
-                    .relations
-                    .get(&oid)
-                    .ok_or_else(|| r.err("row of a relation never announced"))?;
-                if count != relation.columns.len() {
-                    return Err(r.err("column count differs from its Relation"));
-                }
-                let mut values = Vec::with_capacity(count);
-                for column in &relation.columns {
-                    let value = match r.u8()? {
-                        b'n' | b'u' => None,
-                        b't' => {
-                            let len = r.u32()? as usize;
-                            let bytes = r.take(len)?;
-                            Some(
-                                String::from_utf8(bytes.to_vec())
-                                    .map_err(|_| r.err("text value is not UTF-8"))?,
-                            )
-                        }
-                        b'b' => {
-                            return Err(
-                                r.err("binary values are not supported (leave `binary` off)")
-                            );
-                        }
-                        _ => return Err(r.err("unknown column kind")),
-                    };
-                    values.push((column.clone(), value));
+                if !self.relations.contains_key(&oid) {
+                    return Err(r.err("row of a relation never announced"));
                 }
                 Ok(Change::Insert {
                     relation: oid,
-                    values,
+                    tuple: r.buf,
                 })
             }
             // Update, Delete, Truncate, Type, Origin: not outbox events.
@@ -185,6 +181,97 @@ impl Decoder {
             }),
         }
     }
+
+    /// The columns of an `Insert`'s `tuple` with their raw text values (None = NULL or an
+    /// unchanged TOAST value, which an INSERT never has).
+    pub fn row<'a>(&self, relation: u32, tuple: &'a [u8]) -> Result<RawRow<'_, 'a>, DecodeError> {
+        let mut r = Reader {
+            buf: tuple,
+            message: "Insert",
+        };
+        let relation = self
+            .relations
+            .get(&relation)
+            .ok_or_else(|| r.err("row of a relation never announced"))?;
+        let count = usize::from(r.u16()?);
+        if count != relation.columns.len() {
+            return Err(r.err("column count differs from its Relation"));
+        }
+        let mut values = Vec::with_capacity(count);
+        for column in &relation.columns {
+            let value = match r.u8()? {
+                b'n' | b'u' => None,
+                b't' => {
+                    let len = r.u32()? as usize;
+                    Some(r.take(len)?)
+                }
+                b'b' => {
+                    return Err(r.err("binary values are not supported (leave `binary` off)"));
+                }
+                _ => return Err(r.err("unknown column kind")),
+            };
+            values.push((column, value));
+        }
+        if !r.buf.is_empty() {
+            return Err(r.err("bytes after the last column"));
+        }
+        Ok(values)
+    }
+}
+
+/// A column's value from its text form: the bytes of a `bytea` (in either `bytea_output`
+/// format, as Debezium ships them), the text of anything else. Err says why it cannot be read.
+pub fn column_value(column: &Column, text: &[u8]) -> Result<ColumnValue, String> {
+    if column.type_oid == BYTEA_OID {
+        return decode_bytea(text).map(ColumnValue::Bytes);
+    }
+    match std::str::from_utf8(text) {
+        Ok(text) => Ok(ColumnValue::Text(text.to_owned())),
+        Err(e) => Err(format!(
+            "is not valid UTF-8 (byte {:#04x} at offset {}; is the database encoding SQL_ASCII?)",
+            text[e.valid_up_to()],
+            e.valid_up_to()
+        )),
+    }
+}
+
+/// `bytea`'s text output: `\x` and two hex digits per byte (`bytea_output = hex`, the default),
+/// or the escape format (`\\` for a backslash, `\nnn` octal for any other byte it escapes).
+fn decode_bytea(text: &[u8]) -> Result<Vec<u8>, String> {
+    let bad = |what: &str| format!("is not bytea text output: {what}");
+    let digit = |b: u8, radix: u32| char::from(b).to_digit(radix).map(|d| d as u8);
+    if let Some(hex) = text.strip_prefix(b"\\x") {
+        if hex.len() % 2 != 0 {
+            return Err(bad("an odd number of hex digits"));
+        }
+        return hex
+            .chunks_exact(2)
+            .map(|pair| Some(digit(pair[0], 16)? << 4 | digit(pair[1], 16)?))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| bad("a character that is not a hex digit"));
+    }
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        if b != b'\\' {
+            bytes.push(b);
+        } else if let Some(tail) = rest.strip_prefix(b"\\") {
+            bytes.push(b'\\');
+            rest = tail;
+        } else {
+            // Three octal digits, at most 0o377.
+            let octal = match rest {
+                [a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7', ..] => {
+                    (a - b'0') << 6 | (b - b'0') << 3 | (c - b'0')
+                }
+                _ => return Err(bad("a backslash not followed by three octal digits")),
+            };
+            bytes.push(octal);
+            rest = &rest[3..];
+        }
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -192,7 +279,18 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A `Relation` message; every column is `text` unless `typed` names its type OID.
     pub(crate) fn relation_msg(oid: u32, schema: &str, name: &str, columns: &[&str]) -> Vec<u8> {
+        let typed: Vec<(&str, u32)> = columns.iter().map(|c| (*c, 25)).collect();
+        typed_relation_msg(oid, schema, name, &typed)
+    }
+
+    pub(crate) fn typed_relation_msg(
+        oid: u32,
+        schema: &str,
+        name: &str,
+        columns: &[(&str, u32)],
+    ) -> Vec<u8> {
         let mut m = vec![b'R'];
         m.extend(oid.to_be_bytes());
         for s in [schema, name] {
@@ -201,17 +299,17 @@ pub(crate) mod tests {
         }
         m.push(b'd');
         m.extend((columns.len() as u16).to_be_bytes());
-        for c in columns {
+        for (c, type_oid) in columns {
             m.push(0);
             m.extend(c.as_bytes());
             m.push(0);
-            m.extend(25u32.to_be_bytes());
+            m.extend(type_oid.to_be_bytes());
             m.extend((-1i32).to_be_bytes());
         }
         m
     }
 
-    pub(crate) fn insert_msg(oid: u32, values: &[Option<&str>]) -> Vec<u8> {
+    pub(crate) fn insert_msg(oid: u32, values: &[Option<&[u8]>]) -> Vec<u8> {
         let mut m = vec![b'I'];
         m.extend(oid.to_be_bytes());
         m.push(b'N');
@@ -222,11 +320,27 @@ pub(crate) mod tests {
                 Some(v) => {
                     m.push(b't');
                     m.extend((v.len() as u32).to_be_bytes());
-                    m.extend(v.as_bytes());
+                    m.extend(*v);
                 }
             }
         }
         m
+    }
+
+    /// The row of a whole `Insert` message, its values converted.
+    fn decode_row(d: &mut Decoder, m: &[u8]) -> Result<Vec<(String, Option<ColumnValue>)>, String> {
+        let Change::Insert { relation, tuple } = d.decode(m).map_err(|e| e.to_string())? else {
+            return Err("not an insert".into());
+        };
+        d.row(relation, tuple)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(c, v)| Ok((c.name.clone(), v.map(|v| column_value(c, v)).transpose()?)))
+            .collect()
+    }
+
+    fn text(s: &str) -> Option<ColumnValue> {
+        Some(ColumnValue::Text(s.to_owned()))
     }
 
     #[test]
@@ -234,23 +348,64 @@ pub(crate) mod tests {
         let mut d = Decoder::default();
         assert_eq!(
             d.decode(&relation_msg(7, "public", "outbox", &["id", "payload"])),
-            Ok(Change::Ignored)
+            Ok(Change::Relation(7))
         );
         assert_eq!(
-            d.decode(&insert_msg(7, &[Some("a"), None])),
-            Ok(Change::Insert {
-                relation: 7,
-                values: vec![("id".into(), Some("a".into())), ("payload".into(), None)]
-            })
+            decode_row(&mut d, &insert_msg(7, &[Some(b"a"), None])),
+            Ok(vec![("id".into(), text("a")), ("payload".into(), None)])
         );
         assert_eq!(d.relation(7).map(|r| r.name.as_str()), Some("outbox"));
+    }
+
+    #[test]
+    fn an_insert_names_its_relation_before_any_value_is_read() {
+        let mut d = Decoder::default();
+        let _ = d.decode(&relation_msg(3, "public", "other", &["note"]));
+        // Not UTF-8, and not even a well-formed tuple: attributing it reads none of it.
+        let mut m = insert_msg(3, &[Some(b"\xff\xfe")]);
+        m.truncate(m.len() - 1);
+        assert!(matches!(
+            d.decode(&m),
+            Ok(Change::Insert { relation: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn bytea_is_shipped_as_its_bytes_and_bad_text_is_named() {
+        let mut d = Decoder::default();
+        let _ = d.decode(&typed_relation_msg(
+            5,
+            "public",
+            "outbox",
+            &[("id", 2950), ("payload", BYTEA_OID)],
+        ));
+        assert_eq!(
+            decode_row(&mut d, &insert_msg(5, &[Some(b"x"), Some(b"\\x00ff7f")])),
+            Ok(vec![
+                ("id".into(), text("x")),
+                (
+                    "payload".into(),
+                    Some(ColumnValue::Bytes(vec![0, 0xff, 0x7f]))
+                )
+            ])
+        );
+        // bytea_output = escape.
+        assert_eq!(
+            decode_bytea(b"a\\\\b\\000\\377"),
+            Ok(vec![b'a', b'\\', b'b', 0, 0xff])
+        );
+        for bad in [&b"\\x0"[..], b"\\xzz", b"\\9", b"\\40"] {
+            assert!(decode_bytea(bad).is_err(), "{bad:?}");
+        }
+        let e = decode_row(&mut d, &insert_msg(5, &[Some(b"\xff"), None]));
+        assert!(e.is_err_and(|e| e.contains("not valid UTF-8")));
     }
 
     #[test]
     fn deletes_are_ignored_and_unknown_relations_refused() {
         let mut d = Decoder::default();
         assert_eq!(d.decode(b"D\0\0\0\x07K"), Ok(Change::Ignored));
-        assert!(d.decode(&insert_msg(9, &[Some("x")])).is_err());
+        assert!(d.decode(&insert_msg(9, &[Some(b"x")])).is_err());
         assert!(d.decode(b"").is_err());
         assert!(d.decode(b"Z").is_err());
     }
@@ -262,10 +417,16 @@ pub(crate) mod tests {
         #[test]
         fn arbitrary_input_never_panics(tag in prop::sample::select(vec![b'R', b'I', b'U', b'D', b'X']), body in prop::collection::vec(any::<u8>(), 0..64)) {
             let mut d = Decoder::default();
-            let _ = d.decode(&relation_msg(1, "s", "t", &["a", "b"]));
+            let _ = d.decode(&typed_relation_msg(1, "s", "t", &[("a", 25), ("b", BYTEA_OID)]));
             let mut m = vec![tag];
             m.extend(body);
-            let _ = d.decode(&m);
+            let _ = decode_row(&mut d, &m);
+        }
+
+        /// Arbitrary bytea text never panics its decoder.
+        #[test]
+        fn arbitrary_bytea_text_never_panics(text in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_bytea(&text);
         }
 
         /// Every truncation of a valid Insert is an error, never a panic or a wrong row.
@@ -273,10 +434,10 @@ pub(crate) mod tests {
         fn truncated_inserts_fail(a in "[a-z]{0,8}", b in proptest::option::of("[ -~]{0,20}"), cut in 0usize..40) {
             let mut d = Decoder::default();
             let _ = d.decode(&relation_msg(1, "s", "t", &["a", "b"]));
-            let full = insert_msg(1, &[Some(&a), b.as_deref()]);
-            let decoded = d.decode(&full[..cut.min(full.len())]);
+            let full = insert_msg(1, &[Some(a.as_bytes()), b.as_deref().map(str::as_bytes)]);
+            let decoded = decode_row(&mut d, &full[..cut.min(full.len())]);
             if cut >= full.len() {
-                prop_assert_eq!(decoded, Ok(Change::Insert { relation: 1, values: vec![("a".into(), Some(a.clone())), ("b".into(), b.clone())] }));
+                prop_assert_eq!(decoded, Ok(vec![("a".into(), text(&a)), ("b".into(), b.as_deref().and_then(text))]));
             } else {
                 prop_assert!(decoded.is_err());
             }

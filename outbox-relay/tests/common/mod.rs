@@ -575,3 +575,39 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (code, body)
 }
+
+// ---- For tests on the users' own tables (tests/wal_user_tables.rs).
+
+impl RelayProcess {
+    /// Spawns `command` (an `outbox-relay run ...`), logging to `target/relay-logs/<label>-<n>.log`.
+    pub fn spawn(mut command: Command, label: &str) -> RelayProcess {
+        static RUN: AtomicU32 = AtomicU32::new(0);
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/relay-logs"));
+        std::fs::create_dir_all(&dir).expect("creating target/relay-logs");
+        let log = dir.join(format!(
+            "{label}-spawned-{}.log",
+            RUN.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::File::create(&log).expect("creating the relay log");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawning outbox-relay");
+        RelayProcess { child, log }
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; None if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
