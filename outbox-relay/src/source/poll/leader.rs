@@ -223,11 +223,11 @@ mod tests {
 
     #[test]
     fn lock_names_are_stable_and_fit() {
-        let t = Table::new(DbBackend::MySql, Some("shop"), &"x".repeat(200), &[], false);
+        let t = Table::new(DbBackend::MySql, Some("shop"), &"x".repeat(200), false);
         let name = mysql_lock(&t);
         assert!(name.len() <= 64, "{name}");
         assert_eq!(name, mysql_lock(&t.clone()));
-        let (k1, k2) = pg_keys(&Table::new(DbBackend::Postgres, None, "outbox", &[], false));
+        let (k1, k2) = pg_keys(&Table::new(DbBackend::Postgres, None, "outbox", false));
         assert!(k1 > 0 && k2 >= 0);
         assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
     }
