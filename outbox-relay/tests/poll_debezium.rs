@@ -80,16 +80,22 @@ async fn write(fx: &PollFixture, ddl: &Ddl, range: std::ops::Range<usize>) -> Ve
         let value = payload(ddl.binary, i);
         let (id_param, payload_param, payload_value): (String, String, Value) =
             match (backend, ddl.binary) {
-                (DbBackend::Postgres, true) => {
-                    (format!("CAST({} AS {})", p(1), ddl.id), p(3), value.clone().into())
-                }
+                (DbBackend::Postgres, true) => (
+                    format!("CAST({} AS {})", p(1), ddl.id),
+                    p(3),
+                    value.clone().into(),
+                ),
                 (DbBackend::Postgres, false) => (
                     format!("CAST({} AS {})", p(1), ddl.id),
                     format!("CAST({} AS {})", p(3), ddl.payload),
                     String::from_utf8(value.clone()).expect("JSON").into(),
                 ),
                 (_, true) => (p(1), p(3), value.clone().into()),
-                (_, false) => (p(1), p(3), String::from_utf8(value.clone()).expect("JSON").into()),
+                (_, false) => (
+                    p(1),
+                    p(3),
+                    String::from_utf8(value.clone()).expect("JSON").into(),
+                ),
             };
         let sql = format!(
             "INSERT INTO {} (id, aggregatetype, aggregateid, type, payload, tenant) \
@@ -121,7 +127,11 @@ async fn debezium_table(db: Backend, ddl: Ddl) {
     let mut reader = Reader::new(&[&fx.topic()]);
     written.extend(write(&fx, &ddl, 5..30).await);
     reader
-        .read_until(WAIT, |m| m.len() >= written.len(), || format!("{db:?} {}", ddl.id))
+        .read_until(
+            WAIT,
+            |m| m.len() >= written.len(),
+            || format!("{db:?} {}", ddl.id),
+        )
         .await;
     fx.wait_empty(WAIT).await;
     // Anything shipped twice (a settle that failed and was retried) would arrive by now.
@@ -153,7 +163,12 @@ async fn debezium_table(db: Backend, ddl: Ddl) {
             Some("OrderChanged")
         );
         if ddl.binary {
-            assert_eq!(m.value.as_deref(), Some(w.value.as_slice()), "bytes of {}", w.id);
+            assert_eq!(
+                m.value.as_deref(),
+                Some(w.value.as_slice()),
+                "bytes of {}",
+                w.id
+            );
         } else {
             let got: serde_json::Value =
                 serde_json::from_slice(m.value.as_deref().unwrap_or_default()).expect("JSON");

@@ -19,7 +19,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::Reader;
 use poll_support::*;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait, Value,
+};
 
 const WAIT: Duration = Duration::from_secs(120);
 const WRITERS: u64 = 8;
@@ -86,16 +88,21 @@ async fn write_one(
     let agg = fx.q(&format!("{}_agg", fx.name));
     let n: i64 = if fx.db_kind == Backend::Sqlite {
         // SQLite: the first write takes the database's write lock, which serializes writers.
-        let bump = format!(
-            "UPDATE {agg} SET counter = counter + 1 WHERE id = {}",
-            p(1)
-        );
-        txn.execute_raw(Statement::from_sql_and_values(backend, bump, [aggregate.into()]))
-            .await
-            .expect("bump the counter");
+        let bump = format!("UPDATE {agg} SET counter = counter + 1 WHERE id = {}", p(1));
+        txn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            bump,
+            [aggregate.into()],
+        ))
+        .await
+        .expect("bump the counter");
         let read = format!("SELECT counter FROM {agg} WHERE id = {}", p(1));
         let row = txn
-            .query_one_raw(Statement::from_sql_and_values(backend, read, [aggregate.into()]))
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                read,
+                [aggregate.into()],
+            ))
             .await
             .expect("read the counter")
             .expect("the aggregate's row");
@@ -103,7 +110,11 @@ async fn write_one(
     } else {
         let lock = format!("SELECT counter FROM {agg} WHERE id = {} FOR UPDATE", p(1));
         let row = txn
-            .query_one_raw(Statement::from_sql_and_values(backend, lock, [aggregate.into()]))
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                lock,
+                [aggregate.into()],
+            ))
             .await
             .expect("lock the aggregate")
             .expect("the aggregate's row");
@@ -162,8 +173,10 @@ async fn kafka_order_is_commit_order(db: Backend) {
     }
     let agg = fx.q(&format!("{}_agg", fx.name));
     for a in 0..AGGREGATES {
-        fx.exec(&format!("INSERT INTO {agg} (id, counter) VALUES ('agg-{a}', 0)"))
-            .await;
+        fx.exec(&format!(
+            "INSERT INTO {agg} (id, counter) VALUES ('agg-{a}', 0)"
+        ))
+        .await;
     }
     let mut config = fx.config();
     config.source.poll.batch_size = 50;
@@ -208,7 +221,13 @@ async fn kafka_order_is_commit_order(db: Backend) {
     reader
         .read_until(
             WAIT,
-            |m| m.iter().map(|m| m.id()).collect::<std::collections::HashSet<_>>().len() >= total,
+            |m| {
+                m.iter()
+                    .map(|m| m.id())
+                    .collect::<std::collections::HashSet<_>>()
+                    .len()
+                    >= total
+            },
             || format!("{db:?}: {total} events"),
         )
         .await;
@@ -218,7 +237,10 @@ async fn kafka_order_is_commit_order(db: Backend) {
     // The commit order of each aggregate, by its counter.
     let mut by_aggregate: HashMap<String, Vec<&Committed>> = HashMap::new();
     for event in &committed {
-        by_aggregate.entry(event.aggregate.clone()).or_default().push(event);
+        by_aggregate
+            .entry(event.aggregate.clone())
+            .or_default()
+            .push(event);
     }
     // The workload must be one that ordering by `timestamp` gets wrong: some aggregate has a
     // later commit with an earlier client timestamp.
@@ -246,7 +268,10 @@ async fn kafka_order_is_commit_order(db: Backend) {
             .get(aggregate)
             .map(|ids| ids.iter().map(String::as_str).collect())
             .unwrap_or_default();
-        assert_eq!(got, want, "{db:?}: Kafka order of {aggregate} vs its commit order");
+        assert_eq!(
+            got, want,
+            "{db:?}: Kafka order of {aggregate} vs its commit order"
+        );
     }
     eprintln!("{db:?}: {total} events, {inversions} timestamp inversions, order kept");
     fx.exec(&format!("DROP TABLE IF EXISTS {agg}")).await;

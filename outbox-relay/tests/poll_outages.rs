@@ -105,7 +105,12 @@ async fn kafka_outage_bounds_the_claim_transaction_postgres() {
     let relay = RelayChild::spawn_env(
         &fx,
         "run",
-        &["--config", &settings_path, "-X", "message.timeout.ms=120000"],
+        &[
+            "--config",
+            &settings_path,
+            "-X",
+            "message.timeout.ms=120000",
+        ],
         &[("DATABASE_URL", &url)],
     );
     let mut ids = HashSet::new();
@@ -129,7 +134,12 @@ async fn kafka_outage_bounds_the_claim_transaction_postgres() {
     let until = std::time::Instant::now() + 3 * BOUND + Duration::from_secs(3);
     while std::time::Instant::now() < until {
         use sea_orm::ConnectionTrait;
-        for row in fx.db.query_all_raw(sample.clone()).await.expect("pg_stat_activity") {
+        for row in fx
+            .db
+            .query_all_raw(sample.clone())
+            .await
+            .expect("pg_stat_activity")
+        {
             ages.push(row.try_get_by_index::<f64>(0).expect("an age"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -138,20 +148,24 @@ async fn kafka_outage_bounds_the_claim_transaction_postgres() {
     drop(restart);
     write_some(&fx, &mut ids, "after", 100).await;
 
-    let log = recovered(&fx, relay, reader, &ids).await;
     std::fs::remove_file(&settings).ok();
     assert!(
         ages.len() >= 5,
-        "too few samples of the relay's transactions ({}) to judge:\n{log}",
-        ages.len()
+        "too few samples of the relay's transactions ({}) to judge:\n{}",
+        ages.len(),
+        relay.log_text()
     );
     let oldest = ages.iter().copied().fold(0.0_f64, f64::max);
     assert!(
         oldest <= BOUND.as_secs_f64() + 1.5,
         "a relay transaction was {oldest:.1} s old; the bound is {BOUND:?}"
     );
+    let log = recovered(&fx, relay, reader, &ids).await;
     assert!(log.contains("claim_timeout"), "{log}");
-    eprintln!("{} samples, oldest relay transaction {oldest:.1} s", ages.len());
+    eprintln!(
+        "{} samples, oldest relay transaction {oldest:.1} s",
+        ages.len()
+    );
     fx.teardown().await;
 }
 

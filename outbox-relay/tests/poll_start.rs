@@ -83,12 +83,12 @@ async fn missing_column(db: Backend) {
     table(&fx, &columns).await;
     let out = fx.command("setup").output().expect("running setup");
     let setup = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && setup.contains("`aggregateid`"), "{setup}");
-    let log = stops_at_start(&fx, "run", &[], &[]);
     assert!(
-        log.contains("lacks the column(s) `aggregateid`"),
-        "{log}"
+        !out.status.success() && setup.contains("`aggregateid`"),
+        "{setup}"
     );
+    let log = stops_at_start(&fx, "run", &[], &[]);
+    assert!(log.contains("lacks the column(s) `aggregateid`"), "{log}");
     fx.teardown().await;
 }
 
@@ -145,7 +145,9 @@ async fn table_without_sequence_names_setup_mariadb() {
 async fn refused_login(db: Backend) {
     let fx = PollFixture::new(db, "poll_refused").await;
     fx.setup_with_binary();
-    let url = fx.url.replacen("outbox:outbox@", "outbox:not-the-password@", 1);
+    let url = fx
+        .url
+        .replacen("outbox:outbox@", "outbox:not-the-password@", 1);
     assert_ne!(url, fx.url, "the test URL carries the password");
     let log = stops_at_start(&fx, "run", &[], &[("DATABASE_URL", &url)]);
     let refusal = match db {
@@ -179,12 +181,7 @@ async fn unreachable_database(db: Backend) {
         Backend::Postgres => format!("postgres://outbox:outbox@127.0.0.1:{port}/outbox_test"),
         _ => format!("mysql://outbox:outbox@127.0.0.1:{port}/outbox_test"),
     };
-    let mut relay = RelayChild::spawn_env(
-        &fx,
-        "run",
-        &[],
-        &[("DATABASE_URL", &url)],
-    );
+    let mut relay = RelayChild::spawn_env(&fx, "run", &[], &[("DATABASE_URL", &url)]);
     // The pool gives up on a connection after 5 s; then the relay backs off and tries again.
     assert_eq!(
         relay.exit_within(Duration::from_secs(15)),
@@ -194,7 +191,12 @@ async fn unreachable_database(db: Backend) {
     );
     let log = relay.log_text();
     assert!(log.contains("retrying"), "{log}");
-    assert_eq!(relay.terminate(Duration::from_secs(30)), Some(0), "{}", relay.log_text());
+    assert_eq!(
+        relay.terminate(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        relay.log_text()
+    );
     fx.teardown().await;
 }
 
@@ -231,7 +233,16 @@ async fn unreachable_broker_is_retried_postgres() {
     );
     let log = relay.log_text();
     assert!(log.contains("poll cycle failed; retrying"), "{log}");
-    assert_eq!(fx.row_count().await, 1, "the event stays until Kafka has it");
-    assert_eq!(relay.terminate(Duration::from_secs(30)), Some(0), "{}", relay.log_text());
+    assert_eq!(
+        fx.row_count().await,
+        1,
+        "the event stays until Kafka has it"
+    );
+    assert_eq!(
+        relay.terminate(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        relay.log_text()
+    );
     fx.teardown().await;
 }

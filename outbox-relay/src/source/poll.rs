@@ -51,8 +51,8 @@ use crate::metrics::Metrics;
 use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal, is_size_error};
 use crate::source::{ColumnValue, OutboxRecord};
 use leader::Leader;
-use shape::{Catalog, Kind, Shape, Wanted};
 pub use shape::SEQUENCE;
+use shape::{Catalog, Kind, Shape, Wanted};
 pub use store::RELAYED_AT;
 use store::Table;
 
@@ -165,10 +165,7 @@ impl PollConfig {
             ));
         }
         if self.claim_timeout.is_zero() {
-            return Err(invalid(
-                "source.poll.claim_timeout",
-                "must be above zero",
-            ));
+            return Err(invalid("source.poll.claim_timeout", "must be above zero"));
         }
         if self.interval.is_zero() || self.standby_interval.is_zero() {
             return Err(invalid(

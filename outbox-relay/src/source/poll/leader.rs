@@ -10,9 +10,9 @@
 //! still holds the lock (`pg_locks` / `IS_USED_LOCK`) or renews its lease, so a relay whose lock
 //! connection died claims nothing. What the fence cannot stop is a batch already in flight when
 //! the leadership moves (the lock connection dies mid-batch, or on SQLite a batch outlives
-//! `lease_ttl`, e.g. waiting out a Kafka outage up to `message.timeout.ms`): its late copies may
-//! then interleave with the new leader's. With SQLite keep `lease_ttl` above the producer's
-//! `message.timeout.ms` when running a standby.
+//! `lease_ttl`, e.g. waiting out a Kafka outage up to `claim_timeout`): its late copies may then
+//! interleave with the new leader's. With SQLite keep `lease_ttl` above `claim_timeout` (or the
+//! producer's `message.timeout.ms`, if lower) when running a standby.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

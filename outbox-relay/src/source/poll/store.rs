@@ -348,7 +348,9 @@ mod tests {
         let pg = Table::new(DbBackend::Postgres, Some("app"), "out\"box", false);
         let sql = pg.claim(&shape(Some("uuid"), "\"seq\""), 500).to_string();
         assert!(
-            sql.starts_with("SELECT CAST(\"id\" AS TEXT), CAST(\"aggregateid\" AS TEXT), \"payload\", "),
+            sql.starts_with(
+                "SELECT CAST(\"id\" AS TEXT), CAST(\"aggregateid\" AS TEXT), \"payload\", "
+            ),
             "{sql}"
         );
         assert!(
@@ -363,13 +365,23 @@ mod tests {
         assert!(sql.starts_with("SELECT CAST(`id` AS CHAR) FROM"), "{sql}");
         let fetch = my.fetch(&s, &["a".to_owned(), "b".to_owned()]).sql;
         assert!(
-            fetch.contains("CAST(`extra` AS CHAR) FROM `outbox` WHERE `id` IN (?, ?) ORDER BY `outbox`.`seq`"),
+            fetch.contains(
+                "CAST(`extra` AS CHAR) FROM `outbox` WHERE `id` IN (?, ?) ORDER BY `outbox`.`seq`"
+            ),
             "{fetch}"
         );
-        assert!(sql.contains("WHERE `relayed_at` IS NULL ORDER BY `outbox`.`seq` LIMIT 10 FOR UPDATE SKIP LOCKED"), "{sql}");
+        assert!(
+            sql.contains(
+                "WHERE `relayed_at` IS NULL ORDER BY `outbox`.`seq` LIMIT 10 FOR UPDATE SKIP LOCKED"
+            ),
+            "{sql}"
+        );
         let lite = Table::new(DbBackend::Sqlite, Some("ignored"), "outbox", false);
         let sql = lite.claim(&shape(None, "rowid"), 1).to_string();
-        assert!(sql.ends_with("FROM \"outbox\" ORDER BY \"outbox\".rowid LIMIT 1"), "{sql}");
+        assert!(
+            sql.ends_with("FROM \"outbox\" ORDER BY \"outbox\".rowid LIMIT 1"),
+            "{sql}"
+        );
     }
 
     #[test]
@@ -379,7 +391,11 @@ mod tests {
             "0190a0b2-0000-7000-8000-000000000001".to_owned(),
             "x'); DROP TABLE outbox; --".to_owned(),
         ];
-        let s = pg.settle(&shape(Some("character varying(36)"), "\"seq\""), &ids, Utc::now());
+        let s = pg.settle(
+            &shape(Some("character varying(36)"), "\"seq\""),
+            &ids,
+            Utc::now(),
+        );
         assert_eq!(
             s.sql,
             "DELETE FROM \"outbox\" WHERE \"id\" IN (CAST($1 AS character varying(36)), CAST($2 AS character varying(36)))"
@@ -398,7 +414,13 @@ mod tests {
              X'30313930613062322d303030302d373030302d383030302d303030303030303030303031'"
         );
         assert!(s.values.is_none());
-        assert_eq!(my.delete(&shape(None, "`seq`"), &ids).sql.matches("DELETE").count(), 2);
+        assert_eq!(
+            my.delete(&shape(None, "`seq`"), &ids)
+                .sql
+                .matches("DELETE")
+                .count(),
+            2
+        );
     }
 
     #[test]
