@@ -81,6 +81,94 @@ async fn kafka_outage_loses_nothing_postgres() {
     fx.teardown().await;
 }
 
+/// Kafka stops for longer than the claim bound while the producer would wait far longer
+/// (`message.timeout.ms` = 120 s): the claiming transaction is rolled back at the bound and
+/// retried, so no transaction of the relay in `pg_stat_activity` is older than the bound (plus
+/// the time to roll back) at any sample; and once Kafka is back every event arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_outage_bounds_the_claim_transaction_postgres() {
+    const BOUND: Duration = Duration::from_secs(4);
+    let _serial = SERIAL.lock().await;
+    let fx = PollFixture::new(Backend::Postgres, "poll_claim_bound").await;
+    fx.setup_with_binary();
+    let settings = std::env::temp_dir().join(format!("{}.toml", fx.name));
+    std::fs::write(
+        &settings,
+        format!("[source.poll]\nclaim_timeout = \"{}s\"\n", BOUND.as_secs()),
+    )
+    .expect("writing the relay settings");
+    // The relay's sessions carry an application_name of their own, to be told apart.
+    let application = fx.name.clone();
+    let separator = if fx.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}application_name={application}", fx.url);
+    let settings_path = settings.display().to_string();
+    let relay = RelayChild::spawn_env(
+        &fx,
+        "run",
+        &[
+            "--config",
+            &settings_path,
+            "-X",
+            "message.timeout.ms=120000",
+        ],
+        &[("DATABASE_URL", &url)],
+    );
+    let mut ids = HashSet::new();
+    let mut reader = Reader::new(&[&fx.topic()]);
+    write_some(&fx, &mut ids, "before", 100).await;
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+
+    let restart = Restart("kafka");
+    services("stop", "kafka");
+    write_some(&fx, &mut ids, "during", 100).await;
+    // Sample the relay's open transactions through the outage.
+    let sample = sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp() - xact_start) AS float8) \
+         FROM pg_stat_activity WHERE application_name = $1 AND xact_start IS NOT NULL",
+        [application.clone().into()],
+    );
+    let mut ages: Vec<f64> = Vec::new();
+    let until = std::time::Instant::now() + 3 * BOUND + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        use sea_orm::ConnectionTrait;
+        for row in fx
+            .db
+            .query_all_raw(sample.clone())
+            .await
+            .expect("pg_stat_activity")
+        {
+            ages.push(row.try_get_by_index::<f64>(0).expect("an age"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    services("start", "kafka");
+    drop(restart);
+    write_some(&fx, &mut ids, "after", 100).await;
+
+    std::fs::remove_file(&settings).ok();
+    assert!(
+        ages.len() >= 5,
+        "too few samples of the relay's transactions ({}) to judge:\n{}",
+        ages.len(),
+        relay.log_text()
+    );
+    let oldest = ages.iter().copied().fold(0.0_f64, f64::max);
+    assert!(
+        oldest <= BOUND.as_secs_f64() + 1.5,
+        "a relay transaction was {oldest:.1} s old; the bound is {BOUND:?}"
+    );
+    let log = recovered(&fx, relay, reader, &ids).await;
+    assert!(log.contains("claim_timeout"), "{log}");
+    eprintln!(
+        "{} samples, oldest relay transaction {oldest:.1} s",
+        ages.len()
+    );
+    fx.teardown().await;
+}
+
 /// MariaDB restarts while the poll relay runs: the lock connection and the pool die, the relay
 /// retries with backoff, takes the leadership again, and ships everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

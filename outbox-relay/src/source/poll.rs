@@ -2,21 +2,33 @@
 //!
 //! Contract:
 //! - **No polling gap.** The relay keeps no cursor. Each cycle claims the oldest rows that exist
-//!   now (`ORDER BY timestamp, id ... FOR UPDATE SKIP LOCKED` in a transaction; SQLite reads as
-//!   its single writer), ships them, and deletes (or marks) them only after Kafka acknowledged
-//!   every one. A row whose transaction commits late is simply still there on a later cycle.
+//!   now (`ORDER BY seq ... FOR UPDATE SKIP LOCKED` in a transaction; SQLite reads as its single
+//!   writer), ships them, and deletes (or marks) them only after Kafka acknowledged every one.
+//!   A row whose transaction commits late is simply still there on a later cycle.
 //! - **At least once.** A failure before the delete rolls the claim back; the rows are claimed
 //!   again (duplicates, which consumers drop by the `id` header). No row is ever skipped.
-//! - **Per-aggregate order.** One relay ships at a time ([`leader`]); a batch is shipped in
-//!   `(timestamp, id)` order and settled before the next is claimed.
+//! - **Per-aggregate order.** One relay ships at a time ([`leader`]); a batch is shipped in the
+//!   order of a sequence the database assigns at INSERT (`seq`, or SQLite's rowid; see
+//!   [`shape`]) and settled before the next is claimed. Never by `timestamp`, a client clock:
+//!   writers that lock an aggregate's row before inserting its event insert, hence number, its
+//!   events in commit order.
+//! - **The table as it is.** At start the relay reads the table's columns and types: Debezium's
+//!   columns suffice, optional ones may be absent, binary payloads ship as bytes, and ids are
+//!   compared in their own type. A table that lacks what polling needs stops the relay at start,
+//!   naming the problem (and `outbox-relay setup --source poll` when that fixes it).
+//! - **Bounded claims.** Kafka must acknowledge a claimed batch within `claim_timeout`, or the
+//!   claim is rolled back and retried, so an outage never holds a transaction (and vacuum's
+//!   horizon) open for longer.
 //! - **Wake-up.** On PostgreSQL a `LISTEN` on the channel that the setup's trigger notifies on
 //!   commit; everywhere, a fallback poll interval (a lost notification costs one interval).
-//! - **Failures.** Transient errors (database, Kafka) are retried with capped exponential
-//!   backoff, resetting after a settled batch; the attempts and the last error are in
+//! - **Failures.** At start, a refused login, a missing table or column stop the relay with an
+//!   error; an unreachable database is waited for. Afterwards transient errors (database, Kafka)
+//!   are retried with capped exponential backoff, resetting after a settled batch; the attempts and the last error are in
 //!   [`PollStatus`] and the logs. Kafka's permanent errors for one event (too large, invalid
 //!   topic) dead-letter that event, as the `wal` source does, and the batch goes on.
 
 mod leader;
+mod shape;
 mod store;
 
 use std::future::Future;
@@ -27,7 +39,7 @@ use chrono::Utc;
 use rdkafka::error::KafkaError;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    IsolationLevel, TransactionTrait,
+    IsolationLevel, RuntimeErr, TransactionTrait,
 };
 use serde::Deserialize;
 use tokio::sync::Notify;
@@ -37,8 +49,10 @@ use crate::config::{Config, ConfigError};
 use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
 use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal, is_size_error};
-use crate::source::OutboxRecord;
+use crate::source::{ColumnValue, OutboxRecord};
 use leader::Leader;
+pub use shape::SEQUENCE;
+use shape::{Catalog, Kind, Shape, Wanted};
 pub use store::RELAYED_AT;
 use store::Table;
 
@@ -87,6 +101,12 @@ pub struct PollConfig {
     /// it (the rows stay, and are shipped again after the restart).
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// The longest a claimed batch waits for Kafka's acknowledgements; then the claim is rolled
+    /// back and retried after a backoff. It bounds how long the claiming transaction stays open
+    /// during a Kafka outage (an open transaction holds back vacuum on PostgreSQL), whatever
+    /// the producer's `message.timeout.ms`.
+    #[serde(default = "default_claim_timeout", with = "humantime_serde")]
+    pub claim_timeout: Duration,
 }
 
 fn default_batch_size() -> usize {
@@ -110,6 +130,9 @@ fn default_lease_ttl() -> Duration {
 fn default_drain_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_claim_timeout() -> Duration {
+    Duration::from_secs(30)
+}
 
 impl Default for PollConfig {
     fn default() -> Self {
@@ -123,6 +146,7 @@ impl Default for PollConfig {
             standby_interval: default_standby_interval(),
             lease_ttl: default_lease_ttl(),
             drain_timeout: default_drain_timeout(),
+            claim_timeout: default_claim_timeout(),
         }
     }
 }
@@ -139,6 +163,9 @@ impl PollConfig {
                 "source.poll.batch_size",
                 "must be between 1 and 10000",
             ));
+        }
+        if self.claim_timeout.is_zero() {
+            return Err(invalid("source.poll.claim_timeout", "must be above zero"));
         }
         if self.interval.is_zero() || self.standby_interval.is_zero() {
             return Err(invalid(
@@ -177,15 +204,91 @@ pub enum PollError {
     Unsupported(String),
     #[error("another relay took the leadership over")]
     LostLeadership,
+    #[error(
+        "the outbox table `{table}` does not exist (or this database role cannot see it); \
+         check `source.table` and `source.schema`"
+    )]
+    NoTable { table: String },
+    #[error(
+        "the outbox table `{table}` lacks the column(s) {}, which the relay reads",
+        .columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+    )]
+    MissingColumns { table: String, columns: Vec<String> },
+    #[error(
+        "the outbox table `{table}` is not ready for polling: {problem}; \
+         run `outbox-relay setup --source poll` with the same table settings"
+    )]
+    NotReady { table: String, problem: String },
+    #[error("the outbox table `{table}` cannot be polled: {problem}")]
+    Unfit { table: String, problem: String },
+    #[error(
+        "Kafka did not acknowledge the claimed batch within `source.poll.claim_timeout` \
+         ({0:?}); the claim was rolled back"
+    )]
+    ClaimTimeout(Duration),
 }
 
 impl PollError {
     fn is_transient(&self) -> bool {
         match self {
-            PollError::Database(_) | PollError::Sqlx(_) | PollError::LostLeadership => true,
+            PollError::Database(_)
+            | PollError::Sqlx(_)
+            | PollError::LostLeadership
+            | PollError::ClaimTimeout(_) => true,
             PollError::Kafka { context, .. } => *context != "producer configuration",
-            PollError::Config(_) | PollError::Unsupported(_) => false,
+            PollError::Config(_)
+            | PollError::Unsupported(_)
+            | PollError::NoTable { .. }
+            | PollError::MissingColumns { .. }
+            | PollError::NotReady { .. }
+            | PollError::Unfit { .. } => false,
         }
+    }
+
+    /// Whether the relay, while starting, waits and tries again (the database is not reachable
+    /// yet) rather than stopping: a login or database the server refuses, and a bad URL, are
+    /// mistakes that no retry fixes.
+    fn is_transient_at_start(&self) -> bool {
+        match self {
+            PollError::Database(error) => !refused_for_good(error),
+            other => other.is_transient(),
+        }
+    }
+}
+
+/// Whether the server refused the connection for a reason only a change of configuration
+/// fixes, by error code: authentication (PostgreSQL class 28, MariaDB/MySQL 1045 and 1698), an
+/// unknown database (3D000, 1049), no access to it (42501, 1044), a bad URL or TLS setup.
+fn refused_for_good(error: &DbErr) -> bool {
+    use sea_orm::sqlx::Error;
+    let (DbErr::Conn(RuntimeErr::SqlxError(error))
+    | DbErr::Exec(RuntimeErr::SqlxError(error))
+    | DbErr::Query(RuntimeErr::SqlxError(error))) = error
+    else {
+        return false;
+    };
+    match error.as_ref() {
+        Error::Configuration(_) | Error::Tls(_) => true,
+        Error::Database(error) => {
+            if let Some(mysql) =
+                error.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+            {
+                return matches!(mysql.number(), 1044 | 1045 | 1049 | 1698);
+            }
+            if error
+                .try_downcast_ref::<sea_orm::sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                return error.code().is_some_and(|code| {
+                    code.starts_with("28") || code == "3D000" || code == "42501"
+                });
+            }
+            // SQLite: the file cannot be opened, or is not a database.
+            error
+                .code()
+                .is_some_and(|code| matches!(code.as_ref(), "14" | "26"))
+        }
+        _ => false,
     }
 }
 
@@ -209,6 +312,8 @@ pub struct PollRelay {
     config: Config,
     db: DatabaseConnection,
     table: Table,
+    /// The columns the relay reads, required and optional.
+    wanted: Wanted,
     router: Router,
     metrics: Metrics,
     holder: String,
@@ -224,12 +329,17 @@ enum Cycle {
 }
 
 impl PollRelay {
-    /// Connects to `config.database_url` (a `postgres://`, `mysql://` (MariaDB too) or
-    /// `sqlite://` URL).
+    /// A relay for `config.database_url` (a `postgres://`, `mysql://` (MariaDB too) or
+    /// `sqlite://` URL). The pool connects on first use, so that [`PollRelay::run`] can wait for
+    /// a database that is not up yet, and still stop at once on a refused login.
     pub async fn connect(config: Config, metrics: Metrics) -> Result<PollRelay, PollError> {
         let url = config.database_url.clone().unwrap_or_default();
         let mut options = ConnectOptions::new(url);
-        options.sqlx_logging(false).max_connections(4);
+        options
+            .sqlx_logging(false)
+            .max_connections(4)
+            .connect_lazy(true)
+            .acquire_timeout(Duration::from_secs(5));
         let db = Database::connect(options).await?;
         PollRelay::new(config, db, metrics)
     }
@@ -256,14 +366,15 @@ impl PollRelay {
             backend,
             config.source.schema.as_deref(),
             &config.source.table,
-            &placed,
             config.source.poll.after_ack == AfterAck::Mark,
         );
+        let wanted = Wanted::new(&config.kafka.route_by_field, &placed);
         let router = Router::new(&config.kafka, placements);
         Ok(PollRelay {
             config,
             db,
             table,
+            wanted,
             router,
             metrics,
             holder: uuid::Uuid::now_v7().to_string(),
@@ -293,8 +404,10 @@ impl PollRelay {
             .then(|| poll.channel.as_deref().unwrap_or(&self.config.source.table))
     }
 
-    /// Prepares the existing outbox table (idempotent): the `(timestamp, id)` index of the
-    /// claim, the `relayed_at` column in `mark` mode, and on PostgreSQL the NOTIFY trigger:
+    /// Prepares the existing outbox table (idempotent): the sequence the claim orders by (`seq`:
+    /// PostgreSQL `bigint GENERATED BY DEFAULT AS IDENTITY` and its index, MariaDB/MySQL
+    /// `BIGINT NOT NULL AUTO_INCREMENT` with a unique key; SQLite's rowid needs nothing), the
+    /// `relayed_at` column in `mark` mode, and on PostgreSQL the NOTIFY trigger:
     ///
     /// ```sql
     /// CREATE OR REPLACE FUNCTION outbox_relay_notify() RETURNS trigger LANGUAGE plpgsql AS
@@ -302,21 +415,56 @@ impl PollRelay {
     /// CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
     ///   FOR EACH STATEMENT EXECUTE FUNCTION outbox_relay_notify('outbox');
     /// ```
+    ///
+    /// Rows already in the table are numbered by the `ALTER TABLE`, in the table's physical
+    /// order. Then the table is checked as `run` checks it.
     pub async fn setup(&self) -> Result<(), PollError> {
-        if self.table.backend == DbBackend::Sqlite && self.poll().after_ack == AfterAck::Mark {
-            let (exists, add) = self.table.add_relayed_at_sqlite();
-            let present = match self.db.query_one_raw(exists).await? {
-                Some(row) => row.try_get_by_index::<i64>(0)? > 0,
-                None => false,
-            };
-            if !present {
-                self.db.execute_unprepared(&add).await?;
-            }
+        let catalog = Catalog::read(&self.db, &self.table).await?;
+        // Nothing is altered on a table the relay could not read anyway.
+        shape::require(&self.table, &catalog, &self.wanted)?;
+        let mut ddl = shape::add_sequence(&self.table, &catalog)?;
+        if self.table.marks() && catalog.find(self.table.backend, RELAYED_AT).is_none() {
+            ddl.push(self.table.add_relayed_at());
         }
-        for statement in self.table.setup(self.channel()) {
+        ddl.extend(self.table.notify_trigger(self.channel()));
+        for statement in ddl {
             self.db.execute_unprepared(&statement).await?;
         }
-        Ok(())
+        self.shape().await.map(drop)
+    }
+
+    /// The table as it is now, checked for what polling needs.
+    async fn shape(&self) -> Result<Shape, PollError> {
+        let catalog = Catalog::read(&self.db, &self.table).await?;
+        Shape::check(&self.table, &catalog, &self.wanted)
+    }
+
+    /// At start: the table's shape and the producer, once the database answers. A problem no
+    /// retry fixes is returned; `None` when `shutdown` came first.
+    async fn prepare(
+        &self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Option<(Shape, KafkaSink)>, PollError> {
+        let sink = KafkaSink::new(&self.config.kafka).map_err(|source| PollError::Kafka {
+            context: "producer configuration",
+            source,
+        })?;
+        let retry = &self.config.retry;
+        let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
+        loop {
+            let wait = match self.shape().await {
+                Ok(shape) => {
+                    tracing::info!(table = %self.table.key(), columns = ?shape.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), sequence = %shape.sequence, "outbox table checked");
+                    return Ok(Some((shape, sink)));
+                }
+                Err(error) if error.is_transient_at_start() => self.failed(&error, &mut backoff),
+                Err(error) => return Err(error),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.as_mut() => return Ok(None),
+            }
+        }
     }
 
     /// Relays until `shutdown` resolves: the batch in flight is acknowledged and settled (up to
@@ -324,6 +472,9 @@ impl PollRelay {
     /// permanent error (configuration).
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), PollError> {
         let mut shutdown = std::pin::pin!(shutdown);
+        let Some((shape, sink)) = self.prepare(&mut shutdown).await? else {
+            return Ok(());
+        };
         let wake = Arc::new(Notify::new());
         let listener = self.channel().map(|channel| {
             tokio::spawn(listen(
@@ -333,7 +484,7 @@ impl PollRelay {
                 self.config.retry.max_backoff,
             ))
         });
-        let result = self.lead(&mut shutdown, &wake).await;
+        let result = self.lead(&shape, sink, &mut shutdown, &wake).await;
         if let Some(listener) = listener {
             listener.abort();
         }
@@ -347,12 +498,14 @@ impl PollRelay {
 
     async fn lead(
         &self,
+        shape: &Shape,
+        sink: KafkaSink,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
         wake: &Notify,
     ) -> Result<(), PollError> {
         let retry = &self.config.retry;
         let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
-        let mut sink: Option<KafkaSink> = None;
+        let mut sink: Option<KafkaSink> = Some(sink);
         let mut leader: Option<Leader> = None;
         let mut last_purge: Option<Instant> = None;
         loop {
@@ -388,7 +541,7 @@ impl PollRelay {
             };
             let mut stopping = false;
             let outcome = {
-                let cycle = self.cycle(lead, producer);
+                let cycle = self.cycle(shape, lead, producer);
                 tokio::pin!(cycle);
                 tokio::select! {
                     outcome = &mut cycle => outcome,
@@ -412,7 +565,7 @@ impl PollRelay {
                         && last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
                     {
                         last_purge = Some(Instant::now());
-                        if let Err(error) = self.purge().await {
+                        if let Err(error) = self.purge(shape).await {
                             tracing::warn!(%error, "purging relayed rows failed; trying again later");
                         }
                     }
@@ -428,8 +581,10 @@ impl PollRelay {
                 }
                 Ok(Cycle::Abandoned) => break,
                 Err(error) => {
-                    if let PollError::Kafka { source, .. } = &error
-                        && is_fatal(source)
+                    // A fatal producer is rebuilt; so is one whose batch outlived the claim, which
+                    // drops the copies still queued in it (the batch is claimed and sent again).
+                    if matches!(&error, PollError::Kafka { source, .. } if is_fatal(source))
+                        || matches!(error, PollError::ClaimTimeout(_))
                     {
                         sink = None;
                     }
@@ -472,7 +627,7 @@ impl PollRelay {
     }
 
     /// Deletes the rows marked longer ago than the retention, 10000 at a time.
-    async fn purge(&self) -> Result<(), PollError> {
+    async fn purge(&self, shape: &Shape) -> Result<(), PollError> {
         let retention =
             chrono::Duration::from_std(self.poll().retention).unwrap_or(chrono::Duration::MAX);
         let cutoff = Utc::now()
@@ -481,7 +636,7 @@ impl PollRelay {
         loop {
             let rows = self
                 .db
-                .query_all_raw(self.table.expired(cutoff, 10_000))
+                .query_all_raw(self.table.expired(shape, cutoff, 10_000))
                 .await?;
             let ids = rows
                 .iter()
@@ -490,7 +645,7 @@ impl PollRelay {
             if ids.is_empty() {
                 return Ok(());
             }
-            execute(&self.db, self.table.delete(&ids)).await?;
+            execute(&self.db, self.table.delete(shape, &ids)).await?;
             tracing::info!(rows = ids.len(), "purged relayed rows past the retention");
         }
     }
@@ -517,7 +672,12 @@ impl PollRelay {
     }
 
     /// One claim → ship → settle cycle.
-    async fn cycle(&self, leader: &Leader, sink: &KafkaSink) -> Result<Cycle, PollError> {
+    async fn cycle(
+        &self,
+        shape: &Shape,
+        leader: &Leader,
+        sink: &KafkaSink,
+    ) -> Result<Cycle, PollError> {
         let ttl = self.poll().lease_ttl;
         let limit = self.poll().batch_size;
         if self.table.backend == DbBackend::Sqlite {
@@ -527,13 +687,13 @@ impl PollRelay {
             if !leader.holds(&self.db, &self.table, ttl).await? {
                 return Err(PollError::LostLeadership);
             }
-            let records = self.claim(&self.db, limit).await?;
+            let records = self.claim(shape, &self.db, limit).await?;
             self.report_lag(&records);
             if records.is_empty() {
                 return Ok(Cycle::Shipped(0));
             }
-            self.ship(sink, &records).await?;
-            execute(&self.db, self.settle(&records)).await?;
+            self.ship_within_claim(sink, &records).await?;
+            execute(&self.db, self.settle(shape, &records)).await?;
             return Ok(Cycle::Shipped(records.len()));
         }
         // READ COMMITTED on MariaDB: its default (REPEATABLE READ) would take gap locks on the
@@ -544,25 +704,27 @@ impl PollRelay {
         if !leader.holds(&txn, &self.table, ttl).await? {
             return Err(PollError::LostLeadership);
         }
-        let records = self.claim(&txn, limit).await?;
+        let records = self.claim(shape, &txn, limit).await?;
         self.report_lag(&records);
         if records.is_empty() {
             txn.commit().await?;
             return Ok(Cycle::Shipped(0));
         }
         // An error drops `txn`, which rolls the claim back: the rows stay for the next try.
-        self.ship(sink, &records).await?;
-        execute(&txn, self.settle(&records)).await?;
+        self.ship_within_claim(sink, &records).await?;
+        execute(&txn, self.settle(shape, &records)).await?;
         txn.commit().await?;
         Ok(Cycle::Shipped(records.len()))
     }
 
+    /// The oldest pending rows, in sequence order, as records.
     async fn claim<C: ConnectionTrait>(
         &self,
+        shape: &Shape,
         conn: &C,
         limit: usize,
     ) -> Result<Vec<OutboxRecord>, PollError> {
-        let mut rows = conn.query_all_raw(self.table.claim(limit)).await?;
+        let mut rows = conn.query_all_raw(self.table.claim(shape, limit)).await?;
         if self.table.claims_ids() {
             let ids = rows
                 .iter()
@@ -571,26 +733,25 @@ impl PollRelay {
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            rows = conn.query_all_raw(self.table.fetch(&ids)).await?;
-            // Back into claim order, `(timestamp, id)`.
-            let position: std::collections::HashMap<&str, usize> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (id.as_str(), i))
-                .collect();
-            let mut keyed = rows
-                .into_iter()
-                .map(|row| Ok((row.try_get_by_index::<String>(0)?, row)))
-                .collect::<Result<Vec<_>, DbErr>>()?;
-            keyed.sort_by_key(|(id, _)| position.get(id.as_str()).copied().unwrap_or(usize::MAX));
-            rows = keyed.into_iter().map(|(_, row)| row).collect();
+            // In sequence order, as claimed.
+            rows = conn.query_all_raw(self.table.fetch(shape, &ids)).await?;
         }
         rows.into_iter()
             .map(|row| {
-                let values = (0..self.table.width())
-                    .map(|i| row.try_get_by_index::<Option<String>>(i))
+                let values = shape
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, column)| match column.kind {
+                        Kind::Text => row
+                            .try_get_by_index::<Option<String>>(i)
+                            .map(|v| v.map(ColumnValue::Text)),
+                        Kind::Bytes => row
+                            .try_get_by_index::<Option<Vec<u8>>>(i)
+                            .map(|v| v.map(ColumnValue::Bytes)),
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(self.table.record(values))
+                Ok(self.table.record(shape, values))
             })
             .collect()
     }
@@ -606,12 +767,24 @@ impl PollRelay {
         self.metrics.position(0, 0, age);
     }
 
-    fn settle(&self, records: &[OutboxRecord]) -> sea_orm::Statement {
+    fn settle(&self, shape: &Shape, records: &[OutboxRecord]) -> sea_orm::Statement {
         let ids: Vec<String> = records
             .iter()
             .filter_map(|r| r.get("id").map(str::to_owned))
             .collect();
-        self.table.settle(&ids, Utc::now())
+        self.table.settle(shape, &ids, Utc::now())
+    }
+
+    /// [`PollRelay::ship`], within `claim_timeout`.
+    async fn ship_within_claim(
+        &self,
+        sink: &KafkaSink,
+        records: &[OutboxRecord],
+    ) -> Result<(), PollError> {
+        let bound = self.poll().claim_timeout;
+        tokio::time::timeout(bound, self.ship(sink, records))
+            .await
+            .map_err(|_| PollError::ClaimTimeout(bound))?
     }
 
     /// Sends every record, then waits for every acknowledgement. `Ok` means each record is in
@@ -790,8 +963,13 @@ pub async fn command(
         "setup" => {
             relay.setup().await?;
             println!(
-                "outbox table {} is ready for polling",
-                relay.table.qualified()
+                "outbox table {} is ready for polling (ordered by `{}`)",
+                relay.table.qualified(),
+                if relay.table.backend == DbBackend::Sqlite {
+                    "rowid"
+                } else {
+                    SEQUENCE
+                }
             );
         }
         "run" => {
@@ -824,9 +1002,9 @@ pub async fn command(
             println!("table: {}", relay.table.qualified());
             println!("rows: {rows}");
         }
-        // The index and the trigger belong to the table and go with it.
+        // The sequence, its index and the trigger belong to the table and go with it.
         _ => println!(
-            "nothing to tear down for the poll source: the index and trigger of {} go with the table",
+            "nothing to tear down for the poll source: the sequence, index and trigger of {} go with the table",
             relay.table.qualified()
         ),
     }

@@ -50,7 +50,17 @@ pub struct PollFixture {
 }
 
 impl PollFixture {
+    /// A table made by `outbox_core::migration` (the writer's own table).
     pub async fn new(kind: Backend, prefix: &str) -> PollFixture {
+        let fixture = PollFixture::bare(kind, prefix).await;
+        outbox_core::migration::create_table(&fixture.db, &OutboxTable::new(&fixture.name))
+            .await
+            .expect("creating the outbox table");
+        fixture
+    }
+
+    /// The connection and the topics, no table: the test creates its own (see `exec`).
+    pub async fn bare(kind: Backend, prefix: &str) -> PollFixture {
         let name = unique(prefix);
         let url = kind.url(&name);
         let mut options = ConnectOptions::new(url.clone());
@@ -58,9 +68,6 @@ impl PollFixture {
         let db = Database::connect(options).await.unwrap_or_else(|e| {
             panic!("{kind:?} at {url} is unreachable: {e}. Start it with `scripts/services up`.")
         });
-        outbox_core::migration::create_table(&db, &OutboxTable::new(&name))
-            .await
-            .expect("creating the outbox table");
         let fixture = PollFixture {
             name,
             db_kind: kind,
@@ -69,6 +76,19 @@ impl PollFixture {
         };
         create_topics(&[&fixture.topic(), &fixture.dlq_topic()]).await;
         fixture
+    }
+
+    /// Runs `sql` (DDL, or anything without values).
+    pub async fn exec(&self, sql: &str) {
+        self.db
+            .execute_unprepared(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// `name` quoted for this database.
+    pub fn q(&self, name: &str) -> String {
+        outbox_core::migration::quote(self.db.get_database_backend(), name)
     }
 
     /// Drops the table (the trigger goes with it) or the SQLite file.
@@ -277,6 +297,16 @@ impl RelayChild {
 
     /// `outbox-relay run` with `extra` arguments; its log goes to `target/relay-logs`.
     pub fn spawn_with(fixture: &PollFixture, label: &str, extra: &[&str]) -> RelayChild {
+        RelayChild::spawn_env(fixture, label, extra, &[])
+    }
+
+    /// As `spawn_with`, with environment variables set (or overridden, e.g. `DATABASE_URL`).
+    pub fn spawn_env(
+        fixture: &PollFixture,
+        label: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> RelayChild {
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/relay-logs"));
         std::fs::create_dir_all(&dir).expect("creating target/relay-logs");
         let log = dir.join(format!("{}-{label}.log", fixture.name));
@@ -284,11 +314,25 @@ impl RelayChild {
         let child = fixture
             .command("run")
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .expect("spawning outbox-relay run");
         RelayChild { child, log }
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; its exit code, or `None` if
+    /// it still runs (or was killed by a signal).
+    pub fn exit_within(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -300,14 +344,7 @@ impl RelayChild {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        self.exit_within(timeout)
     }
 
     pub fn log_text(&self) -> String {
@@ -393,4 +430,37 @@ pub fn check_delivery(written: &[OutboxEvent], received: &[Received], topic: &st
         assert_eq!(got, want, "per-key order for {key}");
     }
     duplicates
+}
+
+/// A small deterministic generator for the tests' random holds and choices.
+pub struct Dice(u64);
+
+impl Dice {
+    pub fn new(seed: u64) -> Dice {
+        Dice(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+/// Per key, the ids in the order of their first arrival on `topic`.
+pub fn first_arrivals(received: &[Received], topic: &str) -> HashMap<String, Vec<String>> {
+    let mut seen = HashSet::new();
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    for m in received.iter().filter(|m| m.topic == topic) {
+        if seen.insert(m.id()) {
+            order
+                .entry(m.key.clone().unwrap_or_default())
+                .or_default()
+                .push(m.id());
+        }
+    }
+    order
 }

@@ -10,9 +10,9 @@
 //! still holds the lock (`pg_locks` / `IS_USED_LOCK`) or renews its lease, so a relay whose lock
 //! connection died claims nothing. What the fence cannot stop is a batch already in flight when
 //! the leadership moves (the lock connection dies mid-batch, or on SQLite a batch outlives
-//! `lease_ttl`, e.g. waiting out a Kafka outage up to `message.timeout.ms`): its late copies may
-//! then interleave with the new leader's. With SQLite keep `lease_ttl` above the producer's
-//! `message.timeout.ms` when running a standby.
+//! `lease_ttl`, e.g. waiting out a Kafka outage up to `claim_timeout`): its late copies may then
+//! interleave with the new leader's. With SQLite keep `lease_ttl` above `claim_timeout` (or the
+//! producer's `message.timeout.ms`, if lower) when running a standby.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -223,11 +223,11 @@ mod tests {
 
     #[test]
     fn lock_names_are_stable_and_fit() {
-        let t = Table::new(DbBackend::MySql, Some("shop"), &"x".repeat(200), &[], false);
+        let t = Table::new(DbBackend::MySql, Some("shop"), &"x".repeat(200), false);
         let name = mysql_lock(&t);
         assert!(name.len() <= 64, "{name}");
         assert_eq!(name, mysql_lock(&t.clone()));
-        let (k1, k2) = pg_keys(&Table::new(DbBackend::Postgres, None, "outbox", &[], false));
+        let (k1, k2) = pg_keys(&Table::new(DbBackend::Postgres, None, "outbox", false));
         assert!(k1 > 0 && k2 >= 0);
         assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
     }

@@ -2,44 +2,34 @@
 //! Kafka's ack, the retention purge, and the setup DDL, for each backend.
 //!
 //! Every identifier is quoted with [`outbox_core::migration::quote`]; every value is a bind
-//! parameter (the batch size, a number, is the only literal).
+//! parameter (the batch size, a number, is the only literal; MariaDB's delete writes ids as hex
+//! literals). What a claim reads and orders by comes from the table itself ([`Shape`]).
 
 use chrono::{DateTime, Utc};
-use outbox_core::migration::{COLUMNS, quote};
+use outbox_core::migration::quote;
 use sea_orm::{DbBackend, Statement, Value};
 
+use super::shape::{Kind, Shape};
 use crate::source::{ColumnValue, OutboxRecord};
 
 /// The extra column of the `mark` mode: when Kafka acknowledged the row (NULL = pending).
 pub const RELAYED_AT: &str = "relayed_at";
 
-/// The outbox table on one backend.
+/// One column value of a claimed row, as read.
+pub(crate) type Read = Option<ColumnValue>;
+
+/// The outbox table on one backend: its name and settle mode.
 #[derive(Debug, Clone)]
 pub(crate) struct Table {
     pub backend: DbBackend,
     schema: Option<String>,
     name: String,
-    /// The columns a claim reads, in order: the outbox columns, then any other column that a
-    /// header placement names.
-    columns: Vec<String>,
     /// Rows are marked (`relayed_at`) instead of deleted.
     mark: bool,
 }
 
 impl Table {
-    pub fn new(
-        backend: DbBackend,
-        schema: Option<&str>,
-        name: &str,
-        placed: &[String],
-        mark: bool,
-    ) -> Table {
-        let mut columns: Vec<String> = COLUMNS.iter().map(|c| (*c).to_owned()).collect();
-        for column in placed {
-            if !columns.contains(column) {
-                columns.push(column.clone());
-            }
-        }
+    pub fn new(backend: DbBackend, schema: Option<&str>, name: &str, mark: bool) -> Table {
         Table {
             backend,
             // SQLite has no schemas in our sense (attached databases aside).
@@ -47,13 +37,25 @@ impl Table {
                 .filter(|_| backend != DbBackend::Sqlite)
                 .map(str::to_owned),
             name: name.to_owned(),
-            columns,
             mark,
         }
     }
 
-    fn q(&self, ident: &str) -> String {
+    pub fn q(&self, ident: &str) -> String {
         quote(self.backend, ident)
+    }
+
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether rows are marked rather than deleted.
+    pub fn marks(&self) -> bool {
+        self.mark
     }
 
     /// `"schema"."table"` (or `"table"`).
@@ -85,20 +87,33 @@ impl Table {
         }
     }
 
-    /// The claim: the oldest pending rows by `(timestamp, id)` (ids are UUIDv7), every value as
-    /// text. On PostgreSQL and MariaDB the rows are locked `FOR UPDATE SKIP LOCKED` by the
-    /// claiming transaction; rows of transactions not yet committed are invisible (PostgreSQL)
-    /// or locked by their writer and skipped (MariaDB), and are claimed once they commit — no
-    /// cursor, so no gap. SQLite has a single writer and no row locks: the leader reads.
+    /// Bind parameter `n` holding an id: on PostgreSQL the text is cast to `id`'s own type, so
+    /// a `uuid`, `varchar` or `bigint` id compares in its type and uses its index.
+    fn id_param(&self, shape: &Shape, n: usize) -> String {
+        match &shape.id_type {
+            Some(id_type) if self.backend == DbBackend::Postgres => {
+                format!("CAST(${n} AS {id_type})")
+            }
+            _ => self.param(n),
+        }
+    }
+
+    /// The claim: the oldest pending rows by the sequence the database assigned at INSERT,
+    /// never by a client clock. On PostgreSQL and MariaDB the rows are locked `FOR UPDATE SKIP
+    /// LOCKED` by the claiming transaction; rows of transactions not yet committed are invisible
+    /// (PostgreSQL) or locked by their writer and skipped (MariaDB), and are claimed once they
+    /// commit — no cursor, so no gap. SQLite has a single writer and no row locks: the leader
+    /// reads.
     ///
-    /// On MariaDB/MySQL this selects the ids only: the `(timestamp, id)` index covers them, so
-    /// the locking read walks the index; with every column MariaDB prefers a full scan and a
-    /// filesort, locking every row of the table on the way. [`Table::fetch`] reads the rest.
-    pub fn claim(&self, limit: usize) -> Statement {
+    /// On MariaDB/MySQL this selects the ids only: the sequence's unique index holds them
+    /// (InnoDB secondary indexes carry the primary key), so the locking read walks that index;
+    /// with every column MariaDB may prefer a full scan and a filesort, locking every row of the
+    /// table on the way. [`Table::fetch`] reads the rest.
+    pub fn claim(&self, shape: &Shape, limit: usize) -> Statement {
         let select = if self.claims_ids() {
-            self.text(&self.columns[..1])
+            self.select(&shape.columns[..1])
         } else {
-            self.text(&self.columns)
+            self.select(&shape.columns)
         };
         let pending = if self.mark {
             format!(" WHERE {} IS NULL", self.q(RELAYED_AT))
@@ -109,13 +124,10 @@ impl Table {
             DbBackend::Sqlite => "",
             _ => " FOR UPDATE SKIP LOCKED",
         };
-        // The sort keys are qualified: a bare `id` would name the text output column, and
-        // PostgreSQL would sort by text instead of walking the `(timestamp, id)` index.
         let table = self.qualified();
         let sql = format!(
-            "SELECT {select} FROM {table}{pending} ORDER BY {table}.{ts}, {table}.{id} LIMIT {limit}{lock}",
-            ts = self.q("timestamp"),
-            id = self.q("id"),
+            "SELECT {select} FROM {table}{pending} ORDER BY {table}.{} LIMIT {limit}{lock}",
+            shape.sequence
         );
         Statement::from_string(self.backend, sql)
     }
@@ -125,24 +137,25 @@ impl Table {
         self.backend == DbBackend::MySql
     }
 
-    /// The claimed rows `ids`, every column as text. A plain (consistent) read: the claiming
-    /// transaction already holds the rows' locks.
-    pub fn fetch(&self, ids: &[String]) -> Statement {
+    /// The claimed rows `ids`, every column, in the claim's order. A plain (consistent) read:
+    /// the claiming transaction already holds the rows' locks.
+    pub fn fetch(&self, shape: &Shape, ids: &[String]) -> Statement {
         let list = (1..=ids.len())
-            .map(|n| self.param(n))
+            .map(|n| self.id_param(shape, n))
             .collect::<Vec<_>>()
             .join(", ");
+        let table = self.qualified();
         let sql = format!(
-            "SELECT {} FROM {} WHERE {} IN ({list})",
-            self.text(&self.columns),
-            self.qualified(),
-            self.q("id")
+            "SELECT {} FROM {table} WHERE {} IN ({list}) ORDER BY {table}.{}",
+            self.select(&shape.columns),
+            self.q(&shape.columns[0].actual),
+            shape.sequence,
         );
-        Statement::from_sql_and_values(self.backend, sql, ids.iter().map(|id| self.id_value(id)))
+        Statement::from_sql_and_values(self.backend, sql, ids.iter().map(|id| id_value(id)))
     }
 
-    /// `CAST(c AS TEXT), ...` for `columns`.
-    fn text(&self, columns: &[String]) -> String {
+    /// Each column as it is read: text columns `CAST(c AS TEXT)`, binary columns as they are.
+    fn select(&self, columns: &[super::shape::Column]) -> String {
         let text = if self.backend == DbBackend::MySql {
             "CHAR"
         } else {
@@ -150,38 +163,36 @@ impl Table {
         };
         columns
             .iter()
-            .map(|c| format!("CAST({} AS {text})", self.q(c)))
+            .map(|c| match c.kind {
+                Kind::Text => format!("CAST({} AS {text})", self.q(&c.actual)),
+                Kind::Bytes => self.q(&c.actual),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
 
-    /// The record of a claimed row (values in the order of [`Table::claim`]).
-    pub fn record(&self, values: Vec<Option<String>>) -> OutboxRecord {
+    /// The record of a claimed row (values in the order of [`Shape::columns`]).
+    pub fn record(&self, shape: &Shape, values: Vec<Read>) -> OutboxRecord {
         OutboxRecord {
             lsn: 0,
-            columns: self
+            columns: shape
                 .columns
                 .iter()
-                .cloned()
-                .zip(values.into_iter().map(|v| v.map(ColumnValue::Text)))
+                .map(|c| c.name.clone())
+                .zip(values)
                 .collect(),
         }
     }
 
-    /// How many columns a claim reads.
-    pub fn width(&self) -> usize {
-        self.columns.len()
-    }
-
     /// After Kafka acknowledged `ids`: delete them, or mark them relayed at `now`.
-    pub fn settle(&self, ids: &[String], now: DateTime<Utc>) -> Statement {
+    pub fn settle(&self, shape: &Shape, ids: &[String], now: DateTime<Utc>) -> Statement {
         if !self.mark {
-            return self.delete(ids);
+            return self.delete(shape, ids);
         }
         // An UPDATE reads semi-consistently on MariaDB (READ COMMITTED): rows that writers hold
         // are passed over, not waited for.
         let list = (2..=ids.len() + 1)
-            .map(|n| self.param(n))
+            .map(|n| self.id_param(shape, n))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
@@ -189,9 +200,9 @@ impl Table {
             self.qualified(),
             self.q(RELAYED_AT),
             self.param(1),
-            self.q("id")
+            self.q(&shape.columns[0].actual)
         );
-        let values = std::iter::once(now.into()).chain(ids.iter().map(|id| self.id_value(id)));
+        let values = std::iter::once(now.into()).chain(ids.iter().map(|id| id_value(id)));
         Statement::from_sql_and_values(self.backend, sql, values)
     }
 
@@ -204,16 +215,16 @@ impl Table {
     /// touches only the row it deletes — all sent in one round trip as a multi-statement
     /// without parameters (`values` is `None`). The ids are written as `_utf8mb4 X'<hex>'`
     /// literals, so no value can escape its quotes.
-    pub fn delete(&self, ids: &[String]) -> Statement {
+    pub fn delete(&self, shape: &Shape, ids: &[String]) -> Statement {
+        let id = self.q(&shape.columns[0].actual);
         if self.backend == DbBackend::MySql {
             let sql = ids
                 .iter()
-                .map(|id| {
-                    let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+                .map(|value| {
+                    let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
                     format!(
-                        "DELETE FROM {} WHERE {} = _utf8mb4 X'{hex}'",
+                        "DELETE FROM {} WHERE {id} = _utf8mb4 X'{hex}'",
                         self.qualified(),
-                        self.q("id")
                     )
                 })
                 .collect::<Vec<_>>()
@@ -221,29 +232,16 @@ impl Table {
             return Statement::from_string(self.backend, sql);
         }
         let list = (1..=ids.len())
-            .map(|n| self.param(n))
+            .map(|n| self.id_param(shape, n))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            "DELETE FROM {} WHERE {} IN ({list})",
-            self.qualified(),
-            self.q("id")
-        );
-        Statement::from_sql_and_values(self.backend, sql, ids.iter().map(|id| self.id_value(id)))
-    }
-
-    /// The id as its column type: `uuid` on PostgreSQL (read from the column, so it parses),
-    /// text elsewhere.
-    fn id_value(&self, id: &str) -> Value {
-        match (self.backend, uuid::Uuid::parse_str(id)) {
-            (DbBackend::Postgres, Ok(uuid)) => uuid.into(),
-            _ => id.to_owned().into(),
-        }
+        let sql = format!("DELETE FROM {} WHERE {id} IN ({list})", self.qualified());
+        Statement::from_sql_and_values(self.backend, sql, ids.iter().map(|id| id_value(id)))
     }
 
     /// The ids of rows marked before `cutoff` (the `mark` mode's retention), at most `limit`;
     /// a plain read, so it waits for no lock. The purge deletes them with [`Table::delete`].
-    pub fn expired(&self, cutoff: DateTime<Utc>, limit: usize) -> Statement {
+    pub fn expired(&self, shape: &Shape, cutoff: DateTime<Utc>, limit: usize) -> Statement {
         let text = if self.backend == DbBackend::MySql {
             "CHAR"
         } else {
@@ -254,39 +252,43 @@ impl Table {
             self.qualified(),
             self.q(RELAYED_AT),
             self.param(1),
-            id = self.q("id"),
+            id = self.q(&shape.columns[0].actual),
         );
         Statement::from_sql_and_values(self.backend, sql, [cutoff.into()])
     }
 
-    /// The DDL of `setup`, idempotent: the claim's index on `(timestamp, id)`; with `mark`, the
-    /// `relayed_at` column (SQLite's is added by [`Table::add_relayed_at_sqlite`], as SQLite has
-    /// no `ADD COLUMN IF NOT EXISTS`); on PostgreSQL with a `channel`, the NOTIFY trigger.
+    /// The `relayed_at` column of the `mark` mode, added by `setup` when the table lacks it.
+    pub fn add_relayed_at(&self) -> String {
+        let column_type = match self.backend {
+            DbBackend::Postgres => "timestamptz",
+            DbBackend::MySql => "datetime(6)",
+            _ => "TEXT",
+        };
+        format!(
+            "ALTER TABLE {} ADD COLUMN {} {column_type} NULL",
+            self.qualified(),
+            self.q(RELAYED_AT)
+        )
+    }
+
+    /// PostgreSQL: the index the claim walks, on the sequence (not unique: on a partitioned
+    /// table a unique index must hold the partition key).
+    pub fn sequence_index(&self, column: &str) -> String {
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
+            self.q(&format!("{}_poll_seq", self.name)),
+            self.qualified(),
+            self.q(column)
+        )
+    }
+
+    /// On PostgreSQL with a `channel`, the NOTIFY trigger of `setup` (idempotent).
     ///
     /// The trigger is `AFTER INSERT ... FOR EACH STATEMENT`, so a multi-row insert notifies
     /// once, and PostgreSQL delivers a NOTIFY only when the inserting transaction commits (and
     /// folds duplicates within a transaction): the relay wakes exactly when rows become visible.
-    pub fn setup(&self, channel: Option<&str>) -> Vec<String> {
+    pub fn notify_trigger(&self, channel: Option<&str>) -> Vec<String> {
         let mut ddl = Vec::new();
-        if self.mark && self.backend != DbBackend::Sqlite {
-            let column_type = match self.backend {
-                DbBackend::Postgres => "timestamptz",
-                _ => "datetime(6)",
-            };
-            ddl.push(format!(
-                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {column_type} NULL",
-                self.qualified(),
-                self.q(RELAYED_AT)
-            ));
-        }
-        let index = format!("{}_poll_order", self.name);
-        let index_name = self.q(&index);
-        ddl.push(format!(
-            "CREATE INDEX IF NOT EXISTS {index_name} ON {} ({}, {})",
-            self.qualified(),
-            self.q("timestamp"),
-            self.q("id")
-        ));
         if let (DbBackend::Postgres, Some(channel)) = (self.backend, channel) {
             let function = self.in_schema("outbox_relay_notify");
             let trigger = self.q(&format!("{}_notify", self.name));
@@ -307,100 +309,130 @@ impl Table {
         ddl
     }
 
-    /// SQLite's `relayed_at` column, added when `PRAGMA table_info` lacks it.
-    pub fn add_relayed_at_sqlite(&self) -> (Statement, String) {
-        (
-            Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?",
-                [self.name.clone().into(), RELAYED_AT.into()],
-            ),
-            format!(
-                "ALTER TABLE {} ADD COLUMN {} TEXT NULL",
-                self.qualified(),
-                self.q(RELAYED_AT)
-            ),
-        )
-    }
-
     /// SQLite's lease table: one row per outbox, naming the relay that leads it until when.
     pub fn lease_table(&self) -> String {
         self.in_schema(&format!("{}_relay_lease", self.name))
     }
 }
 
+/// An id as bound: its text (cast to the column's type on PostgreSQL, see `Table::id_param`).
+fn id_value(id: &str) -> Value {
+    id.to_owned().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::poll::shape::Column;
 
-    #[test]
-    fn claim_per_backend() {
-        let pg = Table::new(DbBackend::Postgres, Some("app"), "out\"box", &[], false);
-        let sql = pg.claim(500).to_string();
-        assert!(sql.starts_with("SELECT CAST(\"id\" AS TEXT), "), "{sql}");
-        assert!(
-            sql.ends_with(
-                "FROM \"app\".\"out\"\"box\" ORDER BY \"app\".\"out\"\"box\".\"timestamp\", \"app\".\"out\"\"box\".\"id\" LIMIT 500 FOR UPDATE SKIP LOCKED"
-            ),
-            "{sql}"
-        );
-        let my = Table::new(
-            DbBackend::MySql,
-            None,
-            "outbox",
-            &["extra".to_owned()],
-            true,
-        );
-        let sql = my.claim(10).to_string();
-        assert!(sql.starts_with("SELECT CAST(`id` AS CHAR) FROM"), "{sql}");
-        let fetch = my.fetch(&["a".to_owned(), "b".to_owned()]).sql;
-        assert!(
-            fetch.contains("CAST(`extra` AS CHAR) FROM `outbox` WHERE `id` IN (?, ?)"),
-            "{fetch}"
-        );
-        assert!(sql.contains("WHERE `relayed_at` IS NULL ORDER BY `outbox`.`timestamp`, `outbox`.`id` LIMIT 10 FOR UPDATE SKIP LOCKED"), "{sql}");
-        let lite = Table::new(DbBackend::Sqlite, Some("ignored"), "outbox", &[], false);
-        assert!(lite.claim(1).to_string().ends_with(
-            "FROM \"outbox\" ORDER BY \"outbox\".\"timestamp\", \"outbox\".\"id\" LIMIT 1"
-        ));
+    fn shape(id_type: Option<&str>, sequence: &str) -> Shape {
+        let column = |name: &str, kind| Column {
+            name: name.to_owned(),
+            actual: name.to_owned(),
+            kind,
+        };
+        Shape {
+            columns: vec![
+                column("id", Kind::Text),
+                column("aggregateid", Kind::Text),
+                column("payload", Kind::Bytes),
+                column("extra", Kind::Text),
+            ],
+            sequence: sequence.to_owned(),
+            id_type: id_type.map(str::to_owned),
+        }
     }
 
     #[test]
-    fn settle_binds_every_id() {
-        let pg = Table::new(DbBackend::Postgres, None, "outbox", &[], false);
+    fn claim_per_backend() {
+        let pg = Table::new(DbBackend::Postgres, Some("app"), "out\"box", false);
+        let sql = pg.claim(&shape(Some("uuid"), "\"seq\""), 500).to_string();
+        assert!(
+            sql.starts_with(
+                "SELECT CAST(\"id\" AS TEXT), CAST(\"aggregateid\" AS TEXT), \"payload\", "
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with(
+                "FROM \"app\".\"out\"\"box\" ORDER BY \"app\".\"out\"\"box\".\"seq\" LIMIT 500 FOR UPDATE SKIP LOCKED"
+            ),
+            "{sql}"
+        );
+        let my = Table::new(DbBackend::MySql, None, "outbox", true);
+        let s = shape(None, "`seq`");
+        let sql = my.claim(&s, 10).to_string();
+        assert!(sql.starts_with("SELECT CAST(`id` AS CHAR) FROM"), "{sql}");
+        let fetch = my.fetch(&s, &["a".to_owned(), "b".to_owned()]).sql;
+        assert!(
+            fetch.contains(
+                "CAST(`extra` AS CHAR) FROM `outbox` WHERE `id` IN (?, ?) ORDER BY `outbox`.`seq`"
+            ),
+            "{fetch}"
+        );
+        assert!(
+            sql.contains(
+                "WHERE `relayed_at` IS NULL ORDER BY `outbox`.`seq` LIMIT 10 FOR UPDATE SKIP LOCKED"
+            ),
+            "{sql}"
+        );
+        let lite = Table::new(DbBackend::Sqlite, Some("ignored"), "outbox", false);
+        let sql = lite.claim(&shape(None, "rowid"), 1).to_string();
+        assert!(
+            sql.ends_with("FROM \"outbox\" ORDER BY \"outbox\".rowid LIMIT 1"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn ids_are_bound_in_the_column_type() {
+        let pg = Table::new(DbBackend::Postgres, None, "outbox", false);
         let ids = [
             "0190a0b2-0000-7000-8000-000000000001".to_owned(),
             "x'); DROP TABLE outbox; --".to_owned(),
         ];
-        let s = pg.settle(&ids, Utc::now());
-        assert_eq!(s.sql, "DELETE FROM \"outbox\" WHERE \"id\" IN ($1, $2)");
+        let s = pg.settle(
+            &shape(Some("character varying(36)"), "\"seq\""),
+            &ids,
+            Utc::now(),
+        );
+        assert_eq!(
+            s.sql,
+            "DELETE FROM \"outbox\" WHERE \"id\" IN (CAST($1 AS character varying(36)), CAST($2 AS character varying(36)))"
+        );
         assert_eq!(s.values.map(|v| v.0.len()), Some(2));
-        let my = Table::new(DbBackend::MySql, None, "outbox", &[], true);
-        let s = my.settle(&ids, Utc::now());
+        let my = Table::new(DbBackend::MySql, None, "outbox", true);
+        let s = my.settle(&shape(None, "`seq`"), &ids, Utc::now());
         assert_eq!(
             s.sql,
             "UPDATE `outbox` SET `relayed_at` = ? WHERE `id` IN (?, ?)"
         );
-        let s = my.delete(&ids[..1]);
+        let s = my.delete(&shape(None, "`seq`"), &ids[..1]);
         assert_eq!(
             s.sql,
             "DELETE FROM `outbox` WHERE `id` = _utf8mb4 \
              X'30313930613062322d303030302d373030302d383030302d303030303030303030303031'"
         );
         assert!(s.values.is_none());
-        assert_eq!(my.delete(&ids).sql.matches("DELETE").count(), 2);
+        assert_eq!(
+            my.delete(&shape(None, "`seq`"), &ids)
+                .sql
+                .matches("DELETE")
+                .count(),
+            2
+        );
     }
 
     #[test]
     fn notify_trigger_is_per_statement_and_quoted() {
-        let pg = Table::new(DbBackend::Postgres, None, "outbox", &[], false);
-        let ddl = pg.setup(Some("it's")).join(";\n");
+        let pg = Table::new(DbBackend::Postgres, None, "outbox", false);
+        let ddl = pg.notify_trigger(Some("it's")).join(";\n");
         assert!(
             ddl.contains("AFTER INSERT ON \"outbox\" FOR EACH STATEMENT"),
             "{ddl}"
         );
         assert!(ddl.contains("('it''s')"), "{ddl}");
-        let lite = Table::new(DbBackend::Sqlite, None, "outbox", &[], false);
-        assert_eq!(lite.setup(Some("x")).len(), 1);
+        let lite = Table::new(DbBackend::Sqlite, None, "outbox", false);
+        assert!(lite.notify_trigger(Some("x")).is_empty());
     }
 }

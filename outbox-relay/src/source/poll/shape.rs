@@ -1,0 +1,482 @@
+//! The outbox table as the database describes it, read at start: which of the outbox columns
+//! exist, which are binary, the type of `id`, and the sequence that the database assigns at
+//! INSERT, which the claim orders by.
+//!
+//! Contract:
+//! - Required: `id`, `aggregateid`, `payload`, the routing column (`aggregatetype` by default)
+//!   and every column a header placement names. Debezium's documented DDL has exactly these
+//!   plus `type`; `type`, `schemaversion`, `timestamp` and `tracingspancontext` are optional.
+//!   Other columns are ignored.
+//! - The order is a sequence that the database assigns at INSERT, never a client clock: `seq`
+//!   (PostgreSQL identity or serial, MariaDB/MySQL `AUTO_INCREMENT`), SQLite's `rowid`. A writer
+//!   takes its aggregate's row lock before it inserts the event, so per aggregate the sequence
+//!   follows the lock order, which is the commit order. `outbox-relay setup --source poll` adds
+//!   `seq`; `run` refuses a table without it.
+//! - Binary columns (`bytea`, `blob`, `varbinary`, `binary`) are read as bytes, the others as text.
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+use super::PollError;
+use super::store::Table;
+
+/// The sequence column that `setup` adds on PostgreSQL and MariaDB/MySQL.
+pub const SEQUENCE: &str = "seq";
+
+/// How a column's value is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Text,
+    Bytes,
+}
+
+/// One column of the table, as the catalog describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub name: String,
+    /// The declared SQL type (PostgreSQL: `format_type`, e.g. `character varying(36)`).
+    pub sql_type: String,
+    pub binary: bool,
+    /// The database assigns it at INSERT (identity, serial, `AUTO_INCREMENT`).
+    pub generated: bool,
+}
+
+/// The table as found: its columns, and on PostgreSQL whether it is partitioned.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Catalog {
+    pub columns: Vec<Found>,
+    pub partitioned: bool,
+    /// SQLite: the name under which the rowid is reachable (`rowid`, `_rowid_` or `oid`, the
+    /// first that no column shadows); None when the table is `WITHOUT ROWID`.
+    pub rowid: Option<&'static str>,
+}
+
+impl Catalog {
+    /// The column `name`; case-insensitive where the database is (MariaDB/MySQL, SQLite).
+    pub fn find(&self, backend: DbBackend, name: &str) -> Option<&Found> {
+        self.columns.iter().find(|c| match backend {
+            DbBackend::Postgres => c.name == name,
+            _ => c.name.eq_ignore_ascii_case(name),
+        })
+    }
+
+    /// Reads the catalog entry of `table`; `PollError::NoTable` when there is no such table.
+    pub async fn read<C: ConnectionTrait>(conn: &C, table: &Table) -> Result<Catalog, PollError> {
+        let mut catalog = Catalog::default();
+        match table.backend {
+            DbBackend::Postgres => {
+                let sql = "SELECT CAST(a.attname AS TEXT), format_type(a.atttypid, a.atttypmod), \
+                     t.typname = 'bytea', \
+                     a.attidentity IN ('a', 'd') OR COALESCE(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', FALSE), \
+                     c.relkind = 'p' \
+                     FROM pg_catalog.pg_attribute a \
+                     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+                     LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                     WHERE n.nspname = COALESCE($1, current_schema()) AND c.relname = $2 \
+                     AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped \
+                     ORDER BY a.attnum";
+                let rows = conn
+                    .query_all_raw(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        sql,
+                        [
+                            table.schema().map(str::to_owned).into(),
+                            table.name().into(),
+                        ],
+                    ))
+                    .await?;
+                for row in rows {
+                    catalog.columns.push(Found {
+                        name: row.try_get_by_index(0)?,
+                        sql_type: row.try_get_by_index(1)?,
+                        binary: row.try_get_by_index(2)?,
+                        generated: row.try_get_by_index(3)?,
+                    });
+                    catalog.partitioned = row.try_get_by_index(4)?;
+                }
+            }
+            DbBackend::MySql => {
+                let sql = "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR), \
+                     CAST(column_type AS CHAR), CAST(extra AS CHAR) \
+                     FROM information_schema.columns \
+                     WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? \
+                     ORDER BY ordinal_position";
+                let rows = conn
+                    .query_all_raw(Statement::from_sql_and_values(
+                        DbBackend::MySql,
+                        sql,
+                        [
+                            table.schema().map(str::to_owned).into(),
+                            table.name().into(),
+                        ],
+                    ))
+                    .await?;
+                for row in rows {
+                    let data_type: String = row.try_get_by_index(1)?;
+                    let extra: Option<String> = row.try_get_by_index(3)?;
+                    catalog.columns.push(Found {
+                        name: row.try_get_by_index(0)?,
+                        sql_type: row.try_get_by_index(2)?,
+                        binary: matches!(
+                            data_type.to_ascii_lowercase().as_str(),
+                            "binary"
+                                | "varbinary"
+                                | "tinyblob"
+                                | "blob"
+                                | "mediumblob"
+                                | "longblob"
+                        ),
+                        generated: extra
+                            .is_some_and(|e| e.to_ascii_lowercase().contains("auto_increment")),
+                    });
+                }
+            }
+            DbBackend::Sqlite => {
+                let rows = conn
+                    .query_all_raw(Statement::from_sql_and_values(
+                        DbBackend::Sqlite,
+                        "SELECT name, type FROM pragma_table_info(?)",
+                        [table.name().into()],
+                    ))
+                    .await?;
+                for row in rows {
+                    let sql_type: String = row.try_get_by_index(1)?;
+                    catalog.columns.push(Found {
+                        name: row.try_get_by_index(0)?,
+                        binary: sql_type.to_ascii_uppercase().contains("BLOB"),
+                        sql_type,
+                        generated: false,
+                    });
+                }
+                if !catalog.columns.is_empty() {
+                    catalog.rowid = sqlite_rowid(conn, table, &catalog).await?;
+                }
+            }
+            other => return Err(PollError::Unsupported(format!("{other:?}"))),
+        }
+        if catalog.columns.is_empty() {
+            return Err(PollError::NoTable { table: table.key() });
+        }
+        Ok(catalog)
+    }
+}
+
+/// The unshadowed name of SQLite's rowid, if the table has one (it has none when declared
+/// `WITHOUT ROWID`; selecting it then fails).
+async fn sqlite_rowid<C: ConnectionTrait>(
+    conn: &C,
+    table: &Table,
+    catalog: &Catalog,
+) -> Result<Option<&'static str>, PollError> {
+    let Some(alias) = ["rowid", "_rowid_", "oid"]
+        .into_iter()
+        .find(|alias| catalog.find(DbBackend::Sqlite, alias).is_none())
+    else {
+        return Ok(None);
+    };
+    let probe = format!("SELECT {alias} FROM {} LIMIT 0", table.qualified());
+    Ok(conn
+        .query_all_raw(Statement::from_string(DbBackend::Sqlite, probe))
+        .await
+        .ok()
+        .map(|_| alias))
+}
+
+/// One column a claim reads: its name in the record, its name in the table, how it is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Column {
+    pub name: String,
+    pub actual: String,
+    pub kind: Kind,
+}
+
+/// What a claim needs to know of the table, checked at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// The columns a claim reads, `id` first.
+    pub columns: Vec<Column>,
+    /// The ordering expression, quoted: the `seq` column, or SQLite's rowid.
+    pub sequence: String,
+    /// PostgreSQL: `id`'s declared type; ids are bound as text and cast to it, so the
+    /// comparison is in the column's own type (`uuid`, `varchar(36)`, `bigint`, ...).
+    pub id_type: Option<String>,
+}
+
+/// The columns a relay reads: required first (`id` leading), then optional.
+pub(crate) struct Wanted {
+    pub required: Vec<String>,
+    pub optional: Vec<String>,
+}
+
+impl Wanted {
+    /// `route_by` and the placed columns are required beside `id`, `aggregateid`, `payload`.
+    pub fn new(route_by: &str, placed: &[String]) -> Wanted {
+        let mut required: Vec<String> = ["id", "aggregateid", "payload"]
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        for column in std::iter::once(route_by.to_owned()).chain(placed.iter().cloned()) {
+            if !required.contains(&column) {
+                required.push(column);
+            }
+        }
+        let optional = outbox_core::migration::COLUMNS
+            .iter()
+            .map(|c| (*c).to_owned())
+            .filter(|c| !required.contains(c))
+            .collect();
+        Wanted { required, optional }
+    }
+}
+
+impl Shape {
+    /// Checks `catalog` for what polling needs; every problem is permanent and named.
+    pub fn check(table: &Table, catalog: &Catalog, wanted: &Wanted) -> Result<Shape, PollError> {
+        let backend = table.backend;
+        require(table, catalog, wanted)?;
+        if table.marks() && catalog.find(backend, super::RELAYED_AT).is_none() {
+            return Err(PollError::NotReady {
+                table: table.key(),
+                problem: format!(
+                    "it lacks the `{}` column of `after_ack = \"mark\"`",
+                    super::RELAYED_AT
+                ),
+            });
+        }
+        let sequence = sequence(table, catalog)?;
+        let columns = wanted
+            .required
+            .iter()
+            .chain(&wanted.optional)
+            .filter_map(|name| {
+                catalog.find(backend, name).map(|found| Column {
+                    name: name.clone(),
+                    actual: found.name.clone(),
+                    kind: if found.binary {
+                        Kind::Bytes
+                    } else {
+                        Kind::Text
+                    },
+                })
+            })
+            .collect();
+        let id_type = (backend == DbBackend::Postgres)
+            .then(|| catalog.find(backend, "id").map(|id| id.sql_type.clone()))
+            .flatten();
+        Ok(Shape {
+            columns,
+            sequence,
+            id_type,
+        })
+    }
+}
+
+/// Checks that every required column is there, naming all that are not.
+pub(crate) fn require(table: &Table, catalog: &Catalog, wanted: &Wanted) -> Result<(), PollError> {
+    let missing: Vec<String> = wanted
+        .required
+        .iter()
+        .filter(|c| catalog.find(table.backend, c).is_none())
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(PollError::MissingColumns {
+            table: table.key(),
+            columns: missing,
+        })
+    }
+}
+
+/// The claim's ordering expression, or why the table has none.
+fn sequence(table: &Table, catalog: &Catalog) -> Result<String, PollError> {
+    let unfit = |problem: String| PollError::Unfit {
+        table: table.key(),
+        problem,
+    };
+    match table.backend {
+        DbBackend::Sqlite => catalog
+            .rowid
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                unfit(
+                    "it is a WITHOUT ROWID table, so it has no rowid to order by; recreate it with a rowid"
+                        .to_owned(),
+                )
+            }),
+        backend => match catalog.find(backend, SEQUENCE) {
+            Some(found) if found.generated => Ok(table.q(&found.name)),
+            Some(found) => Err(unfit(format!(
+                "its `{}` column ({}) is not assigned by the database at INSERT (it must be {})",
+                found.name,
+                found.sql_type,
+                if backend == DbBackend::Postgres {
+                    "an identity or serial column"
+                } else {
+                    "AUTO_INCREMENT"
+                }
+            ))),
+            None => Err(PollError::NotReady {
+                table: table.key(),
+                problem: format!(
+                    "it has no `{SEQUENCE}` column, the sequence the database assigns at INSERT"
+                ),
+            }),
+        },
+    }
+}
+
+/// The DDL that gives `table` its sequence, if it lacks one (`setup --source poll`).
+pub(crate) fn add_sequence(table: &Table, catalog: &Catalog) -> Result<Vec<String>, PollError> {
+    let backend = table.backend;
+    match backend {
+        DbBackend::Sqlite => {
+            sequence(table, catalog)?;
+            return Ok(Vec::new());
+        }
+        _ => {
+            if let Some(found) = catalog.find(backend, SEQUENCE) {
+                sequence(table, catalog)?;
+                // An existing identity: only the claim's index may be missing (PostgreSQL).
+                return Ok(if backend == DbBackend::Postgres {
+                    vec![table.sequence_index(&found.name)]
+                } else {
+                    Vec::new()
+                });
+            }
+        }
+    }
+    let q = table.q(SEQUENCE);
+    let qualified = table.qualified();
+    match backend {
+        DbBackend::Postgres => {
+            // Identity columns on partitioned tables need PostgreSQL 17; a serial works on all.
+            let column = if catalog.partitioned {
+                "bigserial"
+            } else {
+                "bigint GENERATED BY DEFAULT AS IDENTITY"
+            };
+            Ok(vec![
+                format!("ALTER TABLE {qualified} ADD COLUMN {q} {column}"),
+                table.sequence_index(SEQUENCE),
+            ])
+        }
+        _ => {
+            // One AUTO_INCREMENT column per table, and it must be a key.
+            if let Some(other) = catalog.columns.iter().find(|c| c.generated) {
+                return Err(PollError::Unfit {
+                    table: table.key(),
+                    problem: format!(
+                        "it has an AUTO_INCREMENT column `{}` already, and MariaDB/MySQL allow one per \
+                     table; rename it to `{SEQUENCE}` if it numbers the events in insert order",
+                        other.name
+                    ),
+                });
+            }
+            Ok(vec![format!(
+                "ALTER TABLE {qualified} ADD COLUMN {q} BIGINT NOT NULL AUTO_INCREMENT, ADD UNIQUE KEY {} ({q})",
+                table.q("outbox_poll_seq")
+            )])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(name: &str, sql_type: &str, binary: bool, generated: bool) -> Found {
+        Found {
+            name: name.to_owned(),
+            sql_type: sql_type.to_owned(),
+            binary,
+            generated,
+        }
+    }
+
+    fn debezium(id: &str, payload: (&str, bool)) -> Catalog {
+        Catalog {
+            columns: vec![
+                found("id", id, false, false),
+                found("aggregatetype", "character varying(255)", false, false),
+                found("aggregateid", "character varying(255)", false, false),
+                found("type", "character varying(255)", false, false),
+                found("payload", payload.0, payload.1, false),
+                found("tenant", "text", false, false),
+            ],
+            partitioned: false,
+            rowid: None,
+        }
+    }
+
+    #[test]
+    fn debezium_columns_need_only_the_sequence() {
+        let table = Table::new(DbBackend::Postgres, None, "outbox", false);
+        let wanted = Wanted::new("aggregatetype", &[]);
+        let mut catalog = debezium("character varying(36)", ("bytea", true));
+        let err = Shape::check(&table, &catalog, &wanted)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("`seq`") && e.contains("setup --source poll")),
+            "{err:?}"
+        );
+        let ddl = add_sequence(&table, &catalog).map(|d| d.join(";"));
+        assert!(
+            ddl.as_deref().is_ok_and(
+                |d| d.contains("ADD COLUMN \"seq\" bigint GENERATED BY DEFAULT AS IDENTITY")
+            ),
+            "{ddl:?}"
+        );
+        catalog.columns.push(found("seq", "bigint", false, true));
+        let shape = Shape::check(&table, &catalog, &wanted).map_err(|e| e.to_string());
+        let shape = shape.as_ref();
+        assert_eq!(shape.map(|s| s.sequence.as_str()), Ok("\"seq\""));
+        assert_eq!(
+            shape.map(|s| s.id_type.clone()),
+            Ok(Some("character varying(36)".to_owned()))
+        );
+        let names: Vec<_> = shape
+            .map(|s| s.columns.iter().map(|c| c.name.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            names,
+            ["id", "aggregateid", "payload", "aggregatetype", "type"]
+        );
+        assert!(shape.is_ok_and(|s| s.columns[2].kind == Kind::Bytes));
+    }
+
+    #[test]
+    fn missing_columns_are_named() {
+        let table = Table::new(DbBackend::MySql, None, "outbox", false);
+        let mut catalog = debezium("char(36)", ("json", false));
+        catalog.columns.retain(|c| c.name != "aggregateid");
+        let wanted = Wanted::new("aggregatetype", &["eventtype".to_owned()]);
+        let err = Shape::check(&table, &catalog, &wanted)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("`aggregateid`, `eventtype`")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn one_auto_increment_per_mariadb_table() {
+        let table = Table::new(DbBackend::MySql, None, "outbox", false);
+        let mut catalog = debezium("char(36)", ("json", false));
+        let ddl = add_sequence(&table, &catalog).map(|d| d.join(";"));
+        assert!(ddl.as_deref().is_ok_and(|d| d.contains(
+            "ADD COLUMN `seq` BIGINT NOT NULL AUTO_INCREMENT, ADD UNIQUE KEY `outbox_poll_seq` (`seq`)"
+        )), "{ddl:?}");
+        catalog.columns.push(found("n", "bigint", false, true));
+        assert!(add_sequence(&table, &catalog).is_err());
+        catalog.columns.push(found("SEQ", "bigint", false, true));
+        let shape = Shape::check(&table, &catalog, &Wanted::new("aggregatetype", &[]));
+        assert_eq!(shape.map(|s| s.sequence).ok().as_deref(), Some("`SEQ`"));
+    }
+}
