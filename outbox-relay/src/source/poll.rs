@@ -781,7 +781,13 @@ impl PollRelay {
         sink: &KafkaSink,
         records: &[OutboxRecord],
     ) -> Result<(), PollError> {
-        let bound = self.poll().claim_timeout;
+        let poll = self.poll();
+        // SQLite's leadership is a lease that is not renewed while a batch waits: a batch must
+        // end well within it, or a standby could take over while its copies are still queued.
+        let bound = match self.table.backend {
+            DbBackend::Sqlite => poll.claim_timeout.min(poll.lease_ttl / 2),
+            _ => poll.claim_timeout,
+        };
         tokio::time::timeout(bound, self.ship(sink, records))
             .await
             .map_err(|_| PollError::ClaimTimeout(bound))?

@@ -11,8 +11,9 @@
 //! connection died claims nothing. What the fence cannot stop is a batch already in flight when
 //! the leadership moves (the lock connection dies mid-batch, or on SQLite a batch outlives
 //! `lease_ttl`, e.g. waiting out a Kafka outage up to `claim_timeout`): its late copies may then
-//! interleave with the new leader's. With SQLite keep `lease_ttl` above `claim_timeout` (or the
-//! producer's `message.timeout.ms`, if lower) when running a standby.
+//! interleave with the new leader's. So on SQLite a claim waits for Kafka at most half of
+//! `lease_ttl` (below `claim_timeout` if that is shorter), whatever the producer's
+//! `message.timeout.ms`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
