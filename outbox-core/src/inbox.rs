@@ -396,17 +396,19 @@ impl Inbox {
                 source,
             })?;
         let event_type = self.event_type(message);
-        let (route, event) = decode::route(&self.routes, event_type.as_deref(), &payload)
-            .map_err(|unroutable| match unroutable {
-                Unroutable::NoType(reasons) => InboxError::Undecodable {
-                    event_id: event_id.clone(),
-                    event_type: event_type.clone(),
-                    reasons,
-                },
-                Unroutable::Ambiguous(types) => InboxError::Ambiguous {
-                    event_id: event_id.clone(),
-                    types,
-                },
+        let (route, event) =
+            decode::route(&self.routes, event_type.as_deref(), &payload).map_err(|unroutable| {
+                match unroutable {
+                    Unroutable::NoType(reasons) => InboxError::Undecodable {
+                        event_id: event_id.clone(),
+                        event_type: event_type.clone(),
+                        reasons,
+                    },
+                    Unroutable::Ambiguous(types) => InboxError::Ambiguous {
+                        event_id: event_id.clone(),
+                        types,
+                    },
+                }
             })?;
         let received = Received {
             consumer: self.consumer.clone(),
@@ -430,9 +432,7 @@ impl Inbox {
             .await
             .map_err(|e| db_error("INSERT", e))?;
         if !first {
-            txn.rollback()
-                .await
-                .map_err(|e| db_error("ROLLBACK", e))?;
+            txn.rollback().await.map_err(|e| db_error("ROLLBACK", e))?;
             return Ok(Outcome::Duplicate);
         }
         if let Err(source) = route.handle(&txn, event, &received).await {
@@ -560,7 +560,10 @@ impl Inbox {
                 headers = headers.insert(h);
             }
         }
-        let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
+        let (partition, offset) = (
+            message.partition().to_string(),
+            message.offset().to_string(),
+        );
         let reason = error.to_string();
         for (key, value) in [
             ("dlq.reason", reason.as_str()),

@@ -103,11 +103,8 @@ fn decode_as<E: DomainEvent + DeserializeOwned>(
     let Some(wanted) = event_type else {
         return serde_json::from_value(payload.clone()).map_err(|e| e.to_string());
     };
-    let wrapped = serde_json::Value::Object(
-        [(wanted.to_owned(), payload.clone())]
-            .into_iter()
-            .collect(),
-    );
+    let wrapped =
+        serde_json::Value::Object([(wanted.to_owned(), payload.clone())].into_iter().collect());
     let mut mismatch = None;
     let mut first_error = None;
     for candidate in [payload.clone(), wrapped] {

@@ -221,7 +221,11 @@ pub async fn purge<C: ConnectionTrait + ?Sized>(
     let mut sql = format!("DELETE FROM {name} WHERE {received_at} < {cutoff}");
     let mut values = vec![window_value];
     if let Some(consumer) = consumer {
-        let placeholder = if backend == DbBackend::Postgres { "$2" } else { "?" };
+        let placeholder = if backend == DbBackend::Postgres {
+            "$2"
+        } else {
+            "?"
+        };
         sql.push_str(&format!(
             " AND {} = {placeholder}",
             quote(backend, "consumer")
