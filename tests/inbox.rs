@@ -208,6 +208,37 @@ async fn produce(topic: &str, event_id: &str, event_type: &str, payload: serde_j
         .expect("produce");
 }
 
+async fn produce_order(topic: &str, event_id: &str, order_id: &str) {
+    produce(
+        topic,
+        event_id,
+        "OrderCreated",
+        serde_json::json!({ "order_id": order_id }),
+    )
+    .await;
+}
+
+async fn first_message(consumer: &StreamConsumer) -> rdkafka::message::BorrowedMessage<'_> {
+    tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+        .await
+        .expect("a message within 60 s")
+        .expect("receive")
+}
+
+/// Runs the inbox until order `o-end`, produced last, has its effect: every message before it
+/// was consumed by then.
+async fn run_until_end(
+    inbox: &Inbox,
+    consumer: &StreamConsumer,
+    db: &DatabaseConnection,
+    effects: &str,
+) {
+    run_until(inbox, consumer, || async {
+        effects_of(db, effects, "o-end").await == 1
+    })
+    .await;
+}
+
 fn consumer_config(group: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -258,13 +289,7 @@ async fn the_same_message_delivered_three_times_has_one_effect() {
     let topic = topic().await;
     let event_id = uuid::Uuid::now_v7().to_string();
     for _ in 0..3 {
-        produce(
-            &topic,
-            &event_id,
-            "OrderCreated",
-            serde_json::json!({ "order_id": "o-1" }),
-        )
-        .await;
+        produce_order(&topic, &event_id, "o-1").await;
     }
     // A later event: once it has its effect, the three before it were all consumed.
     produce(
@@ -279,10 +304,7 @@ async fn the_same_message_delivered_three_times_has_one_effect() {
     let consumer = inbox
         .consumer(&consumer_config(&group), &[&topic])
         .expect("consumer");
-    run_until(&inbox, &consumer, || async {
-        effects_of(&db, &effects, "o-end").await == 1
-    })
-    .await;
+    run_until_end(&inbox, &consumer, &db, &effects).await;
 
     assert_eq!(
         effects_of(&db, &effects, "o-1").await,
@@ -308,20 +330,8 @@ async fn a_crash_between_the_database_commit_and_the_offset_commit_has_one_effec
     let effects = create_effects(&db).await;
     let (inbox, _) = inbox_on(&db, &effects, Arc::default()).await;
     let topic = topic().await;
-    produce(
-        &topic,
-        &uuid::Uuid::now_v7().to_string(),
-        "OrderCreated",
-        serde_json::json!({ "order_id": "o-1" }),
-    )
-    .await;
-    produce(
-        &topic,
-        &uuid::Uuid::now_v7().to_string(),
-        "OrderCreated",
-        serde_json::json!({ "order_id": "o-end" }),
-    )
-    .await;
+    produce_order(&topic, &uuid::Uuid::now_v7().to_string(), "o-1").await;
+    produce_order(&topic, &uuid::Uuid::now_v7().to_string(), "o-end").await;
     let group = support::unique("group");
 
     {
@@ -329,10 +339,7 @@ async fn a_crash_between_the_database_commit_and_the_offset_commit_has_one_effec
         let crashing = inbox
             .consumer(&consumer_config(&group), &[&topic])
             .expect("consumer");
-        let message = tokio::time::timeout(Duration::from_secs(60), crashing.recv())
-            .await
-            .expect("a message within 60 s")
-            .expect("receive");
+        let message = first_message(&crashing).await;
         assert_eq!(message.offset(), 0);
         assert_eq!(
             inbox.process(&message).await.expect("handled"),
@@ -350,10 +357,7 @@ async fn a_crash_between_the_database_commit_and_the_offset_commit_has_one_effec
     let restarted = inbox
         .consumer(&consumer_config(&group), &[&topic])
         .expect("consumer");
-    run_until(&inbox, &restarted, || async {
-        effects_of(&db, &effects, "o-end").await == 1
-    })
-    .await;
+    run_until_end(&inbox, &restarted, &db, &effects).await;
     assert_eq!(
         effects_of(&db, &effects, "o-1").await,
         1,
@@ -370,30 +374,15 @@ async fn a_handler_error_rolls_back_and_the_message_is_retried() {
     let (inbox, table) = inbox_on(&db, &effects, failures.clone()).await;
     let topic = topic().await;
     let event_id = uuid::Uuid::now_v7().to_string();
-    produce(
-        &topic,
-        &event_id,
-        "OrderCreated",
-        serde_json::json!({ "order_id": "o-1" }),
-    )
-    .await;
-    produce(
-        &topic,
-        &uuid::Uuid::now_v7().to_string(),
-        "OrderCreated",
-        serde_json::json!({ "order_id": "o-end" }),
-    )
-    .await;
+    produce_order(&topic, &event_id, "o-1").await;
+    produce_order(&topic, &uuid::Uuid::now_v7().to_string(), "o-end").await;
 
     // The first attempt, by hand: the error names the event, and nothing of it committed.
     let group = support::unique("group");
     let consumer = inbox
         .consumer(&consumer_config(&group), &[&topic])
         .expect("consumer");
-    let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
-        .await
-        .expect("a message within 60 s")
-        .expect("receive");
+    let message = first_message(&consumer).await;
     let error = inbox
         .process(&message)
         .await
@@ -421,10 +410,7 @@ async fn a_handler_error_rolls_back_and_the_message_is_retried() {
     let consumer = inbox
         .consumer(&consumer_config(&group), &[&topic])
         .expect("consumer");
-    run_until(&inbox, &consumer, || async {
-        effects_of(&db, &effects, "o-end").await == 1
-    })
-    .await;
+    run_until_end(&inbox, &consumer, &db, &effects).await;
     assert_eq!(
         failures.load(Ordering::SeqCst),
         0,
@@ -494,20 +480,11 @@ async fn an_unknown_type_stops_the_run_naming_the_event_or_goes_to_the_dead_lett
     outbox::inbox::create_table(&db, &InboxTable::new("unused_if_all_dead_lettered"))
         .await
         .expect("table");
-    produce(
-        &topic,
-        &uuid::Uuid::now_v7().to_string(),
-        "OrderCreated",
-        serde_json::json!({ "order_id": "o-end" }),
-    )
-    .await;
+    produce_order(&topic, &uuid::Uuid::now_v7().to_string(), "o-end").await;
     let consumer = inbox
         .consumer(&consumer_config(&group), &[&topic])
         .expect("consumer");
-    run_until(&inbox, &consumer, || async {
-        effects_of(&db, &effects, "o-end").await == 1
-    })
-    .await;
+    run_until_end(&inbox, &consumer, &db, &effects).await;
     let reader: StreamConsumer = consumer_config(&support::unique("dlq-reader"))
         .set("auto.offset.reset", "earliest")
         .create()
@@ -591,6 +568,21 @@ async fn table_and_duplicate_check(db: DatabaseConnection) {
             && error.to_string().contains("e-3")
             && error.to_string().contains("order_id"),
         "{error}"
+    );
+
+    // A tombstone is no event, with or without an `id` header.
+    let tombstone = OwnedMessage::new(
+        None,
+        Some(b"o-1".to_vec()),
+        "outbox.event.Order".into(),
+        Timestamp::NotAvailable,
+        0,
+        3,
+        None,
+    );
+    assert_eq!(
+        inbox.process(&tombstone).await.expect("tombstone"),
+        Outcome::Tombstone
     );
 
     // The purge keeps rows younger than the window and deletes older ones, by the database's clock.

@@ -386,10 +386,11 @@ impl Inbox {
     /// Handles one message in its own database transaction and reports the outcome. It does not
     /// commit the Kafka offset: [`run`](Self::run) does that after this returns `Ok`.
     pub async fn process<M: Message>(&self, message: &M) -> Result<Outcome, InboxError> {
-        let event_id = event_id(message)?;
+        // A tombstone (compaction's delete marker) carries no event, and may carry no `id`.
         let Some(payload) = message.payload() else {
             return Ok(Outcome::Tombstone);
         };
+        let event_id = event_id(message)?;
         let payload: serde_json::Value =
             serde_json::from_slice(payload).map_err(|source| InboxError::BadPayload {
                 event_id: event_id.clone(),
