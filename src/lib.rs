@@ -6,6 +6,8 @@
 //!
 //! This facade is the one dependency to add. It re-exports the runtime ([`outbox_core`]), the
 //! macros, and, with the `relay` feature, the relay library as [`relay`](crate::relay).
+//! With the `inbox` feature, `outbox::inbox` makes Kafka consumers idempotent: each message is
+//! handled in one database transaction that first records its event id (see its module docs).
 //!
 //! ```no_run
 //! use outbox::{DomainEvent, Events, emits};

@@ -14,6 +14,8 @@
 mod error;
 mod event;
 mod events;
+#[cfg(feature = "inbox")]
+pub mod inbox;
 pub mod migration;
 mod outbox;
 mod snapshot;
