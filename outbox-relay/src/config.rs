@@ -168,9 +168,14 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub additional_placement: Vec<String>,
     /// Send a tombstone (null value) for an event whose payload is NULL or empty (Debezium's
-    /// `route.tombstone.on.empty.payload`). When off, such an event is sent with the value `null`.
+    /// `route.tombstone.on.empty.payload`). A NULL payload is a null value either way, as under
+    /// Debezium; when off, an empty payload is sent as an empty value.
     #[serde(default)]
     pub tombstone_on_empty_payload: bool,
+    /// Add `traceparent`/`tracestate` headers from `tracingspancontext`, as Debezium does with
+    /// OpenTelemetry enabled. Off: messages are byte-equal to a Debezium without tracing.
+    #[serde(default = "default_trace_headers")]
+    pub trace_headers: bool,
     /// The dead-letter topic for events Kafka refuses for good (too large, invalid topic).
     #[serde(default = "default_dlq")]
     pub dead_letter_topic: String,
@@ -192,6 +197,9 @@ fn default_topic() -> String {
 fn default_route_by() -> String {
     "aggregatetype".into()
 }
+fn default_trace_headers() -> bool {
+    true
+}
 fn default_dlq() -> String {
     "outbox.dlq".into()
 }
@@ -207,6 +215,7 @@ impl Default for KafkaConfig {
             route_by_field: default_route_by(),
             additional_placement: Vec::new(),
             tombstone_on_empty_payload: false,
+            trace_headers: default_trace_headers(),
             dead_letter_topic: default_dlq(),
             max_in_flight: default_max_in_flight(),
             properties: BTreeMap::new(),
@@ -239,6 +248,7 @@ impl fmt::Debug for KafkaConfig {
                 "tombstone_on_empty_payload",
                 &self.tombstone_on_empty_payload,
             )
+            .field("trace_headers", &self.trace_headers)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("max_in_flight", &self.max_in_flight)
             .field("properties", &properties)
@@ -347,6 +357,10 @@ pub struct Overrides {
     /// Dead-letter topic (`kafka.dead_letter_topic`).
     #[arg(long, env = "OUTBOX_RELAY_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
+    /// Whether to add `traceparent`/`tracestate` headers from `tracingspancontext`
+    /// (`kafka.trace_headers`, default true; false = as a Debezium without tracing).
+    #[arg(long, env = "OUTBOX_RELAY_TRACE_HEADERS", value_name = "true|false")]
+    pub trace_headers: Option<bool>,
     /// Additional placement `column:header:name`, repeatable (`kafka.additional_placement`).
     #[arg(long = "placement")]
     pub additional_placement: Vec<String>,
@@ -412,6 +426,7 @@ impl Config {
         set(&mut self.source.message_prefix, &o.message_prefix);
         set(&mut self.kafka.topic, &o.topic);
         set(&mut self.kafka.dead_letter_topic, &o.dead_letter_topic);
+        set(&mut self.kafka.trace_headers, &o.trace_headers);
         if !o.additional_placement.is_empty() {
             self.kafka.additional_placement = o.additional_placement.clone();
         }
