@@ -19,6 +19,7 @@ use super::ColumnValue;
 /// PostgreSQL's type OID of `bytea`.
 pub const BYTEA_OID: u32 = 17;
 /// Type OIDs whose text form Debezium converts (see [`debezium_text`]).
+pub const BOOL_OID: u32 = 16;
 pub const DATE_OID: u32 = 1082;
 pub const TIMESTAMP_OID: u32 = 1114;
 pub const TIMESTAMPTZ_OID: u32 = 1184;
@@ -258,6 +259,7 @@ pub fn column_value(column: &Column, text: &[u8]) -> Result<ColumnValue, String>
 ///   unconstrained): `2026-11-28T20:19:21.773017Z`;
 /// - `timestamp(p)`: milliseconds since the epoch for p <= 3, microseconds otherwise;
 /// - `date`: days since the epoch;
+/// - `boolean`: `true`/`false` (PostgreSQL's text is `t`/`f`);
 /// - unconstrained `numeric`: `{"scale":s,"value":"<base64>"}`, the unscaled value's
 ///   two's-complement big-endian bytes, trailing fractional zeros dropped (`numeric(p,s)` keeps
 ///   PostgreSQL's text, which Debezium's decimal prints alike).
@@ -291,6 +293,11 @@ fn debezium_text(column: &Column, text: &str) -> Option<String> {
             Some((date - NaiveDate::default()).num_days().to_string())
         }
         NUMERIC_OID if column.type_modifier < 0 => variable_scale_decimal(text),
+        BOOL_OID => match text {
+            "t" => Some("true".to_owned()),
+            "f" => Some("false".to_owned()),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -347,7 +354,10 @@ fn variable_scale_decimal(text: &str) -> Option<String> {
         }
     }
     let value = base64::engine::general_purpose::STANDARD.encode(&bytes);
-    Some(format!(r#"{{"scale":{},"value":"{value}"}}"#, fraction.len()))
+    Some(format!(
+        r#"{{"scale":{},"value":"{value}"}}"#,
+        fraction.len()
+    ))
 }
 
 /// `bytea`'s text output: `\x` and two hex digits per byte (`bytea_output = hex`, the default),
@@ -416,32 +426,92 @@ pub(crate) mod tests {
             }
         };
         let cases: &[(u32, i32, &str, &str)] = &[
-            (TIMESTAMPTZ_OID, -1, "2026-11-28 20:19:21.773017+00", "2026-11-28T20:19:21.773017Z"),
-            (TIMESTAMPTZ_OID, -1, "2026-01-01 00:00:00+00", "2026-01-01T00:00:00.000000Z"),
-            (TIMESTAMPTZ_OID, -1, "2026-01-01 00:00:00.5+05", "2025-12-31T19:00:00.500000Z"),
-            (TIMESTAMPTZ_OID, 3, "2026-11-28 20:19:21.5+02", "2026-11-28T18:19:21.500Z"),
-            (TIMESTAMPTZ_OID, 3, "2026-01-01 00:00:00.1+00", "2026-01-01T00:00:00.100Z"),
-            (TIMESTAMP_OID, -1, "2026-11-28 20:19:21.773017", "1795897161773017"),
-            (TIMESTAMP_OID, -1, "1960-01-01 00:00:00.000001", "-315619199999999"),
+            (
+                TIMESTAMPTZ_OID,
+                -1,
+                "2026-11-28 20:19:21.773017+00",
+                "2026-11-28T20:19:21.773017Z",
+            ),
+            (
+                TIMESTAMPTZ_OID,
+                -1,
+                "2026-01-01 00:00:00+00",
+                "2026-01-01T00:00:00.000000Z",
+            ),
+            (
+                TIMESTAMPTZ_OID,
+                -1,
+                "2026-01-01 00:00:00.5+05",
+                "2025-12-31T19:00:00.500000Z",
+            ),
+            (
+                TIMESTAMPTZ_OID,
+                3,
+                "2026-11-28 20:19:21.5+02",
+                "2026-11-28T18:19:21.500Z",
+            ),
+            (
+                TIMESTAMPTZ_OID,
+                3,
+                "2026-01-01 00:00:00.1+00",
+                "2026-01-01T00:00:00.100Z",
+            ),
+            (
+                TIMESTAMP_OID,
+                -1,
+                "2026-11-28 20:19:21.773017",
+                "1795897161773017",
+            ),
+            (
+                TIMESTAMP_OID,
+                -1,
+                "1960-01-01 00:00:00.000001",
+                "-315619199999999",
+            ),
             (TIMESTAMP_OID, 3, "2026-11-28 20:19:21.5", "1795897161500"),
             (DATE_OID, -1, "2026-11-28", "20785"),
             (DATE_OID, -1, "1970-01-01", "0"),
-            (NUMERIC_OID, -1, "12345.678900", r#"{"scale":4,"value":"B1vNFQ=="}"#),
+            (
+                NUMERIC_OID,
+                -1,
+                "12345.678900",
+                r#"{"scale":4,"value":"B1vNFQ=="}"#,
+            ),
             (NUMERIC_OID, -1, "100", r#"{"scale":0,"value":"ZA=="}"#),
             (NUMERIC_OID, -1, "0", r#"{"scale":0,"value":"AA=="}"#),
-            (NUMERIC_OID, -1, "-0.0012300", r#"{"scale":5,"value":"hQ=="}"#),
+            (
+                NUMERIC_OID,
+                -1,
+                "-0.0012300",
+                r#"{"scale":5,"value":"hQ=="}"#,
+            ),
             (NUMERIC_OID, 0x000a_0006, "3.10", "3.10"),
             (23, -1, "42", "42"),
             (20, -1, "9007199254740993", "9007199254740993"),
-            (16, -1, "true", "true"),
-            (2950, -1, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            (BOOL_OID, -1, "t", "true"),
+            (BOOL_OID, -1, "f", "false"),
+            (
+                2950,
+                -1,
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            ),
             (25, -1, "h\u{e9}llo \"x\"", "h\u{e9}llo \"x\""),
-            (3802, -1, r#"{"a": null, "b": [1, 2.50]}"#, r#"{"a": null, "b": [1, 2.50]}"#),
+            (
+                3802,
+                -1,
+                r#"{"a": null, "b": [1, 2.50]}"#,
+                r#"{"a": null, "b": [1, 2.50]}"#,
+            ),
             (TIMESTAMPTZ_OID, -1, "infinity", "infinity"),
             (NUMERIC_OID, -1, "NaN", "NaN"),
         ];
         for (oid, typmod, text, debezium) in cases {
-            assert_eq!(render(*oid, *typmod, text), *debezium, "{oid} {typmod} {text}");
+            assert_eq!(
+                render(*oid, *typmod, text),
+                *debezium,
+                "{oid} {typmod} {text}"
+            );
         }
     }
 
