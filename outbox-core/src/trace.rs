@@ -102,7 +102,11 @@ fn natural_lines(text: &str) -> impl Iterator<Item = &str> {
         let current = rest?;
         match current.find(['\n', '\r']) {
             Some(end) => {
-                let skip = if current[end..].starts_with("\r\n") { 2 } else { 1 };
+                let skip = if current[end..].starts_with("\r\n") {
+                    2
+                } else {
+                    1
+                };
                 rest = Some(&current[end + skip..]);
                 Some(&current[..end])
             }
@@ -238,7 +242,10 @@ mod tests {
     #[test]
     fn reads_tracestate_from_either_form() {
         let stored = span_context_column(PARENT, "congo=t61rcWkgMzE");
-        assert_eq!(parse_span_context(&stored), both(PARENT, "congo=t61rcWkgMzE"));
+        assert_eq!(
+            parse_span_context(&stored),
+            both(PARENT, "congo=t61rcWkgMzE")
+        );
         assert_eq!(
             parse_span_context(&format!("{PARENT}, congo=t61rcWkgMzE")),
             both(PARENT, "congo=t61rcWkgMzE")
@@ -281,7 +288,11 @@ mod tests {
         for eol in ["\n", "\r\n", "\r"] {
             let stored = java_store(&[("tracestate", state), ("traceparent", PARENT)], eol);
             assert!(stored.contains("rojo\\=00f0"), "{stored:?}");
-            assert_eq!(parse_span_context(&stored), both(PARENT, state), "{stored:?}");
+            assert_eq!(
+                parse_span_context(&stored),
+                both(PARENT, state),
+                "{stored:?}"
+            );
         }
     }
 

@@ -364,7 +364,9 @@ mod tests {
     fn a_null_payload_is_a_null_value_as_under_debezium() {
         for tombstone in [false, true] {
             assert_eq!(
-                router(tombstone).route(&record(None, None)).map(|m| m.value),
+                router(tombstone)
+                    .route(&record(None, None))
+                    .map(|m| m.value),
                 Ok(None)
             );
         }
@@ -407,7 +409,9 @@ mod tests {
             m.headers,
             vec![("id".to_owned(), Some(b"0190-id".to_vec()))]
         );
-        let on = router(false).route(&traced).unwrap_or_else(|e| panic!("{e}"));
+        let on = router(false)
+            .route(&traced)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(on.header("traceparent").is_some());
     }
 
