@@ -163,6 +163,15 @@ pub struct KafkaConfig {
     /// The column whose value routes the topic (Debezium's `route.by.field`).
     #[serde(default = "default_route_by")]
     pub route_by_field: String,
+    /// The column of the event id, sent as header `id` (Debezium's `table.field.event.id`).
+    #[serde(default = "default_event_id_field")]
+    pub event_id_field: String,
+    /// The column of the message key (Debezium's `table.field.event.key`).
+    #[serde(default = "default_event_key_field")]
+    pub event_key_field: String,
+    /// The column of the message value (Debezium's `table.field.event.payload`).
+    #[serde(default = "default_payload_field")]
+    pub payload_field: String,
     /// Further columns placed on the message, as Debezium's `table.fields.additional.placement`:
     /// `column:header[:name]`. Only `header` placement is supported.
     #[serde(default)]
@@ -197,6 +206,15 @@ fn default_topic() -> String {
 fn default_route_by() -> String {
     "aggregatetype".into()
 }
+fn default_event_id_field() -> String {
+    "id".into()
+}
+fn default_event_key_field() -> String {
+    "aggregateid".into()
+}
+fn default_payload_field() -> String {
+    "payload".into()
+}
 fn default_trace_headers() -> bool {
     true
 }
@@ -213,6 +231,9 @@ impl Default for KafkaConfig {
             brokers: None,
             topic: default_topic(),
             route_by_field: default_route_by(),
+            event_id_field: default_event_id_field(),
+            event_key_field: default_event_key_field(),
+            payload_field: default_payload_field(),
             additional_placement: Vec::new(),
             tombstone_on_empty_payload: false,
             trace_headers: default_trace_headers(),
@@ -243,6 +264,9 @@ impl fmt::Debug for KafkaConfig {
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
             .field("route_by_field", &self.route_by_field)
+            .field("event_id_field", &self.event_id_field)
+            .field("event_key_field", &self.event_key_field)
+            .field("payload_field", &self.payload_field)
             .field("additional_placement", &self.additional_placement)
             .field(
                 "tombstone_on_empty_payload",

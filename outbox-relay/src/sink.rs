@@ -144,6 +144,9 @@ pub fn is_fatal(error: &KafkaError) -> bool {
 pub struct Router {
     topic: String,
     route_by: String,
+    event_id_field: String,
+    event_key_field: String,
+    payload_field: String,
     placements: Vec<Placement>,
     tombstone_on_empty_payload: bool,
     trace_headers: bool,
@@ -167,6 +170,9 @@ impl Router {
         Router {
             topic: config.topic.clone(),
             route_by: config.route_by_field.clone(),
+            event_id_field: config.event_id_field.clone(),
+            event_key_field: config.event_key_field.clone(),
+            payload_field: config.payload_field.clone(),
             placements,
             tombstone_on_empty_payload: config.tombstone_on_empty_payload,
             trace_headers: config.trace_headers,
@@ -183,7 +189,7 @@ impl Router {
             return Err(Unroutable::IllegalTopic { topic, problem });
         }
         let mut headers = Vec::with_capacity(3 + self.placements.len());
-        if let Some(id) = record.get("id") {
+        if let Some(id) = record.get(&self.event_id_field) {
             headers.push(("id".to_owned(), Some(id.as_bytes().to_vec())));
         }
         for placement in &self.placements {
@@ -208,14 +214,16 @@ impl Router {
         }
         // Debezium ships the payload column as it is: NULL is a null value whatever the
         // tombstone option says (with StringConverter, the bytes of a null are none).
-        let value = match record.get_bytes("payload") {
+        let value = match record.get_bytes(&self.payload_field) {
             None => None,
             Some(payload) if payload.is_empty() && self.tombstone_on_empty_payload => None,
             Some(payload) => Some(payload.to_vec()),
         };
         Ok(KafkaMessage {
             topic,
-            key: record.get("aggregateid").map(|k| k.as_bytes().to_vec()),
+            key: record
+                .get(&self.event_key_field)
+                .map(|k| k.as_bytes().to_vec()),
             value,
             headers,
         })
@@ -390,6 +398,22 @@ mod tests {
                 ("eventType".to_owned(), None),
             ]
         );
+    }
+
+    #[test]
+    fn event_fields_are_configurable_as_debezium_table_field_event_options() {
+        let config = KafkaConfig {
+            event_id_field: "type".to_owned(),
+            event_key_field: "aggregatetype".to_owned(),
+            payload_field: "tracingspancontext".to_owned(),
+            ..KafkaConfig::default()
+        };
+        let m = Router::new(&config, Vec::new())
+            .route(&record(Some("{}"), Some("body")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.key.as_deref(), Some(&b"Order"[..]));
+        assert_eq!(m.value.as_deref(), Some(&b"body"[..]));
+        assert_eq!(m.header("id"), Some(&b"OrderPlaced"[..]));
     }
 
     #[test]
