@@ -61,7 +61,7 @@ impl Raw {
             .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
-    fn from_debezium(&self) -> bool {
+    fn is_debezium(&self) -> bool {
         self.headers
             .iter()
             .any(|(k, _)| k.starts_with("__debezium."))
@@ -304,8 +304,8 @@ async fn the_relay_ships_what_debezium_ships_byte_for_byte() {
 
     let n = rows.len();
     let messages = read_all(&topic, Duration::from_secs(240), |m| {
-        m.iter().filter(|m| m.from_debezium()).count() >= n
-            && m.iter().filter(|m| !m.from_debezium()).count() >= n
+        m.iter().filter(|m| m.is_debezium()).count() >= n
+            && m.iter().filter(|m| !m.is_debezium()).count() >= n
     });
     assert!(relay.is_running(), "the relay exited: {}", relay.log_text());
     relay.terminate(Duration::from_secs(30));
@@ -317,7 +317,7 @@ async fn the_relay_ships_what_debezium_ships_byte_for_byte() {
         let id = m
             .id()
             .unwrap_or_else(|| panic!("a message without an id header: {m:?}"));
-        let side = if m.from_debezium() {
+        let side = if m.is_debezium() {
             &mut theirs
         } else {
             &mut ours
