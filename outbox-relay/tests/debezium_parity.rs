@@ -310,6 +310,18 @@ async fn the_relay_ships_what_debezium_ships_byte_for_byte() {
     assert!(relay.is_running(), "the relay exited: {}", relay.log_text());
     relay.terminate(Duration::from_secs(30));
     drop(debezium);
+    // The relay's slot and publication, then the table: an inactive slot would hold WAL.
+    let teardown = relay_command("teardown")
+        .output()
+        .expect("outbox-relay teardown");
+    assert!(
+        teardown.status.success(),
+        "teardown failed: {}",
+        String::from_utf8_lossy(&teardown.stderr)
+    );
+    db.execute_unprepared(&format!("DROP TABLE public.\"{table}\""))
+        .await
+        .expect("dropping the outbox table");
 
     let mut theirs: HashMap<String, Raw> = HashMap::new();
     let mut ours: HashMap<String, Raw> = HashMap::new();
