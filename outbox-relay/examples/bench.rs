@@ -82,7 +82,7 @@ fn workload_message(topic: &str, i: u64) -> KafkaMessage {
         topic: topic.to_owned(),
         key: Some(format!("order-{agg:05}").into_bytes()),
         value: Some(value.into_bytes()),
-        headers: vec![("id".to_owned(), seq_id(i).into_bytes())],
+        headers: vec![("id".to_owned(), Some(seq_id(i).into_bytes()))],
     }
 }
 

@@ -163,14 +163,28 @@ pub struct KafkaConfig {
     /// The column whose value routes the topic (Debezium's `route.by.field`).
     #[serde(default = "default_route_by")]
     pub route_by_field: String,
+    /// The column of the event id, sent as header `id` (Debezium's `table.field.event.id`).
+    #[serde(default = "default_event_id_field")]
+    pub event_id_field: String,
+    /// The column of the message key (Debezium's `table.field.event.key`).
+    #[serde(default = "default_event_key_field")]
+    pub event_key_field: String,
+    /// The column of the message value (Debezium's `table.field.event.payload`).
+    #[serde(default = "default_payload_field")]
+    pub payload_field: String,
     /// Further columns placed on the message, as Debezium's `table.fields.additional.placement`:
     /// `column:header[:name]`. Only `header` placement is supported.
     #[serde(default)]
     pub additional_placement: Vec<String>,
     /// Send a tombstone (null value) for an event whose payload is NULL or empty (Debezium's
-    /// `route.tombstone.on.empty.payload`). When off, such an event is sent with the value `null`.
+    /// `route.tombstone.on.empty.payload`). A NULL payload is a null value either way, as under
+    /// Debezium; when off, an empty payload is sent as an empty value.
     #[serde(default)]
     pub tombstone_on_empty_payload: bool,
+    /// Add `traceparent`/`tracestate` headers from `tracingspancontext`, as Debezium does with
+    /// OpenTelemetry enabled. Off: messages are byte-equal to a Debezium without tracing.
+    #[serde(default = "default_trace_headers")]
+    pub trace_headers: bool,
     /// The dead-letter topic for events Kafka refuses for good (too large, invalid topic).
     #[serde(default = "default_dlq")]
     pub dead_letter_topic: String,
@@ -192,6 +206,18 @@ fn default_topic() -> String {
 fn default_route_by() -> String {
     "aggregatetype".into()
 }
+fn default_event_id_field() -> String {
+    "id".into()
+}
+fn default_event_key_field() -> String {
+    "aggregateid".into()
+}
+fn default_payload_field() -> String {
+    "payload".into()
+}
+fn default_trace_headers() -> bool {
+    true
+}
 fn default_dlq() -> String {
     "outbox.dlq".into()
 }
@@ -205,8 +231,12 @@ impl Default for KafkaConfig {
             brokers: None,
             topic: default_topic(),
             route_by_field: default_route_by(),
+            event_id_field: default_event_id_field(),
+            event_key_field: default_event_key_field(),
+            payload_field: default_payload_field(),
             additional_placement: Vec::new(),
             tombstone_on_empty_payload: false,
+            trace_headers: default_trace_headers(),
             dead_letter_topic: default_dlq(),
             max_in_flight: default_max_in_flight(),
             properties: BTreeMap::new(),
@@ -234,11 +264,15 @@ impl fmt::Debug for KafkaConfig {
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
             .field("route_by_field", &self.route_by_field)
+            .field("event_id_field", &self.event_id_field)
+            .field("event_key_field", &self.event_key_field)
+            .field("payload_field", &self.payload_field)
             .field("additional_placement", &self.additional_placement)
             .field(
                 "tombstone_on_empty_payload",
                 &self.tombstone_on_empty_payload,
             )
+            .field("trace_headers", &self.trace_headers)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("max_in_flight", &self.max_in_flight)
             .field("properties", &properties)
@@ -347,6 +381,10 @@ pub struct Overrides {
     /// Dead-letter topic (`kafka.dead_letter_topic`).
     #[arg(long, env = "OUTBOX_RELAY_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
+    /// Whether to add `traceparent`/`tracestate` headers from `tracingspancontext`
+    /// (`kafka.trace_headers`, default true; false = as a Debezium without tracing).
+    #[arg(long, env = "OUTBOX_RELAY_TRACE_HEADERS", value_name = "true|false")]
+    pub trace_headers: Option<bool>,
     /// Additional placement `column:header:name`, repeatable (`kafka.additional_placement`).
     #[arg(long = "placement")]
     pub additional_placement: Vec<String>,
@@ -412,6 +450,7 @@ impl Config {
         set(&mut self.source.message_prefix, &o.message_prefix);
         set(&mut self.kafka.topic, &o.topic);
         set(&mut self.kafka.dead_letter_topic, &o.dead_letter_topic);
+        set(&mut self.kafka.trace_headers, &o.trace_headers);
         if !o.additional_placement.is_empty() {
             self.kafka.additional_placement = o.additional_placement.clone();
         }

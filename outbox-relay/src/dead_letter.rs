@@ -27,17 +27,23 @@ impl DeadLetter {
     /// The dead-letter message for `original`, bound for `topic`.
     pub fn message(&self, topic: &str, original: KafkaMessage) -> KafkaMessage {
         let mut headers = original.headers;
-        headers.push(("dlq.reason".to_owned(), self.reason.clone().into_bytes()));
-        headers.push(("dlq.original.topic".to_owned(), original.topic.into_bytes()));
+        headers.push((
+            "dlq.reason".to_owned(),
+            Some(self.reason.clone().into_bytes()),
+        ));
+        headers.push((
+            "dlq.original.topic".to_owned(),
+            Some(original.topic.into_bytes()),
+        ));
         headers.push((
             "dlq.source.lsn".to_owned(),
-            format_lsn(self.lsn).into_bytes(),
+            Some(format_lsn(self.lsn).into_bytes()),
         ));
         let value = match original.value {
             Some(value) if self.drop_value => {
                 headers.push((
                     "dlq.original.value.bytes".to_owned(),
-                    value.len().to_string().into_bytes(),
+                    Some(value.len().to_string().into_bytes()),
                 ));
                 None
             }
@@ -62,7 +68,7 @@ mod tests {
             topic: "outbox.event.Order".into(),
             key: Some(b"1".to_vec()),
             value: Some(vec![b'x'; 10]),
-            headers: vec![("id".into(), b"e1".to_vec())],
+            headers: vec![("id".into(), Some(b"e1".to_vec()))],
         };
         let dl = DeadLetter {
             reason: "Broker: Message size too large".into(),

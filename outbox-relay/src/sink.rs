@@ -2,8 +2,10 @@
 //! format, sent by an idempotent (`acks=all`) rdkafka producer, pipelined.
 //!
 //! Format: topic from the template with `${routedByValue}` = the routing column; key =
-//! `aggregateid`; value = `payload` as stored; header `id`; configured columns as headers;
-//! `traceparent` (and `tracestate`) from `tracingspancontext`.
+//! `aggregateid`; value = `payload` as stored (a NULL payload is a null value, as under
+//! Debezium); header `id`; configured columns as headers (a NULL column is a header with a null
+//! value); `traceparent` (and `tracestate`) from `tracingspancontext` unless
+//! `kafka.trace_headers` is off.
 //!
 //! Errors are sorted by explicit lists (see [`classify`]): `QueueFull` is backpressure, a few
 //! codes condemn one message (dead-letter), everything else is transient: the session restarts
@@ -23,9 +25,10 @@ pub use crate::topic::topic_problem;
 pub struct KafkaMessage {
     pub topic: String,
     pub key: Option<Vec<u8>>,
-    /// None = tombstone.
+    /// None = a null value (a tombstone).
     pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Name and value, in order; a None value is a header with a null value.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl KafkaMessage {
@@ -39,7 +42,7 @@ impl KafkaMessage {
             value: record.get_bytes("payload").map(<[u8]>::to_vec),
             headers: record
                 .get_bytes("id")
-                .map(|id| vec![("id".to_owned(), id.to_vec())])
+                .map(|id| vec![("id".to_owned(), Some(id.to_vec()))])
                 .unwrap_or_default(),
         }
     }
@@ -50,12 +53,7 @@ impl KafkaMessage {
             .headers()
             .map(|h| {
                 h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                        )
-                    })
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
                     .collect()
             })
             .unwrap_or_default();
@@ -67,12 +65,17 @@ impl KafkaMessage {
         }
     }
 
-    /// The value of header `name`.
+    /// The value of header `name`; None when absent or null.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice())
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// Appends header `name` with a non-null `value`.
+    pub fn push_header(&mut self, name: &str, value: Vec<u8>) {
+        self.headers.push((name.to_owned(), Some(value)));
     }
 }
 
@@ -141,8 +144,12 @@ pub fn is_fatal(error: &KafkaError) -> bool {
 pub struct Router {
     topic: String,
     route_by: String,
+    event_id_field: String,
+    event_key_field: String,
+    payload_field: String,
     placements: Vec<Placement>,
     tombstone_on_empty_payload: bool,
+    trace_headers: bool,
 }
 
 /// A record that cannot be routed: it goes to the dead-letter topic, with this as the reason.
@@ -163,8 +170,12 @@ impl Router {
         Router {
             topic: config.topic.clone(),
             route_by: config.route_by_field.clone(),
+            event_id_field: config.event_id_field.clone(),
+            event_key_field: config.event_key_field.clone(),
+            payload_field: config.payload_field.clone(),
             placements,
             tombstone_on_empty_payload: config.tombstone_on_empty_payload,
+            trace_headers: config.trace_headers,
         }
     }
 
@@ -177,32 +188,42 @@ impl Router {
         if let Some(problem) = topic_problem(&topic) {
             return Err(Unroutable::IllegalTopic { topic, problem });
         }
-        let mut headers = Vec::with_capacity(2 + self.placements.len());
-        if let Some(id) = record.get("id") {
-            headers.push(("id".to_owned(), id.as_bytes().to_vec()));
+        let mut headers = Vec::with_capacity(3 + self.placements.len());
+        if let Some(id) = record.get(&self.event_id_field) {
+            headers.push(("id".to_owned(), Some(id.as_bytes().to_vec())));
         }
         for placement in &self.placements {
-            if let Some(value) = record.get_bytes(&placement.column) {
-                headers.push((placement.header.clone(), value.to_vec()));
+            // A NULL column is a header with a null value, as Debezium places it; a column the
+            // row does not have places nothing.
+            let column = record.columns.iter().find(|(n, _)| *n == placement.column);
+            if let Some((_, value)) = column {
+                let value = value.as_ref().map(|v| v.as_bytes().to_vec());
+                headers.push((placement.header.clone(), value));
             }
         }
-        if let Some(context) = record.get("tracingspancontext") {
+        if self.trace_headers
+            && let Some(context) = record.get("tracingspancontext")
+        {
             let (parent, state) = outbox_core::trace::parse_span_context(context);
             if let Some(parent) = parent {
-                headers.push(("traceparent".to_owned(), parent.as_bytes().to_vec()));
+                headers.push(("traceparent".to_owned(), Some(parent.into_bytes())));
             }
             if let Some(state) = state {
-                headers.push(("tracestate".to_owned(), state.as_bytes().to_vec()));
+                headers.push(("tracestate".to_owned(), Some(state.into_bytes())));
             }
         }
-        let value = match record.get_bytes("payload") {
-            Some(payload) if !payload.is_empty() => Some(payload.to_vec()),
-            _ if self.tombstone_on_empty_payload => None,
-            _ => Some(b"null".to_vec()),
+        // Debezium ships the payload column as it is: NULL is a null value whatever the
+        // tombstone option says (with StringConverter, the bytes of a null are none).
+        let value = match record.get_bytes(&self.payload_field) {
+            None => None,
+            Some(payload) if payload.is_empty() && self.tombstone_on_empty_payload => None,
+            Some(payload) => Some(payload.to_vec()),
         };
         Ok(KafkaMessage {
             topic,
-            key: record.get("aggregateid").map(|k| k.as_bytes().to_vec()),
+            key: record
+                .get(&self.event_key_field)
+                .map(|k| k.as_bytes().to_vec()),
             value,
             headers,
         })
@@ -246,7 +267,7 @@ impl KafkaSink {
         for (key, value) in &message.headers {
             headers = headers.insert(Header {
                 key,
-                value: Some(value.as_slice()),
+                value: value.as_deref(),
             });
         }
         let mut record: FutureRecord<'_, [u8], [u8]> =
@@ -348,15 +369,74 @@ mod tests {
     }
 
     #[test]
-    fn empty_payload() {
+    fn a_null_payload_is_a_null_value_as_under_debezium() {
+        for tombstone in [false, true] {
+            assert_eq!(
+                router(tombstone)
+                    .route(&record(None, None))
+                    .map(|m| m.value),
+                Ok(None)
+            );
+        }
+        let empty = record(Some(""), None);
+        assert_eq!(router(true).route(&empty).map(|m| m.value), Ok(None));
         assert_eq!(
-            router(true).route(&record(None, None)).map(|m| m.value),
-            Ok(None)
+            router(false).route(&empty).map(|m| m.value),
+            Ok(Some(Vec::new()))
         );
+    }
+
+    #[test]
+    fn a_null_column_placed_as_a_header_is_a_null_header() {
+        let mut r = record(Some("{}"), None);
+        r.columns[3].1 = None;
+        let m = router(false).route(&r).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            router(false).route(&record(None, None)).map(|m| m.value),
-            Ok(Some(b"null".to_vec()))
+            m.headers,
+            vec![
+                ("id".to_owned(), Some(b"0190-id".to_vec())),
+                ("eventType".to_owned(), None),
+            ]
         );
+    }
+
+    #[test]
+    fn event_fields_are_configurable_as_debezium_table_field_event_options() {
+        let config = KafkaConfig {
+            event_id_field: "type".to_owned(),
+            event_key_field: "aggregatetype".to_owned(),
+            payload_field: "tracingspancontext".to_owned(),
+            ..KafkaConfig::default()
+        };
+        let m = Router::new(&config, Vec::new())
+            .route(&record(Some("{}"), Some("body")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.key.as_deref(), Some(&b"Order"[..]));
+        assert_eq!(m.value.as_deref(), Some(&b"body"[..]));
+        assert_eq!(m.header("id"), Some(&b"OrderPlaced"[..]));
+    }
+
+    #[test]
+    fn trace_headers_can_be_switched_off() {
+        let config = KafkaConfig {
+            trace_headers: false,
+            ..KafkaConfig::default()
+        };
+        let traced = record(
+            Some("{}"),
+            Some("traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        let m = Router::new(&config, Vec::new())
+            .route(&traced)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            m.headers,
+            vec![("id".to_owned(), Some(b"0190-id".to_vec()))]
+        );
+        let on = router(false)
+            .route(&traced)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(on.header("traceparent").is_some());
     }
 
     #[test]

@@ -18,6 +18,12 @@ use super::ColumnValue;
 
 /// PostgreSQL's type OID of `bytea`.
 pub const BYTEA_OID: u32 = 17;
+/// Type OIDs whose text form Debezium converts (see [`debezium_text`]).
+pub const BOOL_OID: u32 = 16;
+pub const DATE_OID: u32 = 1082;
+pub const TIMESTAMP_OID: u32 = 1114;
+pub const TIMESTAMPTZ_OID: u32 = 1184;
+pub const NUMERIC_OID: u32 = 1700;
 
 /// A pgoutput payload the decoder could not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +39,8 @@ pub struct Column {
     pub name: String,
     /// The column's type OID (`bytea` is [`BYTEA_OID`]); its text form depends on it.
     pub type_oid: u32,
+    /// The type modifier (`atttypmod`): a timestamp's fractional digits, -1 when unconstrained.
+    pub type_modifier: i32,
 }
 
 /// A table the server described with a `Relation` message.
@@ -143,8 +151,12 @@ impl Decoder {
                     let _flags = r.u8()?;
                     let name = r.cstr()?;
                     let type_oid = r.u32()?;
-                    let _type_modifier = r.u32()?;
-                    columns.push(Column { name, type_oid });
+                    let type_modifier = r.u32()? as i32;
+                    columns.push(Column {
+                        name,
+                        type_oid,
+                        type_modifier,
+                    });
                 }
                 self.relations.insert(
                     oid,
@@ -220,19 +232,132 @@ impl Decoder {
 }
 
 /// A column's value from its text form: the bytes of a `bytea` (in either `bytea_output`
-/// format, as Debezium ships them), the text of anything else. Err says why it cannot be read.
+/// format, as Debezium ships them), the text of anything else, in the form Debezium's
+/// connector and header converter give it (see [`debezium_text`]). Err says why it cannot be
+/// read.
 pub fn column_value(column: &Column, text: &[u8]) -> Result<ColumnValue, String> {
     if column.type_oid == BYTEA_OID {
         return decode_bytea(text).map(ColumnValue::Bytes);
     }
     match std::str::from_utf8(text) {
-        Ok(text) => Ok(ColumnValue::Text(text.to_owned())),
+        Ok(text) => Ok(ColumnValue::Text(
+            debezium_text(column, text).unwrap_or_else(|| text.to_owned()),
+        )),
         Err(e) => Err(format!(
             "is not valid UTF-8 (byte {:#04x} at offset {}; is the database encoding SQL_ASCII?)",
             text[e.valid_up_to()],
             e.valid_up_to()
         )),
     }
+}
+
+/// The text Debezium 3.6 (PostgreSQL connector, default `time.precision.mode=adaptive` and
+/// `decimal.handling.mode=precise`, SimpleHeaderConverter) gives a column whose PostgreSQL text
+/// differs from it; None keeps PostgreSQL's text (every other type, and values such as
+/// `infinity` or BC dates). Measured against Debezium 3.6.1 (README, "Compatibility"):
+/// - `timestamptz(p)`: ISO-8601 in UTC with `Z`, the fraction padded to p digits (6 when
+///   unconstrained): `2026-11-28T20:19:21.773017Z`;
+/// - `timestamp(p)`: milliseconds since the epoch for p <= 3, microseconds otherwise;
+/// - `date`: days since the epoch;
+/// - `boolean`: `true`/`false` (PostgreSQL's text is `t`/`f`);
+/// - unconstrained `numeric`: `{"scale":s,"value":"<base64>"}`, the unscaled value's
+///   two's-complement big-endian bytes, trailing fractional zeros dropped (`numeric(p,s)` keeps
+///   PostgreSQL's text, which Debezium's decimal prints alike).
+fn debezium_text(column: &Column, text: &str) -> Option<String> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+    let precision = |default: u32| u32::try_from(column.type_modifier).unwrap_or(default);
+    match column.type_oid {
+        TIMESTAMPTZ_OID => {
+            let at = DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z").ok()?;
+            let at = at.with_timezone(&Utc);
+            let digits = precision(6).min(9);
+            let mut out = at.format("%Y-%m-%dT%H:%M:%S").to_string();
+            if digits > 0 {
+                let fraction = at.timestamp_subsec_nanos() / 10u32.pow(9 - digits);
+                out.push_str(&format!(".{fraction:0width$}", width = digits as usize));
+            }
+            out.push('Z');
+            Some(out)
+        }
+        TIMESTAMP_OID => {
+            let at = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").ok()?;
+            let at = at.and_utc();
+            Some(if precision(6) <= 3 {
+                at.timestamp_millis().to_string()
+            } else {
+                at.timestamp_micros().to_string()
+            })
+        }
+        DATE_OID => {
+            let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+            Some((date - NaiveDate::default()).num_days().to_string())
+        }
+        NUMERIC_OID if column.type_modifier < 0 => variable_scale_decimal(text),
+        BOOL_OID => match text {
+            "t" => Some("true".to_owned()),
+            "f" => Some("false".to_owned()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Debezium's `VariableScaleDecimal` as its header converter prints it; None for `NaN` and the
+/// infinities.
+fn variable_scale_decimal(text: &str) -> Option<String> {
+    use base64::Engine;
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let fraction = fraction.trim_end_matches('0');
+    if !(whole.bytes().chain(fraction.bytes())).all(|b| b.is_ascii_digit()) || whole.is_empty() {
+        return None;
+    }
+    // The unscaled magnitude in base 256, big-endian, by schoolbook multiply-and-add.
+    let mut magnitude: Vec<u8> = Vec::new();
+    for digit in whole.bytes().chain(fraction.bytes()) {
+        let mut carry = u32::from(digit - b'0');
+        for byte in magnitude.iter_mut().rev() {
+            let value = u32::from(*byte) * 10 + carry;
+            *byte = (value & 0xff) as u8;
+            carry = value >> 8;
+        }
+        while carry > 0 {
+            magnitude.insert(0, (carry & 0xff) as u8);
+            carry >>= 8;
+        }
+    }
+    let first_nonzero = magnitude.iter().position(|&b| b != 0);
+    let mut bytes = match first_nonzero {
+        Some(i) => magnitude.split_off(i),
+        None => vec![0],
+    };
+    // As Java's BigInteger.toByteArray: the fewest bytes that hold the sign bit too.
+    if bytes[0] & 0x80 != 0 {
+        bytes.insert(0, 0);
+    }
+    if negative && first_nonzero.is_some() {
+        for byte in bytes.iter_mut() {
+            *byte = !*byte;
+        }
+        for byte in bytes.iter_mut().rev() {
+            let (sum, overflow) = byte.overflowing_add(1);
+            *byte = sum;
+            if !overflow {
+                break;
+            }
+        }
+        if bytes.len() > 1 && bytes[0] == 0xff && bytes[1] & 0x80 != 0 {
+            bytes.remove(0);
+        }
+    }
+    let value = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    Some(format!(
+        r#"{{"scale":{},"value":"{value}"}}"#,
+        fraction.len()
+    ))
 }
 
 /// `bytea`'s text output: `\x` and two hex digits per byte (`bytea_output = hex`, the default),
@@ -283,6 +408,111 @@ pub(crate) mod tests {
     pub(crate) fn relation_msg(oid: u32, schema: &str, name: &str, columns: &[&str]) -> Vec<u8> {
         let typed: Vec<(&str, u32)> = columns.iter().map(|c| (*c, 25)).collect();
         typed_relation_msg(oid, schema, name, &typed)
+    }
+
+    /// Each value as Debezium 3.6.1 placed it in a header (measured through Kafka Connect on
+    /// the same rows; README "Compatibility").
+    #[test]
+    fn columns_read_as_debezium_renders_them() {
+        let render = |type_oid: u32, type_modifier: i32, text: &str| {
+            let column = Column {
+                name: "c".to_owned(),
+                type_oid,
+                type_modifier,
+            };
+            match column_value(&column, text.as_bytes()) {
+                Ok(ColumnValue::Text(t)) => t,
+                other => panic!("{other:?}"),
+            }
+        };
+        let cases: &[(u32, i32, &str, &str)] = &[
+            (
+                TIMESTAMPTZ_OID,
+                -1,
+                "2026-11-28 20:19:21.773017+00",
+                "2026-11-28T20:19:21.773017Z",
+            ),
+            (
+                TIMESTAMPTZ_OID,
+                -1,
+                "2026-01-01 00:00:00+00",
+                "2026-01-01T00:00:00.000000Z",
+            ),
+            (
+                TIMESTAMPTZ_OID,
+                -1,
+                "2026-01-01 00:00:00.5+05",
+                "2025-12-31T19:00:00.500000Z",
+            ),
+            (
+                TIMESTAMPTZ_OID,
+                3,
+                "2026-11-28 20:19:21.5+02",
+                "2026-11-28T18:19:21.500Z",
+            ),
+            (
+                TIMESTAMPTZ_OID,
+                3,
+                "2026-01-01 00:00:00.1+00",
+                "2026-01-01T00:00:00.100Z",
+            ),
+            (
+                TIMESTAMP_OID,
+                -1,
+                "2026-11-28 20:19:21.773017",
+                "1795897161773017",
+            ),
+            (
+                TIMESTAMP_OID,
+                -1,
+                "1960-01-01 00:00:00.000001",
+                "-315619199999999",
+            ),
+            (TIMESTAMP_OID, 3, "2026-11-28 20:19:21.5", "1795897161500"),
+            (DATE_OID, -1, "2026-11-28", "20785"),
+            (DATE_OID, -1, "1970-01-01", "0"),
+            (
+                NUMERIC_OID,
+                -1,
+                "12345.678900",
+                r#"{"scale":4,"value":"B1vNFQ=="}"#,
+            ),
+            (NUMERIC_OID, -1, "100", r#"{"scale":0,"value":"ZA=="}"#),
+            (NUMERIC_OID, -1, "0", r#"{"scale":0,"value":"AA=="}"#),
+            (
+                NUMERIC_OID,
+                -1,
+                "-0.0012300",
+                r#"{"scale":5,"value":"hQ=="}"#,
+            ),
+            (NUMERIC_OID, 0x000a_0006, "3.10", "3.10"),
+            (23, -1, "42", "42"),
+            (20, -1, "9007199254740993", "9007199254740993"),
+            (BOOL_OID, -1, "t", "true"),
+            (BOOL_OID, -1, "f", "false"),
+            (
+                2950,
+                -1,
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            ),
+            (25, -1, "h\u{e9}llo \"x\"", "h\u{e9}llo \"x\""),
+            (
+                3802,
+                -1,
+                r#"{"a": null, "b": [1, 2.50]}"#,
+                r#"{"a": null, "b": [1, 2.50]}"#,
+            ),
+            (TIMESTAMPTZ_OID, -1, "infinity", "infinity"),
+            (NUMERIC_OID, -1, "NaN", "NaN"),
+        ];
+        for (oid, typmod, text, debezium) in cases {
+            assert_eq!(
+                render(*oid, *typmod, text),
+                *debezium,
+                "{oid} {typmod} {text}"
+            );
+        }
     }
 
     pub(crate) fn typed_relation_msg(

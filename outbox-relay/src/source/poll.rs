@@ -871,9 +871,7 @@ impl PollRelay {
         let mut message = letter.message(topic, original);
         // A polled row has no WAL position; its table names where it came from.
         message.headers.retain(|(name, _)| name != "dlq.source.lsn");
-        message
-            .headers
-            .push(("dlq.source.table".to_owned(), self.table.key().into_bytes()));
+        message.push_header("dlq.source.table", self.table.key().into_bytes());
         let delivery = self
             .send(sink, &message)
             .await
