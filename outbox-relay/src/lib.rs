@@ -12,6 +12,7 @@
 //! - [`sink`]: the Kafka producer and the message format.
 //! - [`position`]: what may be acknowledged.
 //! - [`dead_letter`]: events Kafka refuses for good.
+//! - [`slot`]: heartbeats, retained WAL and a lost slot.
 //! - [`relay`]: the run loop; [`admin`]: setup, teardown, status; [`config`]; [`metrics`].
 
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod position;
 pub mod relay;
 pub mod sink;
+pub mod slot;
 pub mod source;
 pub mod topic;
 
