@@ -406,7 +406,7 @@ impl Session<'_> {
         &mut self,
         tx: TxId,
         lsn: u64,
-        message: KafkaMessage,
+        mut message: KafkaMessage,
         dead_letter: Option<String>,
     ) -> Result<(), RelayError> {
         loop {
@@ -419,16 +419,21 @@ impl Session<'_> {
                 Err(error) => match classify(&error) {
                     // librdkafka delivers in the background; room frees up without us.
                     Failure::Backpressure => tokio::time::sleep(Duration::from_millis(5)).await,
+                    // The dead letter keeps the value, so that `dlq redrive` can send the event
+                    // once the cause is fixed (a raised `max.message.bytes`).
                     Failure::Permanent if dead_letter.is_none() => {
-                        let drop_value = is_size_error(&error);
                         return Box::pin(self.dead_letter(
                             tx,
                             lsn,
                             message,
                             error.to_string(),
-                            drop_value,
+                            false,
                         ))
                         .await;
+                    }
+                    // Too large for the dead-letter topic as well: it goes without its value.
+                    Failure::Permanent if is_size_error(&error) && message.value.is_some() => {
+                        message = DeadLetter::without_value(message);
                     }
                     _ => {
                         self.relay.metrics.event_failed(&error);
@@ -481,19 +486,27 @@ impl Session<'_> {
                 Ok(())
             }
             Ok(Err((error, message))) => {
-                if classify(&error) == Failure::Permanent && dead_letter.is_none() {
+                let permanent = classify(&error) == Failure::Permanent;
+                if permanent && dead_letter.is_none() {
                     // Dead-lettering a delivered-later message: queued synchronously, except
-                    // for backpressure, which we wait out here.
+                    // for backpressure, which we wait out here. The value is kept (see `send`).
                     let letter = DeadLetter {
                         reason: error.to_string(),
                         lsn,
-                        drop_value: is_size_error(&error),
+                        drop_value: false,
                     };
                     let message = letter.message(
                         &self.relay.config.kafka.dead_letter_topic,
                         KafkaMessage::from_owned(&message),
                     );
                     return self.send_now(tx, lsn, message, letter.reason);
+                }
+                if let Some(reason) = dead_letter.filter(|_| permanent && is_size_error(&error)) {
+                    let message = KafkaMessage::from_owned(&message);
+                    if message.value.is_some() {
+                        // The dead letter was too large for its topic: it goes without its value.
+                        return self.send_now(tx, lsn, DeadLetter::without_value(message), reason);
+                    }
                 }
                 if is_fatal(&error) {
                     self.rebuild_producer = true;
