@@ -80,12 +80,10 @@ pub struct ListFilter {
 
 impl ListFilter {
     fn keeps(&self, entry: &DeadLetterEntry) -> bool {
-        let reason_ok = self.reason.as_deref().is_none_or(|wanted| {
-            entry
-                .reason
-                .to_lowercase()
-                .contains(&wanted.to_lowercase())
-        });
+        let reason_ok = self
+            .reason
+            .as_deref()
+            .is_none_or(|wanted| entry.reason.to_lowercase().contains(&wanted.to_lowercase()));
         let age = entry.age_seconds.unwrap_or(0).max(0).unsigned_abs();
         let newer_ok = self.newer_than.is_none_or(|d| age <= d.as_secs());
         let older_ok = self.older_than.is_none_or(|d| age >= d.as_secs());
@@ -194,7 +192,9 @@ fn now_ms() -> i64 {
 fn entry(message: &OwnedMessage, redriven: &HashSet<String>) -> DeadLetterEntry {
     let dead_letter = format!("{}/{}", message.partition(), message.offset());
     let mut original = KafkaMessage::from_owned(message);
-    original.headers.retain(|(name, _)| !name.starts_with("dlq."));
+    original
+        .headers
+        .retain(|(name, _)| !name.starts_with("dlq."));
     original.topic = header(message, "dlq.original.topic").unwrap_or_default();
     let dropped = header(message, "dlq.original.value.bytes");
     let not_redrivable = if original.topic.is_empty() {
@@ -346,7 +346,11 @@ pub async fn redrive(
     Ok(report)
 }
 
-async fn deliver(sink: &KafkaSink, message: &KafkaMessage, step: &'static str) -> Result<(), DlqError> {
+async fn deliver(
+    sink: &KafkaSink,
+    message: &KafkaMessage,
+    step: &'static str,
+) -> Result<(), DlqError> {
     let future = sink.send(message).map_err(kafka_step(step))?;
     match future.await {
         Ok(Ok(_)) => Ok(()),
@@ -361,10 +365,13 @@ async fn ensure_redriven_topic(kafka_config: &KafkaConfig) -> Result<(), DlqErro
         .create()
         .map_err(kafka_step("creating an admin client"))?;
     let topic = redriven_topic(kafka_config);
-    let new = NewTopic::new(&topic, 1, TopicReplication::Fixed(-1))
-        .set("cleanup.policy", "compact");
+    let new =
+        NewTopic::new(&topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
     let results = admin
-        .create_topics([&new], &AdminOptions::new().operation_timeout(Some(TIMEOUT)))
+        .create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        )
         .await
         .map_err(kafka_step("creating the redrive record topic"))?;
     for result in results {

@@ -224,7 +224,10 @@ async fn status(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn dlq_command(config: &Config, command: DlqCommand) -> Result<(), Box<dyn std::error::Error>> {
+async fn dlq_command(
+    config: &Config,
+    command: DlqCommand,
+) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         DlqCommand::List(l) => {
             let filter = dlq::ListFilter {
@@ -241,7 +244,8 @@ async fn dlq_command(config: &Config, command: DlqCommand) -> Result<(), Box<dyn
                         "{}\tid={}\tage={}s\ttopic={}\tposition={}\t{}reason={}",
                         e.dead_letter,
                         e.event_id.as_deref().unwrap_or("-"),
-                        e.age_seconds.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+                        e.age_seconds
+                            .map_or_else(|| "?".to_owned(), |a| a.to_string()),
                         e.original_topic,
                         e.source_position.as_deref().unwrap_or("-"),
                         if e.redriven { "redriven\t" } else { "" },

@@ -30,8 +30,8 @@ use crate::config::{Config, ConfigError};
 use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
 use crate::position::{Position, TxId};
-use crate::slot::{SlotKeeper, SlotLost, SlotState};
 use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal, is_size_error};
+use crate::slot::{SlotKeeper, SlotLost, SlotState};
 use crate::source::wal::{PgTarget, SourceError};
 use crate::source::{PG_EPOCH_OFFSET_MICROS, SourceEvent, WalSource};
 

@@ -307,8 +307,7 @@ async fn assert_stopped_for_lost_slot(
     )
     .await;
     assert_eq!(
-        exists,
-        slot_exists_after,
+        exists, slot_exists_after,
         "the slot's existence changed: {log}"
     );
 }
