@@ -199,12 +199,12 @@ fn entry(message: &OwnedMessage, redriven: &HashSet<String>) -> DeadLetterEntry 
     let dropped = header(message, "dlq.original.value.bytes");
     let not_redrivable = if original.topic.is_empty() {
         Some("it has no original topic (it is not an outbox event)".to_owned())
-    } else if let Some(bytes) = dropped {
-        Some(format!(
-            "its value ({bytes} bytes) was too large for the dead-letter topic and was not kept"
-        ))
     } else {
-        None
+        dropped.map(|bytes| {
+            format!(
+                "its value ({bytes} bytes) was too large for the dead-letter topic and was not kept"
+            )
+        })
     };
     let at = message.timestamp().to_millis();
     DeadLetterEntry {
