@@ -491,11 +491,14 @@ pub async fn preflight(config: &Config) -> Result<Preflight, PreflightError> {
             )));
         }
         Some((_, _, Some(status))) if status == "lost" => {
-            return Err(PreflightError::Refused(format!(
-                "replication slot `{slot}` was invalidated (the server removed WAL it needed, see \
-                 max_slot_wal_keep_size): events may be lost; drop and recreate it with \
-                 `outbox-relay teardown` and `setup`, then reconcile"
-            )));
+            return Err(PreflightError::Refused(
+                crate::slot::SlotLost {
+                    slot: slot.clone(),
+                    loss: crate::slot::SlotLoss::Invalidated,
+                    confirmed: 0,
+                }
+                .to_string(),
+            ));
         }
         Some(_) => {}
     }

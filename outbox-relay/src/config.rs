@@ -113,10 +113,26 @@ pub struct SourceConfig {
     /// is acknowledged on the server's keepalives, so an idle outbox holds no WAL.
     #[serde(default = "default_status_interval", with = "humantime_serde")]
     pub status_interval: Duration,
+    /// How often the relay writes a heartbeat into the slot's database (a transactional
+    /// `pg_logical_emit_message` with the prefix [`HEARTBEAT_PREFIX`], as Debezium's
+    /// `heartbeat.action.query`), which it reads back and confirms, never shipping it: the slot
+    /// then advances while the outbox is idle and other databases of the cluster write WAL.
+    /// `0s` turns it off. Default 10 s.
+    #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// WAL retained by the slot (bytes, the server's WAL position minus the slot's
+    /// `restart_lsn`) above which the relay logs a warning; the figure is the metric
+    /// `outbox_relay_slot_retained_wal_bytes`. Default 1 GiB.
+    #[serde(default = "default_max_retained_wal")]
+    pub max_retained_wal: u64,
     /// The `poll` source's settings.
     #[serde(default)]
     pub poll: crate::source::poll::PollConfig,
 }
+
+/// The logical-message prefix of the relay's heartbeats; distinct from any outbox prefix, so a
+/// heartbeat is never taken for an event.
+pub const HEARTBEAT_PREFIX: &str = "outbox-relay.heartbeat";
 
 fn default_slot() -> String {
     "outbox_relay".into()
@@ -133,6 +149,12 @@ fn default_prefix() -> String {
 fn default_status_interval() -> Duration {
     Duration::from_secs(1)
 }
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_retained_wal() -> u64 {
+    1 << 30
+}
 
 impl Default for SourceConfig {
     fn default() -> Self {
@@ -144,6 +166,8 @@ impl Default for SourceConfig {
             table: default_table(),
             message_prefix: default_prefix(),
             status_interval: default_status_interval(),
+            heartbeat_interval: default_heartbeat_interval(),
+            max_retained_wal: default_max_retained_wal(),
             poll: crate::source::poll::PollConfig::default(),
         }
     }
@@ -391,6 +415,12 @@ pub struct Overrides {
     /// A librdkafka property `name=value`, repeatable (`kafka.properties`).
     #[arg(long = "kafka-property", short = 'X')]
     pub kafka_properties: Vec<String>,
+    /// Heartbeat interval, such as `10s`; `0s` = off (`source.heartbeat_interval`).
+    #[arg(long, env = "OUTBOX_RELAY_HEARTBEAT_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+    /// Retained-WAL warning threshold in bytes (`source.max_retained_wal`).
+    #[arg(long, env = "OUTBOX_RELAY_MAX_RETAINED_WAL")]
+    pub max_retained_wal: Option<u64>,
     /// Metrics listen address (`metrics.listen`).
     #[arg(long, env = "OUTBOX_RELAY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -448,6 +478,8 @@ impl Config {
         set(&mut self.source.publication, &o.publication);
         set(&mut self.source.table, &o.table);
         set(&mut self.source.message_prefix, &o.message_prefix);
+        set(&mut self.source.heartbeat_interval, &o.heartbeat_interval);
+        set(&mut self.source.max_retained_wal, &o.max_retained_wal);
         set(&mut self.kafka.topic, &o.topic);
         set(&mut self.kafka.dead_letter_topic, &o.dead_letter_topic);
         set(&mut self.kafka.trace_headers, &o.trace_headers);

@@ -3,9 +3,11 @@
 //! and the stream goes on. Delivering the dead letter acknowledges the event.
 //!
 //! Headers added: `dlq.reason` (human text), `dlq.original.topic`, `dlq.source.lsn` (the WAL
-//! position, `X/Y` as PostgreSQL prints it). The original key and headers are kept. A value
-//! that was too large is left out (its size is in `dlq.original.value.bytes`), so the dead
-//! letter itself fits.
+//! position, `X/Y` as PostgreSQL prints it). The original key, value and headers are kept, so
+//! `outbox-relay dlq redrive` can publish the event again once its cause is fixed; only when the
+//! dead letter is too large for the dead-letter topic too is the value left out (its size is in
+//! `dlq.original.value.bytes`), so that the dead letter itself fits; such a one cannot be
+//! re-driven.
 
 use crate::sink::KafkaMessage;
 
@@ -39,22 +41,28 @@ impl DeadLetter {
             "dlq.source.lsn".to_owned(),
             Some(format_lsn(self.lsn).into_bytes()),
         ));
-        let value = match original.value {
-            Some(value) if self.drop_value => {
-                headers.push((
-                    "dlq.original.value.bytes".to_owned(),
-                    Some(value.len().to_string().into_bytes()),
-                ));
-                None
-            }
-            value => value,
-        };
-        KafkaMessage {
+        let letter = KafkaMessage {
             topic: topic.to_owned(),
             key: original.key,
-            value,
+            value: original.value,
             headers,
+        };
+        if self.drop_value {
+            DeadLetter::without_value(letter)
+        } else {
+            letter
         }
+    }
+
+    /// `letter` without its value, which is too large; `dlq.original.value.bytes` keeps its size.
+    pub fn without_value(mut letter: KafkaMessage) -> KafkaMessage {
+        if let Some(value) = letter.value.take() {
+            letter.headers.push((
+                "dlq.original.value.bytes".to_owned(),
+                Some(value.len().to_string().into_bytes()),
+            ));
+        }
+        letter
     }
 }
 

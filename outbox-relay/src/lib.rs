@@ -11,17 +11,20 @@
 //!   source (PostgreSQL, MariaDB/MySQL, SQLite).
 //! - [`sink`]: the Kafka producer and the message format.
 //! - [`position`]: what may be acknowledged.
-//! - [`dead_letter`]: events Kafka refuses for good.
+//! - [`dead_letter`]: events Kafka refuses for good; [`dlq`]: listing and re-driving them.
+//! - [`slot`]: heartbeats, retained WAL and a lost slot.
 //! - [`relay`]: the run loop; [`admin`]: setup, teardown, status; [`config`]; [`metrics`].
 
 pub mod admin;
 mod backoff;
 pub mod config;
 pub mod dead_letter;
+pub mod dlq;
 pub mod metrics;
 pub mod position;
 pub mod relay;
 pub mod sink;
+pub mod slot;
 pub mod source;
 pub mod topic;
 

@@ -1,13 +1,14 @@
-//! `outbox-relay`: `setup`, `teardown`, `run` and `status` for one outbox.
+//! `outbox-relay`: `setup`, `teardown`, `run`, `status` and `dlq` for one outbox.
 //!
 //! Errors are printed with their causes and the config key at fault; the exit code is 2 for a
 //! configuration error, 1 for any other failure, 0 after a graceful stop (SIGTERM/SIGINT).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use outbox_relay::config::{Config, ConfigError, Overrides};
-use outbox_relay::{Metrics, Relay, admin};
+use outbox_relay::{Metrics, Relay, admin, dlq};
 
 /// Relays committed outbox events from PostgreSQL's log to Kafka (Debezium-compatible format).
 #[derive(Debug, Parser)]
@@ -27,6 +28,62 @@ enum Command {
     Run(Overrides),
     /// Print the slot's lag, its confirmed LSN, and the events a running relay published.
     Status(Overrides),
+    /// List the dead letters, or publish them again to their original topics.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// The dead letters: event id, reason, original topic, source position and age.
+    List(DlqList),
+    /// Publish dead letters again to their original topic (original key, value and headers).
+    /// A re-driven dead letter is recorded in `<dead-letter topic>.redriven` and is not sent
+    /// again unless `--force`.
+    Redrive(DlqRedrive),
+}
+
+#[derive(Debug, clap::Args)]
+struct DlqList {
+    #[command(flatten)]
+    overrides: Overrides,
+    /// Only dead letters whose reason contains this text (case-insensitive).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only dead letters at most this old, such as `1h`.
+    #[arg(long, value_parser = parse_duration)]
+    newer_than: Option<Duration>,
+    /// Only dead letters at least this old, such as `10m`.
+    #[arg(long, value_parser = parse_duration)]
+    older_than: Option<Duration>,
+    /// One JSON array instead of lines of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct DlqRedrive {
+    #[command(flatten)]
+    overrides: Overrides,
+    /// The event id (`id` header) of a dead letter to re-drive; repeatable.
+    #[arg(long = "id", required_unless_present = "all", conflicts_with = "all")]
+    ids: Vec<String>,
+    /// Every dead letter.
+    #[arg(long)]
+    all: bool,
+    /// Show what would be sent; send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Send dead letters that were re-driven before again.
+    #[arg(long)]
+    force: bool,
+    /// One JSON array instead of lines of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime_serde::re::humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -51,6 +108,8 @@ fn main() -> ExitCode {
             Command::Teardown(o) => (o, "teardown"),
             Command::Run(o) => (o, "run"),
             Command::Status(o) => (o, "status"),
+            Command::Dlq(DlqCommand::List(l)) => (&l.overrides, "dlq"),
+            Command::Dlq(DlqCommand::Redrive(r)) => (&r.overrides, "dlq"),
         };
         let config = match load(overrides, command) {
             Ok(config) => config,
@@ -61,6 +120,7 @@ fn main() -> ExitCode {
         };
         tracing::debug!(?config, "configuration");
         let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+            Command::Dlq(command) => dlq_command(&config, command).await,
             // `--source poll`: the polling source has its own setup, status and run loop.
             _ if config.source.kind == outbox_relay::config::SourceKind::Poll => {
                 outbox_relay::source::poll::command(config, command, shutdown_signal())
@@ -86,8 +146,20 @@ fn main() -> ExitCode {
 
 fn load(overrides: &Overrides, command: &str) -> Result<Config, ConfigError> {
     let mut config = Config::load(overrides);
+    // The dead letters are in Kafka alone.
+    if command == "dlq"
+        && let Err(ConfigError::Invalid {
+            key: "database_url",
+            ..
+        }) = config
+    {
+        let mut o = overrides.clone();
+        o.database_url = Some("postgres://unused/unused".into());
+        config = Config::load(&o);
+    }
     // Admin commands need no Kafka.
     if command != "run"
+        && command != "dlq"
         && let Err(ConfigError::Invalid {
             key: "kafka.brokers",
             ..
@@ -149,6 +221,74 @@ async fn status(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
             |n| n.to_string()
         )
     );
+    Ok(())
+}
+
+async fn dlq_command(
+    config: &Config,
+    command: DlqCommand,
+) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        DlqCommand::List(l) => {
+            let filter = dlq::ListFilter {
+                reason: l.reason,
+                newer_than: l.newer_than,
+                older_than: l.older_than,
+            };
+            let entries = dlq::list(&config.kafka, &filter)?;
+            if l.json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                for e in &entries {
+                    println!(
+                        "{}\tid={}\tage={}s\ttopic={}\tposition={}\t{}reason={}",
+                        e.dead_letter,
+                        e.event_id.as_deref().unwrap_or("-"),
+                        e.age_seconds
+                            .map_or_else(|| "?".to_owned(), |a| a.to_string()),
+                        e.original_topic,
+                        e.source_position.as_deref().unwrap_or("-"),
+                        if e.redriven { "redriven\t" } else { "" },
+                        e.reason
+                    );
+                }
+                println!("{} dead letter(s)", entries.len());
+            }
+        }
+        DlqCommand::Redrive(r) => {
+            let selection = if r.all {
+                dlq::Selection::All
+            } else {
+                dlq::Selection::Ids(r.ids)
+            };
+            let report = dlq::redrive(&config.kafka, &selection, r.dry_run, r.force).await?;
+            if r.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for line in &report {
+                    let outcome = match &line.outcome {
+                        dlq::Outcome::Redriven => "re-driven".to_owned(),
+                        dlq::Outcome::WouldRedrive => "would be re-driven (dry run)".to_owned(),
+                        dlq::Outcome::AlreadyRedriven => {
+                            "already re-driven (use --force to send it again)".to_owned()
+                        }
+                        dlq::Outcome::NotRedrivable(why) => format!("not re-driven: {why}"),
+                    };
+                    println!(
+                        "{}\tid={}\ttopic={}\t{outcome}",
+                        line.dead_letter,
+                        line.event_id.as_deref().unwrap_or("-"),
+                        line.original_topic
+                    );
+                }
+                let sent = report
+                    .iter()
+                    .filter(|l| l.outcome == dlq::Outcome::Redriven)
+                    .count();
+                println!("{sent} re-driven");
+            }
+        }
+    }
     Ok(())
 }
 

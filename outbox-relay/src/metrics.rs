@@ -10,7 +10,10 @@
 //! `outbox_relay_events_dead_lettered_total`, `outbox_relay_transaction_events` (histogram of
 //! events per source transaction), `outbox_relay_lag_bytes` (server WAL end minus the confirmed
 //! LSN), `outbox_relay_lag_seconds` (age of the oldest unacknowledged transaction),
-//! `outbox_relay_confirmed_lsn`, `outbox_relay_reconnects_total`, `outbox_relay_connected`.
+//! `outbox_relay_confirmed_lsn`, `outbox_relay_reconnects_total`, `outbox_relay_connected`,
+//! `outbox_relay_slot_retained_wal_bytes` (the server's WAL position minus the slot's
+//! `restart_lsn`: the WAL the slot keeps on disk), `outbox_relay_heartbeats_total` and
+//! `outbox_relay_heartbeats_failed_total`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +40,13 @@ pub struct Metrics {
     confirmed_lsn: Gauge,
     connected: Arc<AtomicBool>,
     connected_gauge: Gauge,
+    slot_retained_wal_bytes: Gauge,
+    /// Whether the last reading was above `source.max_retained_wal` (warn on crossing only).
+    retained_over: Arc<AtomicBool>,
+    /// Whether the slot was last seen past `max_slot_wal_keep_size`.
+    slot_unreserved: Arc<AtomicBool>,
+    heartbeats: Counter,
+    heartbeats_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -57,6 +67,24 @@ impl Metrics {
         let lag_seconds = Gauge::<f64, AtomicU64>::default();
         let confirmed_lsn = Gauge::default();
         let connected_gauge = Gauge::default();
+        let slot_retained_wal_bytes = Gauge::default();
+        let heartbeats = Counter::default();
+        let heartbeats_failed = Counter::default();
+        registry.register(
+            "slot_retained_wal_bytes",
+            "WAL the replication slot keeps: the server's WAL position minus its restart_lsn",
+            slot_retained_wal_bytes.clone(),
+        );
+        registry.register(
+            "heartbeats",
+            "Heartbeat messages written to the slot's database",
+            heartbeats.clone(),
+        );
+        registry.register(
+            "heartbeats_failed",
+            "Heartbeat messages that could not be written",
+            heartbeats_failed.clone(),
+        );
         registry.register(
             "events_published",
             "Events Kafka acknowledged",
@@ -114,6 +142,11 @@ impl Metrics {
             confirmed_lsn,
             connected: Arc::new(AtomicBool::new(false)),
             connected_gauge,
+            slot_retained_wal_bytes,
+            retained_over: Arc::new(AtomicBool::new(false)),
+            slot_unreserved: Arc::new(AtomicBool::new(false)),
+            heartbeats,
+            heartbeats_failed,
         }
     }
 
@@ -164,6 +197,52 @@ impl Metrics {
         self.lag_bytes
             .set(i64::try_from(wal_end.saturating_sub(confirmed)).unwrap_or(i64::MAX));
         self.lag_seconds.set(oldest_pending_age_secs);
+    }
+
+    /// A heartbeat was written.
+    pub fn heartbeat_written(&self) {
+        self.heartbeats.inc();
+    }
+
+    /// A heartbeat could not be written; the slot may not advance while the outbox is idle.
+    pub fn heartbeat_failed(&self, error: &dyn std::fmt::Display) {
+        self.heartbeats_failed.inc();
+        tracing::warn!(%error, "writing a heartbeat failed");
+    }
+
+    /// The slot as last read: its retained WAL, warned about when it crosses `threshold`
+    /// (`source.max_retained_wal`) and when the server may invalidate it.
+    pub fn slot_state(&self, slot: &str, state: &crate::slot::SlotState, threshold: u64) {
+        let retained = state.retained_wal_bytes.unwrap_or(0);
+        self.slot_retained_wal_bytes.set(retained);
+        let over = u64::try_from(retained).is_ok_and(|r| r > threshold);
+        if over && !self.retained_over.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                slot,
+                retained_wal_bytes = retained,
+                max_retained_wal = threshold,
+                "the replication slot retains more WAL than `source.max_retained_wal`: the relay \
+                 is behind, or cannot confirm (is Kafka reachable?); the server keeps this WAL on \
+                 disk until the slot advances"
+            );
+        } else if !over && self.retained_over.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                slot,
+                retained_wal_bytes = retained,
+                "the replication slot's retained WAL is back under `source.max_retained_wal`"
+            );
+        }
+        let unreserved = state.wal_status.as_deref() == Some("unreserved");
+        if unreserved && !self.slot_unreserved.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                slot,
+                retained_wal_bytes = retained,
+                "the replication slot is past `max_slot_wal_keep_size` (wal_status = \
+                 'unreserved'): the next checkpoint may invalidate it unless the relay catches up"
+            );
+        } else if !unreserved {
+            self.slot_unreserved.store(false, Ordering::Relaxed);
+        }
     }
 
     /// A replication session started streaming, or stopped.
@@ -260,6 +339,8 @@ mod tests {
             "outbox_relay_lag_bytes 50",
             "outbox_relay_lag_seconds 0.5",
             "outbox_relay_transaction_events_count 1",
+            "outbox_relay_slot_retained_wal_bytes 0",
+            "outbox_relay_heartbeats_total 0",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

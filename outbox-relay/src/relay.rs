@@ -10,6 +10,10 @@
 //! Before the first session, [`admin::preflight`] checks what no retry can fix (credentials, the
 //! table and its columns, the publication, the slot): such a mistake ends `run` at start, with
 //! the fix named; an unreachable database is retried like any transient fault.
+//!
+//! While it runs, a [`SlotKeeper`] writes heartbeats and watches the slot. A slot found dropped
+//! or invalidated, while streaming or when a session fails, ends `run` with [`SlotLost`]: it is
+//! never recreated, because a new slot would skip the events it held.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +31,7 @@ use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
 use crate::position::{Position, TxId};
 use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal, is_size_error};
+use crate::slot::{SlotKeeper, SlotLost, SlotState};
 use crate::source::wal::{PgTarget, SourceError};
 use crate::source::{PG_EPOCH_OFFSET_MICROS, SourceEvent, WalSource};
 
@@ -47,6 +52,9 @@ pub enum RelayError {
     /// What the preflight refused (or could not check) at start.
     #[error(transparent)]
     Preflight(#[from] admin::PreflightError),
+    /// The slot was dropped or invalidated.
+    #[error(transparent)]
+    SlotLost(#[from] SlotLost),
 }
 
 impl RelayError {
@@ -55,7 +63,7 @@ impl RelayError {
             RelayError::Source(e) => e.is_transient(),
             RelayError::Kafka { context, .. } => *context != "`kafka.properties`",
             RelayError::Preflight(e) => e.is_transient(),
-            RelayError::Config(_) | RelayError::Admin(_) => false,
+            RelayError::Config(_) | RelayError::Admin(_) | RelayError::SlotLost(_) => false,
         }
     }
 }
@@ -149,6 +157,15 @@ impl Relay {
                 .session(producer, &preflight, &mut confirmed, &mut shutdown)
                 .await;
             self.metrics.connected(false);
+            // A session that failed because its slot is gone (the server ends the session of a
+            // slot it invalidates; a dropped slot refuses the next one) stops the relay here,
+            // with the remedy, rather than as a bare replication error or a retry loop.
+            let outcome = match outcome {
+                Err(error) if !matches!(error, RelayError::SlotLost(_)) => {
+                    Err(self.slot_lost(&preflight, confirmed).await.unwrap_or(error))
+                }
+                outcome => outcome,
+            };
             if rebuild {
                 sink = None;
             }
@@ -180,6 +197,19 @@ impl Relay {
         }
     }
 
+    /// The slot's loss, if a read of `pg_replication_slots` shows it dropped or invalidated.
+    async fn slot_lost(&self, preflight: &admin::Preflight, confirmed: u64) -> Option<RelayError> {
+        let slot = &self.config.source.slot;
+        let state = crate::slot::read(&preflight.catalog, slot).await.ok()?;
+        SlotState::loss(state.as_ref()).map(|loss| {
+            RelayError::SlotLost(SlotLost {
+                slot: slot.clone(),
+                loss,
+                confirmed,
+            })
+        })
+    }
+
     async fn session(
         &self,
         sink: &KafkaSink,
@@ -208,6 +238,11 @@ impl Relay {
             "replication session started"
         );
         self.metrics.connected(true);
+        let keeper = SlotKeeper::start(
+            &self.config.source,
+            preflight.catalog.clone(),
+            self.metrics.clone(),
+        );
         let mut session = Session {
             relay: self,
             sink,
@@ -217,7 +252,7 @@ impl Relay {
             open: None,
             rebuild_producer: false,
         };
-        let outcome = session.stream(shutdown).await;
+        let outcome = session.stream(shutdown, keeper).await;
         session.drain().await;
         *confirmed = session.position.confirmed();
         let rebuild = session.rebuild_producer;
@@ -236,13 +271,24 @@ impl Session<'_> {
     async fn stream(
         &mut self,
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+        mut keeper: SlotKeeper,
     ) -> Result<Ended, RelayError> {
         let max_in_flight = self.relay.config.kafka.max_in_flight;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut watching = true;
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.as_mut() => return Ok(Ended::Shutdown),
+                loss = &mut keeper.lost, if watching => match loss {
+                    Ok(loss) => return Err(SlotLost {
+                        slot: self.relay.config.source.slot.clone(),
+                        loss,
+                        confirmed: self.position.confirmed(),
+                    }.into()),
+                    // The keeper ended without a finding (it only ends on one): stop polling it.
+                    Err(_) => watching = false,
+                },
                 Some(delivery) = self.in_flight.next(), if !self.in_flight.is_empty() => self.delivered(delivery)?,
                 event = self.source.next(), if self.in_flight.len() < max_in_flight => self.read(event?).await?,
                 _ = tick.tick() => self.report(),
@@ -326,7 +372,11 @@ impl Session<'_> {
             }
             SourceEvent::Commit { end_lsn } => {
                 if let Some((tx, events)) = self.open.take() {
-                    self.relay.metrics.transaction_read(events);
+                    // Heartbeats and transactions of other tables carry no event: they move the
+                    // position but are no batch.
+                    if events > 0 {
+                        self.relay.metrics.transaction_read(events);
+                    }
                     let moved = self.position.commit(tx, end_lsn);
                     self.acknowledge(moved);
                 }
@@ -356,7 +406,7 @@ impl Session<'_> {
         &mut self,
         tx: TxId,
         lsn: u64,
-        message: KafkaMessage,
+        mut message: KafkaMessage,
         dead_letter: Option<String>,
     ) -> Result<(), RelayError> {
         loop {
@@ -369,16 +419,21 @@ impl Session<'_> {
                 Err(error) => match classify(&error) {
                     // librdkafka delivers in the background; room frees up without us.
                     Failure::Backpressure => tokio::time::sleep(Duration::from_millis(5)).await,
+                    // The dead letter keeps the value, so that `dlq redrive` can send the event
+                    // once the cause is fixed (a raised `max.message.bytes`).
                     Failure::Permanent if dead_letter.is_none() => {
-                        let drop_value = is_size_error(&error);
                         return Box::pin(self.dead_letter(
                             tx,
                             lsn,
                             message,
                             error.to_string(),
-                            drop_value,
+                            false,
                         ))
                         .await;
+                    }
+                    // Too large for the dead-letter topic as well: it goes without its value.
+                    Failure::Permanent if is_size_error(&error) && message.value.is_some() => {
+                        message = DeadLetter::without_value(message);
                     }
                     _ => {
                         self.relay.metrics.event_failed(&error);
@@ -431,19 +486,27 @@ impl Session<'_> {
                 Ok(())
             }
             Ok(Err((error, message))) => {
-                if classify(&error) == Failure::Permanent && dead_letter.is_none() {
+                let permanent = classify(&error) == Failure::Permanent;
+                if permanent && dead_letter.is_none() {
                     // Dead-lettering a delivered-later message: queued synchronously, except
-                    // for backpressure, which we wait out here.
+                    // for backpressure, which we wait out here. The value is kept (see `send`).
                     let letter = DeadLetter {
                         reason: error.to_string(),
                         lsn,
-                        drop_value: is_size_error(&error),
+                        drop_value: false,
                     };
                     let message = letter.message(
                         &self.relay.config.kafka.dead_letter_topic,
                         KafkaMessage::from_owned(&message),
                     );
                     return self.send_now(tx, lsn, message, letter.reason);
+                }
+                if let Some(reason) = dead_letter.filter(|_| permanent && is_size_error(&error)) {
+                    let message = KafkaMessage::from_owned(&message);
+                    if message.value.is_some() {
+                        // The dead letter was too large for its topic: it goes without its value.
+                        return self.send_now(tx, lsn, DeadLetter::without_value(message), reason);
+                    }
                 }
                 if is_fatal(&error) {
                     self.rebuild_producer = true;
