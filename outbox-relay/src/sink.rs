@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn illegal_topics_are_unroutable_with_the_reason() {
         let mut r = record(Some("{}"), None);
-        r.columns[1].1 = Some("Order Line".to_owned());
+        r.columns[1].1 = Some(ColumnValue::Text("Order Line".to_owned()));
         assert_eq!(
             router(false).route(&r).map(|m| m.topic),
             Err(Unroutable::IllegalTopic {
