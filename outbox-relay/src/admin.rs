@@ -6,10 +6,7 @@
 use std::time::Duration;
 
 use outbox_core::migration::quote;
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
-    Value,
-};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
 use crate::config::{Config, SourceKind};
 use crate::dead_letter::format_lsn;
@@ -39,7 +36,9 @@ pub struct SlotStatus {
 }
 
 async fn connect(config: &Config) -> Result<DatabaseConnection, AdminError> {
-    let mut options = ConnectOptions::new(config.database_url.clone().unwrap_or_default());
+    let mut options =
+        crate::connection::connect_options(config.database_url.as_deref().unwrap_or_default())
+            .map_err(|e| AdminError::State(e.to_string()))?;
     options.sqlx_logging(false).max_connections(1);
     Database::connect(options)
         .await

@@ -13,10 +13,12 @@
 //! - [`position`]: what may be acknowledged.
 //! - [`dead_letter`]: events Kafka refuses for good.
 //! - [`relay`]: the run loop; [`admin`]: setup, teardown, status; [`config`]; [`metrics`].
+//! - [`connection`]: the one parser of each kind of database URL, TLS settings included.
 
 pub mod admin;
 mod backoff;
 pub mod config;
+pub mod connection;
 pub mod dead_letter;
 pub mod metrics;
 pub mod position;

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rdkafka::error::KafkaError;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    IsolationLevel, TransactionTrait,
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, IsolationLevel,
+    TransactionTrait,
 };
 use serde::Deserialize;
 use tokio::sync::Notify;
@@ -228,7 +228,7 @@ impl PollRelay {
     /// `sqlite://` URL).
     pub async fn connect(config: Config, metrics: Metrics) -> Result<PollRelay, PollError> {
         let url = config.database_url.clone().unwrap_or_default();
-        let mut options = ConnectOptions::new(url);
+        let mut options = crate::connection::connect_options(&url).map_err(ConfigError::from)?;
         options.sqlx_logging(false).max_connections(4);
         let db = Database::connect(options).await?;
         PollRelay::new(config, db, metrics)
@@ -379,12 +379,12 @@ impl PollRelay {
             };
             let producer = match &sink {
                 Some(producer) => producer,
-                None => sink.insert(KafkaSink::new(&self.config.kafka).map_err(|source| {
-                    PollError::Kafka {
+                None => sink.insert(KafkaSink::connect(&self.config.kafka).await.map_err(
+                    |source| PollError::Kafka {
                         context: "producer configuration",
                         source,
-                    }
-                })?),
+                    },
+                )?),
             };
             let mut stopping = false;
             let outcome = {
