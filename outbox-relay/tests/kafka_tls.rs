@@ -169,13 +169,17 @@ async fn ships_over_sasl_ssl_with_scram_and_a_password_file() {
     ]));
     let file_text = file.display().to_string();
     let (mut child, log) = spawn_relay(&fx, &args, &[("KAFKA_SASL_PASSWORD_FILE", &file_text)]);
+    events_arrive(&fx, &log).await;
+    // Read once the relay runs (right after the spawn, it may not have exec'd yet).
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
-    assert!(!cmdline.is_empty(), "no command line for the relay");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("SCRAM-SHA-512"),
+        "not the relay's command line"
+    );
     assert!(
         !String::from_utf8_lossy(&cmdline).contains(&password),
         "the SASL password is on the command line"
     );
-    events_arrive(&fx, &log).await;
     let _ = child.kill();
     let _ = child.wait();
     assert!(
@@ -262,6 +266,8 @@ fn librdkafka_is_built_with_tls_sasl_and_compression() {
         .set("bootstrap.servers", "127.0.0.1:1")
         .set("security.protocol", "SASL_SSL")
         .set("sasl.mechanism", "SCRAM-SHA-512")
+        .set("sasl.username", "relay")
+        .set("sasl.password", "unused")
         .set("compression.type", "zstd")
         .create()
         .unwrap_or_else(|e| panic!("SASL_SSL with SCRAM and zstd are refused by this build: {e}"));
@@ -279,6 +285,8 @@ fn librdkafka_is_built_with_tls_sasl_and_compression() {
             .set("bootstrap.servers", "127.0.0.1:1")
             .set("security.protocol", "SASL_SSL")
             .set("sasl.mechanism", mechanism)
+            .set("sasl.username", "relay")
+            .set("sasl.password", "unused")
             .set("compression.type", "lz4");
         if let Some((k, v)) = extra {
             config.set(k, v);
