@@ -9,10 +9,7 @@ use std::time::Duration;
 
 use outbox_core::migration::quote;
 use sea_orm::sqlx::{self, PgPool};
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
-    Value,
-};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
 use crate::config::{Config, SourceKind};
 use crate::dead_letter::format_lsn;
@@ -53,7 +50,9 @@ pub struct SlotStatus {
 }
 
 async fn connect(config: &Config) -> Result<DatabaseConnection, AdminError> {
-    let mut options = ConnectOptions::new(config.database_url.clone().unwrap_or_default());
+    let mut options =
+        crate::connection::connect_options(config.database_url.as_deref().unwrap_or_default())
+            .map_err(|e| AdminError::State(e.to_string()))?;
     options.sqlx_logging(false).max_connections(1);
     Database::connect(options)
         .await
@@ -344,8 +343,13 @@ pub async fn preflight(config: &Config) -> Result<Preflight, PreflightError> {
         };
         PreflightError::Connect { source, hint }
     };
+    // The one URL parser of `connection` (TLS, `?host=`, sockets), over sqlx's own reading.
+    let target = crate::connection::PgTarget::parse(url)
+        .map_err(|e| PreflightError::Refused(format!("`database_url`: {e}")))?;
     let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(connect)?;
-    let options = options.application_name("outbox-relay catalog");
+    let options = target
+        .sqlx_options(options)
+        .application_name("outbox-relay catalog");
     // One plain connection first: it fails at once, with the server's reason, where the pool
     // would retry a refused connection until its acquire timeout.
     {

@@ -2,8 +2,10 @@
 //! command-line flags (CLI > env > TOML > defaults).
 //!
 //! The file is parsed with `deny_unknown_fields`, so a misspelt key is an error that names it.
-//! Secrets (the database password, any librdkafka property whose name says `password`, `secret`
-//! or `key`) never reach a log line: `Debug` redacts them.
+//! Secrets (the database password in any form a URL carries it, any librdkafka property whose
+//! name says `password`, `secret` or `key`) never reach a log line: `Debug` redacts them. They
+//! can come from files (`database_url_file`, `kafka.sasl_password_file`, or the `*_FILE`
+//! environment variables), so that they never appear on a command line.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,6 +47,10 @@ pub struct Config {
     /// the `REPLICATION` attribute (and ownership of the table for `setup`). Env: `DATABASE_URL`.
     #[serde(default)]
     pub database_url: Option<String>,
+    /// A file holding `database_url` (a mounted secret, say); read by [`Config::load`].
+    /// Env: `DATABASE_URL_FILE`.
+    #[serde(default)]
+    pub database_url_file: Option<PathBuf>,
     /// Where events are read from.
     #[serde(default)]
     pub source: SourceConfig,
@@ -66,6 +72,7 @@ impl fmt::Debug for Config {
                 "database_url",
                 &self.database_url.as_deref().map(redact_url),
             )
+            .field("database_url_file", &self.database_url_file)
             .field("source", &self.source)
             .field("kafka", &self.kafka)
             .field("retry", &self.retry)
@@ -218,10 +225,15 @@ pub struct KafkaConfig {
     /// 84 MB instead of 33 MB).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// librdkafka properties, passed through as they are (TLS and SASL go here). The relay
+    /// librdkafka properties, passed through as they are (TLS and SASL go here:
+    /// `security.protocol`, `ssl.ca.location`, `sasl.mechanism`, `sasl.username`, ...). The relay
     /// forces `enable.idempotence=true` and `acks=all`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// A file holding the SASL password (`sasl.password`), so that it is on no command line;
+    /// read by [`Config::load`]. Env: `KAFKA_SASL_PASSWORD_FILE`.
+    #[serde(default)]
+    pub sasl_password_file: Option<PathBuf>,
 }
 
 fn default_topic() -> String {
@@ -264,6 +276,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: default_dlq(),
             max_in_flight: default_max_in_flight(),
             properties: BTreeMap::new(),
+            sasl_password_file: None,
         }
     }
 }
@@ -300,6 +313,7 @@ impl fmt::Debug for KafkaConfig {
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("max_in_flight", &self.max_in_flight)
             .field("properties", &properties)
+            .field("sasl_password_file", &self.sasl_password_file)
             .finish()
     }
 }
@@ -318,18 +332,10 @@ pub fn is_secret(property: &str) -> bool {
     .any(|s| property.contains(s))
 }
 
-/// `postgres://user:<redacted>@host/db` for logs.
+/// The URL with every secret it carries replaced by `<redacted>`, for logs (see
+/// [`crate::connection::redact`]).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
+    crate::connection::redact(url)
 }
 
 /// Capped exponential backoff for reconnects; it resets once a session makes progress.
@@ -375,9 +381,16 @@ pub struct Overrides {
     /// TOML configuration file.
     #[arg(long, short = 'c', env = "OUTBOX_RELAY_CONFIG")]
     pub config: Option<PathBuf>,
-    /// PostgreSQL URL (`database_url`).
+    /// PostgreSQL URL (`database_url`). Prefer `DATABASE_URL_FILE`: a URL given here with its
+    /// password shows on `ps`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// A file holding the database URL (`database_url_file`).
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+    /// A file holding the SASL password (`kafka.sasl_password_file`).
+    #[arg(long, env = "KAFKA_SASL_PASSWORD_FILE")]
+    pub kafka_sasl_password_file: Option<PathBuf>,
     /// Kafka bootstrap servers (`kafka.brokers`).
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
@@ -451,8 +464,36 @@ impl Config {
             None => Config::default(),
         };
         config.apply(overrides)?;
+        config.read_secret_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Replaces `database_url_file` and `kafka.sasl_password_file` by what the files hold. A
+    /// secret given both ways is an error: which one wins would be a guess.
+    pub fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = self.database_url_file.take() {
+            if self.database_url.as_deref().is_some_and(|u| !u.is_empty()) {
+                return Err(invalid(
+                    "database_url_file",
+                    "is set together with `database_url` (DATABASE_URL); keep one",
+                ));
+            }
+            self.database_url = Some(read_secret("database_url_file", &path)?);
+        }
+        if let Some(path) = self.kafka.sasl_password_file.take() {
+            if self.kafka.properties.contains_key("sasl.password") {
+                return Err(invalid(
+                    "kafka.sasl_password_file",
+                    "is set together with the property `sasl.password`; keep one",
+                ));
+            }
+            let password = read_secret("kafka.sasl_password_file", &path)?;
+            self.kafka
+                .properties
+                .insert("sasl.password".to_owned(), password);
+        }
+        Ok(())
     }
 
     fn apply(&mut self, o: &Overrides) -> Result<(), ConfigError> {
@@ -463,6 +504,12 @@ impl Config {
         }
         if o.database_url.is_some() {
             self.database_url = o.database_url.clone();
+        }
+        if o.database_url_file.is_some() {
+            self.database_url_file = o.database_url_file.clone();
+        }
+        if o.kafka_sasl_password_file.is_some() {
+            self.kafka.sasl_password_file = o.kafka_sasl_password_file.clone();
         }
         if o.kafka_brokers.is_some() {
             self.kafka.brokers = o.kafka_brokers.clone();
@@ -596,6 +643,17 @@ impl Config {
             .map(|p| Placement::parse(p))
             .collect()
     }
+}
+
+/// The secret in the file at `path`, without the line end an editor leaves.
+fn read_secret(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(invalid(key, format!("{} is empty", path.display())));
+    }
+    Ok(secret.to_owned())
 }
 
 /// One `column:header[:name]` entry of `kafka.additional_placement`.

@@ -14,10 +14,12 @@
 //! - [`dead_letter`]: events Kafka refuses for good; [`dlq`]: listing and re-driving them.
 //! - [`slot`]: heartbeats, retained WAL and a lost slot.
 //! - [`relay`]: the run loop; [`admin`]: setup, teardown, status; [`config`]; [`metrics`].
+//! - [`connection`]: the one parser of each kind of database URL, TLS settings included.
 
 pub mod admin;
 mod backoff;
 pub mod config;
+pub mod connection;
 pub mod dead_letter;
 pub mod dlq;
 pub mod metrics;

@@ -145,12 +145,12 @@ impl Relay {
         loop {
             let producer = match &sink {
                 Some(producer) => producer,
-                None => sink.insert(KafkaSink::new(&self.config.kafka).map_err(|source| {
-                    RelayError::Kafka {
+                None => sink.insert(KafkaSink::connect(&self.config.kafka).await.map_err(
+                    |source| RelayError::Kafka {
                         context: "`kafka.properties`",
                         source,
-                    }
-                })?),
+                    },
+                )?),
             };
             let before = confirmed;
             let (outcome, rebuild) = self

@@ -11,7 +11,11 @@
 //! codes condemn one message (dead-letter), everything else is transient: the session restarts
 //! from the acknowledged position and nothing is skipped.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -232,8 +236,75 @@ impl Router {
 
 /// The rdkafka producer, idempotent with `acks=all`.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<SinkContext>,
+    refusal: Arc<Mutex<Option<Refusal>>>,
 }
+
+/// Why the brokers refused the relay's connections: a mistake of configuration (credentials,
+/// trust, TLS setup) that no reconnect fixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal {
+    code: RDKafkaErrorCode,
+    reason: String,
+}
+
+/// librdkafka reports a failed TLS handshake or SASL exchange only through the error callback
+/// (the client itself just keeps reconnecting); this context keeps the first such refusal for
+/// [`KafkaSink::preflight`], and passes every error on to the log.
+struct SinkContext {
+    refusal: Arc<Mutex<Option<Refusal>>>,
+}
+
+/// Error codes that mean the brokers will refuse every connection until the configuration
+/// changes. Anything else (refused connections, timeouts, brokers down) is transient.
+const REFUSALS: &[RDKafkaErrorCode] = &[
+    RDKafkaErrorCode::SSL,
+    RDKafkaErrorCode::Authentication,
+    RDKafkaErrorCode::SaslAuthenticationFailed,
+    RDKafkaErrorCode::UnsupportedSASLMechanism,
+    RDKafkaErrorCode::IllegalSASLState,
+    RDKafkaErrorCode::ClusterAuthorizationFailed,
+];
+
+impl ClientContext for SinkContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+        let Some(code) = error.rdkafka_error_code() else {
+            return;
+        };
+        if REFUSALS.contains(&code)
+            && let Ok(mut refusal) = self.refusal.lock()
+        {
+            refusal.get_or_insert_with(|| Refusal {
+                code,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+}
+
+/// What a refusal most likely needs changed, in the configuration's own terms.
+fn refusal_hint(code: RDKafkaErrorCode) -> &'static str {
+    match code {
+        RDKafkaErrorCode::SSL => {
+            "the TLS handshake failed: check `ssl.ca.location` (the CA that issued the brokers' \
+             certificates), the broker address against the certificate's names, and \
+             `security.protocol` against the listener"
+        }
+        RDKafkaErrorCode::ClusterAuthorizationFailed => {
+            "the brokers authenticated the relay but do not authorize it: the idempotent \
+             producer needs the IdempotentWrite permission on the cluster"
+        }
+        _ => {
+            "SASL authentication failed: check `sasl.mechanism`, `sasl.username` and \
+             `sasl.password` (or `kafka.sasl_password_file`)"
+        }
+    }
+}
+
+/// How long [`KafkaSink::connect`] waits for the brokers' first answer before it goes on and
+/// leaves an unreachable cluster to the run loop's retries.
+pub const PREFLIGHT_BOUND: Duration = Duration::from_secs(15);
 
 impl KafkaSink {
     /// Builds the producer: every configured property passes through, then the guarantees are
@@ -255,9 +326,64 @@ impl KafkaSink {
             client.set(k, v);
         }
         client.set("enable.idempotence", "true").set("acks", "all");
+        let refusal = Arc::new(Mutex::new(None));
+        let context = SinkContext {
+            refusal: Arc::clone(&refusal),
+        };
         Ok(KafkaSink {
-            producer: client.create()?,
+            producer: client.create_with_context(context)?,
+            refusal,
         })
+    }
+
+    /// [`KafkaSink::new`], then [`KafkaSink::preflight`] within [`PREFLIGHT_BOUND`]: a sink whose
+    /// brokers refuse its credentials or certificates is an error here, at start, instead of an
+    /// endless reconnect later.
+    pub async fn connect(config: &KafkaConfig) -> Result<KafkaSink, KafkaError> {
+        let sink = KafkaSink::new(config)?;
+        sink.preflight(PREFLIGHT_BOUND).await?;
+        Ok(sink)
+    }
+
+    /// Asks the brokers for metadata until one answers, a broker refuses the TLS handshake or
+    /// the SASL authentication, or `bound` passes. Only a refusal is an error
+    /// (`KafkaError::ClientCreation`, naming the cause and the settings to check): brokers that
+    /// do not answer in time may be down for a while, which the run loop's retries cover.
+    pub async fn preflight(&self, bound: Duration) -> Result<(), KafkaError> {
+        use rdkafka::producer::Producer;
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let producer = self.producer.clone();
+            // A blocking librdkafka call; short, so that a refusal ends the wait early.
+            let answer = tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(None, Duration::from_millis(500))
+                    .map(|metadata| metadata.brokers().len())
+            })
+            .await;
+            if let Some(refusal) = self.refusal.lock().ok().and_then(|r| r.clone()) {
+                return Err(KafkaError::ClientCreation(format!(
+                    "the Kafka brokers refused the relay ({}): {}. librdkafka: {}",
+                    refusal.code,
+                    refusal_hint(refusal.code),
+                    refusal.reason
+                )));
+            }
+            match answer {
+                Ok(Ok(brokers)) if brokers > 0 => return Ok(()),
+                Ok(Err(error)) => tracing::debug!(%error, "kafka preflight: no metadata yet"),
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    bound = ?bound,
+                    "kafka preflight: no broker answered yet; going on, the relay retries"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Hands `message` to the producer. The future resolves when Kafka acknowledged it (or

@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rdkafka::error::KafkaError;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    IsolationLevel, RuntimeErr, TransactionTrait,
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, IsolationLevel, RuntimeErr,
+    TransactionTrait,
 };
 use serde::Deserialize;
 use tokio::sync::Notify;
@@ -334,7 +334,7 @@ impl PollRelay {
     /// a database that is not up yet, and still stop at once on a refused login.
     pub async fn connect(config: Config, metrics: Metrics) -> Result<PollRelay, PollError> {
         let url = config.database_url.clone().unwrap_or_default();
-        let mut options = ConnectOptions::new(url);
+        let mut options = crate::connection::connect_options(&url).map_err(ConfigError::from)?;
         options
             .sqlx_logging(false)
             .max_connections(4)
@@ -532,12 +532,12 @@ impl PollRelay {
             };
             let producer = match &sink {
                 Some(producer) => producer,
-                None => sink.insert(KafkaSink::new(&self.config.kafka).map_err(|source| {
-                    PollError::Kafka {
+                None => sink.insert(KafkaSink::connect(&self.config.kafka).await.map_err(
+                    |source| PollError::Kafka {
                         context: "producer configuration",
                         source,
-                    }
-                })?),
+                    },
+                )?),
             };
             let mut stopping = false;
             let outcome = {

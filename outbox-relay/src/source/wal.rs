@@ -95,9 +95,10 @@ impl SourceError {
                 PgWireError::Server(_) => {
                     replication_sqlstate(e).is_none_or(|code| !sqlstate_is_permanent(code))
                 }
-                PgWireError::Auth(_)
-                | PgWireError::Tls(_)
-                | PgWireError::MessageTooLarge { .. } => false,
+                PgWireError::Auth(_) | PgWireError::MessageTooLarge { .. } => false,
+                // A certificate or mode mismatch is for good; a handshake cut by the network
+                // is not.
+                PgWireError::Tls(_) => !crate::connection::is_tls_refusal(e),
                 _ => true,
             },
             SourceError::Catalog(e) => sqlx_error_is_transient(e),
@@ -151,62 +152,7 @@ enum Attribution {
     Unattributable(String),
 }
 
-/// Where to connect, from a `postgres://` URL.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PgTarget {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: String,
-    pub database: String,
-}
-
-impl std::fmt::Debug for PgTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}@{}:{}/{}",
-            self.user, self.host, self.port, self.database
-        )
-    }
-}
-
-impl PgTarget {
-    /// Parses `postgres://user:password@host:port/database`.
-    pub fn parse(database_url: &str) -> Result<PgTarget, SourceError> {
-        let bad = |message: String| SourceError::Config {
-            key: "database_url",
-            message,
-        };
-        let url = url::Url::parse(database_url).map_err(|e| bad(format!("not a URL: {e}")))?;
-        if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(bad(format!("scheme `{}` is not postgres://", url.scheme())));
-        }
-        for (key, value) in url.query_pairs() {
-            if key == "sslmode" && !matches!(value.as_ref(), "disable" | "allow" | "prefer") {
-                return Err(bad(format!(
-                    "sslmode={value}: this build of the relay has no TLS for the replication connection"
-                )));
-            }
-        }
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        let database = decode(url.path().trim_start_matches('/'));
-        if database.is_empty() {
-            return Err(bad("names no database".into()));
-        }
-        Ok(PgTarget {
-            host: url.host_str().unwrap_or("localhost").to_owned(),
-            port: url.port().unwrap_or(5432),
-            user: decode(url.username()),
-            password: url.password().map(decode).unwrap_or_default(),
-            database,
-        })
-    }
-}
+pub use crate::connection::PgTarget;
 
 /// A live replication session that yields outbox events in commit order.
 pub struct WalSource {
@@ -249,6 +195,7 @@ impl WalSource {
             quoted_publication,
         )
         .with_port(target.port)
+        .with_tls(target.replication_tls())
         .with_start_lsn(Lsn::from_u64(start_lsn))
         .with_status_interval(config.status_interval)
         .with_wakeup_interval(Duration::from_secs(5))
@@ -534,29 +481,6 @@ impl WalSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn url_parsing() {
-        let t = PgTarget::parse("postgres://out%40box:p%3Ass@db.local:6543/app")
-            .map_err(|e| e.to_string());
-        assert_eq!(
-            t.as_ref().map(|t| (
-                t.user.as_str(),
-                t.password.as_str(),
-                t.host.as_str(),
-                t.port,
-                t.database.as_str()
-            )),
-            Ok(("out@box", "p:ss", "db.local", 6543, "app"))
-        );
-        assert!(format!("{t:?}").contains("out@box@db.local"));
-        let e = PgTarget::parse("mysql://x/y").err().map(|e| e.to_string());
-        assert!(e.is_some_and(|e| e.starts_with("`database_url`")));
-        let e = PgTarget::parse("postgres://x/y?sslmode=require")
-            .err()
-            .map(|e| e.to_string());
-        assert!(e.is_some_and(|e| e.contains("sslmode")));
-    }
 
     #[test]
     fn replication_errors_are_sorted_by_sqlstate() {
