@@ -15,8 +15,6 @@ use outbox::inbox::{Inbox, InboxError, InboxTable, Outcome, Received};
 use rdkafka::ClientConfig;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -172,21 +170,7 @@ fn order_created(event_id: &str, order_id: &str) -> OwnedMessage {
 // ---- Kafka ----
 
 async fn topic() -> String {
-    let brokers = support::kafka_brokers();
-    let topic = support::unique("inbox");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .expect("admin client");
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("Kafka at {brokers} did not create a topic: {e}. Start it with `scripts/services up`."));
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
-    topic
+    support::new_topic("inbox").await
 }
 
 async fn produce(topic: &str, event_id: &str, event_type: &str, payload: serde_json::Value) {

@@ -8,8 +8,6 @@ mod support;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -91,19 +89,7 @@ async fn postgres_logical_replication_sees_a_committed_insert() {
 #[tokio::test]
 async fn kafka_read_committed_consumer_never_sees_an_aborted_transaction() {
     let brokers = support::kafka_brokers();
-    let topic = support::unique("proof-txn");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .expect("admin client");
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("Kafka at {brokers} did not create a topic: {e}. Start it with `scripts/services up`."));
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let topic = support::new_topic("proof-txn").await;
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)

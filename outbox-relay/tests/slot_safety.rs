@@ -335,21 +335,13 @@ async fn a_slot_dropped_under_a_running_relay_stops_it_with_the_remedy() {
 struct KeepSizeReset(DatabaseConnection);
 impl Drop for KeepSizeReset {
     fn drop(&mut self) {
-        let db = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(async {
-                    let _ = db
-                        .execute_unprepared("ALTER SYSTEM RESET max_slot_wal_keep_size")
-                        .await;
-                    let _ = db.execute_unprepared("SELECT pg_reload_conf()").await;
-                });
-            }
-        })
-        .join();
+        best_effort_sql(
+            Some(self.0.clone()),
+            vec![
+                "ALTER SYSTEM RESET max_slot_wal_keep_size".to_owned(),
+                "SELECT pg_reload_conf()".to_owned(),
+            ],
+        );
     }
 }
 

@@ -165,21 +165,7 @@ impl UserOutbox {
 impl Drop for UserOutbox {
     fn drop(&mut self) {
         let _ = self.command("teardown").output();
-        let cleanup = std::mem::take(&mut self.cleanup);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(async {
-                    let db = postgres(1).await;
-                    for sql in cleanup {
-                        let _ = db.execute_unprepared(&sql).await;
-                    }
-                });
-            }
-        })
-        .join();
+        best_effort_sql(None, std::mem::take(&mut self.cleanup));
     }
 }
 

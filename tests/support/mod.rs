@@ -78,3 +78,29 @@ pub fn unique(prefix: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Creates a one-partition topic with a name no other test uses (from `prefix`) on the test
+/// Kafka, and returns its name; fails naming the service when the broker does not create it.
+pub async fn new_topic(prefix: &str) -> String {
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let brokers = kafka_brokers();
+    let topic = unique(prefix);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("admin client");
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30))),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Kafka at {brokers} did not create a topic: {e}. Start it with `scripts/services up`.")
+        });
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    topic
+}

@@ -250,22 +250,32 @@ impl Drop for Fixture {
         }
         let _ = self.command("teardown").output();
         if !self.tableless() {
-            let name = self.name.clone();
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(runtime) = runtime {
-                    runtime.block_on(async {
-                        let db = postgres(1).await;
-                        let _ =
-                            outbox_core::migration::drop_table(&db, &OutboxTable::new(&name)).await;
-                    });
-                }
-            })
-            .join();
+            let table = outbox_core::migration::quote(sea_orm::DbBackend::Postgres, &self.name);
+            best_effort_sql(None, vec![format!("DROP TABLE IF EXISTS {table}")]);
         }
     }
+}
+
+/// Runs `statements` from a `Drop` (a failed test's cleanup), on its own runtime thread, on `db`
+/// or a new connection to the test PostgreSQL; errors are ignored, and it never panics.
+pub fn best_effort_sql(db: Option<DatabaseConnection>, statements: Vec<String>) {
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(runtime) = runtime {
+            runtime.block_on(async {
+                let db = match db {
+                    Some(db) => db,
+                    None => postgres(1).await,
+                };
+                for sql in statements {
+                    let _ = db.execute_unprepared(&sql).await;
+                }
+            });
+        }
+    })
+    .join();
 }
 
 /// A running `outbox-relay run`; killed when dropped.
