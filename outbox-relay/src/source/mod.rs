@@ -143,11 +143,12 @@ pub fn sqlx_error_is_transient(error: &sea_orm::sqlx::Error) -> bool {
     use sea_orm::sqlx::Error;
     match error {
         Error::Database(e) => e.code().is_none_or(|code| !sqlstate_is_permanent(&code)),
-        Error::Io(_)
-        | Error::PoolTimedOut
-        | Error::PoolClosed
-        | Error::WorkerCrashed
-        | Error::Protocol(_) => true,
+        // A certificate the configured CA does not vouch for (rustls reports it as invalid
+        // data) is refused for good; a connection cut or refused by the network is not.
+        Error::Io(e) => {
+            !(e.kind() == std::io::ErrorKind::InvalidData && e.to_string().contains("certificate"))
+        }
+        Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed | Error::Protocol(_) => true,
         _ => false,
     }
 }
