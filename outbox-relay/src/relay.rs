@@ -350,6 +350,8 @@ impl Session<'_> {
                 let (tx, standalone) = self.tx_for_event();
                 let message = KafkaMessage {
                     topic: String::new(),
+                    partition: None,
+                    timestamp: None,
                     key: None,
                     value: Some(content),
                     headers: Vec::new(),
