@@ -118,6 +118,9 @@ const PERMANENT: &[RDKafkaErrorCode] = &[
     RDKafkaErrorCode::InvalidTopic,
     RDKafkaErrorCode::InvalidRecord,
     RDKafkaErrorCode::InvalidMessage,
+    // A record timestamp (`kafka.event_timestamp_field`) outside the broker's bounds
+    // (`log.message.timestamp.before/after.max.ms`): no retry brings it inside.
+    RDKafkaErrorCode::InvalidTimestamp,
 ];
 
 /// Codes after which the producer itself is unusable (idempotence broken): the relay builds a
@@ -302,8 +305,9 @@ impl Router {
         })
     }
 
-    /// The message value. Debezium ships the payload column as it is: NULL is a null value
-    /// whatever the tombstone option says (with StringConverter, the bytes of a null are none);
+    /// The message value. Debezium ships the payload column as it is: under StringConverter a
+    /// NULL is a null value whatever the tombstone option says, under JsonConverter it is
+    /// `null`;
     /// the tombstone option also nulls a text payload that Java's `trim()` empties (a binary
     /// payload is never empty to Debezium, which tests its `toString()`).
     fn value(&self, record: &OutboxRecord, envelope: &[(&str, Option<&[u8]>)]) -> Option<Vec<u8>> {
@@ -327,7 +331,7 @@ impl Router {
                 self.expand_json_payload,
                 envelope,
             )),
-            ValueConverter::Json => format::json_value(payload, self.expand_json_payload),
+            ValueConverter::Json => Some(format::json_value(payload, self.expand_json_payload)),
         }
     }
 }
@@ -766,6 +770,17 @@ mod tests {
             enveloped.route(&record(None, None)).map(|m| m.value),
             Ok(None)
         );
+        let kept = KafkaConfig {
+            tombstone_on_empty_payload: false,
+            ..config.clone()
+        };
+        // JsonConverter writes a JSON null for a NULL payload: the four bytes `null`.
+        assert_eq!(
+            router_of(kept, &[])
+                .route(&record(None, None))
+                .map(|m| m.value),
+            Ok(Some(b"null".to_vec()))
+        );
         let bare = router_of(config, &[]);
         assert_eq!(
             bare.route(&record(Some("[1]"), None)).map(|m| m.value),
@@ -811,6 +826,10 @@ mod tests {
         assert_eq!(
             classify(&e(RDKafkaErrorCode::AllBrokersDown)),
             Failure::Transient
+        );
+        assert_eq!(
+            classify(&e(RDKafkaErrorCode::InvalidTimestamp)),
+            Failure::Permanent
         );
         assert!(is_fatal(&e(RDKafkaErrorCode::OutOfOrderSequenceNumber)));
     }
