@@ -496,6 +496,11 @@ fn expand(payload: &str) -> Option<String> {
     if !(payload.starts_with('{') || payload.starts_with('[')) {
         return None;
     }
+    // Jackson reads such an integer as a BigInteger, for which Debezium's conversion fails;
+    // serde_json would read it as a double.
+    if has_integer_beyond_long(payload) {
+        return None;
+    }
     let node: Node = serde_json::from_str(payload).ok()?;
     let Node::Object(members) = &node else {
         return None;
@@ -506,6 +511,37 @@ fn expand(payload: &str) -> Option<String> {
     let mut out = String::with_capacity(payload.len());
     render_struct(members, &fields, &mut out).ok()?;
     Some(out)
+}
+
+/// Whether the JSON text holds an integer literal (no fraction, no exponent) outside `long`.
+fn has_integer_beyond_long(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let token = &json[start..i];
+                if !token.contains(['.', 'e', 'E']) && token.parse::<i64>().is_err() {
+                    return true;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    false
 }
 
 /// A payload (text or binary) as `JsonConverter` renders it, the text expanded first when

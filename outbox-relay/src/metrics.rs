@@ -112,7 +112,11 @@ impl Metrics {
             heartbeats_failed: Family::default(),
         };
         let f = &families;
-        registry.register("events_published", "Events Kafka acknowledged", f.published.clone());
+        registry.register(
+            "events_published",
+            "Events Kafka acknowledged",
+            f.published.clone(),
+        );
         registry.register(
             "events_failed",
             "Deliveries that failed and will be retried",

@@ -427,9 +427,7 @@ impl<S: Source> Session<'_, '_, S> {
         if let Some(position) = moved {
             self.source.acknowledge(&position);
             let shown = position.to_string();
-            self.pipeline
-                .status
-                .update(|s| s.confirmed = Some(shown));
+            self.pipeline.status.update(|s| s.confirmed = Some(shown));
         }
     }
 
@@ -522,8 +520,7 @@ impl<S: Source> Session<'_, '_, S> {
             match self.sink.send(&message) {
                 Ok(future) => {
                     self.position.sent(tx);
-                    self.in_flight
-                        .push(track(future, tx, origin, dead_letter));
+                    self.in_flight.push(track(future, tx, origin, dead_letter));
                     return Ok(());
                 }
                 Err(error) => match classify(&error) {

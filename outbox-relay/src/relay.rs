@@ -5,8 +5,8 @@ use std::future::Future;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-pub use crate::pipeline::{RelayError, State, StatusReport};
 use crate::pipeline::Status;
+pub use crate::pipeline::{RelayError, State, StatusReport};
 
 /// The relay: the configured source, one Kafka producer.
 pub struct Relay {
@@ -29,7 +29,13 @@ impl Relay {
 
     /// Runs until `shutdown` resolves (then drains and returns `Ok`) or a fatal error.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
-        crate::source::run(&self.config, self.metrics.clone(), self.status.clone(), shutdown).await
+        crate::source::run(
+            &self.config,
+            self.metrics.clone(),
+            self.status.clone(),
+            shutdown,
+        )
+        .await
     }
 
     /// What the relay is doing, and its counts.

@@ -14,10 +14,10 @@ pub mod wal;
 
 use std::future::Future;
 
-pub use crate::record::{ColumnValue, Origin, OutboxRecord};
 use crate::config::{Config, SourceKind};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, RelayError, Status};
+pub use crate::record::{ColumnValue, Origin, OutboxRecord};
 
 /// What a source yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,10 @@ pub enum SourceEvent<P> {
     },
     /// An outbox row with a value that cannot be read: it goes to the dead-letter topic with the
     /// reason and that value as its raw bytes, and the stream goes on.
-    Unreadable { record: OutboxRecord, reason: String },
+    Unreadable {
+        record: OutboxRecord,
+        reason: String,
+    },
     /// The transaction ends at `end`. Every event is inside `Begin`..`Commit`: a source wraps a
     /// non-transactional event in a transaction of its own.
     Commit { end: P },
@@ -154,7 +157,8 @@ pub async fn run(
     let fatal = |error: SourceError| RelayError::Source(error);
     match config.source.kind {
         SourceKind::Wal | SourceKind::Message => {
-            let connector = wal::WalConnector::new(config, &metrics).map_err(|e| fatal(e.into()))?;
+            let connector =
+                wal::WalConnector::new(config, &metrics).map_err(|e| fatal(e.into()))?;
             pipeline.run(connector, shutdown).await
         }
         SourceKind::Poll => {

@@ -345,7 +345,6 @@ impl Outbox {
             .collect();
         self.table.settle(shape, &ids, Utc::now())
     }
-
 }
 
 /// Opens claiming sessions on the outbox table, while this relay holds the leadership.
@@ -392,7 +391,9 @@ impl Connector for PollConnector {
         let shape = match self.outbox.shape().await {
             Ok(shape) => shape,
             // A login or database the server refuses is a mistake; an unreachable one is waited for.
-            Err(error) if error.is_transient_at_start() => return Err(SourceError::transient(error)),
+            Err(error) if error.is_transient_at_start() => {
+                return Err(SourceError::transient(error));
+            }
             Err(error) => return Err(SourceError::fatal(error)),
         };
         tracing::info!(table = %self.outbox.table.key(), columns = ?shape.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), sequence = %shape.sequence, "outbox table checked");

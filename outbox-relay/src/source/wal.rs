@@ -125,9 +125,7 @@ impl WalError {
     /// connection will.
     pub fn is_transient(&self) -> bool {
         match self {
-            WalError::Config { .. } | WalError::Outbox(_) | WalError::NotUtf8 { .. } => {
-                false
-            }
+            WalError::Config { .. } | WalError::Outbox(_) | WalError::NotUtf8 { .. } => false,
             WalError::Replication(e) => match e {
                 PgWireError::Server(_) => {
                     replication_sqlstate(e).is_none_or(|code| !sqlstate_is_permanent(code))
@@ -350,9 +348,10 @@ impl WalStream {
             } => {
                 if self.kind == SourceKind::Message && prefix == self.prefix {
                     let lsn = Lsn(lsn.as_u64());
-                    let event = match serde_json::from_slice::<outbox_core::OutboxEvent>(&content)
-                    {
-                        Ok(event) => SourceEvent::Event(OutboxRecord::from_event(lsn.origin(), &event)),
+                    let event = match serde_json::from_slice::<outbox_core::OutboxEvent>(&content) {
+                        Ok(event) => {
+                            SourceEvent::Event(OutboxRecord::from_event(lsn.origin(), &event))
+                        }
                         Err(e) => SourceEvent::Undecodable {
                             origin: lsn.origin(),
                             content: content.to_vec(),
@@ -602,10 +601,12 @@ pub struct WalConnector {
 
 impl WalConnector {
     pub fn new(config: &Config, metrics: &Metrics) -> Result<WalConnector, WalError> {
-        let target = PgTarget::parse(config.database_url.as_deref().unwrap_or_default())
-            .map_err(|e| WalError::Config {
-                key: "database_url",
-                message: e.to_string(),
+        let target =
+            PgTarget::parse(config.database_url.as_deref().unwrap_or_default()).map_err(|e| {
+                WalError::Config {
+                    key: "database_url",
+                    message: e.to_string(),
+                }
             })?;
         Ok(WalConnector {
             config: config.clone(),
