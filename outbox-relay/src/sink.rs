@@ -164,7 +164,7 @@ pub fn is_fatal(error: &KafkaError) -> bool {
 /// How records are turned into Kafka messages (the Event Router's settings).
 #[derive(Debug, Clone)]
 pub struct Router {
-    route: TopicRoute,
+    route: Result<TopicRoute, String>,
     route_by: String,
     event_id_field: String,
     event_key_field: String,
@@ -190,6 +190,9 @@ pub enum Unroutable {
     /// stream behind it.
     #[error("topic `{topic}` is not a legal Kafka topic name: {problem}")]
     IllegalTopic { topic: String, problem: String },
+    /// The topic regex or replacement is unusable (see [`KafkaConfig::topic_route`]).
+    #[error("no topic route: {0}")]
+    NoRoute(String),
     /// The column placed as the partition holds no partition number.
     #[error("column `{column}` (the partition) holds `{value}`, not a partition number")]
     IllegalPartition { column: String, value: String },
@@ -202,13 +205,10 @@ impl Router {
     /// The router of `config`, whose `topic_regex` and `topic` [`KafkaConfig::topic_route`]
     /// has checked at start.
     pub fn new(config: &KafkaConfig, placements: Vec<Placement>) -> Router {
-        let route = config.topic_route().unwrap_or_else(|_| {
-            // Unreachable after `Config::validate`; the default route keeps the type total.
-            TopicRoute::new(TopicRoute::DEFAULT_REGEX, "outbox.event.${routedByValue}")
-                .unwrap_or_else(|e| unreachable!("the default route compiles: {e}"))
-        });
         Router {
-            route,
+            // `Config::validate` refuses a route that does not compile; should one reach here
+            // anyway, every event is dead-lettered with the reason rather than misrouted.
+            route: config.topic_route().map_err(|e| e.to_string()),
             route_by: config.route_by_field.clone(),
             event_id_field: config.event_id_field.clone(),
             event_key_field: config.event_key_field.clone(),
@@ -230,7 +230,10 @@ impl Router {
         let routed_by = record
             .get(&self.route_by)
             .ok_or_else(|| Unroutable::NoRoutingValue(self.route_by.clone()))?;
-        let topic = self.route.topic(routed_by);
+        let topic = match &self.route {
+            Ok(route) => route.topic(routed_by),
+            Err(problem) => return Err(Unroutable::NoRoute(problem.clone())),
+        };
         if let Some(problem) = topic_problem(&topic) {
             return Err(Unroutable::IllegalTopic { topic, problem });
         }

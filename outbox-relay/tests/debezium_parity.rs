@@ -275,6 +275,10 @@ async fn compare(table: &str, aggregate_type: &str, case: Case) {
                     .args(flags);
             }
             RelayConfig::DebeziumConfig { file, text } => {
+                // A connector configuration with the database is the relay's only source of it.
+                if text.contains("database.hostname") {
+                    c.env_remove("DATABASE_URL");
+                }
                 let path = format!("{logs}/{table}-{file}");
                 std::fs::write(&path, text.replace("{table}", table))
                     .expect("writing the connector config");
