@@ -242,8 +242,13 @@ struct Case {
     timestamps: bool,
 }
 
+/// One case at a time: each starts a Kafka Connect JVM, and two machine cores do not start
+/// several within the READY bound.
+static ONE_CONNECT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs `case` through Debezium and the relay and compares the pairs.
 async fn compare(table: &str, aggregate_type: &str, case: Case) {
+    let _one = ONE_CONNECT.lock().await;
     let db = postgres(2).await;
     // Debezium's documented outbox DDL, and the case's columns.
     db.execute_unprepared(&format!(
