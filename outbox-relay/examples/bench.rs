@@ -80,6 +80,8 @@ fn workload_message(topic: &str, i: u64) -> KafkaMessage {
     );
     KafkaMessage {
         topic: topic.to_owned(),
+        partition: None,
+        timestamp: None,
         key: Some(format!("order-{agg:05}").into_bytes()),
         value: Some(value.into_bytes()),
         headers: vec![("id".to_owned(), Some(seq_id(i).into_bytes()))],

@@ -30,6 +30,8 @@ pub enum ConfigError {
     },
     #[error("`{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("--debezium-config: {0}")]
+    Debezium(#[from] crate::debezium::DebeziumError),
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -193,10 +195,17 @@ pub struct KafkaConfig {
     /// `bootstrap.servers`. Env: `KAFKA_BROKERS`.
     #[serde(default)]
     pub brokers: Option<String>,
-    /// The topic, with `${routedByValue}` replaced by the routing column's value (Debezium's
-    /// `route.topic.replacement`).
+    /// The topic: Debezium's `route.topic.replacement`, in Java's replacement syntax (`$1`,
+    /// `${name}`; `\` escapes) over the groups of `topic_regex`. Under the default regex,
+    /// `${routedByValue}` is the routing column's value.
     #[serde(default = "default_topic")]
     pub topic: String,
+    /// Debezium's `route.topic.regex`: when it matches the whole routing value, the topic is
+    /// `topic` with its groups; otherwise the routing value itself is the topic (as Kafka
+    /// Connect's `RegexRouter`). Java's regex syntax, less what the `regex` crate lacks
+    /// (lookaround, backreferences), which is refused at start.
+    #[serde(default = "default_topic_regex")]
+    pub topic_regex: String,
     /// The column whose value routes the topic (Debezium's `route.by.field`).
     #[serde(default = "default_route_by")]
     pub route_by_field: String,
@@ -209,10 +218,28 @@ pub struct KafkaConfig {
     /// The column of the message value (Debezium's `table.field.event.payload`).
     #[serde(default = "default_payload_field")]
     pub payload_field: String,
+    /// The column of the Kafka record timestamp (Debezium's `table.field.event.timestamp`); a
+    /// NULL leaves the producer's time. Unset: the producer's time (Debezium: its processing
+    /// time).
+    #[serde(default)]
+    pub event_timestamp_field: Option<String>,
     /// Further columns placed on the message, as Debezium's `table.fields.additional.placement`:
-    /// `column:header[:name]`. Only `header` placement is supported.
+    /// `column:header[:name]` (a header), `column:envelope[:name]` (a field of the value,
+    /// which becomes the envelope `{"payload":..,"name":..}` rendered as Kafka Connect's
+    /// `JsonConverter` without schemas renders it) or `column:partition` (the Kafka partition).
     #[serde(default)]
     pub additional_placement: Vec<String>,
+    /// How the value is rendered, as Kafka Connect's value converter under Debezium: `string`
+    /// (StringConverter, BinaryDataConverter: the payload column's bytes as stored) or `json`
+    /// (JsonConverter with `schemas.enable=false`: the payload as a JSON string, or expanded
+    /// with `expand_json_payload`). `envelope` placements and `expand_json_payload` need `json`.
+    #[serde(default)]
+    pub value_converter: ValueConverter,
+    /// Expand a JSON payload into the value as Debezium's `table.expand.json.payload` with
+    /// `JsonConverter` (`schemas.enable=false`) renders it: compact JSON, null members left
+    /// out; a payload that is not a JSON object is sent as a JSON string.
+    #[serde(default)]
+    pub expand_json_payload: bool,
     /// Send a tombstone (null value) for an event whose payload is NULL or empty (Debezium's
     /// `route.tombstone.on.empty.payload`). A NULL payload is a null value either way, as under
     /// Debezium; when off, an empty payload is sent as an empty value.
@@ -245,6 +272,9 @@ pub struct KafkaConfig {
 fn default_topic() -> String {
     "outbox.event.${routedByValue}".into()
 }
+fn default_topic_regex() -> String {
+    crate::format::TopicRoute::DEFAULT_REGEX.into()
+}
 fn default_route_by() -> String {
     "aggregatetype".into()
 }
@@ -272,11 +302,15 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: None,
             topic: default_topic(),
+            topic_regex: default_topic_regex(),
             route_by_field: default_route_by(),
             event_id_field: default_event_id_field(),
             event_key_field: default_event_key_field(),
             payload_field: default_payload_field(),
+            event_timestamp_field: None,
             additional_placement: Vec::new(),
+            value_converter: ValueConverter::default(),
+            expand_json_payload: false,
             tombstone_on_empty_payload: false,
             trace_headers: default_trace_headers(),
             dead_letter_topic: default_dlq(),
@@ -306,11 +340,15 @@ impl fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
+            .field("topic_regex", &self.topic_regex)
             .field("route_by_field", &self.route_by_field)
             .field("event_id_field", &self.event_id_field)
             .field("event_key_field", &self.event_key_field)
             .field("payload_field", &self.payload_field)
+            .field("event_timestamp_field", &self.event_timestamp_field)
             .field("additional_placement", &self.additional_placement)
+            .field("value_converter", &self.value_converter)
+            .field("expand_json_payload", &self.expand_json_payload)
             .field(
                 "tombstone_on_empty_payload",
                 &self.tombstone_on_empty_payload,
@@ -322,6 +360,17 @@ impl fmt::Debug for KafkaConfig {
             .field("sasl_password_file", &self.sasl_password_file)
             .finish()
     }
+}
+
+/// The rendering of the message value (see [`KafkaConfig::value_converter`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueConverter {
+    /// The payload column's bytes as stored.
+    #[default]
+    String,
+    /// As Kafka Connect's JsonConverter with `schemas.enable=false`.
+    Json,
 }
 
 /// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
@@ -409,6 +458,12 @@ pub struct Overrides {
     /// Kafka bootstrap servers (`kafka.brokers`).
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
+    /// A Debezium PostgreSQL connector configuration (`.properties`, or Kafka Connect's REST
+    /// JSON) to take the database, slot, publication, table and Event Router options from;
+    /// applied over the TOML file, under the environment and flags. Keys the relay does not
+    /// support are named in warnings; keys that would change the messages stop it.
+    #[arg(long, env = "OUTBOX_RELAY_DEBEZIUM_CONFIG", value_name = "FILE")]
+    pub debezium_config: Option<PathBuf>,
     /// Source kind (`source.kind`).
     #[arg(long, env = "OUTBOX_RELAY_SOURCE")]
     pub source: Option<SourceKind>,
@@ -430,6 +485,22 @@ pub struct Overrides {
     /// Topic template (`kafka.topic`).
     #[arg(long, env = "OUTBOX_RELAY_TOPIC")]
     pub topic: Option<String>,
+    /// Topic regex over the routing value (`kafka.topic_regex`, Debezium's `route.topic.regex`).
+    #[arg(long, env = "OUTBOX_RELAY_TOPIC_REGEX")]
+    pub topic_regex: Option<String>,
+    /// Column of the Kafka record timestamp (`kafka.event_timestamp_field`).
+    #[arg(long, env = "OUTBOX_RELAY_EVENT_TIMESTAMP_FIELD")]
+    pub event_timestamp_field: Option<String>,
+    /// Value rendering (`kafka.value_converter`): `string` (as stored) or `json` (JsonConverter).
+    #[arg(long, env = "OUTBOX_RELAY_VALUE_CONVERTER")]
+    pub value_converter: Option<ValueConverter>,
+    /// Expand a JSON payload (`kafka.expand_json_payload`; needs `--value-converter json`).
+    #[arg(
+        long,
+        env = "OUTBOX_RELAY_EXPAND_JSON_PAYLOAD",
+        value_name = "true|false"
+    )]
+    pub expand_json_payload: Option<bool>,
     /// Dead-letter topic (`kafka.dead_letter_topic`).
     #[arg(long, env = "OUTBOX_RELAY_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
@@ -437,7 +508,8 @@ pub struct Overrides {
     /// (`kafka.trace_headers`, default true; false = as a Debezium without tracing).
     #[arg(long, env = "OUTBOX_RELAY_TRACE_HEADERS", value_name = "true|false")]
     pub trace_headers: Option<bool>,
-    /// Additional placement `column:header:name`, repeatable (`kafka.additional_placement`).
+    /// Additional placement `column:header|envelope|partition[:alias]`, repeatable
+    /// (`kafka.additional_placement`).
     #[arg(long = "placement")]
     pub additional_placement: Vec<String>,
     /// A librdkafka property `name=value`, repeatable (`kafka.properties`).
@@ -478,6 +550,12 @@ impl Config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
+        if let Some(path) = &overrides.debezium_config {
+            let translation = crate::debezium::apply_file(path, &mut config)?;
+            for warning in &translation.warnings {
+                tracing::warn!(file = %path.display(), "Debezium config: {warning}");
+            }
+        }
         config.apply(overrides)?;
         config.read_secret_files()?;
         config.validate()?;
@@ -545,6 +623,12 @@ impl Config {
         set(&mut self.kafka.topic, &o.topic);
         set(&mut self.kafka.dead_letter_topic, &o.dead_letter_topic);
         set(&mut self.kafka.trace_headers, &o.trace_headers);
+        set(&mut self.kafka.topic_regex, &o.topic_regex);
+        set(&mut self.kafka.value_converter, &o.value_converter);
+        set(&mut self.kafka.expand_json_payload, &o.expand_json_payload);
+        if o.event_timestamp_field.is_some() {
+            self.kafka.event_timestamp_field = o.event_timestamp_field.clone();
+        }
         if !o.additional_placement.is_empty() {
             self.kafka.additional_placement = o.additional_placement.clone();
         }
@@ -589,7 +673,8 @@ impl Config {
                 return Err(invalid(key, "must not be empty"));
             }
         }
-        if let Some(problem) = crate::topic::template_problem(&self.kafka.topic) {
+        let route = self.kafka.topic_route()?;
+        if let Some(problem) = crate::topic::topic_problem(&route.fixed_part()) {
             return Err(invalid(
                 "kafka.topic",
                 format!(
@@ -630,8 +715,30 @@ impl Config {
                 "must be at least retry.initial_backoff, which must be above zero",
             ));
         }
-        for placement in &self.kafka.additional_placement {
-            Placement::parse(placement)?;
+        let placements = self.placements()?;
+        if self.kafka.value_converter != ValueConverter::Json {
+            let enveloped = placements
+                .iter()
+                .any(|p| matches!(p.target, PlacementTarget::Envelope(_)));
+            if enveloped || self.kafka.expand_json_payload {
+                return Err(invalid(
+                    "kafka.value_converter",
+                    "must be `json` for `envelope` placements and `expand_json_payload` (Debezium \
+                     renders them through JsonConverter; under StringConverter it sends the text \
+                     of a Struct)",
+                ));
+            }
+        }
+        if placements
+            .iter()
+            .filter(|p| p.target == PlacementTarget::Partition)
+            .count()
+            > 1
+        {
+            return Err(invalid(
+                "kafka.additional_placement",
+                "places more than one column as the partition",
+            ));
         }
         for forced in ["enable.idempotence", "acks"] {
             if let Some(v) = self.kafka.properties.get(forced) {
@@ -682,37 +789,74 @@ fn read_secret(key: &'static str, path: &Path) -> Result<String, ConfigError> {
     Ok(secret.to_owned())
 }
 
-/// One `column:header[:name]` entry of `kafka.additional_placement`.
+/// One entry of `kafka.additional_placement` (Debezium's `table.fields.additional.placement`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
     /// The outbox column.
     pub column: String,
-    /// The header name (defaults to the column name).
-    pub header: String,
+    /// Where its value goes.
+    pub target: PlacementTarget,
+}
+
+/// Where a placed column's value goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlacementTarget {
+    /// A header of this name.
+    Header(String),
+    /// A field of the value's envelope, of this name.
+    Envelope(String),
+    /// The Kafka partition (an `int` column; the alias, if any, is ignored, as by Debezium).
+    Partition,
 }
 
 impl Placement {
-    /// Parses `column:header[:name]`.
+    /// Parses `column:placement[:alias]`, the alias defaulting to the column's name.
     pub fn parse(text: &str) -> Result<Placement, ConfigError> {
         let parts: Vec<&str> = text.split(':').map(str::trim).collect();
-        match parts.as_slice() {
-            [column, "header"] if !column.is_empty() => Ok(Placement {
-                column: (*column).to_owned(),
-                header: (*column).to_owned(),
-            }),
-            [column, "header", name] if !column.is_empty() && !name.is_empty() => Ok(Placement {
-                column: (*column).to_owned(),
-                header: (*name).to_owned(),
-            }),
-            [_, place, ..] if *place != "header" => Err(invalid(
+        let (column, place, alias) = match parts.as_slice() {
+            [column, place] => (*column, *place, *column),
+            [column, place, alias] if !alias.is_empty() => (*column, *place, *alias),
+            _ => {
+                return Err(invalid(
+                    "kafka.additional_placement",
+                    format!("`{text}` is not `column:placement[:alias]`"),
+                ));
+            }
+        };
+        if column.is_empty() {
+            return Err(invalid(
                 "kafka.additional_placement",
-                format!("`{text}`: only `header` placement is supported, not `{place}`"),
-            )),
-            _ => Err(invalid(
-                "kafka.additional_placement",
-                format!("`{text}` is not `column:header[:name]`"),
-            )),
+                format!("`{text}` names no column"),
+            ));
         }
+        let target = match place {
+            "header" => PlacementTarget::Header(alias.to_owned()),
+            "envelope" => PlacementTarget::Envelope(alias.to_owned()),
+            "partition" => PlacementTarget::Partition,
+            other => {
+                return Err(invalid(
+                    "kafka.additional_placement",
+                    format!(
+                        "`{text}`: the placement is `header`, `envelope` or `partition`, not \
+                         `{other}`"
+                    ),
+                ));
+            }
+        };
+        Ok(Placement {
+            column: column.to_owned(),
+            target,
+        })
+    }
+}
+
+impl KafkaConfig {
+    /// `topic_regex` and `topic`, compiled.
+    pub fn topic_route(&self) -> Result<crate::format::TopicRoute, ConfigError> {
+        crate::format::TopicRoute::new(&self.topic_regex, &self.topic).map_err(|e| match e {
+            crate::format::RouteError::Regex { .. } => invalid("kafka.topic_regex", e.to_string()),
+            crate::format::RouteError::Replacement { .. } => invalid("kafka.topic", e.to_string()),
+        })
     }
 }
 
@@ -905,17 +1049,26 @@ mod tests {
 
     #[test]
     fn placement_syntax() {
+        let parsed = |t: &str| Placement::parse(t).ok().map(|p| (p.column, p.target));
         assert_eq!(
-            Placement::parse("type:header:eventType").ok(),
-            Some(Placement {
-                column: "type".into(),
-                header: "eventType".into()
-            })
+            parsed("type:header:eventType"),
+            Some(("type".into(), PlacementTarget::Header("eventType".into())))
         );
-        let e = Placement::parse("type:envelope:eventType")
-            .err()
-            .map(|e| e.to_string());
-        assert!(e.is_some_and(|e| e.contains("kafka.additional_placement")));
+        assert_eq!(
+            parsed("type:envelope"),
+            Some(("type".into(), PlacementTarget::Envelope("type".into())))
+        );
+        assert_eq!(
+            parsed("part:partition:ignored"),
+            Some(("part".into(), PlacementTarget::Partition))
+        );
+        for bad in ["type:body", "type", ":header", "a:header:"] {
+            let e = Placement::parse(bad).err().map(|e| e.to_string());
+            assert!(
+                e.is_some_and(|e| e.contains("kafka.additional_placement")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -40,6 +40,8 @@ impl DeadLetter {
         ));
         let letter = KafkaMessage {
             topic: topic.to_owned(),
+            partition: None,
+            timestamp: None,
             key: original.key,
             value: original.value,
             headers,
@@ -71,6 +73,8 @@ mod tests {
     fn headers_name_reason_and_position() {
         let original = KafkaMessage {
             topic: "outbox.event.Order".into(),
+            partition: None,
+            timestamp: None,
             key: Some(b"1".to_vec()),
             value: Some(vec![b'x'; 10]),
             headers: vec![("id".into(), Some(b"e1".to_vec()))],

@@ -321,6 +321,8 @@ pub async fn redrive(
             deliver(sink, &entry.original, "re-driving a dead letter").await?;
             let marker = KafkaMessage {
                 topic: marker_topic.clone(),
+                partition: None,
+                timestamp: None,
                 key: Some(entry.dead_letter.clone().into_bytes()),
                 value: Some(
                     serde_json::json!({
@@ -408,6 +410,8 @@ mod tests {
             not_redrivable: None,
             original: KafkaMessage {
                 topic: "t".into(),
+                partition: None,
+                timestamp: None,
                 key: None,
                 value: None,
                 headers: Vec::new(),

@@ -362,6 +362,8 @@ impl<S: Source> Session<'_, '_, S> {
                 let tx = self.tx_for_event();
                 let message = KafkaMessage {
                     topic: String::new(),
+                    partition: None,
+                    timestamp: None,
                     key: None,
                     value: Some(content),
                     headers: Vec::new(),

@@ -1,11 +1,17 @@
 //! The Kafka sink: outbox records become Kafka messages in Debezium's Outbox Event Router
 //! format, sent by an idempotent (`acks=all`) rdkafka producer, pipelined.
 //!
-//! Format: topic from the template with `${routedByValue}` = the routing column; key =
-//! `aggregateid`; value = `payload` as stored (a NULL payload is a null value, as under
-//! Debezium); header `id`; configured columns as headers (a NULL column is a header with a null
-//! value); `traceparent` (and `tracestate`) from `tracingspancontext` unless
-//! `kafka.trace_headers` is off.
+//! Format, Debezium's Outbox Event Router's (its option names in brackets): topic from the
+//! routing column through `topic_regex` and the `topic` replacement [`route.by.field`,
+//! `route.topic.regex`, `route.topic.replacement`]; key from the key column
+//! [`table.field.event.key`]; value = the payload column as stored (a NULL payload is a null
+//! value, as under Debezium) [`table.field.event.payload`], or rendered as `JsonConverter`
+//! renders it when it is expanded or enveloped [`table.expand.json.payload`, `envelope`
+//! placements]; header `id` [`table.field.event.id`]; placed columns as headers (a NULL column
+//! is a header with a null value), envelope fields or the partition
+//! [`table.fields.additional.placement`]; the record timestamp from a column
+//! [`table.field.event.timestamp`]; `traceparent` (and `tracestate`) from `tracingspancontext`
+//! unless `kafka.trace_headers` is off.
 //!
 //! Errors are sorted by explicit lists (see [`classify`]): `QueueFull` is backpressure, a few
 //! codes condemn one message (dead-letter), everything else is transient: the session restarts
@@ -20,14 +26,19 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use crate::config::{KafkaConfig, Placement};
-use crate::record::OutboxRecord;
+use crate::config::{KafkaConfig, Placement, PlacementTarget, ValueConverter};
+use crate::format::{self, TopicRoute};
+use crate::record::{ColumnValue, OutboxRecord};
 pub use crate::topic::topic_problem;
 
 /// One message for Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaMessage {
     pub topic: String,
+    /// None = the partitioner's choice (by key).
+    pub partition: Option<i32>,
+    /// Milliseconds since the epoch; None = the producer's time.
+    pub timestamp: Option<i64>,
     pub key: Option<Vec<u8>>,
     /// None = a null value (a tombstone).
     pub value: Option<Vec<u8>>,
@@ -42,6 +53,8 @@ impl KafkaMessage {
     pub fn unroutable(record: &OutboxRecord) -> KafkaMessage {
         KafkaMessage {
             topic: String::new(),
+            partition: None,
+            timestamp: None,
             key: record.get_bytes("aggregateid").map(<[u8]>::to_vec),
             value: record.get_bytes("payload").map(<[u8]>::to_vec),
             headers: record
@@ -63,6 +76,8 @@ impl KafkaMessage {
             .unwrap_or_default();
         KafkaMessage {
             topic: message.topic().to_owned(),
+            partition: None,
+            timestamp: None,
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec),
             headers,
@@ -103,6 +118,9 @@ const PERMANENT: &[RDKafkaErrorCode] = &[
     RDKafkaErrorCode::InvalidTopic,
     RDKafkaErrorCode::InvalidRecord,
     RDKafkaErrorCode::InvalidMessage,
+    // A record timestamp (`kafka.event_timestamp_field`) outside the broker's bounds
+    // (`log.message.timestamp.before/after.max.ms`): no retry brings it inside.
+    RDKafkaErrorCode::InvalidTimestamp,
 ];
 
 /// Codes after which the producer itself is unusable (idempotence broken): the relay builds a
@@ -146,12 +164,17 @@ pub fn is_fatal(error: &KafkaError) -> bool {
 /// How records are turned into Kafka messages (the Event Router's settings).
 #[derive(Debug, Clone)]
 pub struct Router {
-    topic: String,
+    route: Result<TopicRoute, String>,
     route_by: String,
     event_id_field: String,
     event_key_field: String,
     payload_field: String,
+    timestamp_field: Option<String>,
     placements: Vec<Placement>,
+    /// Whether any column goes to the envelope: the value is then `{"payload":..,..}`.
+    enveloped: bool,
+    value_converter: ValueConverter,
+    expand_json_payload: bool,
     tombstone_on_empty_payload: bool,
     trace_headers: bool,
 }
@@ -167,17 +190,36 @@ pub enum Unroutable {
     /// stream behind it.
     #[error("topic `{topic}` is not a legal Kafka topic name: {problem}")]
     IllegalTopic { topic: String, problem: String },
+    /// The topic regex or replacement is unusable (see [`KafkaConfig::topic_route`]).
+    #[error("no topic route: {0}")]
+    NoRoute(String),
+    /// The column placed as the partition holds no partition number.
+    #[error("column `{column}` (the partition) holds `{value}`, not a partition number")]
+    IllegalPartition { column: String, value: String },
+    /// The timestamp column holds no timestamp.
+    #[error("column `{column}` (the event timestamp) holds `{value}`, not a timestamp")]
+    IllegalTimestamp { column: String, value: String },
 }
 
 impl Router {
+    /// The router of `config`, whose `topic_regex` and `topic` [`KafkaConfig::topic_route`]
+    /// has checked at start.
     pub fn new(config: &KafkaConfig, placements: Vec<Placement>) -> Router {
         Router {
-            topic: config.topic.clone(),
+            // `Config::validate` refuses a route that does not compile; should one reach here
+            // anyway, every event is dead-lettered with the reason rather than misrouted.
+            route: config.topic_route().map_err(|e| e.to_string()),
             route_by: config.route_by_field.clone(),
             event_id_field: config.event_id_field.clone(),
             event_key_field: config.event_key_field.clone(),
             payload_field: config.payload_field.clone(),
+            timestamp_field: config.event_timestamp_field.clone(),
+            enveloped: placements
+                .iter()
+                .any(|p| matches!(p.target, PlacementTarget::Envelope(_))),
             placements,
+            value_converter: config.value_converter,
+            expand_json_payload: config.expand_json_payload,
             tombstone_on_empty_payload: config.tombstone_on_empty_payload,
             trace_headers: config.trace_headers,
         }
@@ -188,7 +230,10 @@ impl Router {
         let routed_by = record
             .get(&self.route_by)
             .ok_or_else(|| Unroutable::NoRoutingValue(self.route_by.clone()))?;
-        let topic = self.topic.replace("${routedByValue}", routed_by);
+        let topic = match &self.route {
+            Ok(route) => route.topic(routed_by),
+            Err(problem) => return Err(Unroutable::NoRoute(problem.clone())),
+        };
         if let Some(problem) = topic_problem(&topic) {
             return Err(Unroutable::IllegalTopic { topic, problem });
         }
@@ -196,15 +241,50 @@ impl Router {
         if let Some(id) = record.get(&self.event_id_field) {
             headers.push(("id".to_owned(), Some(id.as_bytes().to_vec())));
         }
+        let mut partition = None;
+        let mut envelope: Vec<(&str, Option<&[u8]>)> = Vec::new();
         for placement in &self.placements {
-            // A NULL column is a header with a null value, as Debezium places it; a column the
-            // row does not have places nothing.
-            let column = record.columns.iter().find(|(n, _)| *n == placement.column);
-            if let Some((_, value)) = column {
-                let value = value.as_ref().map(|v| v.as_bytes().to_vec());
-                headers.push((placement.header.clone(), value));
+            // A NULL column is a header (or envelope field) with a null value, as Debezium
+            // places it; a column the row does not have places nothing.
+            let Some((_, value)) = record.columns.iter().find(|(n, _)| *n == placement.column)
+            else {
+                continue;
+            };
+            let bytes = value.as_ref().map(|v| v.as_bytes());
+            match &placement.target {
+                PlacementTarget::Header(name) => {
+                    headers.push((name.clone(), bytes.map(<[u8]>::to_vec)));
+                }
+                PlacementTarget::Envelope(name) => envelope.push((name, bytes)),
+                // A NULL partition leaves it to the partitioner, as Debezium's null does.
+                PlacementTarget::Partition => {
+                    if let Some(bytes) = bytes {
+                        let text = String::from_utf8_lossy(bytes);
+                        let number = text.trim().parse::<i32>().ok().filter(|p| *p >= 0);
+                        partition = Some(number.ok_or_else(|| Unroutable::IllegalPartition {
+                            column: placement.column.clone(),
+                            value: text.into_owned(),
+                        })?);
+                    }
+                }
             }
         }
+        let timestamp = match &self.timestamp_field {
+            // A NULL timestamp falls back to the producer's time (Debezium: its own).
+            Some(column) => match record.get_bytes(column) {
+                None => None,
+                Some(bytes) => {
+                    let text = String::from_utf8_lossy(bytes);
+                    Some(format::timestamp_millis(&text).ok_or_else(|| {
+                        Unroutable::IllegalTimestamp {
+                            column: column.clone(),
+                            value: text.into_owned(),
+                        }
+                    })?)
+                }
+            },
+            None => None,
+        };
         if self.trace_headers
             && let Some(context) = record.get("tracingspancontext")
         {
@@ -216,21 +296,46 @@ impl Router {
                 headers.push(("tracestate".to_owned(), Some(state.into_bytes())));
             }
         }
-        // Debezium ships the payload column as it is: NULL is a null value whatever the
-        // tombstone option says (with StringConverter, the bytes of a null are none).
-        let value = match record.get_bytes(&self.payload_field) {
-            None => None,
-            Some(payload) if payload.is_empty() && self.tombstone_on_empty_payload => None,
-            Some(payload) => Some(payload.to_vec()),
-        };
         Ok(KafkaMessage {
             topic,
+            partition,
+            timestamp,
             key: record
                 .get(&self.event_key_field)
                 .map(|k| k.as_bytes().to_vec()),
-            value,
+            value: self.value(record, &envelope),
             headers,
         })
+    }
+
+    /// The message value. Debezium ships the payload column as it is: under StringConverter a
+    /// NULL is a null value whatever the tombstone option says, under JsonConverter it is
+    /// `null`;
+    /// the tombstone option also nulls a text payload that Java's `trim()` empties (a binary
+    /// payload is never empty to Debezium, which tests its `toString()`).
+    fn value(&self, record: &OutboxRecord, envelope: &[(&str, Option<&[u8]>)]) -> Option<Vec<u8>> {
+        let payload = record
+            .columns
+            .iter()
+            .find(|(name, _)| *name == self.payload_field)
+            .and_then(|(_, value)| value.as_ref());
+        let blank = match payload {
+            None => true,
+            Some(ColumnValue::Text(text)) => text.trim_matches(|c| c <= ' ').is_empty(),
+            Some(ColumnValue::Bytes(_)) => false,
+        };
+        if blank && self.tombstone_on_empty_payload {
+            return None;
+        }
+        match self.value_converter {
+            ValueConverter::String => payload.map(|p| p.as_bytes().to_vec()),
+            ValueConverter::Json if self.enveloped => Some(format::json_envelope(
+                payload,
+                self.expand_json_payload,
+                envelope,
+            )),
+            ValueConverter::Json => Some(format::json_value(payload, self.expand_json_payload)),
+        }
     }
 }
 
@@ -404,6 +509,12 @@ impl KafkaSink {
         if let Some(value) = &message.value {
             record = record.payload(value.as_slice());
         }
+        if let Some(partition) = message.partition {
+            record = record.partition(partition);
+        }
+        if let Some(timestamp) = message.timestamp {
+            record = record.timestamp(timestamp);
+        }
         self.producer
             .send_result(record)
             .map_err(|(error, _)| error)
@@ -568,6 +679,137 @@ mod tests {
         assert!(on.header("traceparent").is_some());
     }
 
+    fn router_of(config: KafkaConfig, placements: &[&str]) -> Router {
+        let placements = placements
+            .iter()
+            .map(|p| Placement::parse(p).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        Router::new(&config, placements)
+    }
+
+    fn with(r: &mut OutboxRecord, column: &str, value: Option<&str>) {
+        r.columns.push((
+            column.to_owned(),
+            value.map(|v| ColumnValue::Text(v.to_owned())),
+        ));
+    }
+
+    #[test]
+    fn topic_regex_and_replacement_as_regex_router() {
+        let config = KafkaConfig {
+            topic_regex: "(?<agg>[A-Za-z]+)[.](v[0-9]+)".to_owned(),
+            topic: "outbox.${agg}.$2".to_owned(),
+            ..KafkaConfig::default()
+        };
+        let router = router_of(config, &[]);
+        let mut r = record(Some("{}"), None);
+        r.columns[1].1 = Some(ColumnValue::Text("Order.v2".to_owned()));
+        assert_eq!(
+            router.route(&r).map(|m| m.topic),
+            Ok("outbox.Order.v2".to_owned())
+        );
+        // No whole match: the routing value is the topic.
+        r.columns[1].1 = Some(ColumnValue::Text("Order".to_owned()));
+        assert_eq!(router.route(&r).map(|m| m.topic), Ok("Order".to_owned()));
+    }
+
+    #[test]
+    fn timestamp_and_partition_from_columns() {
+        let config = KafkaConfig {
+            event_timestamp_field: Some("created".to_owned()),
+            ..KafkaConfig::default()
+        };
+        let router = router_of(config, &["part:partition"]);
+        let mut r = record(Some("{}"), None);
+        with(&mut r, "created", Some("1795897161773017"));
+        with(&mut r, "part", Some("3"));
+        let m = router.route(&r).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (m.timestamp, m.partition),
+            (Some(1_795_897_161_773), Some(3))
+        );
+        // NULLs leave both to the producer; the partition is no header.
+        r.columns.truncate(6);
+        with(&mut r, "created", None);
+        with(&mut r, "part", None);
+        let m = router.route(&r).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((m.timestamp, m.partition, m.headers.len()), (None, None, 1));
+        // Values that are no partition or timestamp are unroutable, naming the column.
+        for (column, value) in [("part", "-1"), ("part", "x"), ("created", "soon")] {
+            let mut bad = r.clone();
+            bad.columns.truncate(6);
+            with(
+                &mut bad,
+                "created",
+                Some(if column == "created" { value } else { "0" }),
+            );
+            with(
+                &mut bad,
+                "part",
+                Some(if column == "part" { value } else { "0" }),
+            );
+            let e = router.route(&bad).err().map(|e| e.to_string());
+            assert!(e.is_some_and(|e| e.contains(column)), "{column}={value}");
+        }
+    }
+
+    #[test]
+    fn envelope_and_expanded_payload_as_json_converter() {
+        let config = KafkaConfig {
+            value_converter: ValueConverter::Json,
+            expand_json_payload: true,
+            tombstone_on_empty_payload: true,
+            ..KafkaConfig::default()
+        };
+        let enveloped = router_of(
+            config.clone(),
+            &["type:envelope:eventType", "note:envelope"],
+        );
+        let mut r = record(Some(r#"{"total": 3, "x": null}"#), None);
+        with(&mut r, "note", None);
+        let m = enveloped.route(&r).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            m.value.as_deref(),
+            Some(&br#"{"payload":{"total":3},"eventType":"OrderPlaced","note":null}"#[..])
+        );
+        assert_eq!(
+            enveloped.route(&record(None, None)).map(|m| m.value),
+            Ok(None)
+        );
+        let kept = KafkaConfig {
+            tombstone_on_empty_payload: false,
+            ..config.clone()
+        };
+        // JsonConverter writes a JSON null for a NULL payload: the four bytes `null`.
+        assert_eq!(
+            router_of(kept, &[])
+                .route(&record(None, None))
+                .map(|m| m.value),
+            Ok(Some(b"null".to_vec()))
+        );
+        let bare = router_of(config, &[]);
+        assert_eq!(
+            bare.route(&record(Some("[1]"), None)).map(|m| m.value),
+            Ok(Some(br#""[1]""#.to_vec()))
+        );
+    }
+
+    #[test]
+    fn tombstone_on_a_payload_java_trims_to_nothing() {
+        assert_eq!(
+            router(true)
+                .route(&record(Some(" \n\t"), None))
+                .map(|m| m.value),
+            Ok(None)
+        );
+        assert_eq!(
+            router(false)
+                .route(&record(Some(" "), None))
+                .map(|m| m.value),
+            Ok(Some(b" ".to_vec()))
+        );
+    }
+
     #[test]
     fn error_lists() {
         let e = |c| KafkaError::MessageProduction(c);
@@ -590,6 +832,10 @@ mod tests {
         assert_eq!(
             classify(&e(RDKafkaErrorCode::AllBrokersDown)),
             Failure::Transient
+        );
+        assert_eq!(
+            classify(&e(RDKafkaErrorCode::InvalidTimestamp)),
+            Failure::Permanent
         );
         assert!(is_fatal(&e(RDKafkaErrorCode::OutOfOrderSequenceNumber)));
     }

@@ -520,7 +520,7 @@ fn bad_configuration_names_the_key() {
             "--kafka-brokers",
             "k:1",
         ])
-        .args(["--placement", "type:envelope"])
+        .args(["--placement", "type:body"])
         .output()
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);

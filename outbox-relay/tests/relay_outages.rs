@@ -92,7 +92,7 @@ async fn postgres_restart_reconnects_and_resumes() {
     fx.write_batches(&mut ids, 5..10, 100, ("o", 11)).await;
 
     assert!(
-        relay.log_text().contains("reconnecting"),
+        relay.log_text().contains("relay session failed; retrying"),
         "{}",
         relay.log_text()
     );

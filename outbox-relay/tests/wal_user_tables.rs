@@ -621,7 +621,7 @@ async fn refused_credentials_stop_the_relay_and_an_unreachable_database_is_retri
         relay.log_text()
     );
     assert!(
-        relay.log_text().contains("reconnecting"),
+        relay.log_text().contains("relay session failed; retrying"),
         "{}",
         relay.log_text()
     );

@@ -1,0 +1,816 @@
+//! What Debezium's Outbox Event Router and Kafka Connect do to an outbox row beyond copying
+//! bytes, reproduced byte for byte where a consumer can see it:
+//!
+//! - [`TopicRoute`]: `route.topic.regex` + `route.topic.replacement`, as Kafka Connect's
+//!   `RegexRouter` applies them to the routing column (Java's `Matcher.matches`, then
+//!   `replaceFirst` with Java's replacement syntax);
+//! - [`json_value`] and [`json_envelope`]: the message value as Kafka Connect's `JsonConverter`
+//!   (`schemas.enable=false`) renders the payload, expanded as `table.expand.json.payload`
+//!   expands it (Debezium's `JsonSchemaData`: a schema inferred from the document, and the
+//!   document kept as a string when that inference or the conversion fails);
+//! - [`timestamp_millis`]: the Kafka record timestamp from `table.field.event.timestamp`.
+
+use std::fmt::Write as _;
+
+use regex::Regex;
+
+/// `route.topic.regex` + `route.topic.replacement`: the topic of a routing value.
+#[derive(Debug, Clone)]
+pub struct TopicRoute {
+    /// The regex anchored at both ends: Java's `Matcher.matches()`.
+    whole: Regex,
+    /// The regex as written: Java's `replaceFirst` replaces its first match.
+    first: Regex,
+    replacement: Vec<Piece>,
+}
+
+/// One part of a parsed Java replacement string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Literal(String),
+    /// `$n`.
+    Group(usize),
+    /// `${name}`.
+    Named(String),
+}
+
+/// Why a `route.topic.regex` / `route.topic.replacement` pair cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error(
+        "`{regex}` is not a regular expression the relay can run ({reason}); Java's regex accepts \
+         more (lookaround, backreferences, possessive quantifiers, atomic groups, `\\Z`, `\\h`, \
+         `\\R`, `\\v` as a class): rewrite it without them"
+    )]
+    Regex { regex: String, reason: String },
+    #[error("`{replacement}`: {problem}")]
+    Replacement {
+        replacement: String,
+        problem: String,
+    },
+}
+
+impl TopicRoute {
+    /// Debezium's default regex, under which the replacement's `${routedByValue}` is the
+    /// routing value.
+    pub const DEFAULT_REGEX: &'static str = "(?<routedByValue>.*)";
+
+    /// Compiles `regex` and parses `replacement` in Java's syntax (`$n`, `${name}`, `\` escapes
+    /// the next character), refusing what Java would refuse at the first event: a reference to
+    /// a group the regex does not have.
+    pub fn new(regex: &str, replacement: &str) -> Result<TopicRoute, RouteError> {
+        // Java's `\v` is the class of vertical whitespace; Rust's is the one character U+000B.
+        if has_escape(regex, 'v') {
+            return Err(RouteError::Regex {
+                regex: regex.to_owned(),
+                reason: "`\\v` means a class of characters in Java and one character here"
+                    .to_owned(),
+            });
+        }
+        let compile = |pattern: &str| {
+            Regex::new(pattern).map_err(|e| RouteError::Regex {
+                regex: regex.to_owned(),
+                reason: e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            })
+        };
+        let first = compile(regex)?;
+        let whole = compile(&format!(r"\A(?:{regex})\z"))?;
+        let replacement = parse_replacement(replacement, &first)?;
+        Ok(TopicRoute {
+            whole,
+            first,
+            replacement,
+        })
+    }
+
+    /// The topic for `routed`: the replacement when the regex matches all of it, else `routed`
+    /// itself (as `RegexRouter` leaves a record it does not match).
+    pub fn topic(&self, routed: &str) -> String {
+        if !self.whole.is_match(routed) {
+            return routed.to_owned();
+        }
+        let Some(captures) = self.first.captures(routed) else {
+            return routed.to_owned();
+        };
+        let Some(matched) = captures.get(0) else {
+            return routed.to_owned();
+        };
+        let mut topic = String::with_capacity(routed.len() + 32);
+        topic.push_str(&routed[..matched.start()]);
+        for piece in &self.replacement {
+            match piece {
+                Piece::Literal(text) => topic.push_str(text),
+                // A group that did not take part appends nothing, as in Java.
+                Piece::Group(n) => topic.push_str(captures.get(*n).map_or("", |m| m.as_str())),
+                Piece::Named(name) => {
+                    topic.push_str(captures.name(name).map_or("", |m| m.as_str()))
+                }
+            }
+        }
+        topic.push_str(&routed[matched.end()..]);
+        topic
+    }
+
+    /// The replacement with each group reference as `x`: what must be a legal topic name on
+    /// its own, whatever the groups capture.
+    pub fn fixed_part(&self) -> String {
+        self.replacement
+            .iter()
+            .map(|piece| match piece {
+                Piece::Literal(text) => text.as_str(),
+                Piece::Group(_) | Piece::Named(_) => "x",
+            })
+            .collect()
+    }
+}
+
+/// Whether `regex` has the escape `\c` (an unescaped backslash before `c`).
+fn has_escape(regex: &str, c: char) -> bool {
+    let mut chars = regex.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\\' && chars.next() == Some(c) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Java's `Matcher.appendExpandedReplacement`, parsed once.
+fn parse_replacement(replacement: &str, regex: &Regex) -> Result<Vec<Piece>, RouteError> {
+    let fail = |problem: String| RouteError::Replacement {
+        replacement: replacement.to_owned(),
+        problem,
+    };
+    let groups = regex.captures_len() - 1;
+    let mut pieces = Vec::new();
+    let mut literal = String::new();
+    let mut chars = replacement.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(escaped) => literal.push(escaped),
+                None => {
+                    return Err(fail(
+                        "the character to be escaped after `\\` is missing".into(),
+                    ));
+                }
+            },
+            '$' => {
+                let piece = match chars.peek() {
+                    None => return Err(fail("`$` at the end names no group".into())),
+                    Some('{') => {
+                        chars.next();
+                        let mut name = String::new();
+                        loop {
+                            match chars.next() {
+                                Some('}') => break,
+                                Some(c) if c.is_ascii_alphanumeric() => name.push(c),
+                                _ => {
+                                    return Err(fail(
+                                        "a named group reference is `${name}`, the name of ASCII \
+                                         letters and digits"
+                                            .into(),
+                                    ));
+                                }
+                            }
+                        }
+                        if !regex.capture_names().flatten().any(|n| n == name) {
+                            return Err(fail(format!("the regex has no group named `{name}`")));
+                        }
+                        Piece::Named(name)
+                    }
+                    Some(d) if d.is_ascii_digit() => {
+                        // Java reads the first digit, then more while the number stays a group.
+                        let mut number = 0usize;
+                        let mut first = true;
+                        while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                            let next = number * 10 + d as usize;
+                            if !first && next > groups {
+                                break;
+                            }
+                            number = next;
+                            first = false;
+                            chars.next();
+                        }
+                        if number > groups {
+                            return Err(fail(format!(
+                                "`${number}`: the regex has {groups} group(s)"
+                            )));
+                        }
+                        Piece::Group(number)
+                    }
+                    Some(_) => {
+                        return Err(fail(
+                            "`$` must be followed by a group number or `{name}`; write `\\$` for \
+                             a dollar sign"
+                                .into(),
+                        ));
+                    }
+                };
+                if !literal.is_empty() {
+                    pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+                }
+                pieces.push(piece);
+            }
+            c => literal.push(c),
+        }
+    }
+    if !literal.is_empty() {
+        pieces.push(Piece::Literal(literal));
+    }
+    Ok(pieces)
+}
+
+/// The Kafka record timestamp (milliseconds since the epoch) of a `table.field.event.timestamp`
+/// column, from the text the source gives it; None when it is not a timestamp.
+///
+/// Debezium takes it from a `timestamp` column, which its PostgreSQL connector (and so the wal
+/// source) renders as epoch milliseconds (`timestamp(0..3)`) or microseconds (`timestamp(4..6)`),
+/// truncating microseconds toward zero. An integer is read as microseconds when its magnitude
+/// is 10^14 or more (after 1973-03-03 in microseconds; milliseconds that large would be past the
+/// year 5000). Text forms (ISO-8601, PostgreSQL's, MySQL's, SQLite's) are read too, a form
+/// without an offset as UTC, as Debezium reads `timestamp`; Debezium itself refuses a
+/// `timestamptz` column here, the relay takes its instant.
+pub fn timestamp_millis(text: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDateTime};
+    let text = text.trim();
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(if n.unsigned_abs() >= 100_000_000_000_000 {
+            n / 1_000
+        } else {
+            n
+        });
+    }
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Some(at.timestamp_millis());
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(at) = DateTime::parse_from_str(text, format) {
+            return Some(at.timestamp_millis());
+        }
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(at) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(at.and_utc().timestamp_millis());
+        }
+    }
+    None
+}
+
+/// A JSON document as Jackson's `readTree` holds it: object members in document order (a
+/// repeated name keeps its first place and its last value), numbers by the kind Jackson gives
+/// them.
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    Null,
+    Bool(bool),
+    /// Fits `int` (Jackson's `IntNode`).
+    Int(i32),
+    /// Fits `long` (`LongNode`).
+    Long(i64),
+    /// An integer beyond `long` (`BigIntegerNode`).
+    Big,
+    /// A number with a fraction or exponent (`DoubleNode`).
+    Double(f64),
+    String(String),
+    Array(Vec<Node>),
+    Object(Vec<(String, Node)>),
+}
+
+impl<'de> serde::Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Node, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Node;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Node, E> {
+                Ok(Node::Null)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
+                Ok(Node::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+                Ok(i32::try_from(v).map_or(Node::Long(v), Node::Int))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+                Ok(match (i32::try_from(v), i64::try_from(v)) {
+                    (Ok(v), _) => Node::Int(v),
+                    (_, Ok(v)) => Node::Long(v),
+                    _ => Node::Big,
+                })
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
+                Ok(Node::Double(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+                Ok(Node::String(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Node, E> {
+                Ok(Node::String(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Node::Array(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+                let mut members: Vec<(String, Node)> = Vec::new();
+                while let Some((name, value)) = map.next_entry::<String, Node>()? {
+                    match members.iter_mut().find(|(n, _)| *n == name) {
+                        Some(member) => member.1 = value,
+                        None => members.push((name, value)),
+                    }
+                }
+                Ok(Node::Object(members))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl Node {
+    /// Jackson's `JsonNodeType`, which Debezium compares across an array's members.
+    fn kind(&self) -> u8 {
+        match self {
+            Node::Null => 0,
+            Node::Bool(_) => 1,
+            Node::Int(_) | Node::Long(_) | Node::Big | Node::Double(_) => 2,
+            Node::String(_) => 3,
+            Node::Array(_) => 4,
+            Node::Object(_) => 5,
+        }
+    }
+}
+
+/// A Kafka Connect schema as Debezium's `JsonSchemaData` infers it (every one optional).
+#[derive(Debug, Clone, PartialEq)]
+enum Schema {
+    String,
+    Boolean,
+    Int32,
+    Int64,
+    Float64,
+    Array(Box<Schema>),
+    Struct(Vec<(String, Schema)>),
+}
+
+/// The expansion failed: Debezium keeps the payload as a string.
+struct NotExpanded;
+
+/// `JsonSchemaData.toConnectSchema`: None where Debezium infers no schema (null, an empty
+/// array), which leaves the member out.
+fn infer(node: &Node) -> Result<Option<Schema>, NotExpanded> {
+    Ok(match node {
+        Node::Null => None,
+        Node::Bool(_) => Some(Schema::Boolean),
+        Node::String(_) => Some(Schema::String),
+        Node::Int(_) => Some(Schema::Int32),
+        Node::Long(_) => Some(Schema::Int64),
+        Node::Big | Node::Double(_) => Some(Schema::Float64),
+        Node::Array(items) if items.is_empty() => None,
+        Node::Array(items) => Some(Schema::Array(Box::new(member_schema(items)?))),
+        Node::Object(members) => {
+            let mut fields: Vec<(String, Schema)> = Vec::new();
+            for (name, value) in members {
+                if let Some(schema) = infer(value)?
+                    && !fields.iter().any(|(n, _)| n == name)
+                {
+                    fields.push((name.clone(), schema));
+                }
+            }
+            Some(Schema::Struct(fields))
+        }
+    })
+}
+
+/// The schema of an array's members: every non-null member of one JSON type (and numbers of
+/// one schema); members that are objects merged field by field, in order of appearance.
+/// Debezium merges distinct object shapes in a hash set's order, which no other program can
+/// reproduce; for arrays of one shape (the common case) the result is the same.
+fn member_schema(items: &[Node]) -> Result<Schema, NotExpanded> {
+    let mut sample: Option<&Node> = None;
+    let mut number: Option<Option<Schema>> = None;
+    for item in items.iter().filter(|i| **i != Node::Null) {
+        let first = *sample.get_or_insert(item);
+        if item.kind() != first.kind() {
+            return Err(NotExpanded);
+        }
+        if first.kind() == 2 {
+            let reference = number.get_or_insert_with(|| infer(first).ok().flatten());
+            if infer(item)?.as_ref() != reference.as_ref() {
+                return Err(NotExpanded);
+            }
+        }
+    }
+    match sample {
+        Some(Node::Object(_)) => {
+            let mut merged: Vec<(String, Schema)> = Vec::new();
+            let mut seen: Vec<Schema> = Vec::new();
+            for item in items.iter().filter(|i| matches!(i, Node::Object(_))) {
+                let Some(schema) = infer(item)? else { continue };
+                if seen.contains(&schema) {
+                    continue;
+                }
+                if let Schema::Struct(fields) = &schema {
+                    for (name, field) in fields {
+                        if !merged.iter().any(|(n, _)| n == name) {
+                            merged.push((name.clone(), field.clone()));
+                        }
+                    }
+                }
+                seen.push(schema);
+            }
+            Ok(Schema::Struct(merged))
+        }
+        Some(node) => infer(node)?.ok_or(NotExpanded),
+        None => Err(NotExpanded),
+    }
+}
+
+/// The document converted to the schema (Kafka Connect validates each value against its
+/// field's schema as it is put) and rendered by `JsonConverter`.
+fn render(node: &Node, schema: &Schema, out: &mut String) -> Result<(), NotExpanded> {
+    match (node, schema) {
+        (Node::Null, _) => out.push_str("null"),
+        (Node::Bool(b), Schema::Boolean) => out.push_str(if *b { "true" } else { "false" }),
+        (Node::String(s), Schema::String) => json_string(s, out),
+        (Node::Int(n), Schema::Int32) => {
+            let _ = write!(out, "{n}");
+        }
+        (Node::Long(n), Schema::Int64) => {
+            let _ = write!(out, "{n}");
+        }
+        (Node::Double(d), Schema::Float64) => out.push_str(&java_double(*d)),
+        (Node::Array(items), Schema::Array(member)) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                render(item, member, out)?;
+            }
+            out.push(']');
+        }
+        (Node::Object(members), Schema::Struct(fields)) => render_struct(members, fields, out)?,
+        _ => return Err(NotExpanded),
+    }
+    Ok(())
+}
+
+/// A struct: every field of the schema, in its order; a field the document lacks is null.
+fn render_struct(
+    members: &[(String, Node)],
+    fields: &[(String, Schema)],
+    out: &mut String,
+) -> Result<(), NotExpanded> {
+    out.push('{');
+    for (i, (name, schema)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_string(name, out);
+        out.push(':');
+        match members.iter().find(|(n, _)| n == name) {
+            Some((_, value)) => render(value, schema, out)?,
+            None => out.push_str("null"),
+        }
+    }
+    out.push('}');
+    Ok(())
+}
+
+/// The expanded payload as `JsonConverter` renders it, or None when Debezium keeps it a
+/// string: it does not start with `{` or `[`, does not parse, or its inferred schema does not
+/// fit it (mixed arrays, a top-level array).
+fn expand(payload: &str) -> Option<String> {
+    if !(payload.starts_with('{') || payload.starts_with('[')) {
+        return None;
+    }
+    // Jackson reads such an integer as a BigInteger, for which Debezium's conversion fails;
+    // serde_json would read it as a double.
+    if has_integer_beyond_long(payload) {
+        return None;
+    }
+    let node: Node = serde_json::from_str(payload).ok()?;
+    let Node::Object(members) = &node else {
+        return None;
+    };
+    let Some(Schema::Struct(fields)) = infer(&node).ok()? else {
+        return None;
+    };
+    let mut out = String::with_capacity(payload.len());
+    render_struct(members, &fields, &mut out).ok()?;
+    Some(out)
+}
+
+/// Whether the JSON text holds an integer literal (no fraction, no exponent) outside `long`.
+fn has_integer_beyond_long(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let token = &json[start..i];
+                if !token.contains(['.', 'e', 'E']) && token.parse::<i64>().is_err() {
+                    return true;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    false
+}
+
+/// A payload (text or binary) as `JsonConverter` renders it, the text expanded first when
+/// `expand` is set.
+fn payload_json(payload: &crate::record::ColumnValue, expand_json: bool, out: &mut String) {
+    use crate::record::ColumnValue;
+    match payload {
+        ColumnValue::Text(text) => match expand_json.then(|| expand(text)).flatten() {
+            Some(expanded) => out.push_str(&expanded),
+            None => json_string(text, out),
+        },
+        // A `bytea` payload is a BYTES value: base64 in a JSON string.
+        ColumnValue::Bytes(bytes) => {
+            use base64::Engine;
+            out.push('"');
+            out.push_str(&base64::engine::general_purpose::STANDARD.encode(bytes));
+            out.push('"');
+        }
+    }
+}
+
+/// The message value as `JsonConverter` (schemas off) renders the payload alone: a NULL
+/// payload is the four bytes `null` (the converter writes a JSON null for a null value with a
+/// schema; only a tombstone, which has none, is a null value).
+pub fn json_value(payload: Option<&crate::record::ColumnValue>, expand: bool) -> Vec<u8> {
+    let mut out = String::new();
+    match payload {
+        Some(payload) => payload_json(payload, expand, &mut out),
+        None => out.push_str("null"),
+    }
+    out.into_bytes()
+}
+
+/// The message value as `JsonConverter` (schemas off) renders the Event Router's envelope:
+/// `payload`, then each `envelope` placement by its alias, a column's value as a JSON string
+/// (null when NULL).
+pub fn json_envelope(
+    payload: Option<&crate::record::ColumnValue>,
+    expand: bool,
+    fields: &[(&str, Option<&[u8]>)],
+) -> Vec<u8> {
+    let mut out = String::from("{\"payload\":");
+    match payload {
+        Some(payload) => payload_json(payload, expand, &mut out),
+        None => out.push_str("null"),
+    }
+    for (name, value) in fields {
+        out.push(',');
+        json_string(name, &mut out);
+        out.push(':');
+        match value {
+            Some(bytes) => json_string(&String::from_utf8_lossy(bytes), &mut out),
+            None => out.push_str("null"),
+        }
+    }
+    out.push('}');
+    out.into_bytes()
+}
+
+/// A JSON string as Jackson writes it: `"` and `\` escaped, control characters as `\b`, `\t`,
+/// `\n`, `\f`, `\r` or `\u00XX` (upper-case hex), everything else as it is.
+fn json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{c}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Java's `Double.toString`: plain notation with at least one fractional digit for magnitudes
+/// in [10^-3, 10^7), else `d.dddE±n`; the shortest digits that read back as the same double.
+fn java_double(d: f64) -> String {
+    if d == 0.0 {
+        return if d.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
+    }
+    // `{:e}` gives the shortest round-trip digits: `-3.998e1`.
+    let scientific = format!("{d:e}");
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let magnitude = d.abs();
+    if (1e-3..1e7).contains(&magnitude) {
+        let point = exponent + 1; // digits before the decimal point
+        let (whole, fraction) = if point <= 0 {
+            (
+                "0".to_owned(),
+                format!("{}{digits}", "0".repeat(point.unsigned_abs() as usize)),
+            )
+        } else {
+            let point = point as usize;
+            if digits.len() <= point {
+                (
+                    format!("{digits}{}", "0".repeat(point - digits.len())),
+                    String::new(),
+                )
+            } else {
+                (digits[..point].to_owned(), digits[point..].to_owned())
+            }
+        };
+        let fraction = if fraction.is_empty() {
+            "0".to_owned()
+        } else {
+            fraction
+        };
+        format!("{sign}{whole}.{fraction}")
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let rest = if rest.is_empty() { "0" } else { rest };
+        format!("{sign}{first}.{rest}E{exponent}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::ColumnValue;
+
+    fn route(regex: &str, replacement: &str) -> TopicRoute {
+        TopicRoute::new(regex, replacement).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn debezium_default_route() {
+        let r = route(TopicRoute::DEFAULT_REGEX, "outbox.event.${routedByValue}");
+        assert_eq!(r.topic("Order"), "outbox.event.Order");
+        assert_eq!(r.fixed_part(), "outbox.event.x");
+    }
+
+    #[test]
+    fn java_regex_router_semantics() {
+        // Whole match required; otherwise the routing value is the topic.
+        let r = route("(?<kind>[a-z]+)_(\\d+)", "events.${kind}.v$2");
+        assert_eq!(r.topic("order_12"), "events.order.v12");
+        assert_eq!(r.topic("Order_12"), "Order_12");
+        // `$12` with one group... here two groups: `$2` then the literal `1`.
+        assert_eq!(route("(a)(b)", "$21").topic("ab"), "b1");
+        // A group that did not take part appends nothing.
+        assert_eq!(route("(x)?(y)", "[$1$2]").topic("y"), "[y]");
+        // Escapes: `\$` is a dollar sign.
+        assert_eq!(route(".*", "\\$x").topic("q"), "$x");
+        // replaceFirst replaces the first match, which need not be all of the input.
+        assert_eq!(route("a*?", "X").topic("aa"), "Xaa");
+    }
+
+    #[test]
+    fn what_java_would_refuse_or_we_cannot_run_is_named() {
+        for (regex, replacement, needle) in [
+            ("(.*)", "$2", "1 group"),
+            ("(.*)", "${nope}", "no group named `nope`"),
+            ("(.*)", "x$", "at the end"),
+            ("(.*)", "x\\", "escaped"),
+            ("(?=a).*", "x", "lookaround"),
+            ("(a)\\1", "x", "backreferences"),
+            ("a\\v", "x", "`\\v`"),
+        ] {
+            let e = TopicRoute::new(regex, replacement)
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains(needle)),
+                "{regex} {replacement}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_as_debezium_reads_them() {
+        assert_eq!(timestamp_millis("1764361161773"), Some(1_764_361_161_773));
+        assert_eq!(
+            timestamp_millis("1764361161773017"),
+            Some(1_764_361_161_773)
+        );
+        assert_eq!(timestamp_millis("-315619199999999"), Some(-315_619_199_999));
+        assert_eq!(
+            timestamp_millis("2026-11-28T20:19:21.773017Z"),
+            Some(1_795_897_161_773)
+        );
+        assert_eq!(
+            timestamp_millis("2026-11-28 22:19:21.773+02"),
+            Some(1_795_897_161_773)
+        );
+        assert_eq!(
+            timestamp_millis("2026-11-28 20:19:21.773"),
+            Some(1_795_897_161_773)
+        );
+        assert_eq!(timestamp_millis("yesterday"), None);
+    }
+
+    fn expanded(payload: &str) -> String {
+        let v = json_value(Some(&ColumnValue::Text(payload.to_owned())), true);
+        String::from_utf8(v).unwrap_or_default()
+    }
+
+    #[test]
+    fn payload_expansion_as_json_schema_data_and_json_converter() {
+        assert_eq!(
+            expanded(r#"{"b": [1, 2], "a": null, "c": {"d": 2.50, "e": "x\"y"}, "f": []}"#),
+            r#"{"b":[1,2],"c":{"d":2.5,"e":"x\"y"}}"#
+        );
+        // Objects in an array: fields merged, a missing one null.
+        assert_eq!(
+            expanded(r#"{"l": [{"id": 1}, {"id": 2, "q": true}]}"#),
+            r#"{"l":[{"id":1,"q":null},{"id":2,"q":true}]}"#
+        );
+        // Not expandable: kept as a JSON string. Debezium 3.6.1 stops its task on the first
+        // three (it keeps the inferred schema for the payload it keeps as a string).
+        for kept in [
+            r#"[1, 2]"#,
+            r#"{"huge": 100000000000000000000}"#,
+            r#"{"x": [{"a": 1}, 2]}"#,
+            r#"{"m": [1, 2.5]}"#,
+            r#"{"m": [1, "a"]}"#,
+            "\"text\"",
+            "null",
+        ] {
+            let mut want = String::new();
+            json_string(kept, &mut want);
+            assert_eq!(expanded(kept), want, "{kept}");
+        }
+        assert_eq!(expanded("{\"big\": 3000000000}"), "{\"big\":3000000000}");
+    }
+
+    #[test]
+    fn java_double_to_string() {
+        for (d, s) in [
+            (2.5, "2.5"),
+            (1.0, "1.0"),
+            (100.0, "100.0"),
+            (0.001, "0.001"),
+            (0.0001, "1.0E-4"),
+            (1e7, "1.0E7"),
+            (1234567.5, "1234567.5"),
+            (-39.98, "-39.98"),
+            (1.5e300, "1.5E300"),
+            (-0.0, "-0.0"),
+        ] {
+            assert_eq!(java_double(d), s);
+        }
+    }
+
+    #[test]
+    fn envelope_and_strings() {
+        let v = json_envelope(
+            Some(&ColumnValue::Text("{\"a\": 1}".to_owned())),
+            false,
+            &[("type", Some(b"Placed\n".as_slice())), ("n", None)],
+        );
+        assert_eq!(
+            String::from_utf8(v).unwrap_or_default(),
+            r#"{"payload":"{\"a\": 1}","type":"Placed\n","n":null}"#
+        );
+        let mut s = String::new();
+        json_string("\u{1}é", &mut s);
+        assert_eq!(s, "\"\\u0001é\"");
+    }
+}
