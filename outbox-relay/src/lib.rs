@@ -20,6 +20,7 @@ pub mod admin;
 mod backoff;
 pub mod config;
 pub mod connection;
+pub mod dashboard;
 pub mod dead_letter;
 pub mod dlq;
 pub mod metrics;

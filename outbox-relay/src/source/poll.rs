@@ -981,7 +981,7 @@ pub async fn command(
                 Some(addr) => {
                     Some(
                         metrics
-                            .serve(addr)
+                            .serve(addr, crate::dashboard::Dashboard::new(&relay.config))
                             .await
                             .map_err(|e| ConfigError::Invalid {
                                 key: "metrics.listen",
