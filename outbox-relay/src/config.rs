@@ -812,6 +812,27 @@ mod tests {
     }
 
     #[test]
+    fn metrics_token_is_checked_and_never_shown() {
+        let c = Config::from_toml("[metrics]\nlisten = \"127.0.0.1:9187\"\ntoken = \"hunter2\"\n")
+            .map_err(|e| e.to_string());
+        let shown = format!("{c:?}");
+        assert!(c.is_ok(), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let mut c = Config {
+            database_url: Some("postgres://x".into()),
+            ..Config::default()
+        };
+        c.kafka.brokers = Some("k".into());
+        c.metrics.token = Some("two words".into());
+        let e = c.validate().err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.starts_with("`metrics.token`")));
+        c.metrics.token = Some("t".into());
+        c.metrics.token_file = Some("/nonexistent".into());
+        let e = c.read_secret_files().err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.starts_with("`metrics.token_file`")));
+    }
+
+    #[test]
     fn guarantee_properties_cannot_be_weakened() {
         let mut c = Config {
             database_url: Some("postgres://x".into()),

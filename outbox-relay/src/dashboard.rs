@@ -48,7 +48,13 @@ pub struct Dashboard {
     kafka: Arc<KafkaConfig>,
     /// The `source` label the relay's metrics carry, for metrics rendered without one.
     source: String,
-    dead_letters: Arc<tokio::sync::Mutex<Option<(Instant, Arc<Vec<u8>>)>>>,
+    dead_letters: Arc<tokio::sync::Mutex<Option<Reading>>>,
+}
+
+/// The last reading of the dead letters: when, and the JSON served.
+struct Reading {
+    at: Instant,
+    body: Arc<Vec<u8>>,
 }
 
 /// One HTTP response of the metrics listener.
@@ -209,10 +215,10 @@ impl Dashboard {
     /// [`DEAD_LETTERS_TTL`]; concurrent requests wait for the one reading under way.
     async fn dead_letters(&self) -> Arc<Vec<u8>> {
         let mut cached = self.dead_letters.lock().await;
-        if let Some((at, body)) = cached.as_ref()
-            && at.elapsed() < DEAD_LETTERS_TTL
+        if let Some(reading) = cached.as_ref()
+            && reading.at.elapsed() < DEAD_LETTERS_TTL
         {
-            return body.clone();
+            return reading.body.clone();
         }
         let kafka = self.kafka.clone();
         // `dlq::list` consumes with a blocking client.
@@ -233,7 +239,10 @@ impl Dashboard {
             Err(join) => dead_letters_error(topic, format!("reading the dead letters: {join}")),
         };
         let body = Arc::new(body);
-        *cached = Some((Instant::now(), body.clone()));
+        *cached = Some(Reading {
+            at: Instant::now(),
+            body: body.clone(),
+        });
         body
     }
 }
@@ -302,7 +311,10 @@ mod tests {
             serde_json::from_slice(&info.body).unwrap_or(serde_json::Value::Null);
         assert_eq!(info["source"], "wal");
         let bytes = String::from_utf8_lossy(&Response::unauthorized().into_bytes()).into_owned();
-        assert!(bytes.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{bytes}");
+        assert!(
+            bytes.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+            "{bytes}"
+        );
         assert!(bytes.contains("www-authenticate: Bearer"), "{bytes}");
     }
 }

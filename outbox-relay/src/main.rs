@@ -294,8 +294,9 @@ async fn dlq_command(
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Metrics::new();
+    let dashboard = outbox_relay::dashboard::Dashboard::new(&config);
     let _listener = match config.metrics.listen {
-        Some(addr) => Some(metrics.clone().serve(addr, outbox_relay::dashboard::Dashboard::new(&config)).await.map_err(|e| {
+        Some(addr) => Some(metrics.clone().serve(addr, dashboard).await.map_err(|e| {
             Box::<dyn std::error::Error>::from(format!("`metrics.listen` {addr}: {e}"))
         })?),
         None => None,

@@ -86,7 +86,10 @@ fn the_alerts_fire_as_their_unit_tests_say() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "promtool test rules {tests:?}:\n{text}");
+    assert!(
+        out.status.success(),
+        "promtool test rules {tests:?}:\n{text}"
+    );
 }
 
 /// (where, expression) for every rule of `deploy/*.yml` and every panel query of
@@ -197,8 +200,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             i += 1;
         } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i]))
-            {
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i])) {
                 i += 1;
             }
             tokens.push(chars[start..i].iter().collect());
@@ -227,8 +229,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             while t < tokens.len() && tokens[t] != ")" {
                 t += 1;
             }
-        } else if is_ident && !next_is_paren && !KEYWORDS.contains(&token.to_lowercase().as_str())
-        {
+        } else if is_ident && !next_is_paren && !KEYWORDS.contains(&token.to_lowercase().as_str()) {
             names.insert(token.clone());
         }
         t += 1;

@@ -38,7 +38,9 @@ fn chromium() -> PathBuf {
         .map(|dir| dir.join("chromium"))
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
-            panic!("chromium (Debian's `chromium` package) is not installed: run `scripts/services up`")
+            panic!(
+                "chromium (Debian's `chromium` package) is not installed: run `scripts/services up`"
+            )
         })
 }
 
@@ -107,7 +109,10 @@ impl Dashboard {
                                 .unwrap_or_default()
                         })
                         .collect();
-                    push(&sink, format!("console.{:?}: {}", call.r#type, args.join(" ")));
+                    push(
+                        &sink,
+                        format!("console.{:?}: {}", call.r#type, args.join(" ")),
+                    );
                 }
             }
         });
@@ -120,7 +125,10 @@ impl Dashboard {
                     format!(
                         "uncaught: {} {:?} at {:?}:{}",
                         details.text,
-                        details.exception.as_ref().and_then(|e| e.description.clone()),
+                        details
+                            .exception
+                            .as_ref()
+                            .and_then(|e| e.description.clone()),
                         details.url,
                         details.line_number
                     ),
@@ -291,7 +299,10 @@ async fn set_max_message_bytes(topic: &str, bytes: usize) {
         .await
         .expect("alter_configs")
     {
-        assert!(result.is_ok(), "setting max.message.bytes of {topic}: {result:?}");
+        assert!(
+            result.is_ok(),
+            "setting max.message.bytes of {topic}: {result:?}"
+        );
     }
 }
 
@@ -335,7 +346,10 @@ async fn the_page_shows_relayed_events_and_dead_letters_without_console_errors()
         assert!(Instant::now() < deadline, "{}", relay.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(metric(&addr, None, "outbox_relay_events_published_total"), 12.0);
+    assert_eq!(
+        metric(&addr, None, "outbox_relay_events_published_total"),
+        12.0
+    );
 
     let page = Dashboard::open(&addr, None).await;
     let shown = page
@@ -352,7 +366,11 @@ async fn the_page_shows_relayed_events_and_dead_letters_without_console_errors()
         )
         .await;
     let card = &shown["sources"][0];
-    assert_eq!(shown["sources"].as_array().map(Vec::len), Some(1), "{shown:#}");
+    assert_eq!(
+        shown["sources"].as_array().map(Vec::len),
+        Some(1),
+        "{shown:#}"
+    );
     assert_eq!(card["name"], "wal", "{shown:#}");
     assert_eq!(card["state"], "leading", "{shown:#}");
     let row = shown["dead_letters"]
@@ -383,7 +401,9 @@ async fn the_page_shows_relayed_events_and_dead_letters_without_console_errors()
             |v| {
                 v["sources"][0]["published"] == "32"
                     && v["sources"][0]["peak"].as_f64().is_some_and(|p| p > 0.0)
-                    && v["sources"][0]["chart_points"].as_u64().is_some_and(|n| n >= 2)
+                    && v["sources"][0]["chart_points"]
+                        .as_u64()
+                        .is_some_and(|n| n >= 2)
             },
             || relay.log_text(),
         )
@@ -393,7 +413,11 @@ async fn the_page_shows_relayed_events_and_dead_letters_without_console_errors()
     // A picture for a person to look at, beside the relay logs.
     if let Ok(png) = page
         .page
-        .screenshot(chromiumoxide::page::ScreenshotParams::builder().full_page(true).build())
+        .screenshot(
+            chromiumoxide::page::ScreenshotParams::builder()
+                .full_page(true)
+                .build(),
+        )
         .await
     {
         let _ = std::fs::write(relay.log.with_extension("png"), png);
@@ -448,7 +472,10 @@ async fn with_a_token_every_path_but_the_probes_needs_it() {
     }
     let (code, _, body) = get(&addr, "/metrics", Some(&bearer));
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("outbox_relay_events_published_total"), "{body}");
+    assert!(
+        body.contains("outbox_relay_events_published_total"),
+        "{body}"
+    );
     assert_eq!(get(&addr, "/", Some(&bearer)).0, 200);
     assert_eq!(get(&addr, "/nowhere", Some(&bearer)).0, 404);
 

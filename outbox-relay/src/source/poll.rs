@@ -977,18 +977,14 @@ pub async fn command(
             );
         }
         "run" => {
+            let dashboard = crate::dashboard::Dashboard::new(&relay.config);
             let _listener = match relay.config.metrics.listen {
-                Some(addr) => {
-                    Some(
-                        metrics
-                            .serve(addr, crate::dashboard::Dashboard::new(&relay.config))
-                            .await
-                            .map_err(|e| ConfigError::Invalid {
-                                key: "metrics.listen",
-                                message: format!("{addr}: {e}"),
-                            })?,
-                    )
-                }
+                Some(addr) => Some(metrics.serve(addr, dashboard).await.map_err(|e| {
+                    ConfigError::Invalid {
+                        key: "metrics.listen",
+                        message: format!("{addr}: {e}"),
+                    }
+                })?),
                 None => None,
             };
             relay.run(shutdown).await?;
