@@ -22,36 +22,34 @@ fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
-/// `deploy/*.yml`, sorted; at least one.
-fn rule_files() -> Vec<PathBuf> {
-    let dir = deploy_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// The files of `dir` whose names end with `suffix`, sorted; at least one.
+fn files_in(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yml"))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no rule file in {}", dir.display());
+    assert!(!files.is_empty(), "no *{suffix} in {}", dir.display());
     files
 }
 
-fn promtool() -> Command {
-    let found = Command::new("promtool").arg("--version").output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "promtool (Debian's `prometheus` package) is not installed: run `scripts/services up`"
-    );
-    Command::new("promtool")
+/// `deploy/*.yml`: the rule files.
+fn rule_files() -> Vec<PathBuf> {
+    files_in(&deploy_dir(), ".yml")
 }
 
-#[test]
-fn promtool_accepts_the_rules() {
-    let files = rule_files();
-    let out = promtool()
-        .args(["check", "rules"])
-        .args(&files)
+/// `promtool {verb} rules FILES...`, which must succeed; its output.
+fn promtool(verb: &str, files: &[PathBuf]) -> String {
+    let out = Command::new("promtool")
+        .args([verb, "rules"])
+        .args(files)
         .output()
-        .expect("running promtool");
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool (Debian's `prometheus` package) cannot run ({e}): run `scripts/services up`"
+            )
+        });
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -59,8 +57,14 @@ fn promtool_accepts_the_rules() {
     );
     assert!(
         out.status.success(),
-        "promtool check rules {files:?}:\n{text}"
+        "promtool {verb} rules {files:?}:\n{text}"
     );
+    text
+}
+
+#[test]
+fn promtool_accepts_the_rules() {
+    let text = promtool("check", &rule_files());
     assert!(text.contains("SUCCESS"), "{text}");
 }
 
@@ -68,28 +72,8 @@ fn promtool_accepts_the_rules() {
 /// and without the `source` label, and stays quiet otherwise.
 #[test]
 fn the_alerts_fire_as_their_unit_tests_say() {
-    let dir = deploy_dir().join("tests");
-    let mut tests: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".test.yml"))
-        .collect();
-    tests.sort();
-    assert!(!tests.is_empty(), "no *.test.yml in {}", dir.display());
-    let out = promtool()
-        .args(["test", "rules"])
-        .args(&tests)
-        .output()
-        .expect("running promtool");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "promtool test rules {tests:?}:\n{text}"
-    );
+    let text = promtool("test", &files_in(&deploy_dir().join("tests"), ".test.yml"));
+    assert!(text.contains("SUCCESS"), "{text}");
 }
 
 /// (where, expression) for every rule of `deploy/*.yml` and every panel query of

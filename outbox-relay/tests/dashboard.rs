@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -242,32 +241,9 @@ fn push(errors: &Mutex<Vec<String>>, error: String) {
     }
 }
 
-/// A GET with the given `Authorization` value: (status code, head, body).
-fn get(addr: &str, path: &str, authorization: Option<&str>) -> (u16, String, String) {
-    let mut stream =
-        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("metrics at {addr}: {e}"));
-    let auth = authorization
-        .map(|a| format!("authorization: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("response");
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (code, head.to_owned(), body.to_owned())
-}
-
 /// The value of an unlabelled or `source`-labelled sample `name` in `/metrics`, summed.
 fn metric(addr: &str, authorization: Option<&str>, name: &str) -> f64 {
-    let (code, _, body) = get(addr, "/metrics", authorization);
+    let (code, _, body) = http_get_authorized(addr, "/metrics", authorization);
     assert_eq!(code, 200, "{body}");
     body.lines()
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
@@ -277,7 +253,9 @@ fn metric(addr: &str, authorization: Option<&str>, name: &str) -> f64 {
 
 async fn until_ready(addr: &str, relay: &mut RelayProcess) {
     let deadline = Instant::now() + WAIT;
-    while !(std::net::TcpStream::connect(addr).is_ok() && get(addr, "/readyz", None).0 == 200) {
+    while !(std::net::TcpStream::connect(addr).is_ok()
+        && http_get_authorized(addr, "/readyz", None).0 == 200)
+    {
         assert!(
             relay.is_running() && Instant::now() < deadline,
             "the relay never became ready:\n{}",
@@ -448,8 +426,8 @@ async fn with_a_token_every_path_but_the_probes_needs_it() {
     ]);
     // The probes answer without it (a kubelet sends no token).
     until_ready(&addr, &mut relay).await;
-    assert_eq!(get(&addr, "/livez", None).0, 200);
-    assert_eq!(get(&addr, "/healthz", None).0, 200);
+    assert_eq!(http_get_authorized(&addr, "/livez", None).0, 200);
+    assert_eq!(http_get_authorized(&addr, "/healthz", None).0, 200);
 
     let bearer = format!("Bearer {token}");
     for path in [
@@ -461,7 +439,7 @@ async fn with_a_token_every_path_but_the_probes_needs_it() {
         "/nowhere",
     ] {
         for wrong in [None, Some("Bearer wrong"), Some(token.as_str())] {
-            let (code, head, body) = get(&addr, path, wrong);
+            let (code, head, body) = http_get_authorized(&addr, path, wrong);
             assert_eq!(code, 401, "{path} with {wrong:?} answered {code}: {body}");
             assert!(
                 head.to_lowercase().contains("www-authenticate: bearer"),
@@ -470,14 +448,14 @@ async fn with_a_token_every_path_but_the_probes_needs_it() {
             assert!(!body.contains("outbox_relay_"), "{path} leaked: {body}");
         }
     }
-    let (code, _, body) = get(&addr, "/metrics", Some(&bearer));
+    let (code, _, body) = http_get_authorized(&addr, "/metrics", Some(&bearer));
     assert_eq!(code, 200, "{body}");
     assert!(
         body.contains("outbox_relay_events_published_total"),
         "{body}"
     );
-    assert_eq!(get(&addr, "/", Some(&bearer)).0, 200);
-    assert_eq!(get(&addr, "/nowhere", Some(&bearer)).0, 404);
+    assert_eq!(http_get_authorized(&addr, "/", Some(&bearer)).0, 200);
+    assert_eq!(http_get_authorized(&addr, "/nowhere", Some(&bearer)).0, 404);
 
     // The page works when the token comes with every request, as from a proxy that adds it.
     let mut topic = Reader::new(&[&fx.topic()]);
