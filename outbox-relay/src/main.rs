@@ -209,7 +209,9 @@ async fn status(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let published = match config.metrics.listen {
-        Some(addr) => admin::published_by_running_relay(addr).await,
+        Some(addr) => {
+            admin::published_by_running_relay(addr, config.metrics.token.as_deref()).await
+        }
         None => None,
     };
     println!(

@@ -460,6 +460,19 @@ async fn with_a_token_every_path_but_the_probes_needs_it() {
     // The page works when the token comes with every request, as from a proxy that adds it.
     let mut topic = Reader::new(&[&fx.topic()]);
     relay_events(&fx, &mut topic, &relay, 3).await;
+    // `outbox-relay status` reads the running relay's count with the same token.
+    let out = fx
+        .command("status")
+        .args(["--metrics-listen", &addr, "--metrics-token-file"])
+        .arg(&token_file)
+        .output()
+        .expect("outbox-relay status");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("events_published: 3"),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let page = Dashboard::open(&addr, Some(&token)).await;
     page.until(
         "3 events published",
