@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use outbox::{DomainEvent, Outbox, OutboxTable};
 use outbox_relay::Metrics;
 use outbox_relay::config::{Config, SourceKind};
-use outbox_relay::source::poll::PollRelay;
+use outbox_relay::relay::PollRelay;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use outbox::{Outbox, OutboxTable};
 use outbox_relay::Metrics;
 use outbox_relay::config::{Config, SourceKind};
-use outbox_relay::source::poll::PollRelay;
+use outbox_relay::relay::PollRelay;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;

@@ -12,8 +12,7 @@ use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
 use crate::config::{Config, SourceKind};
-use crate::source::sqlx_error_is_transient;
-use crate::source::wal::OutboxRelation;
+use crate::connection::sqlx_error_is_transient;
 
 /// A failed administrative step, naming it.
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +230,7 @@ pub async fn status(config: &Config) -> Result<Option<SlotStatus>, AdminError> {
 /// standby status before a shutdown may not have reached the server.
 pub async fn confirm_slot(config: &Config, lsn: u64) -> Result<(), AdminError> {
     let conn = connect(config).await?;
-    let target = crate::source::wal::Lsn(lsn).to_string();
+    let target = crate::source::wal::lsn::Lsn(lsn).to_string();
     for _ in 0..50 {
         let row = conn
             .query_one_raw(stmt(
@@ -288,6 +287,29 @@ pub async fn published_by_running_relay(
         // `{source="wal"} 12`: the value is the line's last field.
         .and_then(|rest| rest.rsplit(' ').next())
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The outbox table as the catalog names it, resolved at start by [`crate::admin::preflight`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRelation {
+    pub schema: String,
+    pub name: String,
+    pub oid: u32,
+    /// Every partition under it, at any level (empty for a plain table).
+    pub partitions: HashSet<u32>,
+    /// Columns the relay reads from every row; a Relation without them cannot be relayed.
+    pub required: Vec<String>,
+}
+
+impl OutboxRelation {
+    /// `"schema"."name"`, as SQL and messages show it.
+    pub fn quoted(&self) -> String {
+        format!(
+            "{}.{}",
+            quote(DbBackend::Postgres, &self.schema),
+            quote(DbBackend::Postgres, &self.name)
+        )
+    }
 }
 
 /// Why `run` cannot start. `Refused` is a mistake that no retry fixes, and says how to fix it;

@@ -132,6 +132,11 @@ pub struct SourceConfig {
     /// `outbox_relay_slot_retained_wal_bytes`. Default 1 GiB.
     #[serde(default = "default_max_retained_wal")]
     pub max_retained_wal: u64,
+    /// How long a stop (or a failed session) waits for the events in flight to be acknowledged
+    /// by Kafka before it gives up on them (they are sent again from the acknowledged position,
+    /// after a restart). Default 30 s.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
     /// The `poll` source's settings.
     #[serde(default)]
     pub poll: PollConfig,
@@ -175,6 +180,7 @@ impl Default for SourceConfig {
             status_interval: default_status_interval(),
             heartbeat_interval: default_heartbeat_interval(),
             max_retained_wal: default_max_retained_wal(),
+            drain_timeout: default_drain_timeout(),
             poll: PollConfig::default(),
         }
     }
@@ -330,6 +336,15 @@ pub fn is_secret(property: &str) -> bool {
     ]
     .iter()
     .any(|s| property.contains(s))
+}
+
+impl From<crate::connection::UrlError> for ConfigError {
+    fn from(error: crate::connection::UrlError) -> Self {
+        ConfigError::Invalid {
+            key: "database_url",
+            message: error.0,
+        }
+    }
 }
 
 /// The URL with every secret it carries replaced by `<redacted>`, for logs (see
@@ -682,10 +697,14 @@ impl Config {
     }
 
     /// How long a stop (or a failed session) waits for the events in flight to be acknowledged
-    /// before it gives up on them: they are sent again from the acknowledged position.
-    /// `source.poll.drain_timeout`, for every source.
+    /// before it gives up on them: `source.drain_timeout`, or for the `poll` source
+    /// `source.poll.drain_timeout` when set.
     pub fn drain_timeout(&self) -> Duration {
-        self.source.poll.drain_timeout
+        match self.source.kind {
+            SourceKind::Poll => self.source.poll.drain_timeout,
+            _ => None,
+        }
+        .unwrap_or(self.source.drain_timeout)
     }
 
     /// The additional placements, parsed.
@@ -784,10 +803,11 @@ pub struct PollConfig {
     /// SQLite: how long a lease lasts without renewal (a dead leader is replaced after this).
     #[serde(default = "default_lease_ttl", with = "humantime_serde")]
     pub lease_ttl: Duration,
-    /// How long a stop waits for the batch in flight to be acknowledged before it gives up on
-    /// it (the rows stay, and are shipped again after the restart).
-    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
-    pub drain_timeout: Duration,
+    /// For this source, instead of `source.drain_timeout`: how long a stop waits for the batch
+    /// in flight to be acknowledged before it gives up on it (the rows stay, and are shipped
+    /// again after the restart).
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
     /// The longest a claimed batch waits for Kafka's acknowledgements; then the claim is rolled
     /// back and retried after a backoff. It bounds how long the claiming transaction stays open
     /// during a Kafka outage (an open transaction holds back vacuum on PostgreSQL), whatever
@@ -832,7 +852,7 @@ impl Default for PollConfig {
             listen: true,
             standby_interval: default_standby_interval(),
             lease_ttl: default_lease_ttl(),
-            drain_timeout: default_drain_timeout(),
+            drain_timeout: None,
             claim_timeout: default_claim_timeout(),
         }
     }

@@ -28,34 +28,10 @@ use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 /// holds the password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`database_url`: {0}")]
-pub struct UrlError(String);
+pub struct UrlError(pub String);
 
 fn bad(message: impl Into<String>) -> UrlError {
     UrlError(message.into())
-}
-
-impl From<UrlError> for crate::config::ConfigError {
-    fn from(error: UrlError) -> Self {
-        crate::config::ConfigError::Invalid {
-            key: "database_url",
-            message: error.0,
-        }
-    }
-}
-
-impl From<UrlError> for crate::relay::RelayError {
-    fn from(error: UrlError) -> Self {
-        crate::relay::RelayError::Config(error.into())
-    }
-}
-
-impl From<UrlError> for crate::source::wal::WalError {
-    fn from(error: UrlError) -> Self {
-        crate::source::wal::WalError::Config {
-            key: "database_url",
-            message: error.0,
-        }
-    }
 }
 
 /// Whether a replication connection failed its TLS setup in a way no reconnect fixes: a
@@ -471,6 +447,31 @@ pub fn redact(url: &str) -> String {
         .to_string()
         .replace("%3Credacted%3E", "<redacted>")
         .replace("%3Credacted%3A+not+a+URL%3E", "<redacted>")
+}
+
+/// Whether a PostgreSQL error is a mistake that no retry can fix, by its SQLSTATE: refused
+/// credentials (class 28), a missing database (3D000) or schema (3F000), a missing or forbidden
+/// object such as a table, slot or publication (class 42), an unsupported feature (class 0A), or
+/// a server not set up for it (55000: `wal_level` is not `logical`, an invalidated slot). Every
+/// other code, a busy slot (55006) and a restarting server (class 57) among them, may pass.
+pub fn sqlstate_is_permanent(code: &str) -> bool {
+    matches!(code.get(..2), Some("28" | "42" | "0A")) || matches!(code, "3D000" | "3F000" | "55000")
+}
+
+/// Whether a failed catalog query may pass on a retry: a network fault, a busy pool or a server
+/// error whose SQLSTATE is not [`sqlstate_is_permanent`].
+pub fn sqlx_error_is_transient(error: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error;
+    match error {
+        Error::Database(e) => e.code().is_none_or(|code| !sqlstate_is_permanent(&code)),
+        // A certificate the configured CA does not vouch for (rustls reports it as invalid
+        // data) is refused for good; a connection cut or refused by the network is not.
+        Error::Io(e) => {
+            !(e.kind() == std::io::ErrorKind::InvalidData && e.to_string().contains("certificate"))
+        }
+        Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed | Error::Protocol(_) => true,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -77,7 +77,10 @@ mod tests {
         };
         let dl = DeadLetter {
             reason: "Broker: Message size too large".into(),
-            origin: crate::source::wal::Lsn(0x1_0000_00A0).origin(),
+            origin: Origin {
+                header: "dlq.source.lsn",
+                value: "1/A0".into(),
+            },
             drop_value: true,
         };
         let m = dl.message("outbox.dlq", original);

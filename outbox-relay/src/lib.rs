@@ -33,6 +33,7 @@ pub mod relay;
 pub mod sink;
 pub mod slot;
 pub mod source;
+pub mod status;
 pub mod topic;
 
 pub use config::Config;

@@ -32,9 +32,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::dashboard::Response;
-use crate::pipeline::State;
 
 type Labels = Vec<(&'static str, &'static str)>;
+
+/// The values of `outbox_relay_state`'s `state` label (see [`crate::status::State`]).
+pub const STATES: [&str; 5] = ["starting", "leading", "standby", "reconnecting", "stopped"];
 type Ratio = Gauge<f64, AtomicU64>;
 
 /// The relay's metrics. Cheap to clone (all handles are shared).
@@ -78,7 +80,7 @@ struct Bound {
     lag_seconds: Ratio,
     confirmed_lsn: Gauge,
     connected: Gauge,
-    state: Vec<(State, Gauge)>,
+    state: Vec<(&'static str, Gauge)>,
     slot_retained_wal_bytes: Gauge,
     heartbeats: Counter,
     heartbeats_failed: Counter,
@@ -113,7 +115,11 @@ impl Metrics {
             heartbeats_failed: Family::default(),
         };
         let f = &families;
-        registry.register("events_published", "Events Kafka acknowledged", f.published.clone());
+        registry.register(
+            "events_published",
+            "Events Kafka acknowledged",
+            f.published.clone(),
+        );
         registry.register(
             "events_failed",
             "Deliveries that failed and will be retried",
@@ -194,10 +200,10 @@ impl Metrics {
         self.inner.bound.get_or_init(|| {
             let f = &self.inner.families;
             let labels: Labels = vec![("source", source)];
-            let state = State::ALL
+            let state = STATES
                 .iter()
                 .map(|state| {
-                    let labels: Labels = vec![("source", source), ("state", state.as_str())];
+                    let labels: Labels = vec![("source", source), ("state", state)];
                     (*state, f.state.get_or_create(&labels).clone())
                 })
                 .collect();
@@ -293,13 +299,13 @@ impl Metrics {
         self.bound().slot_retained_wal_bytes.set(bytes);
     }
 
-    /// The relay entered `state`.
-    pub fn state(&self, state: State) {
+    /// The relay entered `state`, one of [`STATES`].
+    pub fn state(&self, state: &str) {
         let bound = self.bound();
         for (each, gauge) in &bound.state {
             gauge.set(i64::from(*each == state));
         }
-        let leading = state == State::Leading;
+        let leading = state == "leading";
         bound.connected.set(i64::from(leading));
         self.inner.leading.store(leading, Ordering::Relaxed);
     }
@@ -393,7 +399,7 @@ mod tests {
         m.event_published();
         m.transaction_read(3);
         m.lag(Some(50), 0.5);
-        m.state(State::Standby);
+        m.state("standby");
         let text = m.render();
         for name in [
             r#"outbox_relay_events_published_total{source="poll"} 1"#,

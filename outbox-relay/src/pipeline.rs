@@ -20,23 +20,22 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::DeliveryFuture;
-use serde::Serialize;
 
 use crate::backoff::Backoff;
 use crate::config::{Config, ConfigError};
 use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
-use crate::position::{Position, TxId};
+use crate::position::{Position, TxId, now_micros};
 use crate::record::Origin;
 use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal, is_size_error};
 use crate::source::{Connector, Fault, Source, SourceError, SourceEvent};
+pub use crate::status::{State, Status, StatusReport};
 
 /// Why the relay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -83,100 +82,6 @@ impl RelayError {
                 ..
             } => Fault::Fatal,
             RelayError::Kafka { .. } => Fault::Transient,
-        }
-    }
-}
-
-/// What the relay is doing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Checking the source and Kafka before the first session.
-    #[default]
-    Starting,
-    /// A session streams: this relay ships.
-    Leading,
-    /// Another relay ships (the `poll` source's leadership); this one waits to take over.
-    Standby,
-    /// Waiting out a transient failure before the next session.
-    Reconnecting,
-    Stopped,
-}
-
-impl State {
-    pub const ALL: [State; 5] = [
-        State::Starting,
-        State::Leading,
-        State::Standby,
-        State::Reconnecting,
-        State::Stopped,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Starting => "starting",
-            State::Leading => "leading",
-            State::Standby => "standby",
-            State::Reconnecting => "reconnecting",
-            State::Stopped => "stopped",
-        }
-    }
-}
-
-/// What a running relay shows of itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct StatusReport {
-    /// The source: `wal`, `message`, `poll`, `binlog`.
-    pub source: &'static str,
-    pub state: State,
-    /// Whether this relay is the one shipping.
-    pub leader: bool,
-    /// Failed attempts since the last progress.
-    pub attempts: u32,
-    /// The last error, kept after recovery.
-    pub last_error: Option<String>,
-    /// Events Kafka acknowledged (dead letters excluded).
-    pub published: u64,
-    /// Events sent to the dead-letter topic.
-    pub dead_lettered: u64,
-    /// The last position acknowledged to the source, as the source prints it.
-    pub confirmed: Option<String>,
-}
-
-/// A shared handle on the relay's [`StatusReport`], also reflected in the metrics.
-#[derive(Clone, Default)]
-pub struct Status {
-    report: Arc<Mutex<StatusReport>>,
-    metrics: Option<Metrics>,
-}
-
-impl Status {
-    /// A status whose state changes are also shown by `metrics`.
-    pub fn new(metrics: &Metrics) -> Status {
-        Status {
-            report: Arc::default(),
-            metrics: Some(metrics.clone()),
-        }
-    }
-
-    pub fn snapshot(&self) -> StatusReport {
-        self.report.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    fn update(&self, change: impl FnOnce(&mut StatusReport)) {
-        if let Ok(mut report) = self.report.lock() {
-            change(&mut report);
-        }
-    }
-
-    /// The relay entered `state`.
-    pub fn set_state(&self, state: State) {
-        self.update(|s| {
-            s.state = state;
-            s.leader = state == State::Leading;
-        });
-        if let Some(metrics) = &self.metrics {
-            metrics.state(state);
         }
     }
 }
@@ -427,9 +332,7 @@ impl<S: Source> Session<'_, '_, S> {
         if let Some(position) = moved {
             self.source.acknowledge(&position);
             let shown = position.to_string();
-            self.pipeline
-                .status
-                .update(|s| s.confirmed = Some(shown));
+            self.pipeline.status.update(|s| s.confirmed = Some(shown));
         }
     }
 
@@ -520,8 +423,7 @@ impl<S: Source> Session<'_, '_, S> {
             match self.sink.send(&message) {
                 Ok(future) => {
                     self.position.sent(tx);
-                    self.in_flight
-                        .push(track(future, tx, origin, dead_letter));
+                    self.in_flight.push(track(future, tx, origin, dead_letter));
                     return Ok(());
                 }
                 Err(error) => match classify(&error) {
@@ -652,13 +554,6 @@ impl<S: Source> Session<'_, '_, S> {
             }
         }
     }
-}
-
-/// Now, in microseconds since the Unix epoch.
-pub fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn track(

@@ -7,6 +7,7 @@
 //! again after a crash: duplicates, never loss.
 
 use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A transaction's handle in the [`Position`].
 pub type TxId = u64;
@@ -116,6 +117,13 @@ impl<P: Clone + PartialEq> Position<P> {
         }
         moved
     }
+}
+
+/// Now, in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -96,4 +96,3 @@ impl OutboxRecord {
         OutboxRecord { origin, columns }
     }
 }
-

@@ -2,11 +2,18 @@
 //! metrics and status.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use crate::config::Config;
+use sea_orm::DatabaseConnection;
+
+use crate::config::{Config, SourceKind};
 use crate::metrics::Metrics;
-pub use crate::pipeline::{RelayError, State, StatusReport};
-use crate::pipeline::Status;
+pub use crate::pipeline::RelayError;
+use crate::pipeline::{Pipeline, Status};
+use crate::source::SourceError;
+use crate::source::poll::{Outbox, PollConnector, PollError, PollStatus};
+use crate::source::wal::WalConnector;
+pub use crate::status::{State, StatusReport};
 
 /// The relay: the configured source, one Kafka producer.
 pub struct Relay {
@@ -28,12 +35,83 @@ impl Relay {
     }
 
     /// Runs until `shutdown` resolves (then drains and returns `Ok`) or a fatal error.
+    ///
+    /// The list of sources: adding one is its module under [`crate::source`] and one line here.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
-        crate::source::run(&self.config, self.metrics.clone(), self.status.clone(), shutdown).await
+        let (config, metrics, status) = (&self.config, &self.metrics, &self.status);
+        let pipeline = Pipeline::new(config, metrics.clone(), status.clone())?;
+        match config.source.kind {
+            SourceKind::Wal | SourceKind::Message => {
+                let connector = WalConnector::new(config, metrics).map_err(SourceError::from)?;
+                pipeline.run(connector, shutdown).await
+            }
+            SourceKind::Poll => {
+                let connector = PollConnector::connect(config, status)
+                    .await
+                    .map_err(SourceError::from)?;
+                pipeline.run(connector, shutdown).await
+            }
+        }
     }
 
     /// What the relay is doing, and its counts.
     pub fn status(&self) -> StatusReport {
         self.status.snapshot()
+    }
+}
+
+/// The polling relay as a library: one outbox table, one Kafka producer, through the pipeline.
+pub struct PollRelay {
+    outbox: Arc<Outbox>,
+    metrics: Metrics,
+    status: Status,
+}
+
+impl PollRelay {
+    /// A relay for `config.database_url` (a `postgres://`, `mysql://` (MariaDB too) or
+    /// `sqlite://` URL). The pool connects on first use, so that [`PollRelay::run`] can wait for
+    /// a database that is not up yet, and still stop at once on a refused login.
+    pub async fn connect(config: Config, metrics: Metrics) -> Result<PollRelay, PollError> {
+        let outbox = Outbox::connect(config).await?;
+        Ok(PollRelay::with(outbox, metrics))
+    }
+
+    /// A relay on an existing connection pool (its own connections: the lock connection is
+    /// taken out of the pool for as long as the relay leads).
+    pub fn new(
+        config: Config,
+        db: DatabaseConnection,
+        metrics: Metrics,
+    ) -> Result<PollRelay, PollError> {
+        Ok(PollRelay::with(Outbox::new(config, db)?, metrics))
+    }
+
+    fn with(outbox: Outbox, metrics: Metrics) -> PollRelay {
+        let status = Status::new(&metrics);
+        PollRelay {
+            outbox: Arc::new(outbox),
+            metrics,
+            status,
+        }
+    }
+
+    /// A snapshot of the relay's state.
+    pub fn status(&self) -> PollStatus {
+        self.status.snapshot()
+    }
+
+    /// Prepares the existing table for polling (idempotent).
+    pub async fn setup(&self) -> Result<(), PollError> {
+        self.outbox.setup().await
+    }
+
+    /// Relays until `shutdown` resolves: the batch in flight is acknowledged and settled (up to
+    /// `drain_timeout`), the leadership released, and `Ok` returned. Returns early only on a
+    /// permanent error.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
+        let config = self.outbox.config();
+        let pipeline = Pipeline::new(config, self.metrics.clone(), self.status.clone())?;
+        let connector = PollConnector::on(self.outbox.clone(), &self.status);
+        pipeline.run(connector, shutdown).await
     }
 }

@@ -21,7 +21,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::config::{KafkaConfig, Placement};
-use crate::source::OutboxRecord;
+use crate::record::OutboxRecord;
 pub use crate::topic::topic_problem;
 
 /// One message for Kafka.
@@ -419,13 +419,16 @@ impl KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::ColumnValue;
+    use crate::record::{ColumnValue, Origin};
 
     fn record(payload: Option<&str>, trace: Option<&str>) -> OutboxRecord {
         let col =
             |n: &str, v: Option<&str>| (n.to_owned(), v.map(|v| ColumnValue::Text(v.to_owned())));
         OutboxRecord {
-            origin: crate::source::wal::Lsn(1).origin(),
+            origin: Origin {
+                header: "dlq.source.lsn",
+                value: "0/1".into(),
+            },
             columns: vec![
                 col("id", Some("0190-id")),
                 col("aggregatetype", Some("Order")),

@@ -52,7 +52,7 @@ impl SlotLost {
         let after = if self.confirmed == 0 {
             "the relay's last confirmed position".to_owned()
         } else {
-            crate::source::wal::Lsn(self.confirmed).to_string()
+            crate::source::wal::lsn::Lsn(self.confirmed).to_string()
         };
         format!(
             "{what}. Events committed after {after} cannot be read from it any more, and the \

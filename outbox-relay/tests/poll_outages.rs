@@ -33,7 +33,7 @@ async fn recovered(
         .await;
     fx.wait_empty(WAIT).await;
     let log = relay.log_text();
-    assert!(log.contains("poll cycle failed; retrying"), "{log}");
+    assert!(log.contains("relay session failed; retrying"), "{log}");
     assert!(
         relay.is_running(),
         "the relay recovers without a restart:\n{log}"

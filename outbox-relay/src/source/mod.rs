@@ -6,7 +6,7 @@
 //! what lies before it (confirms the slot, stores the binlog position, deletes the rows). The
 //! [`crate::pipeline`] does everything else, once, for every source.
 //!
-//! Adding a source: its module, and one line in [`run`].
+//! Adding a source: its module, and one line in [`crate::relay::Relay::run`]'s list.
 
 pub mod pgoutput;
 pub mod poll;
@@ -15,9 +15,6 @@ pub mod wal;
 use std::future::Future;
 
 pub use crate::record::{ColumnValue, Origin, OutboxRecord};
-use crate::config::{Config, SourceKind};
-use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, RelayError, Status};
 
 /// What a source yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +34,10 @@ pub enum SourceEvent<P> {
     },
     /// An outbox row with a value that cannot be read: it goes to the dead-letter topic with the
     /// reason and that value as its raw bytes, and the stream goes on.
-    Unreadable { record: OutboxRecord, reason: String },
+    Unreadable {
+        record: OutboxRecord,
+        reason: String,
+    },
     /// The transaction ends at `end`. Every event is inside `Begin`..`Commit`: a source wraps a
     /// non-transactional event in a transaction of its own.
     Commit { end: P },
@@ -142,54 +142,3 @@ pub trait Connector: Send {
         async {}
     }
 }
-
-/// Runs the relay for `config`'s source until `shutdown`, through the one pipeline.
-pub async fn run(
-    config: &Config,
-    metrics: Metrics,
-    status: Status,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RelayError> {
-    let pipeline = Pipeline::new(config, metrics.clone(), status.clone())?;
-    let fatal = |error: SourceError| RelayError::Source(error);
-    match config.source.kind {
-        SourceKind::Wal | SourceKind::Message => {
-            let connector = wal::WalConnector::new(config, &metrics).map_err(|e| fatal(e.into()))?;
-            pipeline.run(connector, shutdown).await
-        }
-        SourceKind::Poll => {
-            let connector = poll::PollConnector::connect(config, &status)
-                .await
-                .map_err(|e| fatal(e.into()))?;
-            pipeline.run(connector, shutdown).await
-        }
-    }
-}
-
-/// Whether a PostgreSQL error is a mistake that no retry can fix, by its SQLSTATE: refused
-/// credentials (class 28), a missing database (3D000) or schema (3F000), a missing or forbidden
-/// object such as a table, slot or publication (class 42), an unsupported feature (class 0A), or
-/// a server not set up for it (55000: `wal_level` is not `logical`, an invalidated slot). Every
-/// other code, a busy slot (55006) and a restarting server (class 57) among them, may pass.
-pub fn sqlstate_is_permanent(code: &str) -> bool {
-    matches!(code.get(..2), Some("28" | "42" | "0A")) || matches!(code, "3D000" | "3F000" | "55000")
-}
-
-/// Whether a failed catalog query may pass on a retry: a network fault, a busy pool or a server
-/// error whose SQLSTATE is not [`sqlstate_is_permanent`].
-pub fn sqlx_error_is_transient(error: &sea_orm::sqlx::Error) -> bool {
-    use sea_orm::sqlx::Error;
-    match error {
-        Error::Database(e) => e.code().is_none_or(|code| !sqlstate_is_permanent(&code)),
-        // A certificate the configured CA does not vouch for (rustls reports it as invalid
-        // data) is refused for good; a connection cut or refused by the network is not.
-        Error::Io(e) => {
-            !(e.kind() == std::io::ErrorKind::InvalidData && e.to_string().contains("certificate"))
-        }
-        Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed | Error::Protocol(_) => true,
-        _ => false,
-    }
-}
-
-/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
-pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;

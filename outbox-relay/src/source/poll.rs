@@ -37,8 +37,8 @@ mod leader;
 mod session;
 mod shape;
 mod store;
+mod table;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -50,9 +50,8 @@ use tokio::sync::{Mutex, Notify};
 use crate::backoff::Backoff;
 pub use crate::config::{AfterAck, PollConfig};
 use crate::config::{Config, ConfigError};
-use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, RelayError, State, Status};
 use crate::source::{ColumnValue, Connector, OutboxRecord, SourceError};
+use crate::status::{State, Status};
 use leader::Leader;
 pub use session::{Batch, PollSession};
 pub use shape::SEQUENCE;
@@ -189,7 +188,7 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// The outbox of `config.database_url`; the pool connects on first use.
-    async fn connect(config: Config) -> Result<Outbox, PollError> {
+    pub(crate) async fn connect(config: Config) -> Result<Outbox, PollError> {
         let url = config.database_url.clone().unwrap_or_default();
         let mut options = crate::connection::connect_options(&url).map_err(ConfigError::from)?;
         options
@@ -201,7 +200,7 @@ impl Outbox {
         Outbox::new(config, db)
     }
 
-    fn new(config: Config, db: DatabaseConnection) -> Result<Outbox, PollError> {
+    pub(crate) fn new(config: Config, db: DatabaseConnection) -> Result<Outbox, PollError> {
         config.validate()?;
         config.source.poll.validate()?;
         let backend = db.get_database_backend();
@@ -233,6 +232,10 @@ impl Outbox {
         &self.config.source.poll
     }
 
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The NOTIFY channel, on PostgreSQL when listening is on.
     fn channel(&self) -> Option<&str> {
         let poll = self.poll();
@@ -254,7 +257,7 @@ impl Outbox {
     ///
     /// Rows already in the table are numbered by the `ALTER TABLE`, in the table's physical
     /// order. Then the table is checked as `run` checks it.
-    pub async fn setup(&self) -> Result<(), PollError> {
+    pub(crate) async fn setup(&self) -> Result<(), PollError> {
         let catalog = Catalog::read(&self.db, &self.table).await?;
         // Nothing is altered on a table the relay could not read anyway.
         shape::require(&self.table, &catalog, &self.wanted)?;
@@ -345,7 +348,6 @@ impl Outbox {
             .collect();
         self.table.settle(shape, &ids, Utc::now())
     }
-
 }
 
 /// Opens claiming sessions on the outbox table, while this relay holds the leadership.
@@ -368,7 +370,7 @@ impl PollConnector {
         Ok(PollConnector::on(Arc::new(outbox), status))
     }
 
-    fn on(outbox: Arc<Outbox>, status: &Status) -> PollConnector {
+    pub(crate) fn on(outbox: Arc<Outbox>, status: &Status) -> PollConnector {
         PollConnector {
             outbox,
             status: status.clone(),
@@ -392,7 +394,9 @@ impl Connector for PollConnector {
         let shape = match self.outbox.shape().await {
             Ok(shape) => shape,
             // A login or database the server refuses is a mistake; an unreachable one is waited for.
-            Err(error) if error.is_transient_at_start() => return Err(SourceError::transient(error)),
+            Err(error) if error.is_transient_at_start() => {
+                return Err(SourceError::transient(error));
+            }
             Err(error) => return Err(SourceError::fatal(error)),
         };
         tracing::info!(table = %self.outbox.table.key(), columns = ?shape.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), sequence = %shape.sequence, "outbox table checked");
@@ -463,62 +467,6 @@ impl Connector for PollConnector {
         if let Some(lead) = self.leader.lock().await.take() {
             lead.release(&self.outbox.db, &self.outbox.table).await;
         }
-    }
-}
-
-/// The polling relay as a library: one outbox table, one Kafka producer, through the pipeline.
-pub struct PollRelay {
-    outbox: Arc<Outbox>,
-    metrics: Metrics,
-    status: Status,
-}
-
-impl PollRelay {
-    /// A relay for `config.database_url` (a `postgres://`, `mysql://` (MariaDB too) or
-    /// `sqlite://` URL). The pool connects on first use, so that [`PollRelay::run`] can wait for
-    /// a database that is not up yet, and still stop at once on a refused login.
-    pub async fn connect(config: Config, metrics: Metrics) -> Result<PollRelay, PollError> {
-        let outbox = Outbox::connect(config).await?;
-        Ok(PollRelay::with(outbox, metrics))
-    }
-
-    /// A relay on an existing connection pool (its own connections: the lock connection is
-    /// taken out of the pool for as long as the relay leads).
-    pub fn new(
-        config: Config,
-        db: DatabaseConnection,
-        metrics: Metrics,
-    ) -> Result<PollRelay, PollError> {
-        Ok(PollRelay::with(Outbox::new(config, db)?, metrics))
-    }
-
-    fn with(outbox: Outbox, metrics: Metrics) -> PollRelay {
-        let status = Status::new(&metrics);
-        PollRelay {
-            outbox: Arc::new(outbox),
-            metrics,
-            status,
-        }
-    }
-
-    /// A snapshot of the relay's state.
-    pub fn status(&self) -> PollStatus {
-        self.status.snapshot()
-    }
-
-    /// See [`Outbox::setup`]: prepares the existing table for polling (idempotent).
-    pub async fn setup(&self) -> Result<(), PollError> {
-        self.outbox.setup().await
-    }
-
-    /// Relays until `shutdown` resolves: the batch in flight is acknowledged and settled (up to
-    /// `drain_timeout`), the leadership released, and `Ok` returned. Returns early only on a
-    /// permanent error.
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
-        let config = &self.outbox.config;
-        let pipeline = Pipeline::new(config, self.metrics.clone(), self.status.clone())?;
-        let connector = PollConnector::on(self.outbox.clone(), &self.status);
-        pipeline.run(connector, shutdown).await
     }
 }
 

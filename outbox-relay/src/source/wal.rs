@@ -26,7 +26,7 @@
 //! - a relation nobody can attribute any more (dropped since) is dead-lettered with the reason,
 //!   never confirmed past in silence.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -36,35 +36,17 @@ use pgwire_replication::{PgWireError, ReplicationClient, ReplicationConfig, Repl
 use sea_orm::DbBackend;
 use sea_orm::sqlx::{self, PgPool};
 
+pub mod lsn;
+
 use super::pgoutput::{Change, DecodeError, Decoder, column_value};
-use super::{
-    ColumnValue, Connector, Origin, OutboxRecord, Source, SourceError, SourceEvent,
-    sqlstate_is_permanent, sqlx_error_is_transient,
-};
+use super::{ColumnValue, Connector, OutboxRecord, Source, SourceError, SourceEvent};
+pub use crate::admin::OutboxRelation;
 use crate::admin::{self, PreflightError};
 use crate::config::{Config, SourceConfig, SourceKind};
+use crate::connection::{sqlstate_is_permanent, sqlx_error_is_transient};
 use crate::metrics::Metrics;
 use crate::slot::{SlotKeeper, SlotLost, SlotState};
-
-/// A WAL position (PostgreSQL's LSN), shown as PostgreSQL prints it: `X/Y`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Lsn(pub u64);
-
-impl std::fmt::Display for Lsn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
-    }
-}
-
-impl Lsn {
-    /// Where an event at this position was read, as its dead letter says.
-    pub fn origin(self) -> Origin {
-        Origin {
-            header: "dlq.source.lsn",
-            value: self.to_string(),
-        }
-    }
-}
+pub use lsn::Lsn;
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
@@ -125,9 +107,7 @@ impl WalError {
     /// connection will.
     pub fn is_transient(&self) -> bool {
         match self {
-            WalError::Config { .. } | WalError::Outbox(_) | WalError::NotUtf8 { .. } => {
-                false
-            }
+            WalError::Config { .. } | WalError::Outbox(_) | WalError::NotUtf8 { .. } => false,
             WalError::Replication(e) => match e {
                 PgWireError::Server(_) => {
                     replication_sqlstate(e).is_none_or(|code| !sqlstate_is_permanent(code))
@@ -152,29 +132,6 @@ fn replication_sqlstate(error: &PgWireError) -> Option<&str> {
     };
     let code = text.rsplit_once("(SQLSTATE ")?.1.strip_suffix(')')?;
     (code.len() == 5 && code.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(code)
-}
-
-/// The outbox table as the catalog names it, resolved at start by [`crate::admin::preflight`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxRelation {
-    pub schema: String,
-    pub name: String,
-    pub oid: u32,
-    /// Every partition under it, at any level (empty for a plain table).
-    pub partitions: HashSet<u32>,
-    /// Columns the relay reads from every row; a Relation without them cannot be relayed.
-    pub required: Vec<String>,
-}
-
-impl OutboxRelation {
-    /// `"schema"."name"`, as SQL and messages show it.
-    pub fn quoted(&self) -> String {
-        format!(
-            "{}.{}",
-            quote(DbBackend::Postgres, &self.schema),
-            quote(DbBackend::Postgres, &self.name)
-        )
-    }
 }
 
 /// What the rows of one relation are to the outbox.
@@ -350,9 +307,10 @@ impl WalStream {
             } => {
                 if self.kind == SourceKind::Message && prefix == self.prefix {
                     let lsn = Lsn(lsn.as_u64());
-                    let event = match serde_json::from_slice::<outbox_core::OutboxEvent>(&content)
-                    {
-                        Ok(event) => SourceEvent::Event(OutboxRecord::from_event(lsn.origin(), &event)),
+                    let event = match serde_json::from_slice::<outbox_core::OutboxEvent>(&content) {
+                        Ok(event) => {
+                            SourceEvent::Event(OutboxRecord::from_event(lsn.origin(), &event))
+                        }
                         Err(e) => SourceEvent::Undecodable {
                             origin: lsn.origin(),
                             content: content.to_vec(),
@@ -377,7 +335,7 @@ impl WalStream {
         self.queued.push_back(event);
         self.queued.push_back(SourceEvent::Commit { end: lsn });
         SourceEvent::Begin {
-            committed_at_micros: crate::pipeline::now_micros(),
+            committed_at_micros: crate::position::now_micros(),
         }
     }
 
@@ -602,10 +560,12 @@ pub struct WalConnector {
 
 impl WalConnector {
     pub fn new(config: &Config, metrics: &Metrics) -> Result<WalConnector, WalError> {
-        let target = PgTarget::parse(config.database_url.as_deref().unwrap_or_default())
-            .map_err(|e| WalError::Config {
-                key: "database_url",
-                message: e.to_string(),
+        let target =
+            PgTarget::parse(config.database_url.as_deref().unwrap_or_default()).map_err(|e| {
+                WalError::Config {
+                    key: "database_url",
+                    message: e.0,
+                }
             })?;
         Ok(WalConnector {
             config: config.clone(),

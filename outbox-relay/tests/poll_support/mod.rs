@@ -11,7 +11,8 @@ use std::time::Duration;
 use outbox_core::{DomainEvent, Outbox, OutboxEvent, OutboxTable};
 use outbox_relay::Metrics;
 use outbox_relay::config::{Config, SourceKind};
-use outbox_relay::source::poll::{PollRelay, PollStatus};
+use outbox_relay::relay::PollRelay;
+use outbox_relay::source::poll::PollStatus;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, Statement,
     TransactionTrait,

@@ -101,7 +101,10 @@ impl Source for PollSession {
     async fn close(mut self) {
         self.events.close();
         let task = &mut self.task;
-        if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
             tracing::debug!("the claiming task did not end in time; its claim is rolled back");
         }
     }
@@ -170,7 +173,8 @@ impl Claimer {
         }
         // READ COMMITTED on MariaDB: its default (REPEATABLE READ) would take gap locks on the
         // index and stall the service's inserts for the length of a Kafka round trip.
-        let isolation = (table.backend == DbBackend::MySql).then_some(IsolationLevel::ReadCommitted);
+        let isolation =
+            (table.backend == DbBackend::MySql).then_some(IsolationLevel::ReadCommitted);
         let txn = outbox.db.begin_with_config(isolation, None).await?;
         if !leader.holds(&txn, table, ttl).await? {
             return Err(PollError::LostLeadership);

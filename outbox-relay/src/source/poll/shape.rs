@@ -17,7 +17,7 @@
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use super::PollError;
-use super::store::Table;
+use super::table::Table;
 
 /// The sequence column that `setup` adds on PostgreSQL and MariaDB/MySQL.
 pub const SEQUENCE: &str = "seq";

@@ -6,10 +6,10 @@
 //! literals). What a claim reads and orders by comes from the table itself ([`Shape`]).
 
 use chrono::{DateTime, Utc};
-use outbox_core::migration::quote;
 use sea_orm::{DbBackend, Statement, Value};
 
 use super::shape::{Kind, Shape};
+pub(crate) use super::table::Table;
 use crate::source::{ColumnValue, Origin, OutboxRecord};
 
 /// The extra column of the `mark` mode: when Kafka acknowledged the row (NULL = pending).
@@ -18,75 +18,7 @@ pub const RELAYED_AT: &str = "relayed_at";
 /// One column value of a claimed row, as read.
 pub(crate) type Read = Option<ColumnValue>;
 
-/// The outbox table on one backend: its name and settle mode.
-#[derive(Debug, Clone)]
-pub(crate) struct Table {
-    pub backend: DbBackend,
-    schema: Option<String>,
-    name: String,
-    /// Rows are marked (`relayed_at`) instead of deleted.
-    mark: bool,
-}
-
 impl Table {
-    pub fn new(backend: DbBackend, schema: Option<&str>, name: &str, mark: bool) -> Table {
-        Table {
-            backend,
-            // SQLite has no schemas in our sense (attached databases aside).
-            schema: schema
-                .filter(|_| backend != DbBackend::Sqlite)
-                .map(str::to_owned),
-            name: name.to_owned(),
-            mark,
-        }
-    }
-
-    pub fn q(&self, ident: &str) -> String {
-        quote(self.backend, ident)
-    }
-
-    pub fn schema(&self) -> Option<&str> {
-        self.schema.as_deref()
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Whether rows are marked rather than deleted.
-    pub fn marks(&self) -> bool {
-        self.mark
-    }
-
-    /// `"schema"."table"` (or `"table"`).
-    pub fn qualified(&self) -> String {
-        self.in_schema(&self.name)
-    }
-
-    /// Another object (function, lease table) next to the outbox table.
-    fn in_schema(&self, object: &str) -> String {
-        match &self.schema {
-            Some(schema) => format!("{}.{}", self.q(schema), self.q(object)),
-            None => self.q(object),
-        }
-    }
-
-    /// `schema.table` unquoted: the name leases and locks are keyed by.
-    pub fn key(&self) -> String {
-        match &self.schema {
-            Some(schema) => format!("{schema}.{}", self.name),
-            None => self.name.clone(),
-        }
-    }
-
-    /// Bind parameter `n` (1-based) in the backend's syntax.
-    pub fn param(&self, n: usize) -> String {
-        match self.backend {
-            DbBackend::Postgres => format!("${n}"),
-            _ => "?".to_owned(),
-        }
-    }
-
     /// Bind parameter `n` holding an id: on PostgreSQL the text is cast to `id`'s own type, so
     /// a `uuid`, `varchar` or `bigint` id compares in its type and uses its index.
     fn id_param(&self, shape: &Shape, n: usize) -> String {
@@ -115,7 +47,7 @@ impl Table {
         } else {
             self.select(&shape.columns)
         };
-        let pending = if self.mark {
+        let pending = if self.marks() {
             format!(" WHERE {} IS NULL", self.q(RELAYED_AT))
         } else {
             String::new()
@@ -190,7 +122,7 @@ impl Table {
 
     /// After Kafka acknowledged `ids`: delete them, or mark them relayed at `now`.
     pub fn settle(&self, shape: &Shape, ids: &[String], now: DateTime<Utc>) -> Statement {
-        if !self.mark {
+        if !self.marks() {
             return self.delete(shape, ids);
         }
         // An UPDATE reads semi-consistently on MariaDB (READ COMMITTED): rows that writers hold
@@ -280,7 +212,7 @@ impl Table {
     pub fn sequence_index(&self, column: &str) -> String {
         format!(
             "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
-            self.q(&format!("{}_poll_seq", self.name)),
+            self.q(&format!("{}_poll_seq", self.name())),
             self.qualified(),
             self.q(column)
         )
@@ -295,7 +227,7 @@ impl Table {
         let mut ddl = Vec::new();
         if let (DbBackend::Postgres, Some(channel)) = (self.backend, channel) {
             let function = self.in_schema("outbox_relay_notify");
-            let trigger = self.q(&format!("{}_notify", self.name));
+            let trigger = self.q(&format!("{}_notify", self.name()));
             ddl.push(format!(
                 "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS \
                  $outbox$ BEGIN PERFORM pg_notify(TG_ARGV[0], ''); RETURN NULL; END $outbox$"
@@ -315,7 +247,7 @@ impl Table {
 
     /// SQLite's lease table: one row per outbox, naming the relay that leads it until when.
     pub fn lease_table(&self) -> String {
-        self.in_schema(&format!("{}_relay_lease", self.name))
+        self.in_schema(&format!("{}_relay_lease", self.name()))
     }
 }
 
