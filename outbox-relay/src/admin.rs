@@ -266,14 +266,20 @@ pub async fn confirm_slot(config: &Config, lsn: u64) -> Result<(), AdminError> {
     )))
 }
 
-/// The published-events counter of a running relay, read from its `/metrics`.
-pub async fn published_by_running_relay(addr: std::net::SocketAddr) -> Option<u64> {
+/// The published-events counter of a running relay, read from its `/metrics` (with its
+/// `metrics.token`, when one is set).
+pub async fn published_by_running_relay(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+) -> Option<u64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: relay\r\nconnection: close\r\n\r\n")
-        .await
-        .ok()?;
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nhost: relay\r\n{auth}connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
     let mut body = String::new();
     stream.read_to_string(&mut body).await.ok()?;
     body.lines()

@@ -62,7 +62,7 @@ pub struct Config {
     /// Reconnection after transient failures.
     #[serde(default)]
     pub retry: RetryConfig,
-    /// The Prometheus `/metrics` and `/healthz` listener.
+    /// The HTTP listener: Prometheus `/metrics`, the probes and the dashboard.
     #[serde(default)]
     pub metrics: MetricsConfig,
 }
@@ -430,13 +430,34 @@ impl Default for RetryConfig {
     }
 }
 
-/// The HTTP listener for Prometheus and health checks.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The HTTP listener for Prometheus, the health checks and the dashboard.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Address of `/metrics` and `/healthz`, such as `0.0.0.0:9187`. None: no listener.
+    /// Address of `/metrics`, the probes and the dashboard (`/`), such as `127.0.0.1:9187`: a
+    /// loopback address keeps them on this host. An address other hosts reach (`0.0.0.0:9187`,
+    /// for a Prometheus elsewhere) should go with `token`. None: no listener.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// A bearer token that every path but the probes (`/livez`, `/healthz`, `/readyz`) requires:
+    /// `Authorization: Bearer <token>` (Prometheus: `authorization: {credentials: ...}`).
+    /// Visible ASCII, no spaces. None: no token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding `token`, so that it is on no command line; read by [`Config::load`].
+    /// Env: `OUTBOX_RELAY_METRICS_TOKEN_FILE`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .finish()
+    }
 }
 
 /// Overrides from the command line and the environment (clap reads both; CLI wins).
@@ -521,9 +542,12 @@ pub struct Overrides {
     /// Retained-WAL warning threshold in bytes (`source.max_retained_wal`).
     #[arg(long, env = "OUTBOX_RELAY_MAX_RETAINED_WAL")]
     pub max_retained_wal: Option<u64>,
-    /// Metrics listen address (`metrics.listen`).
+    /// Metrics listen address (`metrics.listen`), such as `127.0.0.1:9187`.
     #[arg(long, env = "OUTBOX_RELAY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// A file holding the metrics listener's bearer token (`metrics.token_file`).
+    #[arg(long, env = "OUTBOX_RELAY_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -586,6 +610,15 @@ impl Config {
                 .properties
                 .insert("sasl.password".to_owned(), password);
         }
+        if let Some(path) = self.metrics.token_file.take() {
+            if self.metrics.token.is_some() {
+                return Err(invalid(
+                    "metrics.token_file",
+                    "is set together with `metrics.token`; keep one",
+                ));
+            }
+            self.metrics.token = Some(read_secret("metrics.token_file", &path)?);
+        }
         Ok(())
     }
 
@@ -612,6 +645,9 @@ impl Config {
         }
         if o.metrics_listen.is_some() {
             self.metrics.listen = o.metrics_listen;
+        }
+        if o.metrics_token_file.is_some() {
+            self.metrics.token_file = o.metrics_token_file.clone();
         }
         set(&mut self.source.kind, &o.source);
         set(&mut self.source.slot, &o.slot);
@@ -738,6 +774,16 @@ impl Config {
             return Err(invalid(
                 "kafka.additional_placement",
                 "places more than one column as the partition",
+            ));
+        }
+        // RFC 6750's token characters, less the few that no one puts in a token: it must fit an
+        // HTTP header as it is.
+        if let Some(token) = &self.metrics.token
+            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(invalid(
+                "metrics.token",
+                "must be visible ASCII characters without spaces, and not empty",
             ));
         }
         for forced in ["enable.idempotence", "acks"] {
@@ -1069,6 +1115,27 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn metrics_token_is_checked_and_never_shown() {
+        let c = Config::from_toml("[metrics]\nlisten = \"127.0.0.1:9187\"\ntoken = \"hunter2\"\n")
+            .map_err(|e| e.to_string());
+        let shown = format!("{c:?}");
+        assert!(c.is_ok(), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let mut c = Config {
+            database_url: Some("postgres://x".into()),
+            ..Config::default()
+        };
+        c.kafka.brokers = Some("k".into());
+        c.metrics.token = Some("two words".into());
+        let e = c.validate().err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.starts_with("`metrics.token`")));
+        c.metrics.token = Some("t".into());
+        c.metrics.token_file = Some("/nonexistent".into());
+        let e = c.read_secret_files().err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.starts_with("`metrics.token_file`")));
     }
 
     #[test]

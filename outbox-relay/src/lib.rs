@@ -22,6 +22,7 @@ pub mod admin;
 mod backoff;
 pub mod config;
 pub mod connection;
+pub mod dashboard;
 pub mod dead_letter;
 pub mod debezium;
 pub mod dlq;

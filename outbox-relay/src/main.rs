@@ -209,7 +209,9 @@ async fn status(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let published = match config.metrics.listen {
-        Some(addr) => admin::published_by_running_relay(addr).await,
+        Some(addr) => {
+            admin::published_by_running_relay(addr, config.metrics.token.as_deref()).await
+        }
         None => None,
     };
     println!(
@@ -300,8 +302,9 @@ async fn poll_command(config: Config, command: &str) -> Result<(), Box<dyn std::
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Metrics::new();
+    let dashboard = outbox_relay::dashboard::Dashboard::new(&config);
     let _listener = match config.metrics.listen {
-        Some(addr) => Some(metrics.clone().serve(addr).await.map_err(|e| {
+        Some(addr) => Some(metrics.clone().serve(addr, dashboard).await.map_err(|e| {
             Box::<dyn std::error::Error>::from(format!("`metrics.listen` {addr}: {e}"))
         })?),
         None => None,

@@ -31,6 +31,8 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::dashboard::Response;
+
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// The values of `outbox_relay_state`'s `state` label (see [`crate::status::State`]).
@@ -327,9 +329,13 @@ impl Metrics {
         out
     }
 
-    /// Serves `/metrics`, `/livez` (`/healthz`) and `/readyz` on `addr` until the task is
-    /// dropped.
-    pub async fn serve(self, addr: SocketAddr) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    /// Serves `/metrics`, `/livez` (`/healthz`), `/readyz` and the `dashboard` on `addr` until
+    /// the task is dropped.
+    pub async fn serve(
+        self,
+        addr: SocketAddr,
+        dashboard: crate::dashboard::Dashboard,
+    ) -> std::io::Result<tokio::task::JoinHandle<()>> {
         let listener = TcpListener::bind(addr).await?;
         tracing::info!(%addr, "metrics listening");
         Ok(tokio::spawn(async move {
@@ -338,6 +344,7 @@ impl Metrics {
                     continue;
                 };
                 let metrics = self.clone();
+                let dashboard = dashboard.clone();
                 tokio::spawn(async move {
                     // Read the request head (up to 8 KiB): closing with unread bytes would reset
                     // the connection before the client reads the response.
@@ -359,23 +366,21 @@ impl Metrics {
                     }
                     let request = String::from_utf8_lossy(&buf[..n]);
                     let path = request.split_whitespace().nth(1).unwrap_or("/");
-                    let (status, body) = match path {
-                        "/metrics" => ("200 OK", metrics.render()),
-                        "/livez" | "/healthz" => ("200 OK", "ok\n".to_owned()),
+                    let response = match path {
+                        "/livez" | "/healthz" => Response::text("200 OK", "ok\n"),
                         "/readyz" if metrics.inner.leading.load(Ordering::Relaxed) => {
-                            ("200 OK", "ready\n".to_owned())
+                            Response::text("200 OK", "ready\n")
                         }
-                        "/readyz" => (
+                        "/readyz" => Response::text(
                             "503 Service Unavailable",
-                            "not ready: standing by, or the source is not connected\n".to_owned(),
+                            "not ready: standing by, or the source is not connected\n",
                         ),
-                        _ => ("404 Not Found", "not found\n".to_owned()),
+                        // `metrics.token`: every path but the probes needs it.
+                        _ if !dashboard.authorized(&request) => Response::unauthorized(),
+                        "/metrics" => Response::metrics(metrics.render()),
+                        _ => dashboard.respond(path).await,
                     };
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.write_all(&response.into_bytes()).await;
                     let _ = stream.shutdown().await;
                 });
             }

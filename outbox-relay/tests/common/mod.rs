@@ -564,12 +564,25 @@ pub fn free_local_addr() -> String {
 
 /// A plain HTTP/1.1 GET: (status code, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let (code, _, body) = http_get_authorized(addr, path, None);
+    (code, body)
+}
+
+/// A plain HTTP/1.1 GET with an `Authorization` value: (status code, head, body).
+pub fn http_get_authorized(
+    addr: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut stream =
         std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("metrics at {addr}: {e}"));
+    let auth = authorization
+        .map(|a| format!("authorization: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n"
     )
     .expect("request");
     let mut text = String::new();
@@ -579,11 +592,8 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (code, head.to_owned(), body.to_owned())
 }
 
 // ---- For tests on the users' own tables (tests/wal_user_tables.rs).
