@@ -4,6 +4,7 @@
 //! keepalives between transactions. Positions are PostgreSQL LSNs; the relay acknowledges a
 //! transaction's commit LSN only after Kafka acknowledged all of its events.
 
+pub mod binlog;
 pub mod pgoutput;
 pub mod poll;
 pub mod wal;
