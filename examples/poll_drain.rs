@@ -150,7 +150,7 @@ async fn prepare(
 /// The relay running on a task of its own.
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), outbox_relay::source::poll::PollError>>,
+    task: tokio::task::JoinHandle<Result<(), outbox_relay::RelayError>>,
 }
 
 impl Running {

@@ -12,7 +12,6 @@ use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
 use crate::config::{Config, SourceKind};
-use crate::dead_letter::format_lsn;
 use crate::source::sqlx_error_is_transient;
 use crate::source::wal::OutboxRelation;
 
@@ -232,7 +231,7 @@ pub async fn status(config: &Config) -> Result<Option<SlotStatus>, AdminError> {
 /// standby status before a shutdown may not have reached the server.
 pub async fn confirm_slot(config: &Config, lsn: u64) -> Result<(), AdminError> {
     let conn = connect(config).await?;
-    let target = format_lsn(lsn);
+    let target = crate::source::wal::Lsn(lsn).to_string();
     for _ in 0..50 {
         let row = conn
             .query_one_raw(stmt(
@@ -279,7 +278,9 @@ pub async fn published_by_running_relay(addr: std::net::SocketAddr) -> Option<u6
     let mut body = String::new();
     stream.read_to_string(&mut body).await.ok()?;
     body.lines()
-        .find_map(|l| l.strip_prefix("outbox_relay_events_published_total "))
+        .find_map(|l| l.strip_prefix("outbox_relay_events_published_total"))
+        // `{source="wal"} 12`: the value is the line's last field.
+        .and_then(|rest| rest.rsplit(' ').next())
         .and_then(|v| v.trim().parse().ok())
 }
 

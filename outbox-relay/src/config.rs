@@ -136,7 +136,7 @@ pub struct SourceConfig {
     pub max_retained_wal: u64,
     /// The `poll` source's settings.
     #[serde(default)]
-    pub poll: crate::source::poll::PollConfig,
+    pub poll: PollConfig,
     /// The `binlog` source's settings.
     #[serde(default)]
     pub binlog: BinlogConfig,
@@ -180,7 +180,7 @@ impl Default for SourceConfig {
             status_interval: default_status_interval(),
             heartbeat_interval: default_heartbeat_interval(),
             max_retained_wal: default_max_retained_wal(),
-            poll: crate::source::poll::PollConfig::default(),
+            poll: PollConfig::default(),
             binlog: BinlogConfig::default(),
         }
     }
@@ -693,6 +693,13 @@ impl Config {
         Ok(())
     }
 
+    /// How long a stop (or a failed session) waits for the events in flight to be acknowledged
+    /// before it gives up on them: they are sent again from the acknowledged position.
+    /// `source.poll.drain_timeout`, for every source.
+    pub fn drain_timeout(&self) -> Duration {
+        self.source.poll.drain_timeout
+    }
+
     /// The additional placements, parsed.
     pub fn placements(&self) -> Result<Vec<Placement>, ConfigError> {
         self.kafka
@@ -745,6 +752,132 @@ impl Placement {
                 format!("`{text}` is not `column:header[:name]`"),
             )),
         }
+    }
+}
+
+/// What happens to a row once Kafka acknowledged it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterAck {
+    /// Delete it: the table holds only pending events.
+    #[default]
+    Delete,
+    /// Set its `relayed_at` column (added by `setup`), and delete it after `retention`.
+    Mark,
+}
+
+/// The `[source.poll]` settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    /// Most rows claimed (and shipped) per transaction, 1 to 10000.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// How long an idle relay waits before it looks again without a notification: the only
+    /// wake-up on MariaDB and SQLite, the safety net for a lost NOTIFY on PostgreSQL.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// `delete` (default) or `mark`.
+    #[serde(default)]
+    pub after_ack: AfterAck,
+    /// With `after_ack = "mark"`: how long relayed rows are kept before they are purged.
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    pub retention: Duration,
+    /// PostgreSQL: the channel to `LISTEN` on, notified by the trigger that `setup` creates.
+    /// Default: the table's name. Set `listen = false` to rely on the interval alone.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// PostgreSQL: whether to `LISTEN` (and have `setup` create the trigger).
+    #[serde(default = "default_true")]
+    pub listen: bool,
+    /// How often a standby relay tries to take the leadership over.
+    #[serde(default = "default_standby_interval", with = "humantime_serde")]
+    pub standby_interval: Duration,
+    /// SQLite: how long a lease lasts without renewal (a dead leader is replaced after this).
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How long a stop waits for the batch in flight to be acknowledged before it gives up on
+    /// it (the rows stay, and are shipped again after the restart).
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// The longest a claimed batch waits for Kafka's acknowledgements; then the claim is rolled
+    /// back and retried after a backoff. It bounds how long the claiming transaction stays open
+    /// during a Kafka outage (an open transaction holds back vacuum on PostgreSQL), whatever
+    /// the producer's `message.timeout.ms`.
+    #[serde(default = "default_claim_timeout", with = "humantime_serde")]
+    pub claim_timeout: Duration,
+}
+
+fn default_batch_size() -> usize {
+    1000
+}
+fn default_interval() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_standby_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_claim_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            batch_size: default_batch_size(),
+            interval: default_interval(),
+            after_ack: AfterAck::default(),
+            retention: default_retention(),
+            channel: None,
+            listen: true,
+            standby_interval: default_standby_interval(),
+            lease_ttl: default_lease_ttl(),
+            drain_timeout: default_drain_timeout(),
+            claim_timeout: default_claim_timeout(),
+        }
+    }
+}
+
+impl PollConfig {
+    /// Checks the ranges serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(invalid(
+                "source.poll.batch_size",
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.claim_timeout.is_zero() {
+            return Err(invalid("source.poll.claim_timeout", "must be above zero"));
+        }
+        if self.interval.is_zero() || self.standby_interval.is_zero() {
+            return Err(invalid(
+                "source.poll.interval",
+                "intervals must be above zero",
+            ));
+        }
+        if self.lease_ttl <= self.interval {
+            return Err(invalid(
+                "source.poll.lease_ttl",
+                "must be longer than source.poll.interval",
+            ));
+        }
+        if self.channel.as_deref() == Some("") {
+            return Err(invalid("source.poll.channel", "must not be empty"));
+        }
+        Ok(())
     }
 }
 

@@ -49,9 +49,9 @@ impl From<UrlError> for crate::relay::RelayError {
     }
 }
 
-impl From<UrlError> for crate::source::wal::SourceError {
+impl From<UrlError> for crate::source::wal::WalError {
     fn from(error: UrlError) -> Self {
-        crate::source::wal::SourceError::Config {
+        crate::source::wal::WalError::Config {
             key: "database_url",
             message: error.0,
         }

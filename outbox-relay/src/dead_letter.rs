@@ -2,27 +2,24 @@
 //! outbox event) goes to the dead-letter topic with headers that say why and where it came from,
 //! and the stream goes on. Delivering the dead letter acknowledges the event.
 //!
-//! Headers added: `dlq.reason` (human text), `dlq.original.topic`, `dlq.source.lsn` (the WAL
-//! position, `X/Y` as PostgreSQL prints it). The original key, value and headers are kept, so
+//! Headers added: `dlq.reason` (human text), `dlq.original.topic`, and where the event was read
+//! (the record's [`Origin`]): `dlq.source.lsn` (a WAL position, `X/Y` as PostgreSQL prints it),
+//! `dlq.source.binlog` or `dlq.source.table`. The original key, value and headers are kept, so
 //! `outbox-relay dlq redrive` can publish the event again once its cause is fixed; only when the
 //! dead letter is too large for the dead-letter topic too is the value left out (its size is in
 //! `dlq.original.value.bytes`), so that the dead letter itself fits; such a one cannot be
 //! re-driven.
 
+use crate::record::Origin;
 use crate::sink::KafkaMessage;
 
-/// Why an event was dead-lettered, and where it was in the log.
+/// Why an event was dead-lettered, and where it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
     pub reason: String,
-    pub lsn: u64,
+    pub origin: Origin,
     /// Whether the value is dropped because it was too large.
     pub drop_value: bool,
-}
-
-/// `X/Y`, as PostgreSQL prints an LSN.
-pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 
 impl DeadLetter {
@@ -38,8 +35,8 @@ impl DeadLetter {
             Some(original.topic.into_bytes()),
         ));
         headers.push((
-            "dlq.source.lsn".to_owned(),
-            Some(format_lsn(self.lsn).into_bytes()),
+            self.origin.header.to_owned(),
+            Some(self.origin.value.clone().into_bytes()),
         ));
         let letter = KafkaMessage {
             topic: topic.to_owned(),
@@ -80,7 +77,7 @@ mod tests {
         };
         let dl = DeadLetter {
             reason: "Broker: Message size too large".into(),
-            lsn: 0x1_0000_00A0,
+            origin: crate::source::wal::Lsn(0x1_0000_00A0).origin(),
             drop_value: true,
         };
         let m = dl.message("outbox.dlq", original);

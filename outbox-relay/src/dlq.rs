@@ -53,7 +53,8 @@ pub struct DeadLetterEntry {
     pub reason: String,
     /// Where the event was bound; empty for what never had a topic (not an outbox event).
     pub original_topic: String,
-    /// The WAL position (`dlq.source.lsn`) or the polled table (`dlq.source.table`).
+    /// Where the event was read: the WAL position (`dlq.source.lsn`), the binlog position
+    /// (`dlq.source.binlog`) or the polled table (`dlq.source.table`).
     pub source_position: Option<String>,
     /// When it was dead-lettered (milliseconds since the Unix epoch, the broker's timestamp).
     pub dead_lettered_at_ms: Option<i64>,
@@ -214,6 +215,7 @@ fn entry(message: &OwnedMessage, redriven: &HashSet<String>) -> DeadLetterEntry 
         reason: header(message, "dlq.reason").unwrap_or_default(),
         original_topic: original.topic.clone(),
         source_position: header(message, "dlq.source.lsn")
+            .or_else(|| header(message, "dlq.source.binlog"))
             .or_else(|| header(message, "dlq.source.table")),
         dead_lettered_at_ms: at,
         age_seconds: at.map(|at| (now_ms() - at) / 1000),

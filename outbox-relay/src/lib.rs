@@ -7,13 +7,15 @@
 //! crash replays the unacknowledged tail (duplicates, which consumers drop by the `id` header)
 //! and never loses an event.
 //!
-//! - [`source`]: the `wal` (outbox table) and `message` (tableless) log sources, and the `poll`
-//!   source (PostgreSQL, MariaDB/MySQL, SQLite).
-//! - [`sink`]: the Kafka producer and the message format.
-//! - [`position`]: what may be acknowledged.
+//! - [`source`]: the seam ([`source::Source`], [`source::Connector`]) and the sources behind it:
+//!   `wal` (outbox table) and `message` (tableless) log sources, and `poll` (PostgreSQL,
+//!   MariaDB/MySQL, SQLite).
+//! - [`pipeline`]: the one run loop for every source; [`position`]: what may be acknowledged.
+//! - [`record`]: an event as read; [`sink`]: the Kafka producer and the message format.
 //! - [`dead_letter`]: events Kafka refuses for good; [`dlq`]: listing and re-driving them.
 //! - [`slot`]: heartbeats, retained WAL and a lost slot.
-//! - [`relay`]: the run loop; [`admin`]: setup, teardown, status; [`config`]; [`metrics`].
+//! - [`relay`]: the relay as a library; [`admin`]: setup, teardown, status; [`config`];
+//!   [`metrics`].
 //! - [`connection`]: the one parser of each kind of database URL, TLS settings included.
 
 pub mod admin;
@@ -23,7 +25,9 @@ pub mod connection;
 pub mod dead_letter;
 pub mod dlq;
 pub mod metrics;
+pub mod pipeline;
 pub mod position;
+pub mod record;
 pub mod relay;
 pub mod sink;
 pub mod slot;

@@ -122,9 +122,15 @@ fn main() -> ExitCode {
         let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
             Command::Dlq(command) => dlq_command(&config, command).await,
             // `--source poll`: the polling source has its own setup, status and run loop.
+            Command::Run(_) => run(config).await,
             _ if config.source.kind == outbox_relay::config::SourceKind::Poll => {
-                outbox_relay::source::poll::command(config, command, shutdown_signal())
+                poll_command(config, command).await
+            }
+            // `--source binlog`: the position table, and the checks `run` makes.
+            Command::Setup(_) if config.source.kind == outbox_relay::config::SourceKind::Binlog => {
+                outbox_relay::source::binlog::setup(&config)
                     .await
+                    .map(|done| println!("{done}"))
                     .map_err(Into::into)
             }
             Command::Setup(_) => admin::setup(&config).await.map_err(Into::into).map(|()| {
@@ -135,7 +141,6 @@ fn main() -> ExitCode {
             }),
             Command::Teardown(_) => admin::teardown(&config).await.map_err(Into::into),
             Command::Status(_) => status(&config).await,
-            Command::Run(_) => run(config).await,
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -288,6 +293,14 @@ async fn dlq_command(
                 println!("{sent} re-driven");
             }
         }
+    }
+    Ok(())
+}
+
+async fn poll_command(config: Config, command: &str) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(table) = outbox_relay::source::poll::command(config, command).await? {
+        println!("table: {}", table.table);
+        println!("rows: {}", table.pending_rows);
     }
     Ok(())
 }

@@ -1,52 +1,90 @@
 //! What the relay reports: one typed method per thing that happens, each updating a Prometheus
-//! metric with a stable name (and logging where a human should know), plus the small HTTP
-//! listener that serves `/metrics` and the Kubernetes probes.
+//! metric with a stable name and a `source` label (`wal`, `message`, `poll`, `binlog`), and
+//! logging where a human should know; plus the small HTTP listener that serves `/metrics` and the
+//! Kubernetes probes.
 //!
 //! Probes: `/livez` (and its older name `/healthz`) is 200 whenever the process answers, so a
 //! liveness probe never restarts a relay that is standing by or reconnecting; `/readyz` is 200
-//! only while this relay leads and its source is connected, 503 otherwise.
+//! only while this relay leads and its source streams, 503 otherwise.
 //!
-//! Names: `outbox_relay_events_published_total`, `outbox_relay_events_failed_total`,
-//! `outbox_relay_events_dead_lettered_total`, `outbox_relay_transaction_events` (histogram of
-//! events per source transaction), `outbox_relay_lag_bytes` (server WAL end minus the confirmed
-//! LSN), `outbox_relay_lag_seconds` (age of the oldest unacknowledged transaction),
-//! `outbox_relay_confirmed_lsn`, `outbox_relay_reconnects_total`, `outbox_relay_connected`,
+//! Names, each with the `source` label: `outbox_relay_events_published_total`,
+//! `outbox_relay_events_failed_total`, `outbox_relay_events_dead_lettered_total`,
+//! `outbox_relay_transaction_events` (histogram of events per source transaction),
+//! `outbox_relay_lag_seconds` (age of the oldest transaction not yet wholly acknowledged),
+//! `outbox_relay_lag_bytes` (a log source's end minus the acknowledged position),
+//! `outbox_relay_reconnects_total`, `outbox_relay_state` (one-hot over the `state` label:
+//! `starting`, `leading`, `standby`, `reconnecting`, `stopped`), `outbox_relay_connected` (1 while
+//! leading); for `wal` and `message`: `outbox_relay_confirmed_lsn`,
 //! `outbox_relay_slot_retained_wal_bytes` (the server's WAL position minus the slot's
 //! `restart_lsn`: the WAL the slot keeps on disk), `outbox_relay_heartbeats_total` and
 //! `outbox_relay_heartbeats_failed_total`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::pipeline::State;
+
+type Labels = Vec<(&'static str, &'static str)>;
+type Ratio = Gauge<f64, AtomicU64>;
+
 /// The relay's metrics. Cheap to clone (all handles are shared).
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Arc<Registry>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    families: Families,
+    /// The handles of this relay's source, fixed by [`Metrics::bind`].
+    bound: OnceLock<Bound>,
+    leading: AtomicBool,
+}
+
+struct Families {
+    published: Family<Labels, Counter>,
+    failed: Family<Labels, Counter>,
+    dead_lettered: Family<Labels, Counter>,
+    reconnects: Family<Labels, Counter>,
+    transaction_events: Family<Labels, Histogram, fn() -> Histogram>,
+    lag_bytes: Family<Labels, Gauge>,
+    lag_seconds: Family<Labels, Ratio>,
+    confirmed_lsn: Family<Labels, Gauge>,
+    connected: Family<Labels, Gauge>,
+    state: Family<Labels, Gauge>,
+    slot_retained_wal_bytes: Family<Labels, Gauge>,
+    heartbeats: Family<Labels, Counter>,
+    heartbeats_failed: Family<Labels, Counter>,
+}
+
+#[derive(Clone)]
+struct Bound {
     published: Counter,
     failed: Counter,
     dead_lettered: Counter,
     reconnects: Counter,
     transaction_events: Histogram,
     lag_bytes: Gauge,
-    lag_seconds: Gauge<f64, AtomicU64>,
+    lag_seconds: Ratio,
     confirmed_lsn: Gauge,
-    connected: Arc<AtomicBool>,
-    connected_gauge: Gauge,
+    connected: Gauge,
+    state: Vec<(State, Gauge)>,
     slot_retained_wal_bytes: Gauge,
-    /// Whether the last reading was above `source.max_retained_wal` (warn on crossing only).
-    retained_over: Arc<AtomicBool>,
-    /// Whether the slot was last seen past `max_slot_wal_keep_size`.
-    slot_unreserved: Arc<AtomicBool>,
     heartbeats: Counter,
     heartbeats_failed: Counter,
+}
+
+fn transaction_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 14))
 }
 
 impl Default for Metrics {
@@ -58,210 +96,229 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("outbox_relay");
-        let published = Counter::default();
-        let failed = Counter::default();
-        let dead_lettered = Counter::default();
-        let reconnects = Counter::default();
-        let transaction_events = Histogram::new(exponential_buckets(1.0, 2.0, 14));
-        let lag_bytes = Gauge::default();
-        let lag_seconds = Gauge::<f64, AtomicU64>::default();
-        let confirmed_lsn = Gauge::default();
-        let connected_gauge = Gauge::default();
-        let slot_retained_wal_bytes = Gauge::default();
-        let heartbeats = Counter::default();
-        let heartbeats_failed = Counter::default();
-        registry.register(
-            "slot_retained_wal_bytes",
-            "WAL the replication slot keeps: the server's WAL position minus its restart_lsn",
-            slot_retained_wal_bytes.clone(),
-        );
-        registry.register(
-            "heartbeats",
-            "Heartbeat messages written to the slot's database",
-            heartbeats.clone(),
-        );
-        registry.register(
-            "heartbeats_failed",
-            "Heartbeat messages that could not be written",
-            heartbeats_failed.clone(),
-        );
-        registry.register(
-            "events_published",
-            "Events Kafka acknowledged",
-            published.clone(),
-        );
+        let families = Families {
+            published: Family::default(),
+            failed: Family::default(),
+            dead_lettered: Family::default(),
+            reconnects: Family::default(),
+            transaction_events: Family::new_with_constructor(transaction_histogram),
+            lag_bytes: Family::default(),
+            lag_seconds: Family::default(),
+            confirmed_lsn: Family::default(),
+            connected: Family::default(),
+            state: Family::default(),
+            slot_retained_wal_bytes: Family::default(),
+            heartbeats: Family::default(),
+            heartbeats_failed: Family::default(),
+        };
+        let f = &families;
+        registry.register("events_published", "Events Kafka acknowledged", f.published.clone());
         registry.register(
             "events_failed",
             "Deliveries that failed and will be retried",
-            failed.clone(),
+            f.failed.clone(),
         );
         registry.register(
             "events_dead_lettered",
             "Events sent to the dead-letter topic",
-            dead_lettered.clone(),
+            f.dead_lettered.clone(),
         );
         registry.register(
             "reconnects",
             "Sessions restarted after a failure",
-            reconnects.clone(),
+            f.reconnects.clone(),
         );
         registry.register(
             "transaction_events",
             "Outbox events per source transaction (the batch size)",
-            transaction_events.clone(),
+            f.transaction_events.clone(),
         );
         registry.register(
             "lag_bytes",
-            "Server WAL end minus the confirmed LSN",
-            lag_bytes.clone(),
+            "A log source's end minus the acknowledged position",
+            f.lag_bytes.clone(),
         );
         registry.register(
             "lag_seconds",
             "Age of the oldest transaction not yet wholly acknowledged by Kafka",
-            lag_seconds.clone(),
+            f.lag_seconds.clone(),
         );
         registry.register(
             "confirmed_lsn",
-            "The LSN confirmed to PostgreSQL",
-            confirmed_lsn.clone(),
+            "The LSN confirmed to PostgreSQL (wal, message)",
+            f.confirmed_lsn.clone(),
         );
         registry.register(
             "connected",
-            "1 while a replication session streams",
-            connected_gauge.clone(),
+            "1 while this relay leads and its source streams",
+            f.connected.clone(),
+        );
+        registry.register(
+            "state",
+            "1 for the relay's current state (starting, leading, standby, reconnecting, stopped)",
+            f.state.clone(),
+        );
+        registry.register(
+            "slot_retained_wal_bytes",
+            "WAL the replication slot keeps: the server's WAL position minus its restart_lsn",
+            f.slot_retained_wal_bytes.clone(),
+        );
+        registry.register(
+            "heartbeats",
+            "Heartbeat messages written to the slot's database",
+            f.heartbeats.clone(),
+        );
+        registry.register(
+            "heartbeats_failed",
+            "Heartbeat messages that could not be written",
+            f.heartbeats_failed.clone(),
         );
         Metrics {
-            registry: Arc::new(registry),
-            published,
-            failed,
-            dead_lettered,
-            reconnects,
-            transaction_events,
-            lag_bytes,
-            lag_seconds,
-            confirmed_lsn,
-            connected: Arc::new(AtomicBool::new(false)),
-            connected_gauge,
-            slot_retained_wal_bytes,
-            retained_over: Arc::new(AtomicBool::new(false)),
-            slot_unreserved: Arc::new(AtomicBool::new(false)),
-            heartbeats,
-            heartbeats_failed,
+            inner: Arc::new(Inner {
+                registry,
+                families,
+                bound: OnceLock::new(),
+                leading: AtomicBool::new(false),
+            }),
         }
+    }
+
+    /// Labels everything this relay reports with `source`; the first call wins (a process runs
+    /// one source).
+    pub fn bind(&self, source: &'static str) {
+        self.bound_to(source);
+    }
+
+    fn bound_to(&self, source: &'static str) -> &Bound {
+        self.inner.bound.get_or_init(|| {
+            let f = &self.inner.families;
+            let labels: Labels = vec![("source", source)];
+            let state = State::ALL
+                .iter()
+                .map(|state| {
+                    let labels: Labels = vec![("source", source), ("state", state.as_str())];
+                    (*state, f.state.get_or_create(&labels).clone())
+                })
+                .collect();
+            Bound {
+                published: f.published.get_or_create(&labels).clone(),
+                failed: f.failed.get_or_create(&labels).clone(),
+                dead_lettered: f.dead_lettered.get_or_create(&labels).clone(),
+                reconnects: f.reconnects.get_or_create(&labels).clone(),
+                transaction_events: f.transaction_events.get_or_create(&labels).clone(),
+                lag_bytes: f.lag_bytes.get_or_create(&labels).clone(),
+                lag_seconds: f.lag_seconds.get_or_create(&labels).clone(),
+                confirmed_lsn: f.confirmed_lsn.get_or_create(&labels).clone(),
+                connected: f.connected.get_or_create(&labels).clone(),
+                state,
+                slot_retained_wal_bytes: f.slot_retained_wal_bytes.get_or_create(&labels).clone(),
+                heartbeats: f.heartbeats.get_or_create(&labels).clone(),
+                heartbeats_failed: f.heartbeats_failed.get_or_create(&labels).clone(),
+            }
+        })
+    }
+
+    fn bound(&self) -> &Bound {
+        self.bound_to("unknown")
     }
 
     /// Kafka acknowledged one event.
     pub fn event_published(&self) {
-        self.published.inc();
+        self.bound().published.inc();
     }
 
     /// Events published so far.
     pub fn published(&self) -> u64 {
-        self.published.get()
+        self.bound().published.get()
     }
 
     /// A delivery failed with a transient error; the session restarts from the acknowledged
     /// position.
     pub fn event_failed(&self, error: &dyn std::fmt::Display) {
-        self.failed.inc();
+        self.bound().failed.inc();
         // One line per event at debug level: the session's failure is logged once, as a warning,
         // by `reconnecting`.
         tracing::debug!(%error, "delivery failed");
     }
 
-    /// An event went to the dead-letter topic.
-    pub fn event_dead_lettered(&self, topic: &str, reason: &str, lsn: u64) {
-        self.dead_lettered.inc();
-        tracing::warn!(
-            topic,
-            reason,
-            lsn = %crate::dead_letter::format_lsn(lsn),
-            "event dead-lettered"
-        );
+    /// An event read at `origin` went to the dead-letter topic.
+    pub fn event_dead_lettered(&self, topic: &str, reason: &str, origin: &str) {
+        self.bound().dead_lettered.inc();
+        tracing::warn!(topic, reason, origin, "event dead-lettered");
     }
 
     /// Events dead-lettered so far.
     pub fn dead_lettered(&self) -> u64 {
-        self.dead_lettered.get()
+        self.bound().dead_lettered.get()
     }
 
     /// A source transaction with `events` outbox events was read.
     pub fn transaction_read(&self, events: usize) {
-        self.transaction_events.observe(events as f64);
+        self.bound().transaction_events.observe(events as f64);
     }
 
-    /// The position and lag, refreshed.
-    pub fn position(&self, confirmed: u64, wal_end: u64, oldest_pending_age_secs: f64) {
-        self.confirmed_lsn
-            .set(i64::try_from(confirmed).unwrap_or(i64::MAX));
-        self.lag_bytes
-            .set(i64::try_from(wal_end.saturating_sub(confirmed)).unwrap_or(i64::MAX));
-        self.lag_seconds.set(oldest_pending_age_secs);
+    /// The lag, refreshed: bytes of log behind (for a source with a log) and the age of the
+    /// oldest unacknowledged transaction.
+    pub fn lag(&self, bytes: Option<u64>, oldest_pending_age_secs: f64) {
+        let bound = self.bound();
+        if let Some(bytes) = bytes {
+            bound
+                .lag_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        bound.lag_seconds.set(oldest_pending_age_secs);
+    }
+
+    /// The LSN acknowledged to PostgreSQL.
+    pub fn confirmed_lsn(&self, lsn: u64) {
+        self.bound()
+            .confirmed_lsn
+            .set(i64::try_from(lsn).unwrap_or(i64::MAX));
     }
 
     /// A heartbeat was written.
     pub fn heartbeat_written(&self) {
-        self.heartbeats.inc();
+        self.bound().heartbeats.inc();
     }
 
     /// A heartbeat could not be written; the slot may not advance while the outbox is idle.
     pub fn heartbeat_failed(&self, error: &dyn std::fmt::Display) {
-        self.heartbeats_failed.inc();
+        self.bound().heartbeats_failed.inc();
         tracing::warn!(%error, "writing a heartbeat failed");
     }
 
-    /// The slot as last read: its retained WAL, warned about when it crosses `threshold`
-    /// (`source.max_retained_wal`) and when the server may invalidate it.
-    pub fn slot_state(&self, slot: &str, state: &crate::slot::SlotState, threshold: u64) {
-        let retained = state.retained_wal_bytes.unwrap_or(0);
-        self.slot_retained_wal_bytes.set(retained);
-        let over = u64::try_from(retained).is_ok_and(|r| r > threshold);
-        if over && !self.retained_over.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                slot,
-                retained_wal_bytes = retained,
-                max_retained_wal = threshold,
-                "the replication slot retains more WAL than `source.max_retained_wal`: the relay \
-                 is behind, or cannot confirm (is Kafka reachable?); the server keeps this WAL on \
-                 disk until the slot advances"
-            );
-        } else if !over && self.retained_over.swap(false, Ordering::Relaxed) {
-            tracing::info!(
-                slot,
-                retained_wal_bytes = retained,
-                "the replication slot's retained WAL is back under `source.max_retained_wal`"
-            );
-        }
-        let unreserved = state.wal_status.as_deref() == Some("unreserved");
-        if unreserved && !self.slot_unreserved.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                slot,
-                retained_wal_bytes = retained,
-                "the replication slot is past `max_slot_wal_keep_size` (wal_status = \
-                 'unreserved'): the next checkpoint may invalidate it unless the relay catches up"
-            );
-        } else if !unreserved {
-            self.slot_unreserved.store(false, Ordering::Relaxed);
-        }
+    /// The WAL the slot retains, as last read.
+    pub fn slot_retained_wal(&self, bytes: i64) {
+        self.bound().slot_retained_wal_bytes.set(bytes);
     }
 
-    /// A replication session started streaming, or stopped.
-    pub fn connected(&self, up: bool) {
-        self.connected.store(up, Ordering::Relaxed);
-        self.connected_gauge.set(i64::from(up));
+    /// The relay entered `state`.
+    pub fn state(&self, state: State) {
+        let bound = self.bound();
+        for (each, gauge) in &bound.state {
+            gauge.set(i64::from(*each == state));
+        }
+        let leading = state == State::Leading;
+        bound.connected.set(i64::from(leading));
+        self.inner.leading.store(leading, Ordering::Relaxed);
     }
 
-    /// A session is being restarted after `error`.
-    pub fn reconnecting(&self, error: &dyn std::fmt::Display, wait: std::time::Duration) {
-        self.reconnects.inc();
-        tracing::warn!(%error, ?wait, "relay session failed; reconnecting");
+    /// A session is being restarted after `error`, for the `attempts`th time in a row.
+    pub fn reconnecting(
+        &self,
+        error: &dyn std::fmt::Display,
+        wait: std::time::Duration,
+        attempts: u32,
+    ) {
+        self.bound().reconnects.inc();
+        tracing::warn!(%error, attempts, ?wait, "relay session failed; retrying");
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
         out
     }
 
@@ -300,7 +357,7 @@ impl Metrics {
                     let (status, body) = match path {
                         "/metrics" => ("200 OK", metrics.render()),
                         "/livez" | "/healthz" => ("200 OK", "ok\n".to_owned()),
-                        "/readyz" if metrics.connected.load(Ordering::Relaxed) => {
+                        "/readyz" if metrics.inner.leading.load(Ordering::Relaxed) => {
                             ("200 OK", "ready\n".to_owned())
                         }
                         "/readyz" => (
@@ -326,21 +383,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_stable_names() {
+    fn renders_stable_names_with_the_source_label() {
         let m = Metrics::new();
+        m.bind("poll");
         m.event_published();
         m.transaction_read(3);
-        m.position(100, 150, 0.5);
+        m.lag(Some(50), 0.5);
+        m.state(State::Standby);
         let text = m.render();
         for name in [
-            "outbox_relay_events_published_total 1",
-            "outbox_relay_events_dead_lettered_total 0",
-            "outbox_relay_events_failed_total 0",
-            "outbox_relay_lag_bytes 50",
-            "outbox_relay_lag_seconds 0.5",
-            "outbox_relay_transaction_events_count 1",
-            "outbox_relay_slot_retained_wal_bytes 0",
-            "outbox_relay_heartbeats_total 0",
+            r#"outbox_relay_events_published_total{source="poll"} 1"#,
+            r#"outbox_relay_events_dead_lettered_total{source="poll"} 0"#,
+            r#"outbox_relay_events_failed_total{source="poll"} 0"#,
+            r#"outbox_relay_lag_bytes{source="poll"} 50"#,
+            r#"outbox_relay_lag_seconds{source="poll"} 0.5"#,
+            r#"outbox_relay_transaction_events_count{source="poll"} 1"#,
+            r#"outbox_relay_state{source="poll",state="standby"} 1"#,
+            r#"outbox_relay_state{source="poll",state="leading"} 0"#,
+            r#"outbox_relay_connected{source="poll"} 0"#,
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

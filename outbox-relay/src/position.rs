@@ -1,7 +1,7 @@
-//! The acknowledged position: which LSN may be confirmed to PostgreSQL.
+//! The acknowledged position: which source position may be acknowledged to the source.
 //!
-//! Invariant: the confirmed LSN only ever moves to the commit end LSN of a transaction such that
-//! it and every transaction before it (in commit order) had all of its events acknowledged by
+//! Invariant: the confirmed position only ever moves to the end of a transaction such that it
+//! and every transaction before it (in commit order) had all of its events acknowledged by
 //! Kafka (delivered, or dead-lettered). Acknowledgements may come back in any order; the
 //! confirmed position moves over the acknowledged prefix only. Whatever lies past it is read
 //! again after a crash: duplicates, never loss.
@@ -12,34 +12,36 @@ use std::collections::VecDeque;
 pub type TxId = u64;
 
 #[derive(Debug)]
-struct Tx {
+struct Tx<P> {
     /// None while the transaction's events are still being read.
-    end_lsn: Option<u64>,
+    end: Option<P>,
     outstanding: usize,
     commit_time_micros: i64,
 }
 
-/// Tracks in-flight transactions and the confirmed LSN.
-#[derive(Debug, Default)]
-pub struct Position {
-    txs: VecDeque<Tx>,
+/// Tracks in-flight transactions and the confirmed position. Positions are the source's, and
+/// come in the order the source yields them, which is commit order.
+#[derive(Debug)]
+pub struct Position<P> {
+    txs: VecDeque<Tx<P>>,
     /// The id of `txs[0]`.
     first: TxId,
-    confirmed: u64,
+    confirmed: Option<P>,
 }
 
-impl Position {
-    /// Starts at `confirmed` (the LSN the session resumes from).
-    pub fn new(confirmed: u64) -> Position {
+impl<P: Clone + PartialEq> Position<P> {
+    /// Starts at `confirmed` (the position the session resumes from; None: the source's own).
+    pub fn new(confirmed: Option<P>) -> Position<P> {
         Position {
+            txs: VecDeque::new(),
+            first: 0,
             confirmed,
-            ..Position::default()
         }
     }
 
-    /// The LSN that is safe to confirm.
-    pub fn confirmed(&self) -> u64 {
-        self.confirmed
+    /// The position that is safe to acknowledge.
+    pub fn confirmed(&self) -> Option<&P> {
+        self.confirmed.as_ref()
     }
 
     /// Whether any transaction is read but not wholly acknowledged.
@@ -47,7 +49,7 @@ impl Position {
         self.txs.is_empty()
     }
 
-    /// Commit time of the oldest unacknowledged transaction (PostgreSQL epoch microseconds).
+    /// Commit time of the oldest unacknowledged transaction (Unix epoch microseconds).
     pub fn oldest_pending_commit(&self) -> Option<i64> {
         self.txs.front().map(|t| t.commit_time_micros)
     }
@@ -55,7 +57,7 @@ impl Position {
     /// A transaction begins.
     pub fn begin(&mut self, commit_time_micros: i64) -> TxId {
         self.txs.push_back(Tx {
-            end_lsn: None,
+            end: None,
             outstanding: 0,
             commit_time_micros,
         });
@@ -69,50 +71,50 @@ impl Position {
         }
     }
 
-    /// All of `tx`'s events have been read; it ends at `end_lsn`.
-    pub fn commit(&mut self, tx: TxId, end_lsn: u64) -> Option<u64> {
+    /// All of `tx`'s events have been read; it ends at `end`.
+    pub fn commit(&mut self, tx: TxId, end: P) -> Option<P> {
         if let Some(t) = self.get(tx) {
-            t.end_lsn = Some(end_lsn);
+            t.end = Some(end);
         }
         self.advance()
     }
 
-    /// Kafka acknowledged one event of `tx`. Returns the new confirmed LSN if it moved.
-    pub fn acked(&mut self, tx: TxId) -> Option<u64> {
+    /// Kafka acknowledged one event of `tx`. Returns the new confirmed position if it moved.
+    pub fn acked(&mut self, tx: TxId) -> Option<P> {
         if let Some(t) = self.get(tx) {
             t.outstanding = t.outstanding.saturating_sub(1);
         }
         self.advance()
     }
 
-    /// A keepalive reported the server's WAL end: with nothing pending, everything before it
-    /// was either shipped or not outbox data, so it may be confirmed (the heartbeat).
-    pub fn idle_at(&mut self, wal_end: u64) -> Option<u64> {
-        if self.txs.is_empty() && wal_end > self.confirmed {
-            self.confirmed = wal_end;
-            return Some(wal_end);
+    /// A keepalive reported the source's end: with nothing pending, everything before it was
+    /// either shipped or not outbox data, so it may be confirmed (the heartbeat).
+    pub fn idle_at(&mut self, end: P) -> Option<P> {
+        if self.txs.is_empty() && self.confirmed.as_ref() != Some(&end) {
+            self.confirmed = Some(end.clone());
+            return Some(end);
         }
         None
     }
 
-    fn get(&mut self, tx: TxId) -> Option<&mut Tx> {
+    fn get(&mut self, tx: TxId) -> Option<&mut Tx<P>> {
         let index = tx.checked_sub(self.first)?;
         self.txs.get_mut(usize::try_from(index).ok()?)
     }
 
-    fn advance(&mut self) -> Option<u64> {
-        let before = self.confirmed;
+    fn advance(&mut self) -> Option<P> {
+        let mut moved = None;
         while let Some(front) = self.txs.front() {
-            match front.end_lsn {
-                Some(end) if front.outstanding == 0 => {
-                    self.confirmed = self.confirmed.max(end);
-                    self.txs.pop_front();
-                    self.first += 1;
-                }
-                _ => break,
+            if front.outstanding > 0 || front.end.is_none() {
+                break;
             }
+            moved = self.txs.pop_front().and_then(|tx| tx.end);
+            self.first += 1;
         }
-        (self.confirmed > before).then_some(self.confirmed)
+        if let Some(end) = &moved {
+            self.confirmed = Some(end.clone());
+        }
+        moved
     }
 }
 
@@ -123,7 +125,7 @@ mod tests {
 
     #[test]
     fn confirms_only_the_acknowledged_prefix() {
-        let mut p = Position::new(10);
+        let mut p = Position::new(Some(10u64));
         let a = p.begin(0);
         p.sent(a);
         p.sent(a);
@@ -136,13 +138,13 @@ mod tests {
         assert_eq!(p.acked(a), None);
         assert_eq!(p.acked(a), Some(200));
         assert!(p.is_idle());
-        assert_eq!(p.idle_at(150), None);
+        assert_eq!(p.idle_at(200), None);
         assert_eq!(p.idle_at(300), Some(300));
     }
 
     #[test]
     fn an_open_transaction_holds_the_position() {
-        let mut p = Position::new(0);
+        let mut p = Position::new(Some(0u64));
         let a = p.begin(0);
         p.sent(a);
         assert_eq!(p.acked(a), None);
@@ -155,7 +157,7 @@ mod tests {
         /// an unacknowledged event, and ends at the last commit.
         #[test]
         fn never_passes_an_unacked_event(sizes in prop::collection::vec(0usize..4, 1..12), seed in any::<u64>()) {
-            let mut p = Position::new(0);
+            let mut p = Position::new(Some(0u64));
             let mut pending = Vec::new();
             for (i, n) in sizes.iter().enumerate() {
                 let tx = p.begin(0);
@@ -168,10 +170,10 @@ mod tests {
                 let (tx, end) = pending.swap_remove((state >> 33) as usize % pending.len());
                 p.acked(tx);
                 let lowest_unacked = pending.iter().map(|(_, e)| *e).min().unwrap_or(u64::MAX);
-                prop_assert!(p.confirmed() < lowest_unacked);
-                prop_assert!(p.confirmed() >= end || pending.iter().any(|(_, e)| *e <= end));
+                prop_assert!(p.confirmed().copied().unwrap_or(0) < lowest_unacked);
+                prop_assert!(p.confirmed().copied().unwrap_or(0) >= end || pending.iter().any(|(_, e)| *e <= end));
             }
-            prop_assert_eq!(p.confirmed(), sizes.len() as u64 * 10);
+            prop_assert_eq!(p.confirmed().copied(), Some(sizes.len() as u64 * 10));
         }
     }
 }

@@ -425,7 +425,7 @@ mod tests {
         let col =
             |n: &str, v: Option<&str>| (n.to_owned(), v.map(|v| ColumnValue::Text(v.to_owned())));
         OutboxRecord {
-            lsn: 1,
+            origin: crate::source::wal::Lsn(1).origin(),
             columns: vec![
                 col("id", Some("0190-id")),
                 col("aggregatetype", Some("Order")),

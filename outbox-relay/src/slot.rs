@@ -14,7 +14,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{HEARTBEAT_PREFIX, SourceConfig};
-use crate::dead_letter::format_lsn;
 use crate::metrics::Metrics;
 
 /// How the slot was lost.
@@ -53,7 +52,7 @@ impl SlotLost {
         let after = if self.confirmed == 0 {
             "the relay's last confirmed position".to_owned()
         } else {
-            format_lsn(self.confirmed)
+            crate::source::wal::Lsn(self.confirmed).to_string()
         };
         format!(
             "{what}. Events committed after {after} cannot be read from it any more, and the \
@@ -139,6 +138,7 @@ impl SlotKeeper {
             beat
         };
         let task = tokio::spawn(async move {
+            let mut warnings = Warnings::default();
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -158,7 +158,8 @@ impl SlotKeeper {
                             return;
                         }
                         if let Some(state) = state {
-                            metrics.slot_state(&slot, &state, threshold);
+                            warnings.observe(&slot, &state, threshold);
+                            metrics.slot_retained_wal(state.retained_wal_bytes.unwrap_or(0));
                         }
                     }
                     Err(error) => {
@@ -168,6 +169,48 @@ impl SlotKeeper {
             }
         });
         SlotKeeper { task, lost }
+    }
+}
+
+/// Warns when the slot crosses `source.max_retained_wal` and when the server may invalidate
+/// it, once per crossing.
+#[derive(Default)]
+struct Warnings {
+    over: bool,
+    unreserved: bool,
+}
+
+impl Warnings {
+    fn observe(&mut self, slot: &str, state: &SlotState, threshold: u64) {
+        let retained = state.retained_wal_bytes.unwrap_or(0);
+        let over = u64::try_from(retained).is_ok_and(|r| r > threshold);
+        if over && !self.over {
+            tracing::warn!(
+                slot,
+                retained_wal_bytes = retained,
+                max_retained_wal = threshold,
+                "the replication slot retains more WAL than `source.max_retained_wal`: the relay \
+                 is behind, or cannot confirm (is Kafka reachable?); the server keeps this WAL on \
+                 disk until the slot advances"
+            );
+        } else if !over && self.over {
+            tracing::info!(
+                slot,
+                retained_wal_bytes = retained,
+                "the replication slot's retained WAL is back under `source.max_retained_wal`"
+            );
+        }
+        self.over = over;
+        let unreserved = state.wal_status.as_deref() == Some("unreserved");
+        if unreserved && !self.unreserved {
+            tracing::warn!(
+                slot,
+                retained_wal_bytes = retained,
+                "the replication slot is past `max_slot_wal_keep_size` (wal_status = \
+                 'unreserved'): the next checkpoint may invalidate it unless the relay catches up"
+            );
+        }
+        self.unreserved = unreserved;
     }
 }
 

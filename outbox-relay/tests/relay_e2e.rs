@@ -442,7 +442,8 @@ async fn graceful_stop_then_restart_delivers_nothing_twice() {
         "outbox_relay_lag_bytes",
         "outbox_relay_lag_seconds",
         "outbox_relay_transaction_events_bucket",
-        "outbox_relay_events_dead_lettered_total 0",
+        r#"outbox_relay_events_dead_lettered_total{source="wal"} 0"#,
+        r#"outbox_relay_state{source="wal",state="leading"} 1"#,
     ] {
         assert!(body.contains(name), "{name} missing:\n{body}");
     }
@@ -557,13 +558,19 @@ fn bad_configuration_names_the_key() {
 }
 
 /// Polls `/metrics` until `name` reaches `at_least` (or 30 s pass); returns the last value.
+/// The value of `line` when it is the `wal` source's sample of metric `name`.
+fn metric_value(line: &str, name: &str) -> Option<f64> {
+    let rest = line.strip_prefix(name)?.strip_prefix(r#"{source="wal"}"#)?;
+    rest.trim().parse().ok()
+}
+
 async fn wait_for_metric(addr: &str, name: &str, at_least: f64) -> f64 {
     let mut value = 0.0;
     for _ in 0..300 {
         let (_, body) = http_get(addr, "/metrics");
         value = body
             .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .find_map(|l| metric_value(l, name))
             .unwrap_or(0.0);
         if value >= at_least {
             break;

@@ -224,12 +224,12 @@ async fn heartbeats_keep_an_idle_outbox_slot_from_retaining_other_databases_wal(
     assert_eq!(code, 200);
     let beats: u64 = body
         .lines()
-        .find_map(|l| l.strip_prefix("outbox_relay_heartbeats_total "))
+        .find_map(|l| l.strip_prefix(r#"outbox_relay_heartbeats_total{source="wal"} "#))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no heartbeat counter in\n{body}"));
     assert!(beats >= 2, "{beats} heartbeats in\n{body}");
     assert!(
-        body.contains("outbox_relay_slot_retained_wal_bytes "),
+        body.contains(r#"outbox_relay_slot_retained_wal_bytes{source="wal"} "#),
         "{body}"
     );
     let log = beating.log_text();

@@ -34,7 +34,6 @@
 
 mod catalog;
 mod position;
-mod seam;
 mod store;
 
 use std::collections::VecDeque;
@@ -47,10 +46,9 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder, Ss
 use sea_orm::sqlx::mysql::MySqlSslMode;
 
 pub use self::position::{BinlogPosition, GtidParseError, GtidState, MariaDbGtidPos, MySqlGtidSet};
-pub use self::seam::{
-    Connector, Fault, Origin, OutboxRecord, Source, SourceError, SourceEvent,
+pub use crate::source::{
+    ColumnValue, Connector, Fault, Origin, OutboxRecord, Source, SourceError, SourceEvent,
 };
-pub use crate::source::ColumnValue;
 
 use self::catalog::{Decoded, Server, Table};
 use self::store::PositionWriter;
@@ -239,6 +237,10 @@ pub(crate) async fn connect(
     target: &MySqlTarget,
     step: &'static str,
 ) -> Result<(Conn, Opts), BinlogError> {
+    // mysql_async's TLS uses the process-wide provider; the relay links two (sqlx's ring,
+    // pgwire-replication's aws-lc-rs), so none is chosen unless one is installed. Err: one
+    // already is.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let opts = mysql_opts(target, true);
     match Conn::new(opts.clone()).await {
         Err(mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer))
@@ -283,10 +285,7 @@ pub async fn setup(config: &Config) -> Result<String, BinlogError> {
     Ok(format!(
         "binlog position table `{}`.`{}` is there; the server ({}) and the outbox table \
          `{schema}`.`{}` are ready for the binlog source",
-        server.database,
-        connector.config.position_table,
-        server.version,
-        connector.table
+        server.database, connector.config.position_table, server.version, connector.table
     ))
 }
 
@@ -305,9 +304,8 @@ impl BinlogConnector {
     pub fn new(config: &Config) -> Result<BinlogConnector, BinlogError> {
         let url = config.database_url.as_deref().unwrap_or_default();
         let target = MySqlTarget::parse(url)?;
-        let mut required: Vec<String> = ["id", "aggregateid", "payload"]
-            .map(str::to_owned)
-            .to_vec();
+        let mut required: Vec<String> =
+            ["id", "aggregateid", "payload"].map(str::to_owned).to_vec();
         let placed = config
             .kafka
             .additional_placement
@@ -424,13 +422,7 @@ impl BinlogConnector {
         .await?;
         let key = self.key(&schema);
         let position_table = store::qualified(&server.database, &self.config.position_table);
-        let stored = store::read(
-            &mut conn,
-            &position_table,
-            &key,
-            server.mariadb,
-        )
-        .await?;
+        let stored = store::read(&mut conn, &position_table, &key, server.mariadb).await?;
         let start = match resume.clone().or(stored.clone()) {
             Some(position) => position,
             None => {
@@ -444,7 +436,10 @@ impl BinlogConnector {
         };
         let files: Vec<(String, u64)> = conn
             .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
-                (row.get(0).unwrap_or_default(), row.get(1).unwrap_or_default())
+                (
+                    row.get(0).unwrap_or_default(),
+                    row.get(1).unwrap_or_default(),
+                )
             })
             .await
             .map_err(BinlogError::query("SHOW BINARY LOGS"))?;
@@ -614,13 +609,25 @@ impl BinlogSource {
 
     fn apply_gtid(&mut self) {
         match (self.pending_gtid.take(), &mut self.read.gtid) {
-            (Some(PendingGtid::MariaDb { domain, server, seq }), Some(GtidState::MariaDb(pos))) => {
-                pos.apply(domain, server, seq)
-            }
+            (
+                Some(PendingGtid::MariaDb {
+                    domain,
+                    server,
+                    seq,
+                }),
+                Some(GtidState::MariaDb(pos)),
+            ) => pos.apply(domain, server, seq),
             (Some(PendingGtid::MySql { uuid, gno }), Some(GtidState::MySql(set))) => {
                 set.add(&uuid, gno)
             }
-            (Some(PendingGtid::MariaDb { domain, server, seq }), gtid @ None) => {
+            (
+                Some(PendingGtid::MariaDb {
+                    domain,
+                    server,
+                    seq,
+                }),
+                gtid @ None,
+            ) => {
                 let mut pos = MariaDbGtidPos::default();
                 pos.apply(domain, server, seq);
                 *gtid = Some(GtidState::MariaDb(pos));
@@ -687,8 +694,12 @@ impl BinlogSource {
             MARIADB_GTID => {
                 let data = event.data();
                 let (Some(seq), Some(domain), flags) = (
-                    data.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes),
-                    data.get(8..12).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes),
+                    data.get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes),
+                    data.get(8..12)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u32::from_le_bytes),
                     data.get(12).copied().unwrap_or(0),
                 ) else {
                     return self.undecodable(start, &event, "a MariaDB GTID event too short");
@@ -772,8 +783,9 @@ impl BinlogSource {
             if !txn.begun {
                 txn.begun = true;
                 let committed_at_micros = txn.started_micros;
-                self.queue
-                    .push_back(SourceEvent::Begin { committed_at_micros });
+                self.queue.push_back(SourceEvent::Begin {
+                    committed_at_micros,
+                });
             }
         }
     }
@@ -781,8 +793,11 @@ impl BinlogSource {
     fn rows(&mut self, start: u64, rows: &RowsEventData<'_>) -> Result<(), BinlogError> {
         let Some(tme) = self.stream.get_tme(rows.table_id()).cloned() else {
             return Err(BinlogError::Stream(mysql_async::Error::Other(
-                format!("a row event for table id {} without its table map", rows.table_id())
-                    .into(),
+                format!(
+                    "a row event for table id {} without its table map",
+                    rows.table_id()
+                )
+                .into(),
             )));
         };
         let (database, name) = (tme.database_name(), tme.table_name());

@@ -1,132 +1,174 @@
-//! Sources: where committed outbox events are read, in commit order.
+//! Sources: where committed outbox events are read, in commit order, behind one seam.
 //!
-//! A source yields [`SourceEvent`]s: each transaction as `Begin`, its events, `Commit`, and
-//! keepalives between transactions. Positions are PostgreSQL LSNs; the relay acknowledges a
-//! transaction's commit LSN only after Kafka acknowledged all of its events.
+//! A [`Connector`] opens sessions of one source; a session is a [`Source`]: it yields each
+//! transaction as `Begin`, its events, `Commit` (with the source's own position type), and
+//! keepalives between transactions; it is told which position Kafka acknowledged, and forgets
+//! what lies before it (confirms the slot, stores the binlog position, deletes the rows). The
+//! [`crate::pipeline`] does everything else, once, for every source.
+//!
+//! Adding a source: its module, and one line in [`run`].
 
 pub mod binlog;
 pub mod pgoutput;
 pub mod poll;
 pub mod wal;
 
-pub use wal::WalSource;
+use std::future::Future;
 
-/// One column value of an outbox row. Text columns arrive as text (PostgreSQL's text form, so a
-/// `jsonb` payload is its text as stored); binary columns (`bytea`, `blob`) arrive as their bytes,
-/// so an Avro or Protobuf payload is shipped byte for byte, as Debezium ships it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ColumnValue {
-    Text(String),
-    Bytes(Vec<u8>),
-}
-
-impl ColumnValue {
-    /// The value's bytes, as shipped in a Kafka key, value or header.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            ColumnValue::Text(text) => text.as_bytes(),
-            ColumnValue::Bytes(bytes) => bytes,
-        }
-    }
-}
-
-impl From<String> for ColumnValue {
-    fn from(text: String) -> Self {
-        ColumnValue::Text(text)
-    }
-}
-
-/// One outbox event as read from a source: the outbox columns by name, in table order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxRecord {
-    /// Where the row or message sits in the WAL (0 for sources without a log position).
-    pub lsn: u64,
-    /// Column name and value (None = NULL), in table order.
-    pub columns: Vec<(String, Option<ColumnValue>)>,
-}
-
-impl OutboxRecord {
-    /// The text value of `column`; None when NULL, absent, or binary.
-    pub fn get(&self, column: &str) -> Option<&str> {
-        match self.value(column)? {
-            ColumnValue::Text(text) => Some(text),
-            ColumnValue::Bytes(_) => None,
-        }
-    }
-
-    /// The bytes of `column`, text or binary; None when NULL or absent.
-    pub fn get_bytes(&self, column: &str) -> Option<&[u8]> {
-        self.value(column).map(ColumnValue::as_bytes)
-    }
-
-    fn value(&self, column: &str) -> Option<&ColumnValue> {
-        self.columns
-            .iter()
-            .find(|(name, _)| name == column)
-            .and_then(|(_, v)| v.as_ref())
-    }
-
-    /// The record of a logical message written by `outbox_core`'s `LogicalMessage` mode.
-    pub fn from_event(lsn: u64, event: &outbox_core::OutboxEvent) -> OutboxRecord {
-        let columns: Vec<(String, Option<String>)> = vec![
-            ("id".to_owned(), Some(event.id.to_string())),
-            (
-                "aggregatetype".to_owned(),
-                Some(event.aggregate_type.clone()),
-            ),
-            ("aggregateid".to_owned(), Some(event.aggregate_id.clone())),
-            ("type".to_owned(), Some(event.event_type.clone())),
-            (
-                "schemaversion".to_owned(),
-                event.schema_version.map(|v| v.to_string()),
-            ),
-            (
-                "payload".to_owned(),
-                (!event.payload.is_null()).then(|| event.payload.to_string()),
-            ),
-            ("timestamp".to_owned(), Some(event.timestamp.to_rfc3339())),
-            (
-                "tracingspancontext".to_owned(),
-                event.tracing_span_context.clone(),
-            ),
-        ];
-        let columns = columns
-            .into_iter()
-            .map(|(name, value)| (name, value.map(ColumnValue::Text)))
-            .collect();
-        OutboxRecord { lsn, columns }
-    }
-}
+pub use crate::record::{ColumnValue, Origin, OutboxRecord};
+use crate::config::{Config, SourceKind};
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, RelayError, Status};
 
 /// What a source yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceEvent {
-    /// A transaction starts; its events follow, then `Commit`.
-    Begin {
-        /// Commit time, microseconds since 2000-01-01 (PostgreSQL epoch).
-        commit_time_micros: i64,
-    },
+pub enum SourceEvent<P> {
+    /// A transaction starts; its events follow, then `Commit`. Its commit time (or, without
+    /// one, the oldest event's), in microseconds since the Unix epoch: the lag is measured from it.
+    Begin { committed_at_micros: i64 },
     /// One outbox event of the current transaction.
     Event(OutboxRecord),
-    /// A message with the outbox prefix that is not an outbox event, or a row that cannot be
+    /// Something with the outbox's mark that is not an outbox event, or a row that cannot be
     /// attributed to a table: it goes to the dead-letter topic, as it is, so nothing is dropped
     /// silently.
     Undecodable {
-        lsn: u64,
+        origin: Origin,
         content: Vec<u8>,
         reason: String,
     },
-    /// An outbox row with a value that cannot be read (text that is not UTF-8): it goes to the
-    /// dead-letter topic with the reason, that value as its raw bytes, and the stream goes on.
-    Unreadable {
-        record: OutboxRecord,
-        reason: String,
-    },
-    /// The transaction ends; acknowledging `end_lsn` tells PostgreSQL it may drop its WAL.
-    Commit { end_lsn: u64 },
-    /// The server's WAL end, between transactions: with nothing pending, acknowledging it keeps
-    /// an idle outbox from holding WAL.
-    KeepAlive { wal_end: u64 },
+    /// An outbox row with a value that cannot be read: it goes to the dead-letter topic with the
+    /// reason and that value as its raw bytes, and the stream goes on.
+    Unreadable { record: OutboxRecord, reason: String },
+    /// The transaction ends at `end`. Every event is inside `Begin`..`Commit`: a source wraps a
+    /// non-transactional event in a transaction of its own.
+    Commit { end: P },
+    /// Between transactions: nothing of ours before `end` is pending, so acknowledging it lets
+    /// the server drop its log (an idle keepalive, a heartbeat).
+    KeepAlive { end: P },
+}
+
+/// How a failure is handled: decided by type, in each source's error enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The session ends; the pipeline drains, backs off, and opens a new one from the
+    /// acknowledged position.
+    Transient,
+    /// No retry fixes it: the relay stops, with the error.
+    Fatal,
+}
+
+/// Why a session (or the start) failed, with how to handle it.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct SourceError {
+    fault: Fault,
+    #[source]
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl SourceError {
+    pub fn transient(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SourceError {
+        SourceError {
+            fault: Fault::Transient,
+            error: error.into(),
+        }
+    }
+
+    pub fn fatal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SourceError {
+        SourceError {
+            fault: Fault::Fatal,
+            error: error.into(),
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        self.fault
+    }
+
+    /// The source's own error, to inspect by type.
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.error.as_ref()
+    }
+}
+
+/// One session of a source.
+pub trait Source: Send {
+    /// An LSN (`wal`), a binlog position (`binlog`), a claimed batch (`poll`).
+    type Position: Clone + PartialEq + std::fmt::Debug + std::fmt::Display + Send + Sync + 'static;
+
+    /// The next event. Cancel-safe: the pipeline polls it in `select!`, and a dropped future
+    /// loses nothing.
+    fn next(
+        &mut self,
+    ) -> impl Future<Output = Result<SourceEvent<Self::Position>, SourceError>> + Send;
+
+    /// Kafka acknowledged everything up to and including `position`, one this session yielded
+    /// in `Commit` or `KeepAlive`, in increasing order. The source may forget it. Never blocks:
+    /// the I/O runs in the background.
+    fn acknowledge(&mut self, position: &Self::Position);
+
+    /// Ends the session: makes the last acknowledged position durable (bounded in time) and
+    /// releases the connection.
+    fn close(self) -> impl Future<Output = ()> + Send;
+
+    /// Bytes between the server's log end and the acknowledged position, for a source with a
+    /// log.
+    fn lag_bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Opens the sessions of one source.
+pub trait Connector: Send {
+    type Source: Source;
+
+    /// The `source` label of the metrics: `wal`, `message`, `poll`, `binlog`.
+    fn name(&self) -> &'static str;
+
+    /// Once, at start: what no retry fixes (settings, grants, the table) is `Fatal`, with the
+    /// fix named; an unreachable server is `Transient`, and the pipeline waits for it.
+    fn preflight(&mut self) -> impl Future<Output = Result<(), SourceError>> + Send;
+
+    /// A session that resumes after `resume`: the last position acknowledged in this process,
+    /// or None at start (then the source's own durable position: the slot, the stored binlog
+    /// position, the table). May wait (a standby waits for the leadership).
+    fn open(
+        &mut self,
+        resume: Option<<Self::Source as Source>::Position>,
+    ) -> impl Future<Output = Result<Self::Source, SourceError>> + Send;
+
+    /// After the last session: releases what the connector holds across sessions (the
+    /// leadership).
+    fn finish(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// Runs the relay for `config`'s source until `shutdown`, through the one pipeline.
+pub async fn run(
+    config: &Config,
+    metrics: Metrics,
+    status: Status,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RelayError> {
+    let pipeline = Pipeline::new(config, metrics.clone(), status.clone())?;
+    let fatal = |error: SourceError| RelayError::Source(error);
+    match config.source.kind {
+        SourceKind::Wal | SourceKind::Message => {
+            let connector = wal::WalConnector::new(config, &metrics).map_err(|e| fatal(e.into()))?;
+            pipeline.run(connector, shutdown).await
+        }
+        SourceKind::Poll => {
+            let connector = poll::PollConnector::connect(config, &status)
+                .await
+                .map_err(|e| fatal(e.into()))?;
+            pipeline.run(connector, shutdown).await
+        }
+        SourceKind::Binlog => {
+            let connector = binlog::BinlogConnector::new(config).map_err(|e| fatal(e.into()))?;
+            pipeline.run(connector, shutdown).await
+        }
+    }
 }
 
 /// Whether a PostgreSQL error is a mistake that no retry can fix, by its SQLSTATE: refused

@@ -1,4 +1,4 @@
-//! The `poll` source: PostgreSQL, MariaDB/MySQL and SQLite, through the shared [`KafkaSink`].
+//! The `poll` source: PostgreSQL, MariaDB/MySQL and SQLite, behind the [`Source`] seam.
 //!
 //! Contract:
 //! - **No polling gap.** The relay keeps no cursor. Each cycle claims the oldest rows that exist
@@ -23,168 +23,42 @@
 //!   commit; everywhere, a fallback poll interval (a lost notification costs one interval).
 //! - **Failures.** At start, a refused login, a missing table or column stop the relay with an
 //!   error; an unreachable database is waited for. Afterwards transient errors (database, Kafka)
-//!   are retried with capped exponential backoff, resetting after a settled batch; the attempts and the last error are in
-//!   [`PollStatus`] and the logs. Kafka's permanent errors for one event (too large, invalid
-//!   topic) dead-letter that event, as the `wal` source does, and the batch goes on.
+//!   are retried by the pipeline with capped exponential backoff, resetting after a settled
+//!   batch; the attempts and the last error are in [`PollStatus`] and the logs. Kafka's
+//!   permanent errors for one event dead-letter that event, as for every source.
+//!
+//! Shape: a session is a task that claims a batch, yields it as one transaction (whose position
+//! is the batch's number), waits until the pipeline acknowledges that number, settles the rows
+//! and commits, then claims the next. The claim's transaction lives in the task, so the
+//! pipeline's `select!` can drop a `next` at any time; closing the session ends the task, which
+//! rolls an unsettled claim back.
 
 mod leader;
+mod session;
 mod shape;
 mod store;
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::error::KafkaError;
-use sea_orm::{
-    ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, IsolationLevel, RuntimeErr,
-    TransactionTrait,
-};
-use serde::Deserialize;
-use tokio::sync::Notify;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr};
+use tokio::sync::{Mutex, Notify};
 
 use crate::backoff::Backoff;
+pub use crate::config::{AfterAck, PollConfig};
 use crate::config::{Config, ConfigError};
-use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
-use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal, is_size_error};
-use crate::source::{ColumnValue, OutboxRecord};
+use crate::pipeline::{Pipeline, RelayError, State, Status};
+use crate::source::{ColumnValue, Connector, OutboxRecord, SourceError};
 use leader::Leader;
+pub use session::{Batch, PollSession};
 pub use shape::SEQUENCE;
 use shape::{Catalog, Kind, Shape, Wanted};
 pub use store::RELAYED_AT;
 use store::Table;
-
-/// What happens to a row once Kafka acknowledged it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AfterAck {
-    /// Delete it: the table holds only pending events.
-    #[default]
-    Delete,
-    /// Set its `relayed_at` column (added by `setup`), and delete it after `retention`.
-    Mark,
-}
-
-/// The `[source.poll]` settings.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PollConfig {
-    /// Most rows claimed (and shipped) per transaction, 1 to 10000.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    /// How long an idle relay waits before it looks again without a notification: the only
-    /// wake-up on MariaDB and SQLite, the safety net for a lost NOTIFY on PostgreSQL.
-    #[serde(default = "default_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    /// `delete` (default) or `mark`.
-    #[serde(default)]
-    pub after_ack: AfterAck,
-    /// With `after_ack = "mark"`: how long relayed rows are kept before they are purged.
-    #[serde(default = "default_retention", with = "humantime_serde")]
-    pub retention: Duration,
-    /// PostgreSQL: the channel to `LISTEN` on, notified by the trigger that `setup` creates.
-    /// Default: the table's name. Set `listen = false` to rely on the interval alone.
-    #[serde(default)]
-    pub channel: Option<String>,
-    /// PostgreSQL: whether to `LISTEN` (and have `setup` create the trigger).
-    #[serde(default = "default_true")]
-    pub listen: bool,
-    /// How often a standby relay tries to take the leadership over.
-    #[serde(default = "default_standby_interval", with = "humantime_serde")]
-    pub standby_interval: Duration,
-    /// SQLite: how long a lease lasts without renewal (a dead leader is replaced after this).
-    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
-    pub lease_ttl: Duration,
-    /// How long a stop waits for the batch in flight to be acknowledged before it gives up on
-    /// it (the rows stay, and are shipped again after the restart).
-    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
-    pub drain_timeout: Duration,
-    /// The longest a claimed batch waits for Kafka's acknowledgements; then the claim is rolled
-    /// back and retried after a backoff. It bounds how long the claiming transaction stays open
-    /// during a Kafka outage (an open transaction holds back vacuum on PostgreSQL), whatever
-    /// the producer's `message.timeout.ms`.
-    #[serde(default = "default_claim_timeout", with = "humantime_serde")]
-    pub claim_timeout: Duration,
-}
-
-fn default_batch_size() -> usize {
-    1000
-}
-fn default_interval() -> Duration {
-    Duration::from_millis(500)
-}
-fn default_retention() -> Duration {
-    Duration::from_secs(24 * 3600)
-}
-fn default_true() -> bool {
-    true
-}
-fn default_standby_interval() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_lease_ttl() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_drain_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_claim_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-impl Default for PollConfig {
-    fn default() -> Self {
-        PollConfig {
-            batch_size: default_batch_size(),
-            interval: default_interval(),
-            after_ack: AfterAck::default(),
-            retention: default_retention(),
-            channel: None,
-            listen: true,
-            standby_interval: default_standby_interval(),
-            lease_ttl: default_lease_ttl(),
-            drain_timeout: default_drain_timeout(),
-            claim_timeout: default_claim_timeout(),
-        }
-    }
-}
-
-impl PollConfig {
-    /// Checks the ranges serde cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| ConfigError::Invalid {
-            key,
-            message: message.to_owned(),
-        };
-        if !(1..=10_000).contains(&self.batch_size) {
-            return Err(invalid(
-                "source.poll.batch_size",
-                "must be between 1 and 10000",
-            ));
-        }
-        if self.claim_timeout.is_zero() {
-            return Err(invalid("source.poll.claim_timeout", "must be above zero"));
-        }
-        if self.interval.is_zero() || self.standby_interval.is_zero() {
-            return Err(invalid(
-                "source.poll.interval",
-                "intervals must be above zero",
-            ));
-        }
-        if self.lease_ttl <= self.interval {
-            return Err(invalid(
-                "source.poll.lease_ttl",
-                "must be longer than source.poll.interval",
-            ));
-        }
-        if self.channel.as_deref() == Some("") {
-            return Err(invalid("source.poll.channel", "must not be empty"));
-        }
-        Ok(())
-    }
-}
 
 /// Why the polling relay stopped, or what a cycle met.
 #[derive(Debug, thiserror::Error)]
@@ -195,11 +69,6 @@ pub enum PollError {
     Database(#[from] DbErr),
     #[error("database: {0}")]
     Sqlx(#[from] sea_orm::sqlx::Error),
-    #[error("kafka ({context}): {source}")]
-    Kafka {
-        context: &'static str,
-        source: KafkaError,
-    },
     #[error("the poll source supports PostgreSQL, MariaDB/MySQL and SQLite, not {0}")]
     Unsupported(String),
     #[error("another relay took the leadership over")]
@@ -226,6 +95,8 @@ pub enum PollError {
          ({0:?}); the claim was rolled back"
     )]
     ClaimTimeout(Duration),
+    #[error("the claiming task ended")]
+    Ended,
 }
 
 impl PollError {
@@ -234,8 +105,8 @@ impl PollError {
             PollError::Database(_)
             | PollError::Sqlx(_)
             | PollError::LostLeadership
-            | PollError::ClaimTimeout(_) => true,
-            PollError::Kafka { context, .. } => *context != "producer configuration",
+            | PollError::ClaimTimeout(_)
+            | PollError::Ended => true,
             PollError::Config(_)
             | PollError::Unsupported(_)
             | PollError::NoTable { .. }
@@ -293,46 +164,32 @@ fn refused_for_good(error: &DbErr) -> bool {
 }
 
 /// What a running relay shows of itself: whether it leads, its retries and last error, counts.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PollStatus {
-    /// Whether this relay is the one shipping.
-    pub leader: bool,
-    /// Failed attempts at the current batch since the last success.
-    pub attempts: u32,
-    /// The last error, kept after recovery.
-    pub last_error: Option<String>,
-    /// Events Kafka acknowledged (dead letters excluded).
-    pub published: u64,
-    /// Events sent to the dead-letter topic.
-    pub dead_lettered: u64,
+pub type PollStatus = crate::pipeline::StatusReport;
+
+impl From<PollError> for SourceError {
+    fn from(error: PollError) -> SourceError {
+        if error.is_transient() {
+            SourceError::transient(error)
+        } else {
+            SourceError::fatal(error)
+        }
+    }
 }
 
-/// The polling relay: one outbox table, one Kafka sink.
-pub struct PollRelay {
+/// What the connector and its sessions share: the pool, the table, what is read of it.
+pub(crate) struct Outbox {
     config: Config,
     db: DatabaseConnection,
     table: Table,
     /// The columns the relay reads, required and optional.
     wanted: Wanted,
-    router: Router,
-    metrics: Metrics,
+    /// This relay's name in the leadership (SQLite's lease).
     holder: String,
-    status: Arc<Mutex<PollStatus>>,
 }
 
-/// How one cycle ended.
-enum Cycle {
-    /// `n` rows were shipped and settled.
-    Shipped(usize),
-    /// Kafka did not acknowledge the batch within the drain timeout during a stop.
-    Abandoned,
-}
-
-impl PollRelay {
-    /// A relay for `config.database_url` (a `postgres://`, `mysql://` (MariaDB too) or
-    /// `sqlite://` URL). The pool connects on first use, so that [`PollRelay::run`] can wait for
-    /// a database that is not up yet, and still stop at once on a refused login.
-    pub async fn connect(config: Config, metrics: Metrics) -> Result<PollRelay, PollError> {
+impl Outbox {
+    /// The outbox of `config.database_url`; the pool connects on first use.
+    async fn connect(config: Config) -> Result<Outbox, PollError> {
         let url = config.database_url.clone().unwrap_or_default();
         let mut options = crate::connection::connect_options(&url).map_err(ConfigError::from)?;
         options
@@ -341,16 +198,10 @@ impl PollRelay {
             .connect_lazy(true)
             .acquire_timeout(Duration::from_secs(5));
         let db = Database::connect(options).await?;
-        PollRelay::new(config, db, metrics)
+        Outbox::new(config, db)
     }
 
-    /// A relay on an existing connection pool (its own connections: the lock connection is
-    /// taken out of the pool for as long as the relay leads).
-    pub fn new(
-        config: Config,
-        db: DatabaseConnection,
-        metrics: Metrics,
-    ) -> Result<PollRelay, PollError> {
+    fn new(config: Config, db: DatabaseConnection) -> Result<Outbox, PollError> {
         config.validate()?;
         config.source.poll.validate()?;
         let backend = db.get_database_backend();
@@ -369,28 +220,13 @@ impl PollRelay {
             config.source.poll.after_ack == AfterAck::Mark,
         );
         let wanted = Wanted::new(&config.kafka.route_by_field, &placed);
-        let router = Router::new(&config.kafka, placements);
-        Ok(PollRelay {
+        Ok(Outbox {
             config,
             db,
             table,
             wanted,
-            router,
-            metrics,
             holder: uuid::Uuid::now_v7().to_string(),
-            status: Arc::new(Mutex::new(PollStatus::default())),
         })
-    }
-
-    /// A snapshot of the relay's state.
-    pub fn status(&self) -> PollStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    fn update(&self, change: impl FnOnce(&mut PollStatus)) {
-        if let Ok(mut status) = self.status.lock() {
-            change(&mut status);
-        }
     }
 
     fn poll(&self) -> &PollConfig {
@@ -439,193 +275,6 @@ impl PollRelay {
         Shape::check(&self.table, &catalog, &self.wanted)
     }
 
-    /// At start: the table's shape and the producer, once the database answers. A problem no
-    /// retry fixes is returned; `None` when `shutdown` came first.
-    async fn prepare(
-        &self,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) -> Result<Option<(Shape, KafkaSink)>, PollError> {
-        let sink = KafkaSink::new(&self.config.kafka).map_err(|source| PollError::Kafka {
-            context: "producer configuration",
-            source,
-        })?;
-        let retry = &self.config.retry;
-        let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
-        loop {
-            let wait = match self.shape().await {
-                Ok(shape) => {
-                    tracing::info!(table = %self.table.key(), columns = ?shape.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), sequence = %shape.sequence, "outbox table checked");
-                    return Ok(Some((shape, sink)));
-                }
-                Err(error) if error.is_transient_at_start() => self.failed(&error, &mut backoff),
-                Err(error) => return Err(error),
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.as_mut() => return Ok(None),
-            }
-        }
-    }
-
-    /// Relays until `shutdown` resolves: the batch in flight is acknowledged and settled (up to
-    /// `drain_timeout`), the leadership released, and `Ok` returned. Returns early only on a
-    /// permanent error (configuration).
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), PollError> {
-        let mut shutdown = std::pin::pin!(shutdown);
-        let Some((shape, sink)) = self.prepare(&mut shutdown).await? else {
-            return Ok(());
-        };
-        let wake = Arc::new(Notify::new());
-        let listener = self.channel().map(|channel| {
-            tokio::spawn(listen(
-                self.db.get_postgres_connection_pool().clone(),
-                channel.to_owned(),
-                wake.clone(),
-                self.config.retry.max_backoff,
-            ))
-        });
-        let result = self.lead(&shape, sink, &mut shutdown, &wake).await;
-        if let Some(listener) = listener {
-            listener.abort();
-        }
-        tracing::info!(
-            published = self.metrics.published(),
-            dead_lettered = self.metrics.dead_lettered(),
-            "poll relay stopped"
-        );
-        result
-    }
-
-    async fn lead(
-        &self,
-        shape: &Shape,
-        sink: KafkaSink,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-        wake: &Notify,
-    ) -> Result<(), PollError> {
-        let retry = &self.config.retry;
-        let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
-        let mut sink: Option<KafkaSink> = Some(sink);
-        let mut leader: Option<Leader> = None;
-        let mut last_purge: Option<Instant> = None;
-        loop {
-            let Some(lead) = &leader else {
-                let outcome =
-                    Leader::try_acquire(&self.db, &self.table, &self.holder, self.poll().lease_ttl)
-                        .await;
-                let wait = match outcome {
-                    Ok(Some(taken)) => {
-                        tracing::info!(table = %self.table.key(), "leading: this relay ships the outbox");
-                        self.metrics.connected(true);
-                        self.update(|s| s.leader = true);
-                        leader = Some(taken);
-                        continue;
-                    }
-                    Ok(None) => self.poll().standby_interval,
-                    Err(error) if error.is_transient() => self.failed(&error, &mut backoff),
-                    Err(error) => return Err(error),
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => continue,
-                    _ = shutdown.as_mut() => return Ok(()),
-                }
-            };
-            let producer = match &sink {
-                Some(producer) => producer,
-                None => sink.insert(KafkaSink::connect(&self.config.kafka).await.map_err(
-                    |source| PollError::Kafka {
-                        context: "producer configuration",
-                        source,
-                    },
-                )?),
-            };
-            let mut stopping = false;
-            let outcome = {
-                let cycle = self.cycle(shape, lead, producer);
-                tokio::pin!(cycle);
-                tokio::select! {
-                    outcome = &mut cycle => outcome,
-                    _ = shutdown.as_mut() => {
-                        stopping = true;
-                        match tokio::time::timeout(self.poll().drain_timeout, cycle).await {
-                            Ok(outcome) => outcome,
-                            Err(_) => Ok(Cycle::Abandoned),
-                        }
-                    }
-                }
-            };
-            let wait = match outcome {
-                Ok(Cycle::Shipped(n)) => {
-                    backoff.reset();
-                    self.update(|s| s.attempts = 0);
-                    if stopping {
-                        break;
-                    }
-                    if self.poll().after_ack == AfterAck::Mark
-                        && last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
-                    {
-                        last_purge = Some(Instant::now());
-                        if let Err(error) = self.purge(shape).await {
-                            tracing::warn!(%error, "purging relayed rows failed; trying again later");
-                        }
-                    }
-                    if n == self.poll().batch_size {
-                        continue;
-                    }
-                    // Idle: a notification, the fallback interval, or the stop.
-                    tokio::select! {
-                        _ = wake.notified() => continue,
-                        _ = tokio::time::sleep(self.poll().interval) => continue,
-                        _ = shutdown.as_mut() => break,
-                    }
-                }
-                Ok(Cycle::Abandoned) => break,
-                Err(error) => {
-                    // A fatal producer is rebuilt; so is one whose batch outlived the claim, which
-                    // drops the copies still queued in it (the batch is claimed and sent again).
-                    if matches!(&error, PollError::Kafka { source, .. } if is_fatal(source))
-                        || matches!(error, PollError::ClaimTimeout(_))
-                    {
-                        sink = None;
-                    }
-                    if !error.is_transient() {
-                        return Err(error);
-                    }
-                    if matches!(error, PollError::LostLeadership) {
-                        tracing::warn!("lost the leadership; standing by");
-                        self.step_down(&mut leader).await;
-                    }
-                    let wait = self.failed(&error, &mut backoff);
-                    if stopping {
-                        break;
-                    }
-                    wait
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.as_mut() => break,
-            }
-            // A database error may have been the lock connection's: check it before going on.
-            if let Some(lead) = &leader
-                && !matches!(
-                    lead.holds(&self.db, &self.table, self.poll().lease_ttl)
-                        .await,
-                    Ok(true)
-                )
-            {
-                self.step_down(&mut leader).await;
-            }
-        }
-        if let Some(producer) = &sink
-            && let Err(error) = producer.flush(Duration::from_secs(5))
-        {
-            tracing::debug!(%error, "flushing the producer at stop");
-        }
-        self.step_down(&mut leader).await;
-        Ok(())
-    }
-
     /// Deletes the rows marked longer ago than the retention, 10000 at a time.
     async fn purge(&self, shape: &Shape) -> Result<(), PollError> {
         let retention =
@@ -648,73 +297,6 @@ impl PollRelay {
             execute(&self.db, self.table.delete(shape, &ids)).await?;
             tracing::info!(rows = ids.len(), "purged relayed rows past the retention");
         }
-    }
-
-    async fn step_down(&self, leader: &mut Option<Leader>) {
-        if let Some(lead) = leader.take() {
-            lead.release(&self.db, &self.table).await;
-        }
-        self.metrics.connected(false);
-        self.update(|s| s.leader = false);
-    }
-
-    /// Records a transient failure; returns how long to wait before the next attempt.
-    fn failed(&self, error: &PollError, backoff: &mut Backoff) -> Duration {
-        let wait = backoff.wait();
-        let message = error.to_string();
-        self.update(|s| {
-            s.attempts += 1;
-            s.last_error = Some(message);
-        });
-        tracing::warn!(%error, attempts = self.status().attempts, ?wait, "poll cycle failed; retrying");
-        self.metrics.reconnecting(error, wait);
-        wait
-    }
-
-    /// One claim → ship → settle cycle.
-    async fn cycle(
-        &self,
-        shape: &Shape,
-        leader: &Leader,
-        sink: &KafkaSink,
-    ) -> Result<Cycle, PollError> {
-        let ttl = self.poll().lease_ttl;
-        let limit = self.poll().batch_size;
-        if self.table.backend == DbBackend::Sqlite {
-            // SQLite: one writer for the whole database. The leader reads outside a
-            // transaction and writes only the short settle, so the service's writers never
-            // wait on Kafka.
-            if !leader.holds(&self.db, &self.table, ttl).await? {
-                return Err(PollError::LostLeadership);
-            }
-            let records = self.claim(shape, &self.db, limit).await?;
-            self.report_lag(&records);
-            if records.is_empty() {
-                return Ok(Cycle::Shipped(0));
-            }
-            self.ship_within_claim(sink, &records).await?;
-            execute(&self.db, self.settle(shape, &records)).await?;
-            return Ok(Cycle::Shipped(records.len()));
-        }
-        // READ COMMITTED on MariaDB: its default (REPEATABLE READ) would take gap locks on the
-        // index and stall the service's inserts for the length of a Kafka round trip.
-        let isolation =
-            (self.table.backend == DbBackend::MySql).then_some(IsolationLevel::ReadCommitted);
-        let txn = self.db.begin_with_config(isolation, None).await?;
-        if !leader.holds(&txn, &self.table, ttl).await? {
-            return Err(PollError::LostLeadership);
-        }
-        let records = self.claim(shape, &txn, limit).await?;
-        self.report_lag(&records);
-        if records.is_empty() {
-            txn.commit().await?;
-            return Ok(Cycle::Shipped(0));
-        }
-        // An error drops `txn`, which rolls the claim back: the rows stay for the next try.
-        self.ship_within_claim(sink, &records).await?;
-        execute(&txn, self.settle(shape, &records)).await?;
-        txn.commit().await?;
-        Ok(Cycle::Shipped(records.len()))
     }
 
     /// The oldest pending rows, in sequence order, as records.
@@ -756,17 +338,6 @@ impl PollRelay {
             .collect()
     }
 
-    /// The age of the oldest pending event (the first claimed), as the `lag_seconds` gauge;
-    /// zero when nothing is pending. The poll source has no log position to report.
-    fn report_lag(&self, records: &[OutboxRecord]) {
-        let age = records
-            .first()
-            .and_then(|r| r.get("timestamp"))
-            .and_then(parse_timestamp)
-            .map_or(0.0, |at| (Utc::now() - at).as_seconds_f64().max(0.0));
-        self.metrics.position(0, 0, age);
-    }
-
     fn settle(&self, shape: &Shape, records: &[OutboxRecord]) -> sea_orm::Statement {
         let ids: Vec<String> = records
             .iter()
@@ -775,122 +346,179 @@ impl PollRelay {
         self.table.settle(shape, &ids, Utc::now())
     }
 
-    /// [`PollRelay::ship`], within `claim_timeout`.
-    async fn ship_within_claim(
-        &self,
-        sink: &KafkaSink,
-        records: &[OutboxRecord],
-    ) -> Result<(), PollError> {
-        let poll = self.poll();
-        // SQLite's leadership is a lease that is not renewed while a batch waits: a batch must
-        // end well within it, or a standby could take over while its copies are still queued.
-        let bound = match self.table.backend {
-            DbBackend::Sqlite => poll.claim_timeout.min(poll.lease_ttl / 2),
-            _ => poll.claim_timeout,
-        };
-        tokio::time::timeout(bound, self.ship(sink, records))
-            .await
-            .map_err(|_| PollError::ClaimTimeout(bound))?
+}
+
+/// Opens claiming sessions on the outbox table, while this relay holds the leadership.
+pub struct PollConnector {
+    outbox: Arc<Outbox>,
+    status: Status,
+    shape: Option<Arc<Shape>>,
+    wake: Arc<Notify>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+    /// Held across sessions; a session's task holds the lock while it claims.
+    leader: Arc<Mutex<Option<Leader>>>,
+    /// The last batch number handed out: batches are numbered across sessions.
+    batches: Arc<AtomicU64>,
+}
+
+impl PollConnector {
+    /// The connector for `config`'s table; the pool connects on first use.
+    pub async fn connect(config: &Config, status: &Status) -> Result<PollConnector, PollError> {
+        let outbox = Outbox::connect(config.clone()).await?;
+        Ok(PollConnector::on(Arc::new(outbox), status))
     }
 
-    /// Sends every record, then waits for every acknowledgement. `Ok` means each record is in
-    /// Kafka, on its topic or on the dead-letter topic.
-    async fn ship(&self, sink: &KafkaSink, records: &[OutboxRecord]) -> Result<(), PollError> {
-        let mut pending = Vec::with_capacity(records.len());
-        for record in records {
-            let (message, dead) = match self.router.route(record) {
-                Ok(message) => (message, None),
-                Err(unroutable) => (
-                    KafkaMessage::unroutable(record),
-                    Some((unroutable.to_string(), false)),
-                ),
-            };
-            let delivery = match dead {
-                None => match self.send(sink, &message).await {
-                    Ok(delivery) => Ok(delivery),
-                    Err(error) if classify(&error) == Failure::Permanent => {
-                        Err((error.to_string(), is_size_error(&error)))
-                    }
-                    Err(error) => return Err(self.kafka_failed("send", error)),
-                },
-                Some(reason) => Err(reason),
-            };
-            pending.push((record, message, delivery));
+    fn on(outbox: Arc<Outbox>, status: &Status) -> PollConnector {
+        PollConnector {
+            outbox,
+            status: status.clone(),
+            shape: None,
+            wake: Arc::new(Notify::new()),
+            listener: None,
+            leader: Arc::new(Mutex::new(None)),
+            batches: Arc::new(AtomicU64::new(0)),
         }
-        for (record, message, delivery) in pending {
-            let failure = match delivery {
-                Ok(delivery) => match delivery.await {
-                    Ok(Ok(_)) => {
-                        self.metrics.event_published();
-                        self.update(|s| s.published += 1);
-                        continue;
-                    }
-                    Ok(Err((error, _))) if classify(&error) == Failure::Permanent => {
-                        (error.to_string(), is_size_error(&error))
-                    }
-                    Ok(Err((error, _))) => return Err(self.kafka_failed("delivery", error)),
-                    Err(_) => return Err(self.kafka_failed("delivery", KafkaError::Canceled)),
-                },
-                Err(failure) => failure,
-            };
-            self.dead_letter(sink, record, message, failure).await?;
+    }
+}
+
+impl Connector for PollConnector {
+    type Source = PollSession;
+
+    fn name(&self) -> &'static str {
+        "poll"
+    }
+
+    async fn preflight(&mut self) -> Result<(), SourceError> {
+        let shape = match self.outbox.shape().await {
+            Ok(shape) => shape,
+            // A login or database the server refuses is a mistake; an unreachable one is waited for.
+            Err(error) if error.is_transient_at_start() => return Err(SourceError::transient(error)),
+            Err(error) => return Err(SourceError::fatal(error)),
+        };
+        tracing::info!(table = %self.outbox.table.key(), columns = ?shape.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), sequence = %shape.sequence, "outbox table checked");
+        self.shape = Some(Arc::new(shape));
+        if self.listener.is_none()
+            && let Some(channel) = self.outbox.channel()
+        {
+            self.listener = Some(tokio::spawn(listen(
+                self.outbox.db.get_postgres_connection_pool().clone(),
+                channel.to_owned(),
+                self.wake.clone(),
+                self.outbox.config.retry.max_backoff,
+            )));
         }
         Ok(())
     }
 
-    /// Hands `message` to the producer, waiting out `QueueFull`.
-    async fn send(
-        &self,
-        sink: &KafkaSink,
-        message: &KafkaMessage,
-    ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-        loop {
-            match sink.send(message) {
-                Err(error) if classify(&error) == Failure::Backpressure => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Sends the dead letter of `record` and waits for its acknowledgement.
-    async fn dead_letter(
-        &self,
-        sink: &KafkaSink,
-        record: &OutboxRecord,
-        original: KafkaMessage,
-        (reason, drop_value): (String, bool),
-    ) -> Result<(), PollError> {
-        let topic = &self.config.kafka.dead_letter_topic;
-        let letter = DeadLetter {
-            reason: reason.clone(),
-            lsn: 0,
-            drop_value,
+    async fn open(&mut self, _resume: Option<Batch>) -> Result<PollSession, SourceError> {
+        let Some(shape) = self.shape.clone() else {
+            return Err(SourceError::fatal(PollError::Ended));
         };
-        let mut message = letter.message(topic, original);
-        // A polled row has no WAL position; its table names where it came from.
-        message.headers.retain(|(name, _)| name != "dlq.source.lsn");
-        message.push_header("dlq.source.table", self.table.key().into_bytes());
-        let delivery = self
-            .send(sink, &message)
-            .await
-            .map_err(|e| self.kafka_failed("dead letter", e))?;
-        match delivery.await {
-            Ok(Ok(_)) => {
-                self.metrics.event_dead_lettered(topic, &reason, 0);
-                self.update(|s| s.dead_lettered += 1);
-                tracing::warn!(id = record.get("id").unwrap_or_default(), %reason, "event dead-lettered");
-                Ok(())
+        let outbox = &self.outbox;
+        let ttl = outbox.poll().lease_ttl;
+        let retry = &outbox.config.retry;
+        let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
+        let mut leader = self.leader.clone().lock_owned().await;
+        loop {
+            // A failed session may have been the lock connection's: check it before going on.
+            if let Some(lead) = leader.as_ref() {
+                if matches!(lead.holds(&outbox.db, &outbox.table, ttl).await, Ok(true)) {
+                    break;
+                }
+                tracing::warn!("lost the leadership; standing by");
+                if let Some(lost) = leader.take() {
+                    lost.release(&outbox.db, &outbox.table).await;
+                }
             }
-            Ok(Err((error, _))) => Err(self.kafka_failed("dead letter", error)),
-            Err(_) => Err(self.kafka_failed("dead letter", KafkaError::Canceled)),
+            match Leader::try_acquire(&outbox.db, &outbox.table, &outbox.holder, ttl).await {
+                Ok(Some(taken)) => {
+                    tracing::info!(table = %outbox.table.key(), "leading: this relay ships the outbox");
+                    *leader = Some(taken);
+                    break;
+                }
+                Ok(None) => {
+                    self.status.set_state(State::Standby);
+                    tokio::time::sleep(outbox.poll().standby_interval).await;
+                }
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, "taking the leadership failed; retrying");
+                    tokio::time::sleep(backoff.wait()).await;
+                }
+                Err(error) => return Err(SourceError::fatal(error)),
+            }
+        }
+        Ok(PollSession::start(
+            self.outbox.clone(),
+            shape,
+            leader,
+            self.wake.clone(),
+            self.batches.clone(),
+        ))
+    }
+
+    async fn finish(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            listener.abort();
+        }
+        if let Some(lead) = self.leader.lock().await.take() {
+            lead.release(&self.outbox.db, &self.outbox.table).await;
+        }
+    }
+}
+
+/// The polling relay as a library: one outbox table, one Kafka producer, through the pipeline.
+pub struct PollRelay {
+    outbox: Arc<Outbox>,
+    metrics: Metrics,
+    status: Status,
+}
+
+impl PollRelay {
+    /// A relay for `config.database_url` (a `postgres://`, `mysql://` (MariaDB too) or
+    /// `sqlite://` URL). The pool connects on first use, so that [`PollRelay::run`] can wait for
+    /// a database that is not up yet, and still stop at once on a refused login.
+    pub async fn connect(config: Config, metrics: Metrics) -> Result<PollRelay, PollError> {
+        let outbox = Outbox::connect(config).await?;
+        Ok(PollRelay::with(outbox, metrics))
+    }
+
+    /// A relay on an existing connection pool (its own connections: the lock connection is
+    /// taken out of the pool for as long as the relay leads).
+    pub fn new(
+        config: Config,
+        db: DatabaseConnection,
+        metrics: Metrics,
+    ) -> Result<PollRelay, PollError> {
+        Ok(PollRelay::with(Outbox::new(config, db)?, metrics))
+    }
+
+    fn with(outbox: Outbox, metrics: Metrics) -> PollRelay {
+        let status = Status::new(&metrics);
+        PollRelay {
+            outbox: Arc::new(outbox),
+            metrics,
+            status,
         }
     }
 
-    fn kafka_failed(&self, context: &'static str, source: KafkaError) -> PollError {
-        self.metrics.event_failed(&source);
-        PollError::Kafka { context, source }
+    /// A snapshot of the relay's state.
+    pub fn status(&self) -> PollStatus {
+        self.status.snapshot()
+    }
+
+    /// See [`Outbox::setup`]: prepares the existing table for polling (idempotent).
+    pub async fn setup(&self) -> Result<(), PollError> {
+        self.outbox.setup().await
+    }
+
+    /// Relays until `shutdown` resolves: the batch in flight is acknowledged and settled (up to
+    /// `drain_timeout`), the leadership released, and `Ok` returned. Returns early only on a
+    /// permanent error.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
+        let config = &self.outbox.config;
+        let pipeline = Pipeline::new(config, self.metrics.clone(), self.status.clone())?;
+        let connector = PollConnector::on(self.outbox.clone(), &self.status);
+        pipeline.run(connector, shutdown).await
     }
 }
 
@@ -955,64 +583,59 @@ async fn listen(
     }
 }
 
-/// The `outbox-relay` subcommands for the poll source (`setup`, `teardown`, `status`, `run`).
-pub async fn command(
-    config: Config,
-    command: &str,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), PollError> {
-    let metrics = Metrics::new();
-    let relay = PollRelay::connect(config, metrics.clone()).await?;
+/// What `outbox-relay status` shows of a polled table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableStatus {
+    pub table: String,
+    /// Rows not yet relayed (in `mark` mode, the unmarked ones).
+    pub pending_rows: i64,
+}
+
+/// The `outbox-relay` subcommands for the poll source besides `run`: `setup`, `status`,
+/// `teardown`.
+pub async fn command(config: Config, command: &str) -> Result<Option<TableStatus>, PollError> {
+    let outbox = Outbox::connect(config).await?;
+    let table = &outbox.table;
     match command {
         "setup" => {
-            relay.setup().await?;
+            outbox.setup().await?;
             println!(
                 "outbox table {} is ready for polling (ordered by `{}`)",
-                relay.table.qualified(),
-                if relay.table.backend == DbBackend::Sqlite {
+                table.qualified(),
+                if table.backend == DbBackend::Sqlite {
                     "rowid"
                 } else {
                     SEQUENCE
                 }
             );
         }
-        "run" => {
-            let _listener = match relay.config.metrics.listen {
-                Some(addr) => {
-                    Some(
-                        metrics
-                            .serve(addr)
-                            .await
-                            .map_err(|e| ConfigError::Invalid {
-                                key: "metrics.listen",
-                                message: format!("{addr}: {e}"),
-                            })?,
-                    )
-                }
-                None => None,
-            };
-            relay.run(shutdown).await?;
-        }
         "status" => {
-            let sql = format!("SELECT COUNT(*) FROM {}", relay.table.qualified());
-            let row = relay
+            let pending = if table.marks() {
+                format!(" WHERE {} IS NULL", table.q(RELAYED_AT))
+            } else {
+                String::new()
+            };
+            let sql = format!("SELECT COUNT(*) FROM {}{pending}", table.qualified());
+            let row = outbox
                 .db
-                .query_one_raw(sea_orm::Statement::from_string(relay.table.backend, sql))
+                .query_one_raw(sea_orm::Statement::from_string(table.backend, sql))
                 .await?;
-            let rows = row
+            let pending_rows = row
                 .map(|r| r.try_get_by_index::<i64>(0))
                 .transpose()?
                 .unwrap_or(0);
-            println!("table: {}", relay.table.qualified());
-            println!("rows: {rows}");
+            return Ok(Some(TableStatus {
+                table: table.qualified(),
+                pending_rows,
+            }));
         }
         // The sequence, its index and the trigger belong to the table and go with it.
         _ => println!(
             "nothing to tear down for the poll source: the sequence, index and trigger of {} go with the table",
-            relay.table.qualified()
+            table.qualified()
         ),
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]

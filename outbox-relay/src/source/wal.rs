@@ -26,25 +26,52 @@
 //! - a relation nobody can attribute any more (dropped since) is dead-lettered with the reason,
 //!   never confirmed past in silence.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use outbox_core::migration::quote;
-use pgwire_replication::{
-    Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent,
-};
+use pgwire_replication::{PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use sea_orm::DbBackend;
 use sea_orm::sqlx::{self, PgPool};
 
 use super::pgoutput::{Change, DecodeError, Decoder, column_value};
 use super::{
-    ColumnValue, OutboxRecord, SourceEvent, sqlstate_is_permanent, sqlx_error_is_transient,
+    ColumnValue, Connector, Origin, OutboxRecord, Source, SourceError, SourceEvent,
+    sqlstate_is_permanent, sqlx_error_is_transient,
 };
-use crate::config::{SourceConfig, SourceKind};
+use crate::admin::{self, PreflightError};
+use crate::config::{Config, SourceConfig, SourceKind};
+use crate::metrics::Metrics;
+use crate::slot::{SlotKeeper, SlotLost, SlotState};
+
+/// A WAL position (PostgreSQL's LSN), shown as PostgreSQL prints it: `X/Y`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lsn(pub u64);
+
+impl std::fmt::Display for Lsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+impl Lsn {
+    /// Where an event at this position was read, as its dead letter says.
+    pub fn origin(self) -> Origin {
+        Origin {
+            header: "dlq.source.lsn",
+            value: self.to_string(),
+        }
+    }
+}
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 /// Why the source stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub enum WalError {
     /// The configuration cannot work; retrying will not help.
     #[error("`{key}`: {message}")]
     Config { key: &'static str, message: String },
@@ -81,17 +108,27 @@ pub enum SourceError {
     Ended,
 }
 
-impl SourceError {
+impl From<WalError> for SourceError {
+    fn from(error: WalError) -> SourceError {
+        if error.is_transient() {
+            SourceError::transient(error)
+        } else {
+            SourceError::fatal(error)
+        }
+    }
+}
+
+impl WalError {
     /// Whether reconnecting may help. Sorted by the server's SQLSTATE where there is one (see
     /// [`sqlstate_is_permanent`]): a missing slot or publication, refused credentials or a
     /// privilege will not fix themselves; a busy slot, a restarting server or a broken
     /// connection will.
     pub fn is_transient(&self) -> bool {
         match self {
-            SourceError::Config { .. } | SourceError::Outbox(_) | SourceError::NotUtf8 { .. } => {
+            WalError::Config { .. } | WalError::Outbox(_) | WalError::NotUtf8 { .. } => {
                 false
             }
-            SourceError::Replication(e) => match e {
+            WalError::Replication(e) => match e {
                 PgWireError::Server(_) => {
                     replication_sqlstate(e).is_none_or(|code| !sqlstate_is_permanent(code))
                 }
@@ -101,8 +138,8 @@ impl SourceError {
                 PgWireError::Tls(_) => !crate::connection::is_tls_refusal(e),
                 _ => true,
             },
-            SourceError::Catalog(e) => sqlx_error_is_transient(e),
-            SourceError::Decode(_) | SourceError::Ended => true,
+            WalError::Catalog(e) => sqlx_error_is_transient(e),
+            WalError::Decode(_) | WalError::Ended => true,
         }
     }
 }
@@ -155,7 +192,7 @@ enum Attribution {
 pub use crate::connection::PgTarget;
 
 /// A live replication session that yields outbox events in commit order.
-pub struct WalSource {
+pub struct WalStream {
     client: ReplicationClient,
     kind: SourceKind,
     prefix: String,
@@ -170,10 +207,25 @@ pub struct WalSource {
     /// The event being handled. It leaves only once handled, so a `next` cancelled while it
     /// waits on the catalog finds it again.
     pending: Option<ReplicationEvent>,
+    /// Events already decoded and not yet yielded: the rest of a non-transactional message's
+    /// own transaction.
+    queued: VecDeque<SourceEvent<Lsn>>,
+    /// Between a `Begin` and its `Commit`.
+    in_transaction: bool,
     wal_end: u64,
 }
 
-impl WalSource {
+/// A session of the `wal` or `message` source: the stream, and the keeper that watches its slot.
+pub struct WalSource {
+    stream: WalStream,
+    /// Heartbeats and slot checks for this session; it reports the slot's loss.
+    keeper: Option<SlotKeeper>,
+    /// The last position acknowledged, shared with the connector (which confirms it at the end).
+    acknowledged: Arc<AtomicU64>,
+    metrics: Metrics,
+}
+
+impl WalStream {
     /// Starts streaming from `start_lsn` (the relay's acknowledged position; 0 = the slot's).
     /// `outbox` is the preflight's resolution of the table (None for the `message` kind).
     pub async fn connect(
@@ -182,7 +234,7 @@ impl WalSource {
         start_lsn: u64,
         outbox: Option<OutboxRelation>,
         catalog: PgPool,
-    ) -> Result<WalSource, SourceError> {
+    ) -> Result<WalStream, WalError> {
         // pgoutput parses `publication_names` as a list of SQL identifiers, which folds an
         // unquoted name to lower case: the name is passed quoted, as `setup` created it.
         let quoted_publication = quote(DbBackend::Postgres, &config.publication);
@@ -196,14 +248,14 @@ impl WalSource {
         )
         .with_port(target.port)
         .with_tls(target.replication_tls())
-        .with_start_lsn(Lsn::from_u64(start_lsn))
+        .with_start_lsn(pgwire_replication::Lsn::from_u64(start_lsn))
         .with_status_interval(config.status_interval)
         .with_wakeup_interval(Duration::from_secs(5))
         .with_buffer_size(8192)
         .with_application_name(format!("outbox-relay {}", config.slot));
         let mut client = ReplicationClient::connect(repl).await?;
         client.wait_started().await?;
-        Ok(WalSource {
+        Ok(WalStream {
             client,
             kind: config.kind,
             prefix: config.message_prefix.clone(),
@@ -214,27 +266,17 @@ impl WalSource {
             slot: config.slot.clone(),
             attribution: HashMap::new(),
             pending: None,
+            queued: VecDeque::new(),
+            in_transaction: false,
             wal_end: start_lsn,
         })
     }
 
-    /// The server's WAL end as last reported.
-    pub fn wal_end(&self) -> u64 {
-        self.wal_end
-    }
-
-    /// Tells the server that everything up to `lsn` is safely in Kafka.
-    pub fn acknowledge(&self, lsn: u64) {
-        self.client.update_applied_lsn(Lsn::from_u64(lsn));
-    }
-
-    /// Ends the session, sending CopyDone.
-    pub async fn close(mut self) {
-        let _ = self.client.shutdown().await;
-    }
-
     /// The next event. Cancel-safe: an event received is kept until it is handled.
-    pub async fn next(&mut self) -> Result<SourceEvent, SourceError> {
+    async fn next_event(&mut self) -> Result<SourceEvent<Lsn>, WalError> {
+        if let Some(event) = self.queued.pop_front() {
+            return Ok(event);
+        }
         loop {
             let event =
                 match &self.pending {
@@ -242,7 +284,7 @@ impl WalSource {
                     None => {
                         let received = self.client.recv().await.map_err(|e| {
                             match replication_sqlstate(&e) {
-                                Some("22021" | "22P05") => SourceError::NotUtf8 {
+                                Some("22021" | "22P05") => WalError::NotUtf8 {
                                     source: e,
                                     publication: self.publication.clone(),
                                     slot: self.slot.clone(),
@@ -251,7 +293,7 @@ impl WalSource {
                             }
                         })?;
                         let Some(event) = received else {
-                            return Err(SourceError::Ended);
+                            return Err(WalError::Ended);
                         };
                         self.pending = Some(event.clone());
                         event
@@ -268,21 +310,27 @@ impl WalSource {
     async fn handle(
         &mut self,
         event: ReplicationEvent,
-    ) -> Result<Option<SourceEvent>, SourceError> {
+    ) -> Result<Option<SourceEvent<Lsn>>, WalError> {
         Ok(match event {
             ReplicationEvent::KeepAlive { wal_end, .. } => {
                 self.wal_end = self.wal_end.max(wal_end.as_u64());
-                Some(SourceEvent::KeepAlive {
-                    wal_end: self.wal_end,
+                (!self.in_transaction).then_some(SourceEvent::KeepAlive {
+                    end: Lsn(self.wal_end),
                 })
             }
             ReplicationEvent::Begin {
                 commit_time_micros, ..
-            } => Some(SourceEvent::Begin { commit_time_micros }),
+            } => {
+                self.in_transaction = true;
+                Some(SourceEvent::Begin {
+                    committed_at_micros: commit_time_micros + PG_EPOCH_OFFSET_MICROS,
+                })
+            }
             ReplicationEvent::Commit { end_lsn, .. } => {
+                self.in_transaction = false;
                 self.wal_end = self.wal_end.max(end_lsn.as_u64());
                 Some(SourceEvent::Commit {
-                    end_lsn: end_lsn.as_u64(),
+                    end: Lsn(end_lsn.as_u64()),
                 })
             }
             ReplicationEvent::XLogData {
@@ -301,30 +349,43 @@ impl WalSource {
                 ..
             } => {
                 if self.kind == SourceKind::Message && prefix == self.prefix {
-                    let lsn = lsn.as_u64();
-                    Some(
-                        match serde_json::from_slice::<outbox_core::OutboxEvent>(&content) {
-                            Ok(event) => SourceEvent::Event(OutboxRecord::from_event(lsn, &event)),
-                            Err(e) => SourceEvent::Undecodable {
-                                lsn,
-                                content: content.to_vec(),
-                                reason: format!("not an outbox event: {e}"),
-                            },
+                    let lsn = Lsn(lsn.as_u64());
+                    let event = match serde_json::from_slice::<outbox_core::OutboxEvent>(&content)
+                    {
+                        Ok(event) => SourceEvent::Event(OutboxRecord::from_event(lsn.origin(), &event)),
+                        Err(e) => SourceEvent::Undecodable {
+                            origin: lsn.origin(),
+                            content: content.to_vec(),
+                            reason: format!("not an outbox event: {e}"),
                         },
-                    )
+                    };
+                    Some(self.in_own_transaction(event, lsn))
                 } else {
                     None
                 }
             }
-            ReplicationEvent::StoppedAt { .. } => return Err(SourceError::Ended),
+            ReplicationEvent::StoppedAt { .. } => return Err(WalError::Ended),
         })
+    }
+
+    /// `event`, inside a transaction: a non-transactional message gets one of its own, which
+    /// ends at its own position.
+    fn in_own_transaction(&mut self, event: SourceEvent<Lsn>, lsn: Lsn) -> SourceEvent<Lsn> {
+        if self.in_transaction {
+            return event;
+        }
+        self.queued.push_back(event);
+        self.queued.push_back(SourceEvent::Commit { end: lsn });
+        SourceEvent::Begin {
+            committed_at_micros: crate::pipeline::now_micros(),
+        }
     }
 
     async fn on_change(
         &mut self,
         lsn: u64,
         data: &[u8],
-    ) -> Result<Option<SourceEvent>, SourceError> {
+    ) -> Result<Option<SourceEvent<Lsn>>, WalError> {
         if self.kind != SourceKind::Wal {
             return Ok(None);
         }
@@ -343,7 +404,7 @@ impl WalSource {
             Attribution::Unattributable(reason) => {
                 let content = self.row_as_json(relation, tuple);
                 Ok(Some(SourceEvent::Undecodable {
-                    lsn,
+                    origin: Lsn(lsn).origin(),
                     content,
                     reason,
                 }))
@@ -352,12 +413,12 @@ impl WalSource {
     }
 
     /// What the rows of `oid` (announced by a Relation message) are to the outbox.
-    async fn attribute(&mut self, oid: u32) -> Result<Attribution, SourceError> {
+    async fn attribute(&mut self, oid: u32) -> Result<Attribution, WalError> {
         if let Some(known) = self.attribution.get(&oid) {
             return Ok(known.clone());
         }
         let (Some(outbox), Some(relation)) = (&self.outbox, self.decoder.relation(oid)) else {
-            return Err(SourceError::Outbox(
+            return Err(WalError::Outbox(
                 "the `wal` source started without its outbox table".to_owned(),
             ));
         };
@@ -396,7 +457,7 @@ impl WalSource {
                     .map(String::as_str)
                     .collect();
                 if !missing.is_empty() {
-                    return Err(SourceError::Outbox(format!(
+                    return Err(WalError::Outbox(format!(
                         "the server streams the outbox table {shown} without the column(s) `{}`; \
                          if publication `{}`'s column list leaves them out, add them \
                          (ALTER PUBLICATION ... SET TABLE {} (...))",
@@ -426,7 +487,7 @@ impl WalSource {
         lsn: u64,
         relation: u32,
         tuple: &[u8],
-    ) -> Result<SourceEvent, SourceError> {
+    ) -> Result<SourceEvent<Lsn>, WalError> {
         let mut problem = None;
         let columns = self
             .decoder
@@ -442,7 +503,10 @@ impl WalSource {
                 (column.name.clone(), value)
             })
             .collect();
-        let record = OutboxRecord { lsn, columns };
+        let record = OutboxRecord {
+            origin: Lsn(lsn).origin(),
+            columns,
+        };
         Ok(match problem {
             None => SourceEvent::Event(record),
             Some(problem) => {
@@ -478,13 +542,182 @@ impl WalSource {
     }
 }
 
+impl Source for WalSource {
+    type Position = Lsn;
+
+    async fn next(&mut self) -> Result<SourceEvent<Lsn>, SourceError> {
+        let Some(keeper) = &mut self.keeper else {
+            return Ok(self.stream.next_event().await?);
+        };
+        tokio::select! {
+            biased;
+            loss = &mut keeper.lost => match loss {
+                Ok(loss) => Err(SourceError::fatal(SlotLost {
+                    slot: self.stream.slot.clone(),
+                    loss,
+                    confirmed: self.acknowledged.load(Ordering::Relaxed),
+                })),
+                // The keeper ended without a finding (it only ends on one): stop watching it.
+                Err(_) => {
+                    self.keeper = None;
+                    Ok(self.stream.next_event().await?)
+                }
+            },
+            event = self.stream.next_event() => Ok(event?),
+        }
+    }
+
+    fn acknowledge(&mut self, position: &Lsn) {
+        self.stream
+            .client
+            .update_applied_lsn(pgwire_replication::Lsn::from_u64(position.0));
+        self.acknowledged.fetch_max(position.0, Ordering::Relaxed);
+        self.metrics.confirmed_lsn(position.0);
+    }
+
+    async fn close(mut self) {
+        self.keeper = None;
+        let _ = self.stream.client.shutdown().await;
+    }
+
+    fn lag_bytes(&self) -> Option<u64> {
+        Some(
+            self.stream
+                .wal_end
+                .saturating_sub(self.acknowledged.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+/// Opens replication sessions on the slot: the `wal` and `message` sources.
+pub struct WalConnector {
+    config: Config,
+    target: PgTarget,
+    metrics: Metrics,
+    /// What the preflight resolved: the catalog connection and the outbox table.
+    preflight: Option<admin::Preflight>,
+    /// The last position acknowledged in this process (0: none yet).
+    acknowledged: Arc<AtomicU64>,
+}
+
+impl WalConnector {
+    pub fn new(config: &Config, metrics: &Metrics) -> Result<WalConnector, WalError> {
+        let target = PgTarget::parse(config.database_url.as_deref().unwrap_or_default())
+            .map_err(|e| WalError::Config {
+                key: "database_url",
+                message: e.to_string(),
+            })?;
+        Ok(WalConnector {
+            config: config.clone(),
+            target,
+            metrics: metrics.clone(),
+            preflight: None,
+            acknowledged: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The slot's loss, if `pg_replication_slots` shows it dropped or invalidated.
+    async fn slot_lost(&self, catalog: &PgPool) -> Option<SlotLost> {
+        let slot = &self.config.source.slot;
+        let state = crate::slot::read(catalog, slot).await.ok()?;
+        SlotState::loss(state.as_ref()).map(|loss| SlotLost {
+            slot: slot.clone(),
+            loss,
+            confirmed: self.acknowledged.load(Ordering::Relaxed),
+        })
+    }
+}
+
+impl From<PreflightError> for SourceError {
+    fn from(error: PreflightError) -> SourceError {
+        if error.is_transient() {
+            SourceError::transient(error)
+        } else {
+            SourceError::fatal(error)
+        }
+    }
+}
+
+impl Connector for WalConnector {
+    type Source = WalSource;
+
+    fn name(&self) -> &'static str {
+        match self.config.source.kind {
+            SourceKind::Message => "message",
+            _ => "wal",
+        }
+    }
+
+    async fn preflight(&mut self) -> Result<(), SourceError> {
+        self.preflight = Some(admin::preflight(&self.config).await?);
+        Ok(())
+    }
+
+    async fn open(&mut self, resume: Option<Lsn>) -> Result<WalSource, SourceError> {
+        let Some(preflight) = self.preflight.clone() else {
+            return Err(SourceError::fatal(WalError::Outbox(
+                "the `wal` source was opened before its preflight".to_owned(),
+            )));
+        };
+        // A slot found gone stops the relay with the remedy, rather than as a bare replication
+        // error or a retry loop (the server ends the session of a slot it invalidates; a dropped
+        // slot refuses the next one).
+        if let Some(lost) = self.slot_lost(&preflight.catalog).await {
+            return Err(SourceError::fatal(lost));
+        }
+        let start = resume.map_or(0, |lsn| lsn.0);
+        let connected = WalStream::connect(
+            &self.target,
+            &self.config.source,
+            start,
+            preflight.outbox.clone(),
+            preflight.catalog.clone(),
+        )
+        .await;
+        let stream = match connected {
+            Ok(stream) => stream,
+            Err(error) => {
+                return Err(match self.slot_lost(&preflight.catalog).await {
+                    Some(lost) => SourceError::fatal(lost),
+                    None => error.into(),
+                });
+            }
+        };
+        Ok(WalSource {
+            stream,
+            keeper: Some(SlotKeeper::start(
+                &self.config.source,
+                preflight.catalog.clone(),
+                self.metrics.clone(),
+            )),
+            acknowledged: self.acknowledged.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    /// Makes sure the slot confirmed the last acknowledged position: the last standby status
+    /// before a stop may not have reached the server.
+    async fn finish(&mut self) {
+        let confirmed = self.acknowledged.load(Ordering::Relaxed);
+        if confirmed == 0 {
+            return;
+        }
+        let confirm = admin::confirm_slot(&self.config, confirmed);
+        match tokio::time::timeout(Duration::from_secs(10), confirm).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "confirming the slot's position at stop"),
+            Err(_) => tracing::warn!("confirming the slot's position at stop timed out"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn replication_errors_are_sorted_by_sqlstate() {
-        let server = |text: &str| SourceError::Replication(PgWireError::Server(text.to_owned()));
+        let server = |text: &str| WalError::Replication(PgWireError::Server(text.to_owned()));
         let missing = server("replication slot \"s\" does not exist (SQLSTATE 42704)");
         assert_eq!(
             replication_sqlstate(&PgWireError::Server("x (SQLSTATE 55006)".into())),
@@ -504,7 +737,7 @@ mod tests {
         );
         assert!(server("no code here").is_transient());
         assert!(
-            SourceError::Replication(PgWireError::Io(std::sync::Arc::new(std::io::Error::from(
+            WalError::Replication(PgWireError::Io(std::sync::Arc::new(std::io::Error::from(
                 std::io::ErrorKind::ConnectionRefused
             ))))
             .is_transient()

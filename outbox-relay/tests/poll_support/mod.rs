@@ -230,7 +230,7 @@ impl PollFixture {
 /// The relay running in this process, with its own connections and producer.
 pub struct InProcess {
     pub stop: Option<oneshot::Sender<()>>,
-    pub task: JoinHandle<Result<(), outbox_relay::source::poll::PollError>>,
+    pub task: JoinHandle<Result<(), outbox_relay::RelayError>>,
     pub status: std::sync::Arc<std::sync::Mutex<Option<PollStatus>>>,
 }
 

@@ -69,7 +69,9 @@ pub(crate) async fn check_settings(conn: &mut Conn) -> Result<(), BinlogError> {
     let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
         .query_first("SELECT CAST(@@log_bin AS CHAR), @@binlog_format, @@binlog_row_image")
         .await
-        .map_err(BinlogError::query("reading log_bin, binlog_format, binlog_row_image"))?;
+        .map_err(BinlogError::query(
+            "reading log_bin, binlog_format, binlog_row_image",
+        ))?;
     let (log_bin, format, image) = row.unwrap_or_default();
     if !matches!(log_bin.as_deref(), Some("1" | "ON")) {
         return Err(BinlogError::Setting {
@@ -115,7 +117,9 @@ pub(crate) async fn check_grants(conn: &mut Conn) -> Result<(), BinlogError> {
             (&grantee,),
         )
         .await
-        .map_err(BinlogError::query("reading information_schema.user_privileges"))?;
+        .map_err(BinlogError::query(
+            "reading information_schema.user_privileges",
+        ))?;
     let has = |wanted: &[&str]| {
         privileges
             .iter()
@@ -183,7 +187,11 @@ impl Table {
                 Some(1142) => BinlogError::MissingPrivilege {
                     user: "the relay's user".into(),
                     what: format!("reads the outbox table `{schema}`.`{name}`"),
-                    grant: format!("GRANT SELECT ON {}.{} TO <user>", quote(schema), quote(name)),
+                    grant: format!(
+                        "GRANT SELECT ON {}.{} TO <user>",
+                        quote(schema),
+                        quote(name)
+                    ),
                 },
                 _ => BinlogError::query("reading the outbox table")(e),
             });
@@ -344,7 +352,9 @@ impl Column {
             Value::Bytes(bytes) if self.data_type == "timestamp" => self.timestamp(bytes),
             Value::Bytes(bytes) if self.binary() => Decoded::Value(Some(ColumnValue::Bytes(bytes))),
             Value::Bytes(bytes) => match self.charset.as_deref() {
-                Some(cs) if cs.starts_with("latin1") => text(bytes.iter().map(|&b| b as char).collect()),
+                Some(cs) if cs.starts_with("latin1") => {
+                    text(bytes.iter().map(|&b| b as char).collect())
+                }
                 charset => match String::from_utf8(bytes) {
                     Ok(t) => text(t),
                     Err(e) => Decoded::Unreadable {
@@ -358,7 +368,9 @@ impl Column {
                     },
                 },
             },
-            Value::Int(i) if self.data_type == "timestamp" => self.timestamp(i.to_string().into_bytes()),
+            Value::Int(i) if self.data_type == "timestamp" => {
+                self.timestamp(i.to_string().into_bytes())
+            }
             Value::Int(i) => text(i.to_string()),
             Value::UInt(u) => text(u.to_string()),
             Value::Float(f) => text(f.to_string()),
@@ -396,10 +408,13 @@ impl Column {
         let parsed = std::str::from_utf8(&bytes).ok().and_then(|t| {
             let (secs, micros) = t.split_once('.').unwrap_or((t, "0"));
             let micros = format!("{micros:0<6}");
-            Some((secs.parse::<i64>().ok()?, micros.get(..6)?.parse::<u32>().ok()?))
+            Some((
+                secs.parse::<i64>().ok()?,
+                micros.get(..6)?.parse::<u32>().ok()?,
+            ))
         });
-        let Some(at) = parsed
-            .and_then(|(secs, micros)| chrono::DateTime::from_timestamp(secs, micros * 1000))
+        let Some(at) =
+            parsed.and_then(|(secs, micros)| chrono::DateTime::from_timestamp(secs, micros * 1000))
         else {
             return Decoded::Unreadable {
                 reason: format!("column `{}`: not a timestamp", self.name),
@@ -435,15 +450,24 @@ mod tests {
     #[test]
     fn text_binary_and_null() {
         let varchar = column("varchar", 0, Some("utf8mb4"));
-        assert_eq!(varchar.decode(BinlogValue::Value(Value::Bytes(b"a\xc3\xa9".to_vec()))), text("aé"));
-        assert_eq!(varchar.decode(BinlogValue::Value(Value::NULL)), Decoded::Value(None));
+        assert_eq!(
+            varchar.decode(BinlogValue::Value(Value::Bytes(b"a\xc3\xa9".to_vec()))),
+            text("aé")
+        );
+        assert_eq!(
+            varchar.decode(BinlogValue::Value(Value::NULL)),
+            Decoded::Value(None)
+        );
         let blob = column("blob", 0, None);
         assert_eq!(
             blob.decode(BinlogValue::Value(Value::Bytes(vec![0xff, 0]))),
             Decoded::Value(Some(ColumnValue::Bytes(vec![0xff, 0])))
         );
         let latin1 = column("varchar", 0, Some("latin1"));
-        assert_eq!(latin1.decode(BinlogValue::Value(Value::Bytes(vec![0xe9]))), text("é"));
+        assert_eq!(
+            latin1.decode(BinlogValue::Value(Value::Bytes(vec![0xe9]))),
+            text("é")
+        );
     }
 
     #[test]
@@ -452,7 +476,10 @@ mod tests {
         match varchar.decode(BinlogValue::Value(Value::Bytes(vec![b'a', 0xff]))) {
             Decoded::Unreadable { raw, reason } => {
                 assert_eq!(raw, vec![b'a', 0xff]);
-                assert!(reason.contains("column `c` (utf8mb4) is not valid UTF-8"), "{reason}");
+                assert!(
+                    reason.contains("column `c` (utf8mb4) is not valid UTF-8"),
+                    "{reason}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -460,19 +487,25 @@ mod tests {
 
     #[test]
     fn numbers_dates_and_timestamps_as_the_server_prints_them() {
-        assert_eq!(column("bigint", 0, None).decode(BinlogValue::Value(Value::Int(-3))), text("-3"));
+        assert_eq!(
+            column("bigint", 0, None).decode(BinlogValue::Value(Value::Int(-3))),
+            text("-3")
+        );
         let datetime6 = column("datetime", 6, None);
         assert_eq!(
             datetime6.decode(BinlogValue::Value(Value::Date(2026, 11, 28, 23, 5, 9, 42))),
             text("2026-11-28 23:05:09.000042")
         );
         assert_eq!(
-            column("datetime", 0, None).decode(BinlogValue::Value(Value::Date(2026, 1, 2, 3, 4, 5, 0))),
+            column("datetime", 0, None)
+                .decode(BinlogValue::Value(Value::Date(2026, 1, 2, 3, 4, 5, 0))),
             text("2026-01-02 03:04:05")
         );
         let ts3 = column("timestamp", 3, None);
         assert_eq!(
-            ts3.decode(BinlogValue::Value(Value::Bytes(b"1700000000.123456".to_vec()))),
+            ts3.decode(BinlogValue::Value(Value::Bytes(
+                b"1700000000.123456".to_vec()
+            ))),
             text("2023-11-14 22:13:20.123")
         );
         assert_eq!(

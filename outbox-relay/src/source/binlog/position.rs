@@ -251,7 +251,9 @@ mod tests {
         assert!(err.contains("`x` in `0-1-x` is not a number"), "{err}");
         let err = MariaDbGtidPos::parse("0-1").unwrap_err().to_string();
         assert!(err.contains("`0-1` is not three numbers"), "{err}");
-        let err = MariaDbGtidPos::parse("0-1-2,0-1-3").unwrap_err().to_string();
+        let err = MariaDbGtidPos::parse("0-1-2,0-1-3")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("domain 0 appears twice"), "{err}");
     }
 
@@ -273,10 +275,7 @@ mod tests {
         let wire = set.wire();
         assert_eq!(wire[0].0[0], 0x3e);
         assert_eq!(wire[0].1, vec![(1, 8)]);
-        assert_eq!(
-            uuid_text(wire[0].0),
-            "3e11fa47-71ca-11e1-9e33-c80aa9429562"
-        );
+        assert_eq!(uuid_text(wire[0].0), "3e11fa47-71ca-11e1-9e33-c80aa9429562");
     }
 
     #[test]

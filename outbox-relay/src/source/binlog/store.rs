@@ -51,9 +51,8 @@ pub(crate) async fn read(
     key: &str,
     mariadb: bool,
 ) -> Result<Option<BinlogPosition>, BinlogError> {
-    let sql = format!(
-        "SELECT `binlog_file`, `binlog_offset`, `gtid` FROM {table} WHERE `name` = ?"
-    );
+    let sql =
+        format!("SELECT `binlog_file`, `binlog_offset`, `gtid` FROM {table} WHERE `name` = ?");
     let row: Option<(String, u64, Option<String>)> = conn
         .exec_first(sql, (key,))
         .await

@@ -10,7 +10,7 @@ use outbox_core::migration::quote;
 use sea_orm::{DbBackend, Statement, Value};
 
 use super::shape::{Kind, Shape};
-use crate::source::{ColumnValue, OutboxRecord};
+use crate::source::{ColumnValue, Origin, OutboxRecord};
 
 /// The extra column of the `mark` mode: when Kafka acknowledged the row (NULL = pending).
 pub const RELAYED_AT: &str = "relayed_at";
@@ -174,7 +174,11 @@ impl Table {
     /// The record of a claimed row (values in the order of [`Shape::columns`]).
     pub fn record(&self, shape: &Shape, values: Vec<Read>) -> OutboxRecord {
         OutboxRecord {
-            lsn: 0,
+            // A polled row has no log position; its table names where it came from.
+            origin: Origin {
+                header: "dlq.source.table",
+                value: self.key(),
+            },
             columns: shape
                 .columns
                 .iter()
