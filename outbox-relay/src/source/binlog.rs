@@ -273,13 +273,19 @@ pub async fn setup(config: &Config) -> Result<String, BinlogError> {
     let (mut conn, _) = connect(&connector.target, "connecting to MariaDB/MySQL").await?;
     let server = Server::read(&mut conn).await?;
     let schema = connector.schema(&server);
-    let sql = store::create_table_sql(&store::qualified(
-        &server.database,
-        &connector.config.position_table,
-    ));
-    conn.query_drop(sql)
+    let table = store::qualified(&server.database, &connector.config.position_table);
+    conn.query_drop(store::create_table_sql(&table))
         .await
         .map_err(BinlogError::query("creating the binlog position table"))?;
+    // The relay's start: events committed from now on are shipped, even before its first run.
+    let key = connector.key(&schema);
+    if store::read(&mut conn, &table, &key, server.mariadb)
+        .await?
+        .is_none()
+    {
+        let current = BinlogConnector::current(&mut conn, &server).await?;
+        store::record_start(&mut conn, &table, &key, &current).await?;
+    }
     let _ = conn.disconnect().await;
     connector.check().await?;
     Ok(format!(
@@ -427,6 +433,7 @@ impl BinlogConnector {
             Some(position) => position,
             None => {
                 let current = Self::current(&mut conn, &server).await?;
+                store::record_start(&mut conn, &position_table, &key, &current).await?;
                 tracing::info!(
                     position = %current,
                     "no stored binlog position: starting from the server's current position"
@@ -450,6 +457,11 @@ impl BinlogConnector {
                 position: start.to_string(),
             });
         }
+        let checksum: Option<String> = conn
+            .query_first("SELECT @@GLOBAL.binlog_checksum")
+            .await
+            .map_err(BinlogError::query("reading binlog_checksum"))?;
+        let checksums = checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
         let heartbeat_ns = self.config.heartbeat_interval.as_nanos().max(1_000_000);
         conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
             .await
@@ -515,6 +527,8 @@ impl BinlogConnector {
             queue: VecDeque::new(),
             writer,
             acknowledged: None,
+            checksums,
+            format_seen: false,
         })
     }
 }
@@ -577,6 +591,10 @@ pub struct BinlogSource {
     queue: VecDeque<SourceEvent<BinlogPosition>>,
     writer: PositionWriter,
     acknowledged: Option<BinlogPosition>,
+    /// The server checksums its binlog events (`binlog_checksum` is not `NONE`).
+    checksums: bool,
+    /// A format description event was read (the stream's checksum setting is known).
+    format_seen: bool,
 }
 
 /// MariaDB's own event types, which mysql_common hands over unparsed.
@@ -751,7 +769,13 @@ impl BinlogSource {
                 });
             }
             EventData::RotateEvent(rotate) => {
-                self.read.file = rotate.name().into_owned();
+                let mut name = rotate.name_raw();
+                // The server's first (artificial) rotate comes before the format description
+                // that announces the checksum, so the parser leaves its CRC32 on the name.
+                if !self.format_seen && self.checksums {
+                    name = name.get(..name.len().saturating_sub(4)).unwrap_or_default();
+                }
+                self.read.file = String::from_utf8_lossy(name).into_owned();
                 self.read.offset = rotate.position();
                 if self.txn.is_none() {
                     self.acknowledgeable.file = self.read.file.clone();
@@ -759,6 +783,10 @@ impl BinlogSource {
                 }
             }
             EventData::HeartbeatEvent => self.keepalive(true),
+            EventData::FormatDescriptionEvent(_) => {
+                self.format_seen = true;
+                self.advance(end);
+            }
             EventData::RowsEvent(rows) => self.rows(start, &rows)?,
             EventData::TableMapEvent(_) => {}
             _ => self.advance(end),

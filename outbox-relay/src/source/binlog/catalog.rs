@@ -67,7 +67,7 @@ impl Server {
 /// Checks the server's binlog settings, naming each one that is wrong.
 pub(crate) async fn check_settings(conn: &mut Conn) -> Result<(), BinlogError> {
     let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
-        .query_first("SELECT CAST(@@log_bin AS CHAR), @@binlog_format, @@binlog_row_image")
+        .query_first("SELECT CAST(@@GLOBAL.log_bin AS CHAR), @@GLOBAL.binlog_format, @@GLOBAL.binlog_row_image")
         .await
         .map_err(BinlogError::query(
             "reading log_bin, binlog_format, binlog_row_image",

@@ -68,6 +68,25 @@ pub(crate) async fn read(
     Ok(Some(BinlogPosition { file, offset, gtid }))
 }
 
+/// Records `position` as `key`'s start unless a position is stored already: a relay that starts
+/// from the server's current position makes it durable before it reads, so a crash before its
+/// first acknowledgement does not move the start past events committed meanwhile.
+pub(crate) async fn record_start(
+    conn: &mut Conn,
+    table: &str,
+    key: &str,
+    position: &BinlogPosition,
+) -> Result<(), BinlogError> {
+    let sql = format!(
+        "INSERT IGNORE INTO {table} (`name`, `binlog_file`, `binlog_offset`, `gtid`) \
+         VALUES (?, ?, ?, ?)"
+    );
+    let gtid = position.gtid.as_ref().map(ToString::to_string);
+    conn.exec_drop(sql, (key, &position.file, position.offset, gtid))
+        .await
+        .map_err(BinlogError::query("storing the start position"))
+}
+
 async fn write(
     conn: &mut Conn,
     table: &str,
