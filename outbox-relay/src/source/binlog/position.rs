@@ -183,7 +183,7 @@ impl MySqlGtidSet {
 
     /// Each source's UUID bytes and its intervals as half-open ranges (the wire form of
     /// `COM_BINLOG_DUMP_GTID`).
-    pub fn wire(&self) -> Vec<([u8; 16], Vec<(u64, u64)>)> {
+    pub fn wire(&self) -> Vec<WireSid> {
         self.sources
             .iter()
             .filter_map(|(uuid, intervals)| {
@@ -198,6 +198,9 @@ impl MySqlGtidSet {
             .collect()
     }
 }
+
+/// A source UUID's bytes and its half-open transaction-number ranges.
+pub type WireSid = ([u8; 16], Vec<(u64, u64)>);
 
 /// The text form of a 16-byte server UUID.
 pub fn uuid_text(bytes: [u8; 16]) -> String {
