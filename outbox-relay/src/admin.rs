@@ -131,7 +131,7 @@ pub async fn setup(config: &Config) -> Result<(), AdminError> {
             }
         }
         // The poll source is set up by `source::poll` (main.rs dispatches it there).
-        (SourceKind::Message, true) | (SourceKind::Poll, _) => {}
+        (SourceKind::Message, true) | (SourceKind::Poll | SourceKind::Binlog, _) => {}
     }
     let plugin = conn
         .query_one_raw(stmt(
@@ -456,7 +456,7 @@ pub async fn preflight(config: &Config) -> Result<Preflight, PreflightError> {
             };
             Some((relation, table.partitioned))
         }
-        SourceKind::Message | SourceKind::Poll => None,
+        SourceKind::Message | SourceKind::Poll | SourceKind::Binlog => None,
     };
 
     let Some(found) = read_publication(&catalog, publication)

@@ -94,6 +94,8 @@ pub enum SourceKind {
     Message,
     /// Polling the outbox table (PostgreSQL, MariaDB/MySQL, SQLite); see `[source.poll]`.
     Poll,
+    /// The MariaDB/MySQL row-based binlog: the outbox table's INSERTs; see `[source.binlog]`.
+    Binlog,
 }
 
 /// The replication source.
@@ -142,6 +144,9 @@ pub struct SourceConfig {
     /// The `poll` source's settings.
     #[serde(default)]
     pub poll: PollConfig,
+    /// The `binlog` source's settings.
+    #[serde(default)]
+    pub binlog: BinlogConfig,
 }
 
 /// The logical-message prefix of the relay's heartbeats; distinct from any outbox prefix, so a
@@ -184,6 +189,59 @@ impl Default for SourceConfig {
             max_retained_wal: default_max_retained_wal(),
             drain_timeout: default_drain_timeout(),
             poll: PollConfig::default(),
+            binlog: BinlogConfig::default(),
+        }
+    }
+}
+
+/// The `binlog` source (`[source.binlog]`): the relay reads the MariaDB/MySQL binlog as a
+/// replica does, and keeps its position in a table of its own in the outbox's database.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinlogConfig {
+    /// The relay's replica id on the server (`COM_REGISTER_SLAVE`): unique among the server's
+    /// replicas, other relays and Debezium connectors included, or the server drops one of the
+    /// two connections. Default 48_879.
+    #[serde(default = "default_binlog_server_id")]
+    pub server_id: u32,
+    /// The table (in the outbox's database) where the relay keeps its acknowledged position;
+    /// `outbox-relay setup --source binlog` creates it.
+    #[serde(default = "default_binlog_position_table")]
+    pub position_table: String,
+    /// The key of this relay's row in `position_table`. Default: `<database>.<table>` of the
+    /// outbox, so relays of several outboxes may share the table.
+    #[serde(default)]
+    pub position_key: Option<String>,
+    /// How often the server sends a heartbeat on an idle binlog; each one lets an idle outbox
+    /// advance the stored position. Default 1 s.
+    #[serde(default = "default_binlog_heartbeat", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// At most one position write per interval (the latest acknowledged wins). Default 500 ms.
+    #[serde(default = "default_binlog_flush", with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+fn default_binlog_server_id() -> u32 {
+    48_879
+}
+fn default_binlog_position_table() -> String {
+    "outbox_relay_binlog_position".into()
+}
+fn default_binlog_heartbeat() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_binlog_flush() -> Duration {
+    Duration::from_millis(500)
+}
+
+impl Default for BinlogConfig {
+    fn default() -> Self {
+        BinlogConfig {
+            server_id: default_binlog_server_id(),
+            position_table: default_binlog_position_table(),
+            position_key: None,
+            heartbeat_interval: default_binlog_heartbeat(),
+            flush_interval: default_binlog_flush(),
         }
     }
 }

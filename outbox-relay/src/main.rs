@@ -126,6 +126,13 @@ fn main() -> ExitCode {
             _ if config.source.kind == outbox_relay::config::SourceKind::Poll => {
                 poll_command(config, command).await
             }
+            // `--source binlog`: the position table, and the checks `run` makes.
+            Command::Setup(_) if config.source.kind == outbox_relay::config::SourceKind::Binlog => {
+                outbox_relay::source::binlog::setup(&config)
+                    .await
+                    .map(|done| println!("{done}"))
+                    .map_err(Into::into)
+            }
             Command::Setup(_) => admin::setup(&config).await.map_err(Into::into).map(|()| {
                 println!(
                     "publication {:?} and slot {:?} are ready",

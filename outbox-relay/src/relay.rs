@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 pub use crate::pipeline::RelayError;
 use crate::pipeline::{Pipeline, Status};
 use crate::source::SourceError;
+use crate::source::binlog::BinlogConnector;
 use crate::source::poll::{Outbox, PollConnector, PollError, PollStatus};
 use crate::source::wal::WalConnector;
 pub use crate::status::{State, StatusReport};
@@ -49,6 +50,10 @@ impl Relay {
                 let connector = PollConnector::connect(config, status)
                     .await
                     .map_err(SourceError::from)?;
+                pipeline.run(connector, shutdown).await
+            }
+            SourceKind::Binlog => {
+                let connector = BinlogConnector::new(config).map_err(SourceError::from)?;
                 pipeline.run(connector, shutdown).await
             }
         }

@@ -8,6 +8,7 @@
 //!
 //! Adding a source: its module, and one line in [`crate::relay::Relay::run`]'s list.
 
+pub mod binlog;
 pub mod pgoutput;
 pub mod poll;
 pub mod wal;

@@ -1,0 +1,937 @@
+//! `binlog`: the outbox table's INSERTs, read from the MariaDB/MySQL row-based binlog as a
+//! replica reads it, in commit order.
+//!
+//! Contract:
+//! - One binlog transaction with outbox INSERTs is `Begin`, its events in binlog order, `Commit`.
+//!   The binlog is written in commit order, so transactions arrive in commit order whatever the
+//!   order their writers began in. DELETEs and UPDATEs are ignored (a service may insert and
+//!   delete its event in one transaction: the INSERT is shipped), and so are other tables.
+//! - Transactions without outbox rows, rotations and the server's heartbeats (every
+//!   `heartbeat_interval` on an idle binlog) yield `KeepAlive`, so the stored position follows an
+//!   idle outbox. The relay's own position writes are not a reason to move it (they would
+//!   otherwise feed themselves).
+//! - The position ([`BinlogPosition`]) is the file+offset after a transaction and, when the
+//!   server has GTIDs, the GTID state (MariaDB `domain-server-seq`, MySQL `uuid:interval`). It is
+//!   stored only from `acknowledge` (Kafka acknowledged everything up to it), in the relay's own
+//!   table in the outbox's database (`[source.binlog] position_table`, made by `setup`).
+//!   `open(None)` resumes from the stored position, or else from the server's current one.
+//!   A resume reads from the file+offset while the server still has that file, and from the
+//!   GTID state otherwise (another server of the topology); neither there: `Fatal`.
+//! - A value that cannot be read is `Unreadable`, an event that cannot be parsed `Undecodable`;
+//!   nothing is dropped silently. Settings, grants and table shape are `Fatal`, named with their
+//!   fix; a lost connection, a restarting server: `Transient`.
+//!
+//! The crate: `mysql_async` (blackbeam; with `mysql_common`'s `binlog` feature), default
+//! features off. It is the maintained async MySQL client with a binlog stream
+//! (`Conn::get_binlog_stream`, `COM_BINLOG_DUMP` and `COM_BINLOG_DUMP_GTID`) and a row-event
+//! decoder that covers every MySQL column type (JSON's binary form, `DATETIME2`, decimals) and
+//! MariaDB's event layout; Materialize runs it in production for its MySQL source, and it has
+//! TLS by rustls. It does not parse MariaDB's own events (GTID, GTID list, checkpoint); it
+//! hands them over raw with their type, and this module reads MariaDB's 13-byte GTID event
+//! itself. The alternatives: `mysql_cdc` (a sync port of a .NET library, last released in
+//! 2022, no TLS) and `mysql-binlog-connector-rust` (ApeCloud's, for their migration tool;
+//! its own hand-written client, no TLS or GTID resume for MariaDB) are smaller and less used.
+
+mod catalog;
+mod position;
+mod store;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{Event, EventData, RowsEventData};
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder, SslOpts};
+use sea_orm::sqlx::mysql::MySqlSslMode;
+
+pub use self::position::{BinlogPosition, GtidParseError, GtidState, MariaDbGtidPos, MySqlGtidSet};
+pub use crate::source::{
+    ColumnValue, Connector, Fault, Origin, OutboxRecord, Source, SourceError, SourceEvent,
+};
+
+use self::catalog::{Decoded, Server, Table};
+use self::store::PositionWriter;
+use crate::config::{BinlogConfig, Config};
+use crate::connection::{MySqlTarget, UrlError};
+
+/// The dead-letter header naming where an event was read: `<file>:<offset>` of its row event.
+pub const ORIGIN_HEADER: &str = "dlq.source.binlog";
+
+/// Why the binlog source cannot go on; [`BinlogError::fault`] says whether a retry may help.
+#[derive(Debug, thiserror::Error)]
+pub enum BinlogError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("{step}: {source}")]
+    Query {
+        step: &'static str,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("the server's `{setting}` is `{found}`: {fix}")]
+    Setting {
+        setting: &'static str,
+        found: String,
+        fix: &'static str,
+    },
+    #[error("{user} lacks a privilege the relay needs as it {what}: `{grant}`")]
+    MissingPrivilege {
+        user: String,
+        what: String,
+        grant: String,
+    },
+    #[error(
+        "the outbox table `{schema}`.`{table}` does not exist (or the relay's user cannot see \
+         it): create it, or set `source.schema`/`source.table`"
+    )]
+    NoTable { schema: String, table: String },
+    #[error("the outbox table `{schema}`.`{table}` has no column `{missing}`")]
+    MissingColumns {
+        schema: String,
+        table: String,
+        missing: String,
+    },
+    #[error(
+        "the binlog position table `{table}` does not exist: run `outbox-relay setup --source \
+         binlog` (it creates the table), or set `source.binlog.position_table`"
+    )]
+    NoPositionTable { table: String },
+    #[error("the binlog position table `{table}` is not the relay's: {problem}")]
+    PositionTableShape { table: String, problem: String },
+    #[error("the stored binlog position: {0}")]
+    Gtid(#[from] GtidParseError),
+    #[error(
+        "the server no longer has the binlog at the position to resume from ({position}): \
+         its binlog was purged before the relay read it; events committed since may be lost. \
+         Check them, then delete the relay's row in the position table to start from the \
+         server's current position"
+    )]
+    PositionGone { position: String },
+    #[error("the binlog stream: {0}")]
+    Stream(#[source] mysql_async::Error),
+    #[error("the server ended the binlog stream")]
+    StreamEnded,
+    #[error(
+        "a row event of `{schema}`.`{table}` has {found} columns, the table {known} (its shape \
+         changed): reading the catalog again"
+    )]
+    Reshaped {
+        schema: String,
+        table: String,
+        found: u64,
+        known: usize,
+    },
+}
+
+impl BinlogError {
+    fn query(step: &'static str) -> impl FnOnce(mysql_async::Error) -> BinlogError {
+        move |source| BinlogError::Query { step, source }
+    }
+
+    /// Whether ending the session and opening another may pass.
+    pub fn fault(&self) -> Fault {
+        let transient = match self {
+            BinlogError::Query { source, .. } | BinlogError::Stream(source) => {
+                mysql_error_is_transient(source)
+            }
+            BinlogError::StreamEnded | BinlogError::Reshaped { .. } => true,
+            _ => false,
+        };
+        if transient {
+            Fault::Transient
+        } else {
+            Fault::Fatal
+        }
+    }
+}
+
+impl From<BinlogError> for SourceError {
+    fn from(error: BinlogError) -> SourceError {
+        match error.fault() {
+            Fault::Transient => SourceError::transient(error),
+            Fault::Fatal => SourceError::fatal(error),
+        }
+    }
+}
+
+/// The server error code of `error`, if the server sent one.
+pub(crate) fn server_code(error: &mysql_async::Error) -> Option<u16> {
+    match error {
+        mysql_async::Error::Server(e) => Some(e.code),
+        _ => None,
+    }
+}
+
+/// Whether a MariaDB/MySQL error may pass on a retry. Permanent: refused credentials (1044,
+/// 1045, 1698), a missing database, table or column (1049, 1146, 1054), a missing privilege
+/// (1142, 1143, 1227), an unreadable binlog position (1236: purged, or not a position), an
+/// unknown variable (1193); TLS refusals and an unusable URL. Everything else (a lost
+/// connection, a server shutting down, 1053, too many connections) may pass.
+pub fn mysql_error_is_transient(error: &mysql_async::Error) -> bool {
+    use mysql_async::{DriverError, Error, IoError};
+    match error {
+        Error::Server(e) => !matches!(
+            e.code,
+            1044 | 1045 | 1049 | 1054 | 1142 | 1143 | 1146 | 1193 | 1227 | 1236 | 1698
+        ),
+        Error::Io(IoError::Io(_)) => true,
+        Error::Io(IoError::Tls(_)) => false,
+        Error::Driver(
+            DriverError::NoClientSslFlagFromServer
+            | DriverError::UnknownAuthPlugin { .. }
+            | DriverError::CleartextPluginDisabled
+            | DriverError::MysqlOldPasswordDisabled,
+        ) => false,
+        Error::Driver(_) | Error::Other(_) => true,
+        Error::Url(_) => false,
+    }
+}
+
+/// mysql_async's options for `target`, TLS as its `ssl-mode` says. `PREFERRED` is TLS without
+/// verification, falling back to plain text on a server without TLS ([`connect`]).
+pub(crate) fn mysql_opts(target: &MySqlTarget, tls: bool) -> Opts {
+    let mut builder = OptsBuilder::default()
+        .ip_or_hostname(target.host.clone())
+        .tcp_port(target.port)
+        .user(Some(target.user.clone()))
+        .pass(Some(target.password.clone()))
+        .db_name((!target.database.is_empty()).then(|| target.database.clone()))
+        // Not the server's socket, which mysql_async otherwise prefers on a local host: the
+        // relay reaches the server the URL names.
+        .prefer_socket(false)
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .stmt_cache_size(Some(16));
+    if let Some(socket) = &target.socket {
+        builder = builder
+            .socket(Some(socket.to_string_lossy().into_owned()))
+            .prefer_socket(true);
+    }
+    let verify = match target.ssl_mode {
+        MySqlSslMode::Disabled => None,
+        MySqlSslMode::Preferred | MySqlSslMode::Required => Some((false, false)),
+        MySqlSslMode::VerifyCa => Some((true, false)),
+        MySqlSslMode::VerifyIdentity => Some((true, true)),
+    };
+    if let Some((verify_ca, verify_name)) = verify.filter(|_| tls) {
+        let mut ssl = SslOpts::default()
+            .with_danger_accept_invalid_certs(!verify_ca)
+            .with_danger_skip_domain_validation(!verify_name);
+        if let Some(ca) = &target.ssl_ca {
+            ssl = ssl.with_root_certs(vec![ca.clone().into()]);
+        }
+        if let (Some(cert), Some(key)) = (&target.client_cert, &target.client_key) {
+            ssl = ssl.with_client_identity(Some(mysql_async::ClientIdentity::new(
+                cert.clone().into(),
+                key.clone().into(),
+            )));
+        }
+        builder = builder.ssl_opts(Some(ssl));
+    }
+    builder.into()
+}
+
+/// A connection to `target`, honouring `ssl-mode=PREFERRED`'s fallback, and the options that
+/// made it (for the session's other connections).
+pub(crate) async fn connect(
+    target: &MySqlTarget,
+    step: &'static str,
+) -> Result<(Conn, Opts), BinlogError> {
+    // mysql_async's TLS uses the process-wide provider; the relay links two (sqlx's ring,
+    // pgwire-replication's aws-lc-rs), so none is chosen unless one is installed. Err: one
+    // already is.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let opts = mysql_opts(target, true);
+    match Conn::new(opts.clone()).await {
+        Err(mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer))
+            if matches!(target.ssl_mode, MySqlSslMode::Preferred) =>
+        {
+            let opts = mysql_opts(target, false);
+            let conn = Conn::new(opts.clone())
+                .await
+                .map_err(BinlogError::query(step))?;
+            Ok((conn, opts))
+        }
+        other => Ok((other.map_err(BinlogError::query(step))?, opts)),
+    }
+}
+
+/// The outbox columns a record may carry, besides the required ones, in their configured
+/// spelling.
+const OPTIONAL_COLUMNS: [&str; 5] = [
+    "type",
+    "schemaversion",
+    "timestamp",
+    "tracingspancontext",
+    "aggregatetype",
+];
+
+/// Creates the position table (`outbox-relay setup --source binlog`), then checks everything
+/// `run` will check; returns what it did, for the operator.
+pub async fn setup(config: &Config) -> Result<String, BinlogError> {
+    let mut connector = BinlogConnector::new(config)?;
+    let (mut conn, _) = connect(&connector.target, "connecting to MariaDB/MySQL").await?;
+    let server = Server::read(&mut conn).await?;
+    let schema = connector.schema(&server);
+    let table = store::qualified(&server.database, &connector.config.position_table);
+    conn.query_drop(store::create_table_sql(&table))
+        .await
+        .map_err(BinlogError::query("creating the binlog position table"))?;
+    // The relay's start: events committed from now on are shipped, even before its first run.
+    let key = connector.key(&schema);
+    if store::read(&mut conn, &table, &key, server.mariadb)
+        .await?
+        .is_none()
+    {
+        let current = BinlogConnector::current(&mut conn, &server).await?;
+        store::record_start(&mut conn, &table, &key, &current).await?;
+    }
+    let _ = conn.disconnect().await;
+    connector.check().await?;
+    Ok(format!(
+        "binlog position table `{}`.`{}` is there; the server ({}) and the outbox table \
+         `{schema}`.`{}` are ready for the binlog source",
+        server.database, connector.config.position_table, server.version, connector.table
+    ))
+}
+
+/// Opens binlog sessions on one server for one outbox table.
+pub struct BinlogConnector {
+    target: MySqlTarget,
+    config: BinlogConfig,
+    source_schema: Option<String>,
+    table: String,
+    required: Vec<String>,
+    position_key: Option<String>,
+}
+
+impl BinlogConnector {
+    /// The connector for `config`: the outbox table of `source`, the columns the sink needs.
+    pub fn new(config: &Config) -> Result<BinlogConnector, BinlogError> {
+        let url = config.database_url.as_deref().unwrap_or_default();
+        let target = MySqlTarget::parse(url)?;
+        let mut required: Vec<String> =
+            ["id", "aggregateid", "payload"].map(str::to_owned).to_vec();
+        let placed = config
+            .kafka
+            .additional_placement
+            .iter()
+            .filter_map(|p| crate::config::Placement::parse(p).ok())
+            .map(|p| p.column);
+        for column in std::iter::once(config.kafka.route_by_field.clone()).chain(placed) {
+            if !required.contains(&column) {
+                required.push(column);
+            }
+        }
+        Ok(BinlogConnector {
+            target,
+            config: config.source.binlog.clone(),
+            source_schema: config.source.schema.clone(),
+            table: config.source.table.clone(),
+            required,
+            position_key: config.source.binlog.position_key.clone(),
+        })
+    }
+
+    fn schema(&self, server: &Server) -> String {
+        self.source_schema
+            .clone()
+            .unwrap_or_else(|| server.database.clone())
+    }
+
+    fn key(&self, schema: &str) -> String {
+        self.position_key
+            .clone()
+            .unwrap_or_else(|| format!("{schema}.{}", self.table))
+    }
+
+    /// Every check of `preflight`; returns the server and the outbox table as found.
+    async fn check(&mut self) -> Result<(Server, Table), BinlogError> {
+        let (mut conn, _) = connect(&self.target, "connecting to MariaDB/MySQL").await?;
+        let result = async {
+            let server = Server::read(&mut conn).await?;
+            catalog::check_settings(&mut conn).await?;
+            catalog::check_grants(&mut conn).await?;
+            let schema = self.schema(&server);
+            let table = Table::read(
+                &mut conn,
+                &schema,
+                &self.table,
+                &self.required,
+                &OPTIONAL_COLUMNS,
+            )
+            .await?;
+            let position_schema = server.database.clone();
+            catalog::check_position_table(&mut conn, &position_schema, &self.config.position_table)
+                .await?;
+            Ok((server, table))
+        }
+        .await;
+        let _ = conn.disconnect().await;
+        result
+    }
+
+    /// The server's current position: where a relay with no stored position starts.
+    async fn current(conn: &mut Conn, server: &Server) -> Result<BinlogPosition, BinlogError> {
+        let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
+            // MySQL 8.4 renamed it.
+            Err(e) if server_code(&e) == Some(1064) => conn
+                .query_first("SHOW BINARY LOG STATUS")
+                .await
+                .map_err(BinlogError::query("SHOW BINARY LOG STATUS"))?,
+            other => other.map_err(BinlogError::query("SHOW MASTER STATUS"))?,
+        };
+        let Some(row) = row else {
+            return Err(BinlogError::Setting {
+                setting: "log_bin",
+                found: "OFF".into(),
+                fix: "SHOW MASTER STATUS returned nothing: the server writes no binlog",
+            });
+        };
+        let file: String = row.get(0).unwrap_or_default();
+        let offset: u64 = row.get(1).unwrap_or_default();
+        let gtid = if server.mariadb {
+            let pos: Option<String> = conn
+                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, offset))
+                .await
+                .map_err(BinlogError::query("reading BINLOG_GTID_POS"))?;
+            Some(GtidState::MariaDb(MariaDbGtidPos::parse(
+                pos.as_deref().unwrap_or_default(),
+            )?))
+        } else if server.mysql_gtid {
+            let set: Option<String> = row.get(4);
+            Some(GtidState::MySql(MySqlGtidSet::parse(
+                set.as_deref().unwrap_or_default(),
+            )?))
+        } else {
+            None
+        };
+        Ok(BinlogPosition { file, offset, gtid })
+    }
+
+    async fn open_session(
+        &mut self,
+        resume: Option<BinlogPosition>,
+    ) -> Result<BinlogSource, BinlogError> {
+        let (mut conn, opts) = connect(&self.target, "connecting to MariaDB/MySQL").await?;
+        let server = Server::read(&mut conn).await?;
+        let schema = self.schema(&server);
+        // Read at every open: a session that met a reshaped table ends, and the next one
+        // reads the catalog again.
+        let table = Table::read(
+            &mut conn,
+            &schema,
+            &self.table,
+            &self.required,
+            &OPTIONAL_COLUMNS,
+        )
+        .await?;
+        let key = self.key(&schema);
+        let position_table = store::qualified(&server.database, &self.config.position_table);
+        let stored = store::read(&mut conn, &position_table, &key, server.mariadb).await?;
+        let start = match resume.clone().or(stored.clone()) {
+            Some(position) => position,
+            None => {
+                let current = Self::current(&mut conn, &server).await?;
+                store::record_start(&mut conn, &position_table, &key, &current).await?;
+                tracing::info!(
+                    position = %current,
+                    "no stored binlog position: starting from the server's current position"
+                );
+                current
+            }
+        };
+        let files: Vec<(String, u64)> = conn
+            .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
+                (
+                    row.get(0).unwrap_or_default(),
+                    row.get(1).unwrap_or_default(),
+                )
+            })
+            .await
+            .map_err(BinlogError::query("SHOW BINARY LOGS"))?;
+        let by_file = files.iter().any(|(file, _)| *file == start.file);
+        let by_gtid = start.gtid.as_ref().filter(|g| !g.is_empty() && !by_file);
+        if !by_file && by_gtid.is_none() {
+            return Err(BinlogError::PositionGone {
+                position: start.to_string(),
+            });
+        }
+        let checksum: Option<String> = conn
+            .query_first("SELECT @@GLOBAL.binlog_checksum")
+            .await
+            .map_err(BinlogError::query("reading binlog_checksum"))?;
+        let checksums = checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
+        let heartbeat_ns = self.config.heartbeat_interval.as_nanos().max(1_000_000);
+        conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
+            .await
+            .map_err(BinlogError::query("setting the heartbeat period"))?;
+        let mut wire_sids = Vec::new();
+        if server.mariadb {
+            // MariaDB sends its GTID events (which carry the position) to a replica that says
+            // it reads them.
+            conn.query_drop("SET @mariadb_slave_capability = 4")
+                .await
+                .map_err(BinlogError::query("announcing the replica's capabilities"))?;
+            if let Some(gtid) = by_gtid {
+                conn.exec_drop("SET @slave_connect_state = ?", (gtid.to_string(),))
+                    .await
+                    .map_err(BinlogError::query("setting the GTID to resume from"))?;
+            }
+        } else if let Some(GtidState::MySql(set)) = by_gtid {
+            wire_sids = set.wire();
+        }
+        let sids = wire_sids.iter().map(|(uuid, intervals)| {
+            mysql_async::Sid::new(*uuid).with_intervals(
+                intervals
+                    .iter()
+                    .map(|&(s, e)| mysql_async::GnoInterval::new(s, e))
+                    .collect(),
+            )
+        });
+        let mut request = BinlogStreamRequest::new(self.config.server_id);
+        if by_file {
+            request = request
+                .with_filename(start.file.as_bytes())
+                .with_pos(start.offset);
+        } else if !server.mariadb {
+            request = request.with_gtid().with_gtid_set(sids);
+        }
+        tracing::info!(
+            position = %start,
+            by = if by_file { "file" } else { "gtid" },
+            server = %server.version,
+            "reading the binlog"
+        );
+        let stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(BinlogError::query("requesting the binlog"))?;
+        let writer = PositionWriter::start(
+            opts,
+            position_table,
+            key,
+            self.config.flush_interval,
+            stored,
+        );
+        Ok(BinlogSource {
+            stream,
+            table,
+            position_table: (server.database.clone(), self.config.position_table.clone()),
+            read: start.clone(),
+            acknowledgeable: start,
+            keepalive_every: self.config.heartbeat_interval,
+            last_keepalive: None,
+            txn: None,
+            pending_gtid: None,
+            queue: VecDeque::new(),
+            writer,
+            acknowledged: None,
+            checksums,
+            format_seen: false,
+        })
+    }
+}
+
+impl Connector for BinlogConnector {
+    type Source = BinlogSource;
+
+    fn name(&self) -> &'static str {
+        "binlog"
+    }
+
+    async fn preflight(&mut self) -> Result<(), SourceError> {
+        let (server, table) = self.check().await?;
+        tracing::info!(
+            server = %server.version,
+            table = %format!("{}.{}", table.schema, table.name),
+            "binlog source: the server and the outbox table are ready"
+        );
+        Ok(())
+    }
+
+    async fn open(&mut self, resume: Option<BinlogPosition>) -> Result<BinlogSource, SourceError> {
+        Ok(self.open_session(resume).await?)
+    }
+}
+
+/// The GTID of the transaction being read, applied to the position at its end.
+#[derive(Debug)]
+enum PendingGtid {
+    MariaDb { domain: u32, server: u32, seq: u64 },
+    MySql { uuid: String, gno: u64 },
+}
+
+/// The binlog transaction being read.
+#[derive(Debug)]
+struct Txn {
+    started_micros: i64,
+    /// `Begin` was yielded (the transaction has outbox rows).
+    begun: bool,
+    /// It changed a table other than the relay's position table.
+    foreign: bool,
+}
+
+/// One binlog session.
+pub struct BinlogSource {
+    stream: BinlogStream,
+    table: Table,
+    /// (schema, table) of the relay's position table.
+    position_table: (String, String),
+    /// Just past the last event read.
+    read: BinlogPosition,
+    /// The last position worth acknowledging: after the last transaction that was not only the
+    /// relay's own position write, or an event outside transactions.
+    acknowledgeable: BinlogPosition,
+    keepalive_every: Duration,
+    last_keepalive: Option<(BinlogPosition, Instant)>,
+    txn: Option<Txn>,
+    pending_gtid: Option<PendingGtid>,
+    /// Events of the binlog event last read, not yet yielded.
+    queue: VecDeque<SourceEvent<BinlogPosition>>,
+    writer: PositionWriter,
+    acknowledged: Option<BinlogPosition>,
+    /// The server checksums its binlog events (`binlog_checksum` is not `NONE`).
+    checksums: bool,
+    /// A format description event was read (the stream's checksum setting is known).
+    format_seen: bool,
+}
+
+/// MariaDB's own event types, which mysql_common hands over unparsed.
+const MARIADB_ANNOTATE_ROWS: u8 = 160;
+const MARIADB_GTID: u8 = 162;
+/// A MariaDB GTID event group without BEGIN/COMMIT: one statement (DDL, non-transactional).
+const MARIADB_FL_STANDALONE: u8 = 1;
+
+impl BinlogSource {
+    fn begin(&mut self, timestamp: u32) {
+        if self.txn.is_none() {
+            self.txn = Some(Txn {
+                started_micros: i64::from(timestamp) * 1_000_000,
+                begun: false,
+                foreign: false,
+            });
+        }
+    }
+
+    /// Records the end of an event outside transactions.
+    fn advance(&mut self, end: u64) {
+        if end != 0 {
+            self.read.offset = end;
+        }
+        if self.txn.is_none() {
+            self.apply_gtid();
+            self.acknowledgeable = self.read.clone();
+        }
+    }
+
+    fn apply_gtid(&mut self) {
+        match (self.pending_gtid.take(), &mut self.read.gtid) {
+            (
+                Some(PendingGtid::MariaDb {
+                    domain,
+                    server,
+                    seq,
+                }),
+                Some(GtidState::MariaDb(pos)),
+            ) => pos.apply(domain, server, seq),
+            (Some(PendingGtid::MySql { uuid, gno }), Some(GtidState::MySql(set))) => {
+                set.add(&uuid, gno)
+            }
+            (
+                Some(PendingGtid::MariaDb {
+                    domain,
+                    server,
+                    seq,
+                }),
+                gtid @ None,
+            ) => {
+                let mut pos = MariaDbGtidPos::default();
+                pos.apply(domain, server, seq);
+                *gtid = Some(GtidState::MariaDb(pos));
+            }
+            _ => {}
+        }
+    }
+
+    fn commit(&mut self, end: u64) {
+        if end != 0 {
+            self.read.offset = end;
+        }
+        self.apply_gtid();
+        let Some(txn) = self.txn.take() else {
+            self.acknowledgeable = self.read.clone();
+            return;
+        };
+        if txn.begun {
+            self.acknowledgeable = self.read.clone();
+            self.queue.push_back(SourceEvent::Commit {
+                end: self.read.clone(),
+            });
+            self.last_keepalive = Some((self.read.clone(), Instant::now()));
+        } else if txn.foreign {
+            self.acknowledgeable = self.read.clone();
+            self.keepalive(false);
+        }
+    }
+
+    /// A `KeepAlive` at the acknowledgeable position, if it moved; at most one per
+    /// `keepalive_every` unless `now` (a heartbeat: the binlog is idle).
+    fn keepalive(&mut self, now: bool) {
+        if self.txn.is_some() {
+            return;
+        }
+        let due = match &self.last_keepalive {
+            None => true,
+            Some((at, when)) => {
+                *at != self.acknowledgeable && (now || when.elapsed() >= self.keepalive_every)
+            }
+        };
+        if due {
+            self.last_keepalive = Some((self.acknowledgeable.clone(), Instant::now()));
+            self.queue.push_back(SourceEvent::KeepAlive {
+                end: self.acknowledgeable.clone(),
+            });
+        }
+    }
+
+    fn origin(&self, start: u64) -> Origin {
+        Origin {
+            header: ORIGIN_HEADER,
+            value: format!("{}:{start}", self.read.file),
+        }
+    }
+
+    /// Turns one binlog event into what the session yields (into `queue`).
+    fn absorb(&mut self, event: Event) -> Result<(), BinlogError> {
+        let header = event.header();
+        let end = u64::from(header.log_pos());
+        let start = end.saturating_sub(u64::from(header.event_size()));
+        let timestamp = header.timestamp();
+        match header.event_type_raw() {
+            MARIADB_GTID => {
+                let data = event.data();
+                let (Some(seq), Some(domain), flags) = (
+                    data.get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes),
+                    data.get(8..12)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u32::from_le_bytes),
+                    data.get(12).copied().unwrap_or(0),
+                ) else {
+                    return self.undecodable(start, &event, "a MariaDB GTID event too short");
+                };
+                self.pending_gtid = Some(PendingGtid::MariaDb {
+                    domain,
+                    server: header.server_id(),
+                    seq,
+                });
+                if flags & MARIADB_FL_STANDALONE == 0 {
+                    self.begin(timestamp);
+                }
+                return Ok(());
+            }
+            MARIADB_ANNOTATE_ROWS => return Ok(()),
+            _ => {}
+        }
+        let data = match event.read_data() {
+            Ok(Some(data)) => data,
+            // Another MariaDB event of its own (GTID list, checkpoint): no rows.
+            Ok(None) => {
+                self.advance(end);
+                return Ok(());
+            }
+            Err(e) => {
+                return self.undecodable(start, &event, &format!("unparseable binlog event: {e}"));
+            }
+        };
+        match data {
+            EventData::QueryEvent(query) => {
+                let sql = query.query();
+                let sql = sql.trim();
+                if sql.eq_ignore_ascii_case("BEGIN") {
+                    self.begin(timestamp);
+                } else if sql.eq_ignore_ascii_case("COMMIT") || sql.eq_ignore_ascii_case("ROLLBACK")
+                {
+                    self.commit(end);
+                } else if self.txn.is_none() {
+                    // DDL and other statements outside transactions.
+                    self.advance(end);
+                    self.keepalive(false);
+                }
+            }
+            EventData::XidEvent(_) => self.commit(end),
+            EventData::GtidEvent(gtid) => {
+                self.pending_gtid = Some(PendingGtid::MySql {
+                    uuid: position::uuid_text(gtid.sid()),
+                    gno: gtid.gno(),
+                });
+            }
+            EventData::RotateEvent(rotate) => {
+                let mut name = rotate.name_raw();
+                // The server's first (artificial) rotate comes before the format description
+                // that announces the checksum, so the parser leaves its CRC32 on the name.
+                if !self.format_seen && self.checksums {
+                    name = name.get(..name.len().saturating_sub(4)).unwrap_or_default();
+                }
+                self.read.file = String::from_utf8_lossy(name).into_owned();
+                self.read.offset = rotate.position();
+                if self.txn.is_none() {
+                    self.acknowledgeable.file = self.read.file.clone();
+                    self.acknowledgeable.offset = self.read.offset;
+                }
+            }
+            EventData::HeartbeatEvent => self.keepalive(true),
+            EventData::FormatDescriptionEvent(_) => {
+                self.format_seen = true;
+                self.advance(end);
+            }
+            EventData::RowsEvent(rows) => self.rows(start, &rows)?,
+            EventData::TableMapEvent(_) => {}
+            _ => self.advance(end),
+        }
+        Ok(())
+    }
+
+    fn undecodable(&mut self, start: u64, event: &Event, reason: &str) -> Result<(), BinlogError> {
+        self.begin(event.header().timestamp());
+        self.start_outbox_txn();
+        self.queue.push_back(SourceEvent::Undecodable {
+            origin: self.origin(start),
+            content: event.data().to_vec(),
+            reason: reason.to_owned(),
+        });
+        Ok(())
+    }
+
+    fn start_outbox_txn(&mut self) {
+        if let Some(txn) = self.txn.as_mut() {
+            txn.foreign = true;
+            if !txn.begun {
+                txn.begun = true;
+                let committed_at_micros = txn.started_micros;
+                self.queue.push_back(SourceEvent::Begin {
+                    committed_at_micros,
+                });
+            }
+        }
+    }
+
+    fn rows(&mut self, start: u64, rows: &RowsEventData<'_>) -> Result<(), BinlogError> {
+        let Some(tme) = self.stream.get_tme(rows.table_id()).cloned() else {
+            return Err(BinlogError::Stream(mysql_async::Error::Other(
+                format!(
+                    "a row event for table id {} without its table map",
+                    rows.table_id()
+                )
+                .into(),
+            )));
+        };
+        let (database, name) = (tme.database_name(), tme.table_name());
+        if database == self.position_table.0 && name == self.position_table.1 {
+            return Ok(());
+        }
+        let ours = database == self.table.schema && name == self.table.name;
+        drop((database, name));
+        if self.txn.is_none() {
+            // Row events come inside BEGIN..COMMIT; a bare one is its own transaction.
+            self.begin(0);
+        }
+        if let Some(txn) = self.txn.as_mut() {
+            txn.foreign = true;
+        }
+        let insert = matches!(
+            rows,
+            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_)
+        );
+        if !ours || !insert {
+            return Ok(());
+        }
+        let count = tme.columns_count();
+        let known = self.table.columns.len();
+        if count > known as u64 {
+            return Err(BinlogError::Reshaped {
+                schema: self.table.schema.clone(),
+                table: self.table.name.clone(),
+                found: count,
+                known,
+            });
+        }
+        self.start_outbox_txn();
+        let origin = self.origin(start);
+        let mut decoded = Vec::new();
+        for row in rows.rows(&tme) {
+            let after = match row {
+                Ok((_, Some(after))) => after,
+                Ok((_, None)) => continue,
+                Err(e) => {
+                    decoded.push(SourceEvent::Undecodable {
+                        origin: origin.clone(),
+                        content: rows.rows_data().to_vec(),
+                        reason: format!("an outbox row event that cannot be parsed: {e}"),
+                    });
+                    break;
+                }
+            };
+            let mut columns = Vec::with_capacity(count as usize);
+            let mut unreadable = Vec::new();
+            for (column, value) in self.table.columns.iter().zip(after.unwrap()) {
+                match column.decode(value) {
+                    Decoded::Value(v) => columns.push((column.name.clone(), v)),
+                    Decoded::Unreadable { raw, reason } => {
+                        columns.push((column.name.clone(), Some(ColumnValue::Bytes(raw))));
+                        unreadable.push(reason);
+                    }
+                }
+            }
+            let record = OutboxRecord {
+                origin: origin.clone(),
+                columns,
+            };
+            decoded.push(if unreadable.is_empty() {
+                SourceEvent::Event(record)
+            } else {
+                SourceEvent::Unreadable {
+                    record,
+                    reason: unreadable.join("; "),
+                }
+            });
+        }
+        self.queue.extend(decoded);
+        Ok(())
+    }
+}
+
+impl Source for BinlogSource {
+    type Position = BinlogPosition;
+
+    async fn next(&mut self) -> Result<SourceEvent<BinlogPosition>, SourceError> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Ok(event);
+            }
+            // Cancel-safe: the stream keeps a partly read packet; an event is absorbed whole
+            // (no await) once read.
+            let event = match self.stream.next().await {
+                Some(Ok(event)) => event,
+                Some(Err(e)) => return Err(BinlogError::Stream(e).into()),
+                None => return Err(BinlogError::StreamEnded.into()),
+            };
+            self.absorb(event)?;
+        }
+    }
+
+    fn acknowledge(&mut self, position: &BinlogPosition) {
+        if self.acknowledged.as_ref() != Some(position) {
+            self.writer.store(position);
+            self.acknowledged = Some(position.clone());
+        }
+    }
+
+    async fn close(self) {
+        let BinlogSource { stream, writer, .. } = self;
+        writer.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.close()).await;
+    }
+}

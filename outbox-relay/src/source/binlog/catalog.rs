@@ -1,0 +1,518 @@
+//! What the server and the outbox table must be for the binlog source, checked at start, and
+//! how a row event's values become [`ColumnValue`]s.
+//!
+//! Contract:
+//! - The server writes a row-based binlog with full row images (`log_bin`, `binlog_format=ROW`,
+//!   `binlog_row_image=FULL`); the relay's user may read it (`REPLICATION SLAVE`, and
+//!   `REPLICATION CLIENT`, which MariaDB 10.5+ calls `BINLOG MONITOR`), may `SELECT` the outbox
+//!   table, and may read and write its position table. Each thing missing is named with its fix.
+//! - The binlog carries no column names: they come from `information_schema.columns`, in
+//!   ordinal order. Outbox columns keep the configured spelling (`AggregateId` in the table is
+//!   shipped as `aggregateid`), since MariaDB/MySQL column names are case-insensitive.
+//! - Text columns (`char`, `varchar`, `*text`, `json`, `enum`, `set`) are text; binary ones
+//!   (`binary`, `varbinary`, `*blob`, `bit`, `geometry`) are bytes, shipped as they are; numbers,
+//!   dates and times are text as MariaDB/MySQL print them. A text value that its character set
+//!   cannot decode is reported, never dropped.
+
+use mysql_async::Conn;
+use mysql_async::Value;
+use mysql_async::binlog::value::BinlogValue;
+use mysql_async::prelude::Queryable;
+
+use super::store::{self, quote};
+use super::{BinlogError, ColumnValue, server_code};
+
+/// What the relay needs to know about the server.
+#[derive(Clone, Debug)]
+pub(crate) struct Server {
+    pub mariadb: bool,
+    pub version: String,
+    /// MySQL with `gtid_mode=ON` (MariaDB always has GTIDs).
+    pub mysql_gtid: bool,
+    /// The connection's database: the default schema of the outbox and position tables.
+    pub database: String,
+}
+
+impl Server {
+    pub async fn read(conn: &mut Conn) -> Result<Server, BinlogError> {
+        let row: Option<(String, Option<String>)> = conn
+            .query_first("SELECT @@version, DATABASE()")
+            .await
+            .map_err(BinlogError::query("reading the server version"))?;
+        let (version, database) = row.unwrap_or_default();
+        let mariadb = version.to_ascii_lowercase().contains("mariadb");
+        let mysql_gtid = if mariadb {
+            false
+        } else {
+            let mode: Option<String> = conn
+                .query_first("SELECT @@gtid_mode")
+                .await
+                .or_else(|e| match server_code(&e) {
+                    // MySQL before 5.6 has no GTIDs.
+                    Some(1193) => Ok(None),
+                    _ => Err(e),
+                })
+                .map_err(BinlogError::query("reading @@gtid_mode"))?;
+            mode.is_some_and(|m| m.eq_ignore_ascii_case("ON"))
+        };
+        Ok(Server {
+            mariadb,
+            version,
+            mysql_gtid,
+            database: database.unwrap_or_default(),
+        })
+    }
+}
+
+/// Checks the server's binlog settings, naming each one that is wrong.
+pub(crate) async fn check_settings(conn: &mut Conn) -> Result<(), BinlogError> {
+    let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
+        .query_first("SELECT CAST(@@GLOBAL.log_bin AS CHAR), @@GLOBAL.binlog_format, @@GLOBAL.binlog_row_image")
+        .await
+        .map_err(BinlogError::query(
+            "reading log_bin, binlog_format, binlog_row_image",
+        ))?;
+    let (log_bin, format, image) = row.unwrap_or_default();
+    if !matches!(log_bin.as_deref(), Some("1" | "ON")) {
+        return Err(BinlogError::Setting {
+            setting: "log_bin",
+            found: log_bin.unwrap_or_else(|| "unset".into()),
+            fix: "the server writes no binlog: start it with `log_bin` (and a `server_id`) \
+                  set in its configuration, e.g. `[mariadbd] log_bin = mariadb-bin`",
+        });
+    }
+    let format = format.unwrap_or_default();
+    if !format.eq_ignore_ascii_case("ROW") {
+        return Err(BinlogError::Setting {
+            setting: "binlog_format",
+            found: format,
+            fix: "the binlog source reads row events: set `binlog_format = ROW` in the \
+                  server's configuration (and `SET GLOBAL binlog_format = 'ROW'`)",
+        });
+    }
+    // MySQL before 5.6 has no `binlog_row_image` and always logs full rows.
+    if let Some(image) = image.filter(|i| !i.eq_ignore_ascii_case("FULL")) {
+        return Err(BinlogError::Setting {
+            setting: "binlog_row_image",
+            found: image,
+            fix: "an INSERT must carry every column: set `binlog_row_image = FULL` in the \
+                  server's configuration (and `SET GLOBAL binlog_row_image = 'FULL'`)",
+        });
+    }
+    Ok(())
+}
+
+/// Checks that the connection's user holds the replication privileges.
+pub(crate) async fn check_grants(conn: &mut Conn) -> Result<(), BinlogError> {
+    let user: Option<String> = conn
+        .query_first("SELECT CURRENT_USER()")
+        .await
+        .map_err(BinlogError::query("reading CURRENT_USER()"))?;
+    let user = user.unwrap_or_default();
+    let (name, host) = user.rsplit_once('@').unwrap_or((&user, "%"));
+    let grantee = format!("'{name}'@'{host}'");
+    let privileges: Vec<String> = conn
+        .exec(
+            "SELECT privilege_type FROM information_schema.user_privileges WHERE grantee = ?",
+            (&grantee,),
+        )
+        .await
+        .map_err(BinlogError::query(
+            "reading information_schema.user_privileges",
+        ))?;
+    let has = |wanted: &[&str]| {
+        privileges
+            .iter()
+            .any(|p| wanted.iter().any(|w| p.eq_ignore_ascii_case(w)))
+    };
+    let missing = [
+        ("REPLICATION SLAVE", &["REPLICATION SLAVE"][..]),
+        (
+            "REPLICATION CLIENT",
+            &["REPLICATION CLIENT", "BINLOG MONITOR", "SUPER"][..],
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, accepted)| !has(accepted))
+    .map(|(privilege, _)| privilege)
+    .collect::<Vec<_>>();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(BinlogError::MissingPrivilege {
+        grant: format!("GRANT {} ON *.* TO {grantee}", missing.join(", ")),
+        what: "reads the binlog as a replica".into(),
+        user: grantee,
+    })
+}
+
+/// One column of the outbox table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Column {
+    /// As shipped: the configured spelling for an outbox column, else the table's.
+    pub name: String,
+    /// `information_schema.columns.data_type`, lower case.
+    pub data_type: String,
+    /// Digits of fractional seconds (`datetime(6)`: 6).
+    pub fsp: usize,
+    /// `character_set_name`; None for binary and non-text columns.
+    pub charset: Option<String>,
+}
+
+/// The outbox table as the catalog describes it.
+#[derive(Clone, Debug)]
+pub(crate) struct Table {
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<Column>,
+}
+
+impl Table {
+    /// Reads `schema.name`'s columns and checks that `required` are there; `optional` names are
+    /// only respelled.
+    pub async fn read(
+        conn: &mut Conn,
+        schema: &str,
+        name: &str,
+        required: &[String],
+        optional: &[&str],
+    ) -> Result<Table, BinlogError> {
+        let probe = format!("SELECT 1 FROM {}.{} LIMIT 0", quote(schema), quote(name));
+        if let Err(e) = conn.query_drop(probe).await {
+            return Err(match server_code(&e) {
+                Some(1146 | 1049) => BinlogError::NoTable {
+                    schema: schema.to_owned(),
+                    table: name.to_owned(),
+                },
+                Some(1142) => BinlogError::MissingPrivilege {
+                    user: "the relay's user".into(),
+                    what: format!("reads the outbox table `{schema}`.`{name}`"),
+                    grant: format!(
+                        "GRANT SELECT ON {}.{} TO <user>",
+                        quote(schema),
+                        quote(name)
+                    ),
+                },
+                _ => BinlogError::query("reading the outbox table")(e),
+            });
+        }
+        let rows: Vec<(String, String, String, Option<String>)> = conn
+            .exec(
+                "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR), \
+                 CAST(column_type AS CHAR), CAST(character_set_name AS CHAR) \
+                 FROM information_schema.columns \
+                 WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                (schema, name),
+            )
+            .await
+            .map_err(BinlogError::query("reading information_schema.columns"))?;
+        let known = required
+            .iter()
+            .map(String::as_str)
+            .chain(optional.iter().copied());
+        let known: Vec<&str> = known.collect();
+        let columns: Vec<Column> = rows
+            .into_iter()
+            .map(|(column, data_type, column_type, charset)| {
+                let name = known
+                    .iter()
+                    .find(|k| k.eq_ignore_ascii_case(&column))
+                    .map_or(column, |k| (*k).to_owned());
+                Column {
+                    name,
+                    data_type: data_type.to_ascii_lowercase(),
+                    fsp: fractional_digits(&column_type),
+                    charset: charset.map(|c| c.to_ascii_lowercase()),
+                }
+            })
+            .collect();
+        let missing: Vec<&str> = required
+            .iter()
+            .filter(|r| !columns.iter().any(|c| &c.name == *r))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(BinlogError::MissingColumns {
+                schema: schema.to_owned(),
+                table: name.to_owned(),
+                missing: missing.join("`, `"),
+            });
+        }
+        Ok(Table {
+            schema: schema.to_owned(),
+            name: name.to_owned(),
+            columns,
+        })
+    }
+}
+
+fn fractional_digits(column_type: &str) -> usize {
+    let lower = column_type.to_ascii_lowercase();
+    if !["datetime", "timestamp", "time"]
+        .iter()
+        .any(|t| lower.starts_with(t))
+    {
+        return 0;
+    }
+    lower
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .and_then(|(digits, _)| digits.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Checks the position table: there, with its columns, readable and writable.
+pub(crate) async fn check_position_table(
+    conn: &mut Conn,
+    schema: &str,
+    table: &str,
+) -> Result<(), BinlogError> {
+    let qualified = format!("{}.{}", quote(schema), quote(table));
+    let columns = store::COLUMNS.map(quote).join(", ");
+    let probes = [
+        format!("SELECT {columns} FROM {qualified} LIMIT 0"),
+        format!(
+            "INSERT INTO {qualified} ({columns}) SELECT {columns} FROM {qualified} WHERE 1 = 0 \
+             ON DUPLICATE KEY UPDATE `binlog_offset` = VALUES(`binlog_offset`)"
+        ),
+    ];
+    for probe in probes {
+        if let Err(e) = conn.query_drop(probe).await {
+            return Err(match server_code(&e) {
+                Some(1146 | 1049) => BinlogError::NoPositionTable {
+                    table: format!("{schema}.{table}"),
+                },
+                Some(1054) => BinlogError::PositionTableShape {
+                    table: format!("{schema}.{table}"),
+                    problem: e.to_string(),
+                },
+                Some(1142) => BinlogError::MissingPrivilege {
+                    user: "the relay's user".into(),
+                    what: format!("keeps its position in `{schema}`.`{table}`"),
+                    grant: format!("GRANT SELECT, INSERT, UPDATE ON {qualified} TO <user>"),
+                },
+                _ => BinlogError::query("checking the position table")(e),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A value as shipped, or why it cannot be read (with its raw bytes, shipped to the dead letters).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    Value(Option<ColumnValue>),
+    Unreadable { raw: Vec<u8>, reason: String },
+}
+
+impl Column {
+    fn binary(&self) -> bool {
+        matches!(
+            self.data_type.as_str(),
+            "binary"
+                | "varbinary"
+                | "tinyblob"
+                | "blob"
+                | "mediumblob"
+                | "longblob"
+                | "bit"
+                | "geometry"
+                | "point"
+                | "linestring"
+                | "polygon"
+        ) || self.charset.as_deref() == Some("binary")
+    }
+
+    /// The column's value as shipped.
+    pub fn decode(&self, value: BinlogValue<'_>) -> Decoded {
+        let value = match value {
+            BinlogValue::Value(v) => v,
+            jsonb @ BinlogValue::Jsonb(_) => match Value::try_from(jsonb) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Decoded::Unreadable {
+                        raw: Vec::new(),
+                        reason: format!("column `{}`: MySQL JSON value: {e}", self.name),
+                    };
+                }
+            },
+            BinlogValue::JsonDiff(_) => {
+                return Decoded::Unreadable {
+                    raw: Vec::new(),
+                    reason: format!(
+                        "column `{}`: a partial JSON update, not a row image",
+                        self.name
+                    ),
+                };
+            }
+        };
+        let text = |t: String| Decoded::Value(Some(ColumnValue::Text(t)));
+        match value {
+            Value::NULL => Decoded::Value(None),
+            Value::Bytes(bytes) if self.data_type == "timestamp" => self.timestamp(bytes),
+            Value::Bytes(bytes) if self.binary() => Decoded::Value(Some(ColumnValue::Bytes(bytes))),
+            Value::Bytes(bytes) => match self.charset.as_deref() {
+                Some(cs) if cs.starts_with("latin1") => {
+                    text(bytes.iter().map(|&b| b as char).collect())
+                }
+                charset => match String::from_utf8(bytes) {
+                    Ok(t) => text(t),
+                    Err(e) => Decoded::Unreadable {
+                        reason: format!(
+                            "column `{}` ({}) is not valid UTF-8: {}",
+                            self.name,
+                            charset.unwrap_or("no character set"),
+                            e.utf8_error()
+                        ),
+                        raw: e.into_bytes(),
+                    },
+                },
+            },
+            Value::Int(i) if self.data_type == "timestamp" => {
+                self.timestamp(i.to_string().into_bytes())
+            }
+            Value::Int(i) => text(i.to_string()),
+            Value::UInt(u) => text(u.to_string()),
+            Value::Float(f) => text(f.to_string()),
+            Value::Double(d) => text(d.to_string()),
+            Value::Date(y, mo, d, h, mi, s, us) => {
+                if self.data_type == "date" {
+                    text(format!("{y:04}-{mo:02}-{d:02}"))
+                } else {
+                    text(format!(
+                        "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}{}",
+                        self.fraction(us)
+                    ))
+                }
+            }
+            Value::Time(negative, days, h, mi, s, us) => text(format!(
+                "{}{:02}:{mi:02}:{s:02}{}",
+                if negative { "-" } else { "" },
+                u64::from(days) * 24 + u64::from(h),
+                self.fraction(us)
+            )),
+        }
+    }
+
+    fn fraction(&self, micros: u32) -> String {
+        if self.fsp == 0 {
+            return String::new();
+        }
+        let digits = format!("{micros:06}");
+        format!(".{}", &digits[..self.fsp.min(6)])
+    }
+
+    /// A `timestamp` arrives as Unix seconds (`1700000000.123456`); shipped in UTC as
+    /// `YYYY-MM-DD HH:MM:SS[.ffffff]`, as the server prints it with `time_zone = '+00:00'`.
+    fn timestamp(&self, bytes: Vec<u8>) -> Decoded {
+        let parsed = std::str::from_utf8(&bytes).ok().and_then(|t| {
+            let (secs, micros) = t.split_once('.').unwrap_or((t, "0"));
+            let micros = format!("{micros:0<6}");
+            Some((
+                secs.parse::<i64>().ok()?,
+                micros.get(..6)?.parse::<u32>().ok()?,
+            ))
+        });
+        let Some(at) =
+            parsed.and_then(|(secs, micros)| chrono::DateTime::from_timestamp(secs, micros * 1000))
+        else {
+            return Decoded::Unreadable {
+                reason: format!("column `{}`: not a timestamp", self.name),
+                raw: bytes,
+            };
+        };
+        let micros = at.timestamp_subsec_micros();
+        Decoded::Value(Some(ColumnValue::Text(format!(
+            "{}{}",
+            at.format("%Y-%m-%d %H:%M:%S"),
+            self.fraction(micros)
+        ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(data_type: &str, fsp: usize, charset: Option<&str>) -> Column {
+        Column {
+            name: "c".into(),
+            data_type: data_type.into(),
+            fsp,
+            charset: charset.map(str::to_owned),
+        }
+    }
+
+    fn text(t: &str) -> Decoded {
+        Decoded::Value(Some(ColumnValue::Text(t.into())))
+    }
+
+    #[test]
+    fn text_binary_and_null() {
+        let varchar = column("varchar", 0, Some("utf8mb4"));
+        assert_eq!(
+            varchar.decode(BinlogValue::Value(Value::Bytes(b"a\xc3\xa9".to_vec()))),
+            text("aé")
+        );
+        assert_eq!(
+            varchar.decode(BinlogValue::Value(Value::NULL)),
+            Decoded::Value(None)
+        );
+        let blob = column("blob", 0, None);
+        assert_eq!(
+            blob.decode(BinlogValue::Value(Value::Bytes(vec![0xff, 0]))),
+            Decoded::Value(Some(ColumnValue::Bytes(vec![0xff, 0])))
+        );
+        let latin1 = column("varchar", 0, Some("latin1"));
+        assert_eq!(
+            latin1.decode(BinlogValue::Value(Value::Bytes(vec![0xe9]))),
+            text("é")
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_unreadable_with_its_bytes() {
+        let varchar = column("longtext", 0, Some("utf8mb4"));
+        match varchar.decode(BinlogValue::Value(Value::Bytes(vec![b'a', 0xff]))) {
+            Decoded::Unreadable { raw, reason } => {
+                assert_eq!(raw, vec![b'a', 0xff]);
+                assert!(
+                    reason.contains("column `c` (utf8mb4) is not valid UTF-8"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn numbers_dates_and_timestamps_as_the_server_prints_them() {
+        assert_eq!(
+            column("bigint", 0, None).decode(BinlogValue::Value(Value::Int(-3))),
+            text("-3")
+        );
+        let datetime6 = column("datetime", 6, None);
+        assert_eq!(
+            datetime6.decode(BinlogValue::Value(Value::Date(2026, 11, 28, 23, 5, 9, 42))),
+            text("2026-11-28 23:05:09.000042")
+        );
+        assert_eq!(
+            column("datetime", 0, None)
+                .decode(BinlogValue::Value(Value::Date(2026, 1, 2, 3, 4, 5, 0))),
+            text("2026-01-02 03:04:05")
+        );
+        let ts3 = column("timestamp", 3, None);
+        assert_eq!(
+            ts3.decode(BinlogValue::Value(Value::Bytes(
+                b"1700000000.123456".to_vec()
+            ))),
+            text("2023-11-14 22:13:20.123")
+        );
+        assert_eq!(
+            column("timestamp", 0, None).decode(BinlogValue::Value(Value::Int(0))),
+            text("1970-01-01 00:00:00")
+        );
+        assert_eq!(fractional_digits("datetime(6)"), 6);
+        assert_eq!(fractional_digits("varchar(6)"), 0);
+    }
+}

@@ -1,0 +1,218 @@
+//! `outbox-relay run --source binlog` end to end, as a process, on the real MariaDB and Kafka:
+//! eight writers, a SIGKILL mid-stream (duplicates only, never loss), remove-after-insert, a
+//! graceful stop after which nothing is shipped twice, and an oversize event in the dead letters.
+
+// Both support modules include the workspace's `tests/support` (the services' addresses).
+#![allow(clippy::duplicate_mod)]
+
+mod binlog_support;
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::time::Duration;
+
+use binlog_support::{BinlogFixture, relay_url};
+use common::{BIN, Reader, RelayProcess, create_topics, has_all, kafka_brokers};
+use sea_orm::{ConnectionTrait, TransactionTrait};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The relay's TOML for `fixture` (a replica id and position row of its own).
+fn config_file(fixture: &BinlogFixture, extra_kafka: &str) -> std::path::PathBuf {
+    let b = &fixture.config.source.binlog;
+    let text = format!(
+        "database_url = \"{url}\"\n\
+         [source]\nkind = \"binlog\"\ntable = \"{name}\"\n\
+         [source.binlog]\nserver_id = {id}\nposition_key = \"{name}\"\n\
+         heartbeat_interval = \"300ms\"\nflush_interval = \"50ms\"\n\
+         [kafka]\nbrokers = \"{brokers}\"\ntopic = \"{name}.${{routedByValue}}\"\n\
+         dead_letter_topic = \"{name}.dlq\"\n{extra_kafka}",
+        url = relay_url(),
+        name = fixture.name,
+        id = b.server_id,
+        brokers = kafka_brokers(),
+    );
+    let path = std::env::temp_dir().join(format!("{}.toml", fixture.name));
+    std::fs::write(&path, text).expect("writing the relay config");
+    path
+}
+
+fn relay(config: &std::path::Path, subcommand: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg(subcommand)
+        .arg("-c")
+        .arg(config)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info,outbox_relay=debug");
+    c
+}
+
+fn setup(config: &std::path::Path) {
+    let out = relay(config, "setup").output().expect("outbox-relay setup");
+    assert!(
+        out.status.success(),
+        "setup --source binlog failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start(config: &std::path::Path, label: &str) -> RelayProcess {
+    RelayProcess::spawn(relay(config, "run"), label)
+}
+
+async fn write_txn(fixture: &BinlogFixture, rows: &[(String, String)], remove: bool) {
+    let txn = fixture.db.begin().await.expect("begin");
+    for (id, aggregate) in rows {
+        txn.execute_unprepared(&format!(
+            "INSERT INTO `{}` (id, aggregatetype, aggregateid, type, payload, `timestamp`) \
+             VALUES ('{id}', 'Order', '{aggregate}', 'T', '{{\"id\": \"{id}\"}}', NOW(6))",
+            fixture.name
+        ))
+        .await
+        .expect("insert");
+        if remove {
+            txn.execute_unprepared(&format!("DELETE FROM `{}` WHERE id = '{id}'", fixture.name))
+                .await
+                .expect("delete");
+        }
+    }
+    txn.commit().await.expect("commit");
+}
+
+/// Per aggregate, the first delivery of each id follows the write order.
+fn assert_per_aggregate_order(reader: &Reader, written: &HashMap<String, Vec<String>>) {
+    let mut firsts: HashMap<String, Vec<String>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for m in &reader.messages {
+        if seen.insert(m.id()) {
+            firsts
+                .entry(m.key.clone().unwrap_or_default())
+                .or_default()
+                .push(m.id());
+        }
+    }
+    for (aggregate, ids) in written {
+        assert_eq!(
+            firsts.get(aggregate),
+            Some(ids),
+            "aggregate {aggregate}: first deliveries in commit order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_writers_sigkill_remove_after_insert_and_graceful_restart() {
+    let fixture = BinlogFixture::new("binlog_e2e").await;
+    let topic = format!("{}.Order", fixture.name);
+    create_topics(&[&topic, &format!("{}.dlq", fixture.name)]).await;
+    let config = config_file(&fixture, "");
+    setup(&config);
+    let mut relay = start(&config, &fixture.name);
+    let mut reader = Reader::new(&[&topic]);
+
+    // Eight writers; every third transaction deletes its rows right after inserting them.
+    const WRITERS: usize = 8;
+    const TXNS: usize = 30;
+    let mut written: HashMap<String, Vec<String>> = HashMap::new();
+    let mut all = HashSet::new();
+    let fixture = std::sync::Arc::new(fixture);
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let aggregate = format!("agg-{w}");
+        let ids: Vec<String> = (0..TXNS * 2).map(|i| format!("{w}-{i}")).collect();
+        written.insert(aggregate.clone(), ids.clone());
+        all.extend(ids.iter().cloned());
+        let fixture = fixture.clone();
+        tasks.push(tokio::spawn(async move {
+            for t in 0..TXNS {
+                let rows: Vec<(String, String)> = ids[t * 2..t * 2 + 2]
+                    .iter()
+                    .map(|id| (id.clone(), aggregate.clone()))
+                    .collect();
+                write_txn(&fixture, &rows, t % 3 == 0).await;
+                tokio::time::sleep(Duration::from_millis(((w * 5 + t) % 7) as u64 * 10)).await;
+            }
+        }));
+    }
+    // SIGKILL once some (not all) events arrived, then start again while the writers go on.
+    reader
+        .read_until(WAIT, |m| m.len() >= 40, || relay.log_text())
+        .await;
+    relay.kill();
+    let mut relay = start(&config, &fixture.name);
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    reader
+        .read_until(WAIT, has_all(&all), || relay.log_text())
+        .await;
+    assert_per_aggregate_order(&reader, &written);
+
+    // A graceful stop, then a start: nothing is shipped twice.
+    let status = relay.terminate(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop: {}", relay.log_text());
+    reader.settle(Duration::from_secs(2)).await;
+    let before = reader.messages.len();
+    let mut relay = start(&config, &fixture.name);
+    reader.settle(Duration::from_secs(5)).await;
+    assert_eq!(
+        reader.messages.len(),
+        before,
+        "nothing shipped twice after a graceful stop: {}",
+        relay.log_text()
+    );
+    // And the restarted relay still ships.
+    write_txn(&fixture, &[("after".into(), "agg-after".into())], false).await;
+    reader
+        .read_until(
+            WAIT,
+            |m| m.iter().any(|m| m.id() == "after"),
+            || relay.log_text(),
+        )
+        .await;
+    let status = relay.terminate(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop: {}", relay.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_event_goes_to_the_dead_letters_and_the_stream_goes_on() {
+    let fixture = BinlogFixture::new("binlog_dlq").await;
+    let topic = format!("{}.Order", fixture.name);
+    let dlq_topic = format!("{}.dlq", fixture.name);
+    create_topics(&[&topic, &dlq_topic]).await;
+    let config = config_file(
+        &fixture,
+        "[kafka.properties]\n\"message.max.bytes\" = \"200000\"\n",
+    );
+    setup(&config);
+    let mut relay = start(&config, &fixture.name);
+    write_txn(&fixture, &[("small-1".into(), "k1".into())], false).await;
+    fixture
+        .exec(&format!(
+            "INSERT INTO `{}` (id, aggregatetype, aggregateid, type, payload, `timestamp`) \
+             VALUES ('big', 'Order', 'k2', 'T', JSON_OBJECT('blob', REPEAT('x', 300000)), NOW(6))",
+            fixture.name
+        ))
+        .await;
+    write_txn(&fixture, &[("small-2".into(), "k3".into())], false).await;
+    let mut delivered = Reader::new(&[&topic]);
+    let want: HashSet<String> = ["small-1".to_owned(), "small-2".to_owned()].into();
+    delivered
+        .read_until(WAIT, has_all(&want), || relay.log_text())
+        .await;
+    let mut dlq = Reader::new(&[&dlq_topic]);
+    let dead: HashSet<String> = ["big".to_owned()].into();
+    dlq.read_until(WAIT, has_all(&dead), || relay.log_text())
+        .await;
+    let big = dlq.messages.iter().find(|m| m.id() == "big").expect("big");
+    assert!(
+        big.headers
+            .get("dlq.source.binlog")
+            .is_some_and(|v| v.contains(':')),
+        "the dead letter names where it was read: {:?}",
+        big.headers
+    );
+    let status = relay.terminate(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop: {}", relay.log_text());
+}
