@@ -30,8 +30,9 @@ pub enum ConfigError {
     },
     #[error("`{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    /// A Debezium connector configuration the relay cannot take (see [`crate::debezium`]).
     #[error("--debezium-config: {0}")]
-    Debezium(#[from] crate::debezium::DebeziumError),
+    Debezium(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -49,7 +50,7 @@ pub struct Config {
     /// the `REPLICATION` attribute (and ownership of the table for `setup`). Env: `DATABASE_URL`.
     #[serde(default)]
     pub database_url: Option<String>,
-    /// A file holding `database_url` (a mounted secret, say); read by [`Config::load`].
+    /// A file holding `database_url` (a mounted secret, say); read by [`crate::load::load`].
     /// Env: `DATABASE_URL_FILE`.
     #[serde(default)]
     pub database_url_file: Option<PathBuf>,
@@ -322,7 +323,7 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     /// A file holding the SASL password (`sasl.password`), so that it is on no command line;
-    /// read by [`Config::load`]. Env: `KAFKA_SASL_PASSWORD_FILE`.
+    /// read by [`crate::load::load`]. Env: `KAFKA_SASL_PASSWORD_FILE`.
     #[serde(default)]
     pub sasl_password_file: Option<PathBuf>,
 }
@@ -502,7 +503,7 @@ pub struct MetricsConfig {
     /// Visible ASCII, no spaces. None: no token.
     #[serde(default)]
     pub token: Option<String>,
-    /// A file holding `token`, so that it is on no command line; read by [`Config::load`].
+    /// A file holding `token`, so that it is on no command line; read by [`crate::load::load`].
     /// Env: `OUTBOX_RELAY_METRICS_TOKEN_FILE`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -626,22 +627,22 @@ impl Config {
         toml::from_str(text)
     }
 
-    /// The file named by `overrides.config` (or defaults), with the overrides applied, checked.
-    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
-        let mut config = match &overrides.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
-        if let Some(path) = &overrides.debezium_config {
-            let translation = crate::debezium::apply_file(path, &mut config)?;
-            for warning in &translation.warnings {
-                tracing::warn!(file = %path.display(), "Debezium config: {warning}");
-            }
+    /// The file named by `overrides.config`, or the defaults: the first layer of
+    /// [`crate::load::load`].
+    pub fn base(overrides: &Overrides) -> Result<Config, ConfigError> {
+        match &overrides.config {
+            Some(path) => Config::from_file(path),
+            None => Ok(Config::default()),
         }
-        config.apply(overrides)?;
-        config.read_secret_files()?;
-        config.validate()?;
-        Ok(config)
+    }
+
+    /// The last layers of [`crate::load::load`]: the command line and environment over this
+    /// configuration, then the secret files; checked.
+    pub fn with_overrides(mut self, overrides: &Overrides) -> Result<Config, ConfigError> {
+        self.apply(overrides)?;
+        self.read_secret_files()?;
+        self.validate()?;
+        Ok(self)
     }
 
     /// Replaces `database_url_file` and `kafka.sasl_password_file` by what the files hold. A
@@ -1127,28 +1128,6 @@ mod tests {
                 "outbox.event.${routedByValue}".to_owned()
             ))
         );
-    }
-
-    #[test]
-    fn cli_overrides_file_and_missing_keys_are_named() {
-        let o = Overrides::default();
-        let err = Config::load(&o).err().map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("`database_url`: is required (or set DATABASE_URL / --database-url)")
-        );
-        let o = Overrides {
-            database_url: Some("postgres://u:hunter2@h/db".into()),
-            kafka_brokers: Some("k:9092".into()),
-            slot: Some("s1".into()),
-            kafka_properties: vec!["sasl.password=hunter2".into()],
-            ..Overrides::default()
-        };
-        let c = Config::load(&o).map_err(|e| e.to_string());
-        assert!(c.as_ref().is_ok_and(|c| c.source.slot == "s1"));
-        let shown = format!("{c:?}");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

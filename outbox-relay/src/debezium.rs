@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ValueConverter};
+use crate::config::{Config, ConfigError, ValueConverter};
 
 /// The transform class the relay stands in for.
 pub const EVENT_ROUTER: &str = "io.debezium.transforms.outbox.EventRouter";
@@ -36,6 +36,12 @@ pub enum DebeziumError {
         key: String,
         problem: String,
     },
+}
+
+impl From<DebeziumError> for ConfigError {
+    fn from(error: DebeziumError) -> Self {
+        ConfigError::Debezium(Box::new(error))
+    }
 }
 
 /// What the translation did besides setting the configuration: keys named to the user.

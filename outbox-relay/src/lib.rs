@@ -27,6 +27,7 @@ pub mod dead_letter;
 pub mod debezium;
 pub mod dlq;
 pub mod format;
+pub mod load;
 pub mod metrics;
 pub mod pipeline;
 pub mod position;

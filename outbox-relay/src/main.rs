@@ -150,7 +150,7 @@ fn main() -> ExitCode {
 }
 
 fn load(overrides: &Overrides, command: &str) -> Result<Config, ConfigError> {
-    let mut config = Config::load(overrides);
+    let mut config = outbox_relay::load::load(overrides);
     // The dead letters are in Kafka alone.
     if command == "dlq"
         && let Err(ConfigError::Invalid {
@@ -160,7 +160,7 @@ fn load(overrides: &Overrides, command: &str) -> Result<Config, ConfigError> {
     {
         let mut o = overrides.clone();
         o.database_url = Some("postgres://unused/unused".into());
-        config = Config::load(&o);
+        config = outbox_relay::load::load(&o);
     }
     // Admin commands need no Kafka.
     if command != "run"
@@ -172,7 +172,7 @@ fn load(overrides: &Overrides, command: &str) -> Result<Config, ConfigError> {
     {
         let mut o = overrides.clone();
         o.kafka_brokers = Some("unused".into());
-        config = Config::load(&o);
+        config = outbox_relay::load::load(&o);
     }
     config
 }

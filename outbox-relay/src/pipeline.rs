@@ -332,7 +332,11 @@ impl<S: Source> Session<'_, '_, S> {
         if let Some(position) = moved {
             self.source.acknowledge(&position);
             let shown = position.to_string();
-            self.pipeline.status.update(|s| s.confirmed = Some(shown));
+            // Progress: earlier failures are no longer "since the last progress".
+            self.pipeline.status.update(|s| {
+                s.confirmed = Some(shown);
+                s.attempts = 0;
+            });
         }
     }
 
@@ -491,11 +495,9 @@ impl<S: Source> Session<'_, '_, S> {
                             reason,
                             &origin.value,
                         );
-                        self.pipeline.status.update(|s| s.dead_lettered += 1);
                     }
                     None => {
                         metrics.event_published();
-                        self.pipeline.status.update(|s| s.published += 1);
                     }
                 }
                 let moved = self.position.acked(tx);

@@ -55,7 +55,7 @@ pub struct StatusReport {
     pub attempts: u32,
     /// The last error, kept after recovery.
     pub last_error: Option<String>,
-    /// Events Kafka acknowledged (dead letters excluded).
+    /// Events Kafka acknowledged (dead letters excluded), as `outbox_relay_events_published_total`.
     pub published: u64,
     /// Events sent to the dead-letter topic.
     pub dead_lettered: u64,
@@ -79,8 +79,14 @@ impl Status {
         }
     }
 
+    /// The report; its counts are the metrics' counters (kept once, there).
     pub fn snapshot(&self) -> StatusReport {
-        self.report.lock().map(|s| s.clone()).unwrap_or_default()
+        let mut report = self.report.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Some(metrics) = &self.metrics {
+            report.published = metrics.published();
+            report.dead_lettered = metrics.dead_lettered();
+        }
+        report
     }
 
     pub(crate) fn update(&self, change: impl FnOnce(&mut StatusReport)) {

@@ -22,9 +22,6 @@ use chromiumoxide::page::Page;
 use common::*;
 use futures_util::StreamExt;
 use outbox_core::WriteMode;
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -262,25 +259,6 @@ async fn until_ready(addr: &str, relay: &mut RelayProcess) {
             relay.log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn set_max_message_bytes(topic: &str, bytes: usize) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .create()
-        .expect("Kafka admin client");
-    let value = bytes.to_string();
-    let config = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", &value);
-    for result in admin
-        .alter_configs([&config], &AdminOptions::new())
-        .await
-        .expect("alter_configs")
-    {
-        assert!(
-            result.is_ok(),
-            "setting max.message.bytes of {topic}: {result:?}"
-        );
     }
 }
 

@@ -11,28 +11,9 @@ use std::time::Duration;
 
 use common::*;
 use outbox_core::WriteMode;
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-async fn set_max_message_bytes(topic: &str, bytes: usize) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .create()
-        .expect("Kafka admin client");
-    let value = bytes.to_string();
-    let config = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", &value);
-    let results = admin
-        .alter_configs([&config], &AdminOptions::new())
-        .await
-        .expect("alter_configs");
-    for r in results {
-        assert!(r.is_ok(), "setting max.message.bytes of {topic}: {r:?}");
-    }
-}
 
 /// `outbox-relay dlq <args>` for the fixture's dead-letter topic, with no database configured:
 /// the dead letters are in Kafka alone.

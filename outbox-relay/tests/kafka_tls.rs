@@ -150,13 +150,9 @@ async fn ships_over_ssl_verifying_the_ca() {
     fx.teardown().await;
 }
 
-/// Over SASL_SSL with the SCRAM-SHA-512 user, the password read from a file
-/// (`KAFKA_SASL_PASSWORD_FILE`), so that it is not on the relay's command line.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ships_over_sasl_ssl_with_scram_and_a_password_file() {
-    let fx = Fixture::new("kafka_sasl", WriteMode::Insert).await;
-    let password = service_env("KAFKA_SASL_PASSWORD", "Kafka (SASL user)");
-    let file = password_file(&fx.name, &password);
+/// The relay's arguments for the SASL_SSL listener as the SCRAM-SHA-512 user (the password
+/// comes from `KAFKA_SASL_PASSWORD_FILE`).
+fn sasl_ssl_args() -> Vec<String> {
     let mut args = vec!["--kafka-brokers".to_owned(), sasl_brokers()];
     args.extend(properties(&[
         ("security.protocol", "SASL_SSL"),
@@ -167,6 +163,17 @@ async fn ships_over_sasl_ssl_with_scram_and_a_password_file() {
             &service_env("KAFKA_SASL_USER", "Kafka (SASL user)"),
         ),
     ]));
+    args
+}
+
+/// Over SASL_SSL with the SCRAM-SHA-512 user, the password read from a file
+/// (`KAFKA_SASL_PASSWORD_FILE`), so that it is not on the relay's command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ships_over_sasl_ssl_with_scram_and_a_password_file() {
+    let fx = Fixture::new("kafka_sasl", WriteMode::Insert).await;
+    let password = service_env("KAFKA_SASL_PASSWORD", "Kafka (SASL user)");
+    let file = password_file(&fx.name, &password);
+    let args = sasl_ssl_args();
     let file_text = file.display().to_string();
     let (mut child, log) = spawn_relay(&fx, &args, &[("KAFKA_SASL_PASSWORD_FILE", &file_text)]);
     events_arrive(&fx, &log).await;
@@ -216,16 +223,7 @@ fn assert_refused(output: &Output, took: Duration, causes: &[&str]) {
 async fn a_wrong_sasl_password_stops_the_relay_at_start() {
     let fx = Fixture::new("kafka_badpw", WriteMode::Insert).await;
     let file = password_file(&fx.name, "not-the-password");
-    let mut args = vec!["--kafka-brokers".to_owned(), sasl_brokers()];
-    args.extend(properties(&[
-        ("security.protocol", "SASL_SSL"),
-        ("ssl.ca.location", &ca()),
-        ("sasl.mechanism", "SCRAM-SHA-512"),
-        (
-            "sasl.username",
-            &service_env("KAFKA_SASL_USER", "Kafka (SASL user)"),
-        ),
-    ]));
+    let args = sasl_ssl_args();
     let file_text = file.display().to_string();
     let (child, log) = spawn_relay(&fx, &args, &[("KAFKA_SASL_PASSWORD_FILE", &file_text)]);
     let (output, took) = exits_by_itself(child, &log);

@@ -47,7 +47,8 @@ use sea_orm::sqlx::mysql::MySqlSslMode;
 
 pub use self::position::{BinlogPosition, GtidParseError, GtidState, MariaDbGtidPos, MySqlGtidSet};
 pub use crate::source::{
-    ColumnValue, Connector, Fault, Origin, OutboxRecord, Source, SourceError, SourceEvent,
+    Classified, ColumnValue, Connector, Fault, Origin, OutboxRecord, Source, SourceError,
+    SourceEvent,
 };
 
 use self::catalog::{Decoded, Server, Table};
@@ -128,9 +129,11 @@ impl BinlogError {
     fn query(step: &'static str) -> impl FnOnce(mysql_async::Error) -> BinlogError {
         move |source| BinlogError::Query { step, source }
     }
+}
 
+impl Classified for BinlogError {
     /// Whether ending the session and opening another may pass.
-    pub fn fault(&self) -> Fault {
+    fn fault(&self) -> Fault {
         let transient = match self {
             BinlogError::Query { source, .. } | BinlogError::Stream(source) => {
                 mysql_error_is_transient(source)
@@ -138,20 +141,7 @@ impl BinlogError {
             BinlogError::StreamEnded | BinlogError::Reshaped { .. } => true,
             _ => false,
         };
-        if transient {
-            Fault::Transient
-        } else {
-            Fault::Fatal
-        }
-    }
-}
-
-impl From<BinlogError> for SourceError {
-    fn from(error: BinlogError) -> SourceError {
-        match error.fault() {
-            Fault::Transient => SourceError::transient(error),
-            Fault::Fatal => SourceError::fatal(error),
-        }
+        Fault::retry_if(transient)
     }
 }
 
@@ -353,14 +343,7 @@ impl BinlogConnector {
             catalog::check_settings(&mut conn).await?;
             catalog::check_grants(&mut conn).await?;
             let schema = self.schema(&server);
-            let table = Table::read(
-                &mut conn,
-                &schema,
-                &self.table,
-                &self.required,
-                &OPTIONAL_COLUMNS,
-            )
-            .await?;
+            let table = self.read_table(&mut conn, &schema).await?;
             let position_schema = server.database.clone();
             catalog::check_position_table(&mut conn, &position_schema, &self.config.position_table)
                 .await?;
@@ -369,6 +352,11 @@ impl BinlogConnector {
         .await;
         let _ = conn.disconnect().await;
         result
+    }
+
+    /// The outbox table as the catalog shows it now, with the columns the relay reads.
+    async fn read_table(&self, conn: &mut Conn, schema: &str) -> Result<Table, BinlogError> {
+        Table::read(conn, schema, &self.table, &self.required, &OPTIONAL_COLUMNS).await
     }
 
     /// The server's current position: where a relay with no stored position starts.
@@ -418,14 +406,7 @@ impl BinlogConnector {
         let schema = self.schema(&server);
         // Read at every open: a session that met a reshaped table ends, and the next one
         // reads the catalog again.
-        let table = Table::read(
-            &mut conn,
-            &schema,
-            &self.table,
-            &self.required,
-            &OPTIONAL_COLUMNS,
-        )
-        .await?;
+        let table = self.read_table(&mut conn, &schema).await?;
         let key = self.key(&schema);
         let position_table = store::qualified(&server.database, &self.config.position_table);
         let stored = store::read(&mut conn, &position_table, &key, server.mariadb).await?;

@@ -57,6 +57,32 @@ pub enum Fault {
     Fatal,
 }
 
+impl Fault {
+    /// `Transient` when a retry may pass, else `Fatal`.
+    pub fn retry_if(transient: bool) -> Fault {
+        if transient {
+            Fault::Transient
+        } else {
+            Fault::Fatal
+        }
+    }
+}
+
+/// A source's error that is sorted by its type: each source's error enum says, per variant,
+/// whether a retry may pass; `?` then turns it into a [`SourceError`] that carries the answer.
+pub trait Classified: std::error::Error + Send + Sync + 'static {
+    fn fault(&self) -> Fault;
+}
+
+impl<E: Classified> From<E> for SourceError {
+    fn from(error: E) -> SourceError {
+        SourceError {
+            fault: error.fault(),
+            error: Box::new(error),
+        }
+    }
+}
+
 /// Why a session (or the start) failed, with how to handle it.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]

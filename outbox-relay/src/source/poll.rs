@@ -50,7 +50,7 @@ use tokio::sync::{Mutex, Notify};
 use crate::backoff::Backoff;
 pub use crate::config::{AfterAck, PollConfig};
 use crate::config::{Config, ConfigError};
-use crate::source::{ColumnValue, Connector, OutboxRecord, SourceError};
+use crate::source::{Classified, ColumnValue, Connector, Fault, OutboxRecord, SourceError};
 use crate::status::{State, Status};
 use leader::Leader;
 pub use session::{Batch, PollSession};
@@ -165,13 +165,9 @@ fn refused_for_good(error: &DbErr) -> bool {
 /// What a running relay shows of itself: whether it leads, its retries and last error, counts.
 pub type PollStatus = crate::pipeline::StatusReport;
 
-impl From<PollError> for SourceError {
-    fn from(error: PollError) -> SourceError {
-        if error.is_transient() {
-            SourceError::transient(error)
-        } else {
-            SourceError::fatal(error)
-        }
+impl Classified for PollError {
+    fn fault(&self) -> Fault {
+        Fault::retry_if(self.is_transient())
     }
 }
 

@@ -39,7 +39,9 @@ use sea_orm::sqlx::{self, PgPool};
 pub mod lsn;
 
 use super::pgoutput::{Change, DecodeError, Decoder, column_value};
-use super::{ColumnValue, Connector, OutboxRecord, Source, SourceError, SourceEvent};
+use super::{
+    Classified, ColumnValue, Connector, Fault, OutboxRecord, Source, SourceError, SourceEvent,
+};
 pub use crate::admin::OutboxRelation;
 use crate::admin::{self, PreflightError};
 use crate::config::{Config, SourceConfig, SourceKind};
@@ -90,13 +92,9 @@ pub enum WalError {
     Ended,
 }
 
-impl From<WalError> for SourceError {
-    fn from(error: WalError) -> SourceError {
-        if error.is_transient() {
-            SourceError::transient(error)
-        } else {
-            SourceError::fatal(error)
-        }
+impl Classified for WalError {
+    fn fault(&self) -> Fault {
+        Fault::retry_if(self.is_transient())
     }
 }
 
@@ -588,13 +586,9 @@ impl WalConnector {
     }
 }
 
-impl From<PreflightError> for SourceError {
-    fn from(error: PreflightError) -> SourceError {
-        if error.is_transient() {
-            SourceError::transient(error)
-        } else {
-            SourceError::fatal(error)
-        }
+impl Classified for PreflightError {
+    fn fault(&self) -> Fault {
+        Fault::retry_if(self.is_transient())
     }
 }
 

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use outbox_core::{DomainEvent, Outbox, OutboxEvent, OutboxTable, WriteMode};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -325,6 +327,23 @@ impl RelayProcess {
 impl Drop for RelayProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Sets `topic`'s `max.message.bytes` on the broker (to make an event oversize, or fit again).
+pub async fn set_max_message_bytes(topic: &str, bytes: usize) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .expect("Kafka admin client");
+    let value = bytes.to_string();
+    let config = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", &value);
+    let results = admin
+        .alter_configs([&config], &AdminOptions::new())
+        .await
+        .expect("alter_configs");
+    for r in results {
+        assert!(r.is_ok(), "setting max.message.bytes of {topic}: {r:?}");
     }
 }
 
