@@ -25,7 +25,7 @@ mod write;
 
 pub use error::Error;
 pub use event::{DomainEvent, OutboxEvent};
-pub use events::Events;
+pub use events::{Declares, Events};
 pub use outbox::{Outbox, OutboxTable, WriteMode};
 pub use snapshot::{AggregateRoot, Change, write_snapshot};
 pub use transaction::require_transaction;
