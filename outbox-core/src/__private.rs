@@ -8,6 +8,46 @@ pub use sea_orm;
 pub use serde;
 pub use serde_json;
 
+#[cfg(feature = "schema")]
+pub use crate::schema::{Probe, Registration, WithSchema, WithoutSchema};
+#[cfg(feature = "schema")]
+pub use inventory;
+
+/// `#[derive(DomainEvent)]` on a non-generic type: registers its schema for `outbox::schema`
+/// (one registration per event type), or nothing without the `schema` feature.
+#[cfg(feature = "schema")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __register_event_schema {
+    ($ty:ty, $aggregate:expr, $event_type:expr, $version:expr, $variant:expr) => {
+        $crate::__private::inventory::submit! {
+            $crate::__private::Registration {
+                aggregate: $aggregate,
+                event_type: $event_type,
+                version: $version,
+                variant: $variant,
+                schema: {
+                    fn schema() -> ::core::option::Option<$crate::__private::serde_json::Value> {
+                        #[allow(unused_imports)]
+                        use $crate::__private::{WithSchema as _, WithoutSchema as _};
+                        (&$crate::__private::Probe::<$ty>::new()).schema()
+                    }
+                    schema
+                },
+            }
+        }
+    };
+}
+
+#[cfg(not(feature = "schema"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __register_event_schema {
+    ($($anything:tt)*) => {};
+}
+
+pub use crate::__register_event_schema as register_event_schema;
+
 use crate::{Events, Outbox};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionSession, TransactionTrait};
 
@@ -81,7 +121,7 @@ pub fn assert_domain_event<E: DomainEvent + ?Sized>() {}
 #[diagnostic::on_unimplemented(
     message = "`#[emits]` needs the active transaction, but this parameter is `{Self}`",
     label = "not a transaction",
-    note = "take `&DatabaseTransaction`, or write `#[emits(..., autocommit)]` to have the macro begin and commit a transaction around the body"
+    note = "take `&DatabaseTransaction` (the events join it), or `&DatabaseConnection` or `&C` with `C: ConnectionTrait + TransactionTrait` (#[emits] begins a transaction around the body and the events)"
 )]
 pub trait InTransaction: ConnectionTrait {}
 impl InTransaction for DatabaseTransaction {}

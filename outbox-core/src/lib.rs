@@ -17,6 +17,8 @@ mod events;
 #[cfg(feature = "inbox")]
 pub mod inbox;
 pub mod migration;
+#[cfg(feature = "schema")]
+pub mod schema;
 mod outbox;
 mod snapshot;
 pub mod trace;

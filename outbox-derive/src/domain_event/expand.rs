@@ -38,7 +38,10 @@ pub fn impl_domain_event(input: &Input) -> TokenStream {
     } = body;
 
     let payload_type = payload_type(&krate);
+    let registrations = schema_registrations(input, &krate, aggregate);
     wrap_in_const(quote! {
+        #registrations
+
         #[automatically_derived]
         impl #impl_generics #krate::__private::DomainEvent for #ty #ty_generics #where_clause {
             fn aggregate_type(&self) -> &'static str {
@@ -58,6 +61,60 @@ pub fn impl_domain_event(input: &Input) -> TokenStream {
             }
         }
     })
+}
+
+/// One schema registration per event type for `outbox::schema` (a no-op without its feature).
+/// Generic types have no one schema, so they register none.
+fn schema_registrations(input: &Input, krate: &Facade, aggregate: &LitStr) -> TokenStream {
+    if !input.original.generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    let ty = &input.original.ident;
+    let default_version = input.attrs.version.as_ref().map(|v| &v.value);
+    match &input.data {
+        Data::Struct(_) => {
+            let event_type = match &input.attrs.event_type {
+                Some(event_type) => event_type.value.clone(),
+                None => type_name(ty),
+            };
+            let version = version(default_version);
+            quote! {
+                #krate::__private::register_event_schema!(
+                    #ty, #aggregate, #event_type, #version, ::core::option::Option::None
+                );
+            }
+        }
+        Data::Enum(variants) => {
+            // serde's default representation wraps each variant's content, which the payload
+            // leaves out.
+            let wrapped = !input.attrs.serde_tagged;
+            variants
+                .iter()
+                .enumerate()
+                .map(|(index, variant)| {
+                    let event_type = match &variant.attrs.event_type {
+                        Some(event_type) => event_type.value.clone(),
+                        None => type_name(&variant.original.ident),
+                    };
+                    let version = version(
+                        variant
+                            .attrs
+                            .version
+                            .as_ref()
+                            .map(|v| &v.value)
+                            .or(default_version),
+                    );
+                    quote! {
+                        #krate::__private::register_event_schema!(
+                            #ty, #aggregate, #event_type, #version,
+                            ::core::option::Option::Some((#index, #wrapped))
+                        );
+                    }
+                })
+                .collect()
+        }
+        Data::Union(_) => TokenStream::new(),
+    }
 }
 
 /// The derive failed: the errors, and a stub impl.
