@@ -95,11 +95,7 @@ struct Mutation;
 
 impl Mutation {
     #[emits(PostCreated)]
-    async fn create_post(
-        db: &DbConn,
-        events: &mut Events,
-        title: &str,
-    ) -> Result<Uuid, BlogError> {
+    async fn create_post(db: &DbConn, events: &mut Events, title: &str) -> Result<Uuid, BlogError> {
         create(db, events, title).await
     }
 }
@@ -206,8 +202,11 @@ async fn import<S: Serialize + Send + Sync>(
 
 /// A trait with a native `async fn`; the implementation emits.
 trait Publisher {
-    async fn publish_native(&self, txn: &DatabaseTransaction, title: &str)
-    -> Result<Uuid, BlogError>;
+    async fn publish_native(
+        &self,
+        txn: &DatabaseTransaction,
+        title: &str,
+    ) -> Result<Uuid, BlogError>;
 }
 
 impl Publisher for Blog {
@@ -225,8 +224,11 @@ impl Publisher for Blog {
 /// The same through `#[async_trait]`, which rewrites the method before `#[emits]` sees it.
 #[async_trait]
 trait BoxedPublisher {
-    async fn publish_boxed(&self, txn: &DatabaseTransaction, title: &str)
-    -> Result<Uuid, BlogError>;
+    async fn publish_boxed(
+        &self,
+        txn: &DatabaseTransaction,
+        title: &str,
+    ) -> Result<Uuid, BlogError>;
 }
 
 #[async_trait]
@@ -246,7 +248,8 @@ impl BoxedPublisher for Blog {
 
 async fn database() -> DatabaseConnection {
     let db = support::postgres().await;
-    let ddl = format!("CREATE TABLE IF NOT EXISTS {POSTS} (id uuid PRIMARY KEY, title text NOT NULL)");
+    let ddl =
+        format!("CREATE TABLE IF NOT EXISTS {POSTS} (id uuid PRIMARY KEY, title text NOT NULL)");
     for statement in [ddl] {
         // Concurrent `IF NOT EXISTS` can race on the catalog; the second try sees the table.
         if db.execute_unprepared(&statement).await.is_err() {
@@ -255,10 +258,12 @@ async fn database() -> DatabaseConnection {
                 .expect("create the posts table");
         }
     }
-    outbox::migration::create_table(&db, &outbox::OutboxTable::default())
-        .await
-        .or_else(|_| Ok::<_, sea_orm::DbErr>(()))
-        .expect("create the outbox table");
+    let table = outbox::OutboxTable::default();
+    if outbox::migration::create_table(&db, &table).await.is_err() {
+        outbox::migration::create_table(&db, &table)
+            .await
+            .expect("create the outbox table");
+    }
     db
 }
 
@@ -321,29 +326,44 @@ async fn associated_functions_on_a_plain_connection_commit_their_events_with_the
 async fn a_generic_connection_commits_the_events_whether_pool_or_transaction() {
     let db = database().await;
     // A pool: #[emits] begins and commits.
-    let id = create_anywhere(&db, &unique_title("pool")).await.expect("on a pool");
+    let id = create_anywhere(&db, &unique_title("pool"))
+        .await
+        .expect("on a pool");
     assert_eq!(committed(&db, id).await, (vec!["PostCreated".into()], true));
 
     // A transaction: a SAVEPOINT in it; the events are the caller's to commit or roll back.
     let txn = db.begin().await.unwrap();
     let kept = create_anywhere(&txn, &unique_title("kept")).await.unwrap();
     txn.commit().await.unwrap();
-    assert_eq!(committed(&db, kept).await, (vec!["PostCreated".into()], true));
+    assert_eq!(
+        committed(&db, kept).await,
+        (vec!["PostCreated".into()], true)
+    );
 
     let txn = db.begin().await.unwrap();
-    let dropped = create_anywhere(&txn, &unique_title("dropped")).await.unwrap();
+    let dropped = create_anywhere(&txn, &unique_title("dropped"))
+        .await
+        .unwrap();
     txn.rollback().await.unwrap();
     assert_eq!(committed(&db, dropped).await, (vec![], false));
 
     // An `Err` in a transaction rolls back the savepoint only; the caller's transaction goes on.
     let txn = db.begin().await.unwrap();
-    let before = create_anywhere(&txn, &unique_title("before")).await.unwrap();
+    let before = create_anywhere(&txn, &unique_title("before"))
+        .await
+        .unwrap();
     let title = unique_title("refused");
     create_anywhere(&txn, "refused").await.unwrap_err();
     let after = create_anywhere(&txn, &title).await.unwrap();
     txn.commit().await.unwrap();
-    assert_eq!(committed(&db, before).await, (vec!["PostCreated".into()], true));
-    assert_eq!(committed(&db, after).await, (vec!["PostCreated".into()], true));
+    assert_eq!(
+        committed(&db, before).await,
+        (vec!["PostCreated".into()], true)
+    );
+    assert_eq!(
+        committed(&db, after).await,
+        (vec!["PostCreated".into()], true)
+    );
 }
 
 #[tokio::test]
@@ -358,7 +378,9 @@ async fn a_connection_trait_only_function_needs_the_callers_transaction() {
 
     // A pool is refused before the body runs: no post, no event, and the error says why.
     let title = unique_title("pool");
-    let err = create_in_callers_transaction(&db, &title).await.unwrap_err();
+    let err = create_in_callers_transaction(&db, &title)
+        .await
+        .unwrap_err();
     let message = err.to_string();
     assert!(
         matches!(
@@ -388,7 +410,11 @@ async fn transaction_closures_call_nested_emits_methods_in_one_transaction() {
     assert_eq!(
         committed(&db, id).await,
         (
-            vec!["PostCreated".into(), "PostTagged".into(), "PostTagged".into()],
+            vec![
+                "PostCreated".into(),
+                "PostTagged".into(),
+                "PostTagged".into()
+            ],
             true
         )
     );
@@ -424,7 +450,10 @@ async fn trait_methods_emit_native_and_through_async_trait() {
         .await
         .unwrap();
     txn.commit().await.unwrap();
-    assert_eq!(committed(&db, native).await, (vec!["PostCreated".into()], true));
+    assert_eq!(
+        committed(&db, native).await,
+        (vec!["PostCreated".into()], true)
+    );
     assert_eq!(
         committed(&db, boxed).await,
         (vec!["PostCreated".into(), "PostTagged".into()], true)
@@ -444,6 +473,12 @@ async fn event_types_may_name_the_functions_generics_and_self() {
     let generic = import(&txn, 42u8).await.unwrap();
     let itself = blog.import_self(&txn).await.unwrap();
     txn.commit().await.unwrap();
-    assert_eq!(committed(&db, generic).await, (vec!["PostImported".into()], true));
-    assert_eq!(committed(&db, itself).await, (vec!["PostImported".into()], true));
+    assert_eq!(
+        committed(&db, generic).await,
+        (vec!["PostImported".into()], true)
+    );
+    assert_eq!(
+        committed(&db, itself).await,
+        (vec!["PostImported".into()], true)
+    );
 }

@@ -197,7 +197,9 @@ fn a_removed_field_fails_naming_event_field_and_rule() {
     });
     assert_eq!(
         incompatibilities(&dir),
-        ["event `Order/OrderCreated` v1: field `legacy_code` was removed (rule: no field may be removed)"]
+        [
+            "event `Order/OrderCreated` v1: field `legacy_code` was removed (rule: no field may be removed)"
+        ]
     );
 }
 
@@ -209,7 +211,9 @@ fn a_newly_required_field_fails() {
     });
     assert_eq!(
         incompatibilities(&dir),
-        ["event `Order/OrderCreated` v1: field `customer` is now required (rule: no field may become required, or stop being nullable)"]
+        [
+            "event `Order/OrderCreated` v1: field `customer` is now required (rule: no field may become required, or stop being nullable)"
+        ]
     );
 }
 
@@ -220,14 +224,19 @@ fn a_changed_type_fails() {
     });
     assert_eq!(
         incompatibilities(&dir),
-        ["event `Order/OrderCreated` v1: field `customer` changed type from string to integer (rule: no field may change type)"]
+        [
+            "event `Order/OrderCreated` v1: field `customer` changed type from string to integer (rule: no field may change type)"
+        ]
     );
 }
 
 #[test]
 fn a_removed_enum_variant_fails() {
     let dir = exported_then(|s| {
-        let status = s["properties"]["status"]["$ref"].as_str().unwrap().to_owned();
+        let status = s["properties"]["status"]["$ref"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let pointer = status.trim_start_matches('#').to_owned();
         let values = s.pointer_mut(&pointer).unwrap()["enum"]
             .as_array_mut()
@@ -236,20 +245,27 @@ fn a_removed_enum_variant_fails() {
     });
     assert_eq!(
         incompatibilities(&dir),
-        ["event `Order/OrderCreated` v1: field `status` lost the enum variant \"returned\" (rule: no enum variant may be removed)"]
+        [
+            "event `Order/OrderCreated` v1: field `status` lost the enum variant \"returned\" (rule: no enum variant may be removed)"
+        ]
     );
 }
 
 #[test]
 fn a_nested_field_is_named_by_its_path() {
     let dir = exported_then(|s| {
-        let line = s["properties"]["lines"]["items"]["$ref"].as_str().unwrap().to_owned();
+        let line = s["properties"]["lines"]["items"]["$ref"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let line = s.pointer_mut(line.trim_start_matches('#')).unwrap();
         line["properties"]["sku"] = json!({"type": "integer"});
     });
     assert_eq!(
         incompatibilities(&dir),
-        ["event `Order/OrderCreated` v1: field `lines[].sku` changed type from integer to string (rule: no field may change type)"]
+        [
+            "event `Order/OrderCreated` v1: field `lines[].sku` changed type from integer to string (rule: no field may change type)"
+        ]
     );
 }
 
@@ -269,7 +285,9 @@ fn a_version_bump_passes() {
     std::fs::copy(&old, dir.join("Order/Shipped.v2.json")).unwrap();
     let found = incompatibilities(&dir);
     assert!(
-        found.iter().any(|m| m.contains("`Order/Shipped` v2: field `depot` was removed")),
+        found
+            .iter()
+            .any(|m| m.contains("`Order/Shipped` v2: field `depot` was removed")),
         "{found:?}"
     );
 }
@@ -278,5 +296,8 @@ fn a_version_bump_passes() {
 fn a_missing_export_directory_is_an_error_naming_it() {
     let dir = fresh_dir();
     let err = schema::check_compatible(&dir).unwrap_err();
-    assert!(err.to_string().contains(&dir.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&dir.display().to_string()),
+        "{err}"
+    );
 }

@@ -17,9 +17,9 @@ mod events;
 #[cfg(feature = "inbox")]
 pub mod inbox;
 pub mod migration;
+mod outbox;
 #[cfg(feature = "schema")]
 pub mod schema;
-mod outbox;
 mod snapshot;
 pub mod trace;
 mod transaction;

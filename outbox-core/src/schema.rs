@@ -135,7 +135,9 @@ pub fn schemas() -> Vec<EventSchema> {
     all.sort_by(|a, b| {
         (a.aggregate, a.event_type, a.version).cmp(&(b.aggregate, b.event_type, b.version))
     });
-    all.dedup_by(|a, b| (a.aggregate, a.event_type, a.version) == (b.aggregate, b.event_type, b.version));
+    all.dedup_by(|a, b| {
+        (a.aggregate, a.event_type, a.version) == (b.aggregate, b.event_type, b.version)
+    });
     all
 }
 
@@ -219,10 +221,11 @@ pub fn export(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>, SchemaError> {
                 }),
             );
         }
-        let mut text = serde_json::to_string_pretty(&document).map_err(|source| SchemaError::Json {
-            path: path.clone(),
-            source,
-        })?;
+        let mut text =
+            serde_json::to_string_pretty(&document).map_err(|source| SchemaError::Json {
+                path: path.clone(),
+                source,
+            })?;
         text.push('\n');
         std::fs::write(&path, text).map_err(|source| SchemaError::Io {
             action: "write",
@@ -259,12 +262,14 @@ pub fn check_compatible(dir: impl AsRef<Path>) -> Result<(), SchemaError> {
         };
         let exported: Value =
             serde_json::from_str(&text).map_err(|source| SchemaError::Json { path, source })?;
-        found.extend(compare(&exported, &event.schema).into_iter().map(|change| {
-            Incompatibility {
-                event: event.name(),
-                change,
-            }
-        }));
+        found.extend(
+            compare(&exported, &event.schema)
+                .into_iter()
+                .map(|change| Incompatibility {
+                    event: event.name(),
+                    change,
+                }),
+        );
     }
     if found.is_empty() {
         Ok(())
@@ -381,8 +386,10 @@ impl Comparison<'_> {
 
         let (old_types, new_types) = (types(old), types(new));
         if let (Some(old_types), Some(new_types)) = (&old_types, &new_types) {
-            let old_kinds: BTreeSet<&str> = old_types.iter().copied().filter(|t| *t != "null").collect();
-            let new_kinds: BTreeSet<&str> = new_types.iter().copied().filter(|t| *t != "null").collect();
+            let old_kinds: BTreeSet<&str> =
+                old_types.iter().copied().filter(|t| *t != "null").collect();
+            let new_kinds: BTreeSet<&str> =
+                new_types.iter().copied().filter(|t| *t != "null").collect();
             if old_kinds != new_kinds && !old_kinds.is_empty() && !new_kinds.is_empty() {
                 self.report(
                     field,
@@ -407,7 +414,8 @@ impl Comparison<'_> {
                 },
             );
         }
-        let (old_variants, new_variants) = (variants(self.old_root, old), variants(self.new_root, new));
+        let (old_variants, new_variants) =
+            (variants(self.old_root, old), variants(self.new_root, new));
         for (name, old_variant) in &old_variants {
             match new_variants.iter().find(|(n, _)| n == name) {
                 Some((_, new_variant)) => self.schema(old_variant, new_variant, field),
@@ -499,7 +507,12 @@ fn required(schema: &Value) -> BTreeSet<String> {
     schema
         .get("required")
         .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -533,9 +546,9 @@ fn variants<'a>(root: &'a Value, schema: &'a Value) -> Vec<(String, &'a Value)> 
         }
         let required = required(resolved);
         let props = properties(resolved);
-        let tag = props.iter().find_map(|(name, prop)| {
-            prop.get("const").map(|value| format!("{name}={value}"))
-        });
+        let tag = props
+            .iter()
+            .find_map(|(name, prop)| prop.get("const").map(|value| format!("{name}={value}")));
         match (tag, required.len(), props.len()) {
             (Some(tag), _, _) => named.push((tag, resolved)),
             (None, 1, 1) => {
@@ -601,12 +614,18 @@ mod tests {
             .unwrap()
             .remove("quantity");
         new["$defs"]["Line"]["required"] = json!(["sku"]);
-        assert_eq!(rules(&order(), &new), [("lines[].quantity".into(), Rule::FieldRemoved)]);
+        assert_eq!(
+            rules(&order(), &new),
+            [("lines[].quantity".into(), Rule::FieldRemoved)]
+        );
 
         let mut new = order();
         new["properties"]["note"] = json!({ "type": "string" });
         new["required"] = json!(["order_id", "customer_id", "status", "lines", "note"]);
-        assert_eq!(rules(&order(), &new), [("note".into(), Rule::FieldMadeRequired)]);
+        assert_eq!(
+            rules(&order(), &new),
+            [("note".into(), Rule::FieldMadeRequired)]
+        );
 
         let mut new = order();
         new["properties"]["customer_id"] = json!({ "type": "string" });

@@ -114,9 +114,7 @@ const SQLITE_NESTED_BEGIN: &str = "cannot start a transaction within a transacti
 fn database_error(e: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseError + 'static)> {
     match e {
         DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
-        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => {
-            e.as_database_error()
-        }
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => e.as_database_error(),
         _ => None,
     }
 }

@@ -378,7 +378,13 @@ mod tests {
     #[test]
     fn sees_through_async_trait_return_types() {
         let ty: Type = parse_quote!(
-            ::core::pin::Pin<Box<dyn ::core::future::Future<Output = Result<u8, E>> + ::core::marker::Send + 'async_trait>>
+            ::core::pin::Pin<
+                Box<
+                    dyn ::core::future::Future<Output = Result<u8, E>>
+                        + ::core::marker::Send
+                        + 'async_trait,
+                >,
+            >
         );
         let output = boxed_future_output(&ty).map(|ty| ty.to_token_stream().to_string());
         assert_eq!(output.as_deref(), Some("Result < u8 , E >"));
