@@ -226,7 +226,7 @@ fn helper(function: &Function, args: &Args) -> TokenStream {
         && let Some(path) = collector.path
     {
         let events = with_argument(path, quote!(#set));
-        param.ty = Box::new(syn::parse_quote!(&mut #events));
+        *param.ty = syn::parse_quote!(&mut #events);
     }
     let checks = declared_checks(args, &krate);
     let attrs = &item.attrs;
@@ -387,11 +387,7 @@ fn mentions_lifetime(tokens: TokenStream, name: &Ident) -> bool {
                     return true;
                 }
             }
-            TokenTree::Group(group) => {
-                if mentions_lifetime(group.stream(), name) {
-                    return true;
-                }
-            }
+            TokenTree::Group(group) if mentions_lifetime(group.stream(), name) => return true,
             _ => {}
         }
     }

@@ -51,13 +51,14 @@ pub fn check(ctxt: &Ctxt, function: &Function, args: &Args) {
                     "#[emits] takes the transaction by reference: `txn: &DatabaseTransaction`",
                 );
             }
-            match (connection.kind, &args.autocommit) {
-                (ConnectionKind::Transaction, Some(autocommit)) => ctxt.error_spanned_by(
+            if let (ConnectionKind::Transaction, Some(autocommit)) =
+                (connection.kind, &args.autocommit)
+            {
+                ctxt.error_spanned_by(
                     autocommit,
                     "`autocommit` begins and commits a transaction on a `&DatabaseConnection`, but this \
                      function already takes a transaction: remove `autocommit`",
-                ),
-                _ => {}
+                );
             }
         }
     }
