@@ -162,8 +162,7 @@
 //!   save is refused with [`Error::NotInTransaction`]. SeaORM's hooks accept any connection, so
 //!   this is checked at run time, by asking the database; `#[emits]` checks it at compile time.
 //!   SeaORM runs no hooks for `insert_many`, `update_many` and `delete_many`: no snapshot is
-//!   written for them. The derive shadows those three on the root's `Entity` with a deprecation
-//!   warning that says so.
+//!   written for them: save each model through its `ActiveModel`, or call [`write_snapshot`].
 //! - [`WriteMode::RemoveAfterInsert`] and [`WriteMode::LogicalMessage`] need PostgreSQL, whose
 //!   log the relay tails; elsewhere the write is refused with [`Error::UnsupportedMode`].
 //! - A call with more events than one statement can carry (past 65,535 bind parameters, or

@@ -99,7 +99,23 @@ impl<'a> Function<'a> {
                 Some(&(_, param)) => (
                     Some(Connection::new(
                         param,
-                        connection_kind(&param.ty, generics).unwrap_or(ConnectionKind::Other),
+                        connection_kind(&param.ty, generics).unwrap_or_else(|| {
+                            // A type parameter bounded through the user's own trait: checked at
+                            // run time, as for `ConnectionTrait` alone.
+                            match peel(&param.ty) {
+                                Type::Reference(r) => match peel(&r.elem) {
+                                    Type::Path(p)
+                                        if p.path
+                                            .get_ident()
+                                            .is_some_and(|i| is_type_param(i, generics)) =>
+                                    {
+                                        ConnectionKind::Generic { can_begin: false }
+                                    }
+                                    _ => ConnectionKind::Other,
+                                },
+                                _ => ConnectionKind::Other,
+                            }
+                        }),
                     )),
                     None,
                 ),
