@@ -5,7 +5,7 @@
 //! format of Debezium's Outbox Event Router.
 //!
 //! This facade is the one dependency to add. It re-exports the runtime ([`outbox_core`]), the
-//! macros, and, with the `relay` feature, the relay library as [`relay`](crate::relay).
+//! macros, and, with the `relay` feature, the relay library as [`relay`].
 //! With the `inbox` feature, `outbox::inbox` makes Kafka consumers idempotent: each message is
 //! handled in one database transaction that first records its event id (see its module docs).
 //!
@@ -59,12 +59,98 @@
 //! }
 //! ```
 //!
+//! ## Every service shape
+//!
+//! The connection parameter decides the transaction the events join: a `&DatabaseTransaction`
+//! as it is; a `&DbConn` (SeaORM's example services) or a generic `C: TransactionTrait` through
+//! a transaction that `#[emits]` begins (a SAVEPOINT when `C` is a transaction) and commits after
+//! the events; a generic `C: ConnectionTrait` only inside the caller's transaction, checked before
+//! the body runs. Helpers record into their caller's collector.
+//!
+//! ```no_run
+//! use outbox::{Declares, DomainEvent, Events, emits};
+//! use sea_orm::{ConnectionTrait, DbConn, DatabaseTransaction, TransactionTrait};
+//! # #[derive(serde::Serialize, DomainEvent)]
+//! # #[domain_event(aggregate = "Post")]
+//! # struct PostCreated { #[domain_event(aggregate_id)] id: u64 }
+//! # #[derive(serde::Serialize, DomainEvent)]
+//! # #[domain_event(aggregate = "Post")]
+//! # struct PostTagged { #[domain_event(aggregate_id)] id: u64, tag: String }
+//! # type AppError = outbox::Error;
+//!
+//! pub struct Mutation;
+//!
+//! impl Mutation {
+//!     /// `db` is, in the body, the transaction `#[emits]` began on it.
+//!     #[emits(PostCreated, PostTagged)]
+//!     pub async fn create_post(db: &DbConn, events: &mut Events, id: u64) -> Result<u64, AppError> {
+//!         // ... insert the post on `db` ...
+//!         events.record(PostCreated { id });
+//!         tag(events, id, "new");
+//!         Ok(id)
+//!     }
+//! }
+//!
+//! /// A pool (BEGIN ... COMMIT) or a transaction (SAVEPOINT ... RELEASE).
+//! #[emits(PostCreated)]
+//! async fn create_anywhere<C>(db: &C, events: &mut Events, id: u64) -> Result<(), AppError>
+//! where
+//!     C: ConnectionTrait + TransactionTrait,
+//! {
+//!     events.record(PostCreated { id });
+//!     Ok(())
+//! }
+//!
+//! /// A helper: no connection, records into the caller's `events`, whose
+//! /// `#[emits(...)]` must list `PostTagged` too.
+//! #[emits(PostTagged)]
+//! fn tag(events: &mut Events, id: u64, tag: &str) {
+//!     events.record(PostTagged { id, tag: tag.to_owned() });
+//! }
+//!
+//! /// The same bound, written out.
+//! fn tag_all<D, I>(events: &mut Events<D>, id: u64, tags: &[&str])
+//! where
+//!     D: Declares<PostTagged, I>,
+//! {
+//!     for t in tags {
+//!         events.record(PostTagged { id, tag: (*t).to_owned() });
+//!     }
+//! }
+//!
+//! /// A `&self` method, called from `db.transaction_async(async |txn| blog.publish(txn, 1).await)`.
+//! struct Blog;
+//! impl Blog {
+//!     #[emits(PostCreated, PostTagged)]
+//!     async fn publish(&self, txn: &DatabaseTransaction, events: &mut Events, id: u64) -> Result<(), AppError> {
+//!         events.record(PostCreated { id });
+//!         tag_all(events, id, &["a", "b"]);
+//!         Ok(())
+//!     }
+//! }
+//! ```
+//!
+//! ## The whole path
+//!
+//! 1. Create the table with [`migration::CreateOutboxTable`] (or [`migration::create_table`]),
+//!    and write events with `#[emits]` or the entity listener, as above.
+//! 2. Run the relay: the `outbox-relay` binary (crate `outbox-relay`), or in-process with the
+//!    `relay` feature. It tails PostgreSQL's log (or polls PostgreSQL, MariaDB or SQLite) and
+//!    ships each committed event to topic `outbox.event.<aggregatetype>`, keyed by the aggregate
+//!    id, with the payload as value and the event id in header `id`, as Debezium's Outbox Event
+//!    Router does.
+//! 3. Consume idempotently with the `inbox` feature (`outbox::inbox`): each message is handled
+//!    in one database transaction that first records its event id.
+//! 4. Guard the payloads' contract with the `schema` feature (`outbox::schema`): export each
+//!    event's JSON Schema per version, and fail a test when a change breaks an exported version.
+//!
 //! The macros:
 //! - [`derive@DomainEvent`]: `#[domain_event(aggregate = "...", event_type = "...", version = N)]`
 //!   on the type (or `event_type`/`version` on enum variants), and
 //!   `#[domain_event(aggregate_id)]` on the field that becomes the Kafka key.
 //! - [`emits`]: `#[emits(A, B, ..., autocommit, outbox = <&Outbox>, txn = <param>)]` on an
-//!   `async fn` that takes the transaction and an `events: &mut Events` collector.
+//!   `async fn` that takes the connection and an `events: &mut Events` collector, or on a helper
+//!   that takes only `events`.
 //! - [`derive@AggregateRoot`]: on a SeaORM `Model`, with
 //!   `#[aggregate_root(aggregate = "...", children(name = child::Entity, ...))]` and
 //!   `#[aggregate_root(id)]`; its `ActiveModelBehavior` hooks call [`require_transaction`] (in
@@ -75,6 +161,8 @@
 //!   `DatabaseConnection`, SeaORM would autocommit the row and the snapshot separately, so the
 //!   save is refused with [`Error::NotInTransaction`]. SeaORM's hooks accept any connection, so
 //!   this is checked at run time, by asking the database; `#[emits]` checks it at compile time.
+//!   SeaORM runs no hooks for `insert_many`, `update_many` and `delete_many`: no snapshot is
+//!   written for them: save each model through its `ActiveModel`, or call [`write_snapshot`].
 //! - [`WriteMode::RemoveAfterInsert`] and [`WriteMode::LogicalMessage`] need PostgreSQL, whose
 //!   log the relay tails; elsewhere the write is refused with [`Error::UnsupportedMode`].
 //! - A call with more events than one statement can carry (past 65,535 bind parameters, or

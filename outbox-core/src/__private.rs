@@ -2,22 +2,58 @@
 //! `#[emits]` reaches the runtime only through this module, so the user's crate needs no direct
 //! dependency on serde, serde_json or sea-orm under a particular name.
 
-pub use crate::{AggregateRoot, DomainEvent, Error};
+pub use crate::events::{Here, There};
+pub use crate::{AggregateRoot, Declares, DomainEvent, Error};
 pub use sea_orm;
 pub use serde;
 pub use serde_json;
 
-use crate::{Events, Outbox};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+#[cfg(feature = "schema")]
+pub use crate::schema::{Probe, Registration, WithSchema, WithoutSchema};
+#[cfg(feature = "schema")]
+pub use inventory;
 
-/// Implemented by the marker type that `#[emits(A, B)]` generates, once per declared event type.
-/// `Events::record` requires it, so recording an undeclared type does not compile.
-#[diagnostic::on_unimplemented(
-    message = "`{E}` is not declared in this function's `#[emits(...)]`",
-    label = "recorded here, but not declared",
-    note = "add `{E}` to the list in `#[emits(...)]` on the enclosing function"
-)]
-pub trait Declares<E: DomainEvent> {}
+/// `#[derive(DomainEvent)]` on a non-generic type: registers its schema for `outbox::schema`
+/// (one registration per event type), or nothing without the `schema` feature.
+#[cfg(feature = "schema")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __register_event_schema {
+    ($ty:ty, $aggregate:expr, $event_type:expr, $version:expr, $variant:expr) => {
+        $crate::__private::inventory::submit! {
+            $crate::__private::Registration {
+                aggregate: $aggregate,
+                event_type: $event_type,
+                version: $version,
+                variant: $variant,
+                schema: {
+                    fn schema() -> ::core::option::Option<$crate::__private::serde_json::Value> {
+                        #[allow(unused_imports)]
+                        use $crate::__private::{WithSchema as _, WithoutSchema as _};
+                        (&$crate::__private::Probe::<$ty>::new()).schema()
+                    }
+                    schema
+                },
+            }
+        }
+    };
+}
+
+#[cfg(not(feature = "schema"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __register_event_schema {
+    ($($anything:tt)*) => {};
+}
+
+pub use crate::__register_event_schema as register_event_schema;
+
+use crate::{Events, Outbox};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionSession, TransactionTrait};
+
+/// The set of a failed `#[emits]` expansion: every event, so the body reports only its own errors.
+pub struct AnyEvent;
+impl<E: DomainEvent> Declares<E, Here> for AnyEvent {}
 
 /// The aggregate id becomes the Kafka key, so it must render as a string.
 #[diagnostic::on_unimplemented(
@@ -85,7 +121,7 @@ pub fn assert_domain_event<E: DomainEvent + ?Sized>() {}
 #[diagnostic::on_unimplemented(
     message = "`#[emits]` needs the active transaction, but this parameter is `{Self}`",
     label = "not a transaction",
-    note = "take `&DatabaseTransaction`, or write `#[emits(..., autocommit)]` to have the macro begin and commit a transaction around the body"
+    note = "take `&DatabaseTransaction` (the events join it), or `&DatabaseConnection` or `&C` with `C: ConnectionTrait + TransactionTrait` (#[emits] begins a transaction around the body and the events)"
 )]
 pub trait InTransaction: ConnectionTrait {}
 impl InTransaction for DatabaseTransaction {}
@@ -119,7 +155,7 @@ pub fn result_ops<R: ServiceResult>() -> (fn(&R) -> bool, fn(Error) -> R) {
     (R::is_ok, R::from_outbox_error)
 }
 
-/// A fresh collector for the body of an `#[emits]` function.
+/// A fresh collector for the body of an `#[emits]` function; `D` is the declared list.
 pub fn collector<D>() -> Events<D> {
     Events::new()
 }
@@ -138,20 +174,42 @@ pub fn default_outbox() -> &'static Outbox {
     Outbox::global()
 }
 
-/// `#[emits(..., autocommit)]`: begin the transaction that the body and the events share.
-pub async fn begin(conn: &DatabaseConnection) -> Result<DatabaseTransaction, Error> {
+/// `#[emits]` on a connection (`&DatabaseConnection`, `&DbConn`, a generic `C: TransactionTrait`,
+/// or with `autocommit`): begin the transaction that the body and the events share. On a
+/// `DatabaseTransaction` (a generic `C` may be one) SeaORM makes this a SAVEPOINT, so the events
+/// still commit with the caller's outer transaction.
+pub async fn begin<C>(conn: &C) -> Result<C::Transaction, Error>
+where
+    C: TransactionTrait + ?Sized,
+{
     conn.begin().await.map_err(|source| Error::Database {
         target: "BEGIN".into(),
         source,
     })
 }
 
-/// `#[emits(..., autocommit)]`: commit it after the events were written.
-pub async fn commit(txn: DatabaseTransaction) -> Result<(), Error> {
+/// Commits (or releases the savepoint of) what [`begin`] began, after the events were written.
+pub async fn commit<T: TransactionSession>(txn: T) -> Result<(), Error> {
     txn.commit().await.map_err(|source| Error::Database {
         target: "COMMIT".into(),
         source,
     })
+}
+
+/// `#[emits]` on a connection type that cannot begin a transaction (a generic `C: ConnectionTrait`
+/// without `TransactionTrait`): refuse, before the body writes anything, a connection that is not
+/// inside a transaction, since the body's rows would autocommit without their events.
+pub async fn require_transaction<C>(conn: &C, function: &'static str) -> Result<(), Error>
+where
+    C: ConnectionTrait + ?Sized,
+{
+    crate::transaction::ensure_in_transaction(
+        conn,
+        format!("`#[emits]` function `{function}`"),
+        "its business rows would autocommit without their events; pass a `DatabaseTransaction`, \
+         or bound the connection type by `TransactionTrait` too so that #[emits] begins one",
+    )
+    .await
 }
 
 /// `#[derive(AggregateRoot)]`: the root model's JSON, as the start of the snapshot.

@@ -2,8 +2,54 @@
 
 use std::marker::PhantomData;
 
-use crate::__private::Declares;
 use crate::{DomainEvent, Error, OutboxEvent};
+
+/// Where `E` is in a declared set: at its head, or further down its tail. Inferred, never written.
+#[doc(hidden)]
+pub struct Here;
+/// See [`Here`].
+#[doc(hidden)]
+pub struct There<I>(PhantomData<I>);
+
+/// `D: Declares<E, I>`: the set `D` of an [`Events`] collector declares the event type `E`.
+///
+/// `#[emits(A, B)]` makes its collector's set the type-level list `(A, (B, ()))` (a list, not a
+/// marker item, because the declared types may name the function's generics or `Self`), and
+/// [`Events::record`] requires `Declares`, so recording an undeclared type does not compile. `I`
+/// is where `E` is in the list; it is always inferred.
+///
+/// A helper that records into its caller's collector names it in its bounds. `#[emits(E)]` on a
+/// function that takes `events: &mut Events` and no connection writes these bounds for you:
+///
+/// ```
+/// use outbox::{Declares, DomainEvent, Events};
+/// # #[derive(serde::Serialize, outbox::DomainEvent)]
+/// # #[domain_event(aggregate = "Order")]
+/// # struct LineAdded { #[domain_event(aggregate_id)] order: u64, sku: String }
+///
+/// /// Callable with the `events` of any `#[emits(..., LineAdded, ...)]` function.
+/// fn add_lines<D, I>(events: &mut Events<D>, order: u64, skus: &[&str])
+/// where
+///     D: Declares<LineAdded, I>,
+/// {
+///     for sku in skus {
+///         events.record(LineAdded { order, sku: sku.to_string() });
+///     }
+/// }
+///
+/// #[outbox::emits(LineAdded)]
+/// fn add_line(events: &mut Events, order: u64, sku: &str) {
+///     events.record(LineAdded { order, sku: sku.to_string() });
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{E}` is not declared in this function's `#[emits(...)]`",
+    label = "recorded here, but not declared",
+    note = "add `{E}` to the list in `#[emits(...)]` on the enclosing function (or, in a helper that records into the caller's `events`, to the helper's `#[emits(...)]`)"
+)]
+pub trait Declares<E, I> {}
+impl<E, Tail> Declares<E, Here> for (E, Tail) {}
+impl<E, Head, Tail: Declares<E, I>, I> Declares<E, There<I>> for (Head, Tail) {}
 
 /// The events a service method produces, written by `#[emits]` in the method's transaction when
 /// the body returns `Ok`.
@@ -28,10 +74,10 @@ impl<D> Events<D> {
     }
 
     /// Records one event. It is written when the function returns `Ok`, in recording order.
-    pub fn record<E>(&mut self, event: E)
+    pub fn record<E, I>(&mut self, event: E)
     where
         E: DomainEvent,
-        D: Declares<E>,
+        D: Declares<E, I>,
     {
         if self.error.is_some() {
             return;

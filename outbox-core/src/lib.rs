@@ -18,6 +18,8 @@ mod events;
 pub mod inbox;
 pub mod migration;
 mod outbox;
+#[cfg(feature = "schema")]
+pub mod schema;
 mod snapshot;
 pub mod trace;
 mod transaction;
@@ -25,7 +27,7 @@ mod write;
 
 pub use error::Error;
 pub use event::{DomainEvent, OutboxEvent};
-pub use events::Events;
+pub use events::{Declares, Events};
 pub use outbox::{Outbox, OutboxTable, WriteMode};
 pub use snapshot::{AggregateRoot, Change, write_snapshot};
 pub use transaction::require_transaction;

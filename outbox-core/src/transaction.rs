@@ -13,7 +13,7 @@
 //!   transaction"); outside one it succeeds and is rolled back at once, in the same call, so on
 //!   the same pooled connection.
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, RuntimeErr};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr};
 
 use crate::Error;
 use crate::error::backend_name;
@@ -109,21 +109,34 @@ const ER_SP_DOES_NOT_EXIST: u16 = 1305;
 /// its error code for it is the generic `SQLITE_ERROR`, so the message is what identifies it.
 const SQLITE_NESTED_BEGIN: &str = "cannot start a transaction within a transaction";
 
+// Without a driver feature there is no sqlx, and no connection that could produce its errors.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 fn database_error(e: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseError + 'static)> {
     match e {
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            e.as_database_error()
-        }
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => e.as_database_error(),
         _ => None,
     }
 }
 
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 fn sqlstate(e: &DbErr) -> Option<String> {
     database_error(e).and_then(|d| d.code().map(|c| c.into_owned()))
 }
 
+#[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+fn sqlstate(_: &DbErr) -> Option<String> {
+    None
+}
+
+#[cfg(feature = "mysql")]
 fn mysql_error_number(e: &DbErr) -> Option<u16> {
     database_error(e)
         .and_then(|d| d.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>())
         .map(|d| d.number())
+}
+
+#[cfg(not(feature = "mysql"))]
+fn mysql_error_number(_: &DbErr) -> Option<u16> {
+    None
 }

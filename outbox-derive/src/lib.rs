@@ -105,12 +105,25 @@ pub fn derive_aggregate_root(input: TokenStream) -> TokenStream {
 /// `Err(outbox::Error.into())`, so the error type needs `From<outbox::Error>`. Recording a type not
 /// listed is a compile error.
 ///
-/// The transaction is the first `&DatabaseTransaction` parameter. Keys after the event types:
-/// - `autocommit`: take `&DatabaseConnection` instead; the macro begins a transaction, the body
-///   sees it under the parameter's name, and it is committed after the events (rolled back on
-///   `Err`).
+/// The connection is the first parameter of type `&DatabaseTransaction`, `&DatabaseConnection`,
+/// `&DbConn`, or `&C` / `&impl ...` bounded by `ConnectionTrait` or `TransactionTrait`:
+/// - `&DatabaseTransaction`: the events are inserted in it; the caller commits.
+/// - `&DatabaseConnection`, `&DbConn`, or a `C: TransactionTrait`: the macro begins a transaction
+///   on it (a SAVEPOINT if `C` is a transaction), the body sees it under the parameter's name, and
+///   it is committed after the events (rolled back on `Err`).
+/// - a `C: ConnectionTrait` alone: it must be inside a transaction; otherwise the call returns
+///   `Err(outbox::Error::NotInTransaction)` before the body runs.
+///
+/// A function with `events: &mut Events` and no connection is a helper: it records into its
+/// caller's collector, whose `#[emits(...)]` must declare the helper's types too, and writes
+/// nothing itself. The declared types may name the function's generics and `Self`. On an
+/// `#[async_trait]` impl, the trait declares the method without `events`.
+///
+/// Keys after the event types:
+/// - `autocommit`: begin a transaction on the connection parameter (implied for connections).
 /// - `outbox = <expr>`: an `&Outbox` to write to; default: the installed global outbox.
-/// - `txn = name`: the parameter that is the transaction, when it is not found by its type.
+/// - `txn = name`: the parameter that is the connection, when its type does not show it (a
+///   bound through your own trait).
 /// - `crate = "path"`: where the `outbox` facade is, if renamed.
 #[proc_macro_attribute]
 pub fn emits(args: TokenStream, item: TokenStream) -> TokenStream {

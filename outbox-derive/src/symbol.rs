@@ -38,6 +38,8 @@ pub const UNTAGGED: Symbol = Symbol("untagged");
 pub const DATABASE_TRANSACTION: Symbol = Symbol("DatabaseTransaction");
 pub const DATABASE_CONNECTION: Symbol = Symbol("DatabaseConnection");
 pub const DB_CONN: Symbol = Symbol("DbConn");
+pub const CONNECTION_TRAIT: Symbol = Symbol("ConnectionTrait");
+pub const TRANSACTION_TRAIT: Symbol = Symbol("TransactionTrait");
 pub const EVENTS: Symbol = Symbol("Events");
 
 impl PartialEq<Symbol> for Ident {

@@ -44,6 +44,7 @@ pub fn impl_aggregate_root(input: &Input) -> TokenStream {
 
     let signature = snapshot_signature(&krate, &db);
     wrap_in_const(quote! {
+
         #[automatically_derived]
         impl #krate::__private::AggregateRoot for #ty {
             fn aggregate_type(&self) -> &'static str {
@@ -61,6 +62,44 @@ pub fn impl_aggregate_root(input: &Input) -> TokenStream {
             }
         }
     })
+}
+
+/// SeaORM runs no `ActiveModelBehavior` hooks for its bulk statements, so they write no snapshot.
+/// Inherent functions of the same names on the model's `Entity` (which `DeriveEntityModel`
+/// declares beside it) take precedence over `EntityTrait`'s: they do the same, with a deprecation
+/// warning that says so. `<Entity as EntityTrait>::insert_many(..)` is the explicit way past it.
+#[allow(dead_code)] // off: a model without `Entity` in scope (tests/ui/pass/crate-override.rs) fails
+fn bulk_write_warnings(krate: &Facade) -> TokenStream {
+    let orm = quote!(#krate::__private::sea_orm);
+    quote! {
+        #[automatically_derived]
+        impl Entity {
+            /// `EntityTrait::insert_many`, which runs no `ActiveModelBehavior` hooks: no aggregate
+            /// snapshot is written for these rows.
+            #[deprecated(note = "SeaORM runs no ActiveModelBehavior hooks for insert_many, so no aggregate snapshot is written: insert each model with `model.insert(&txn)`, or call `<Entity as EntityTrait>::insert_many` and `outbox::write_snapshot` for each model yourself")]
+            pub fn insert_many<__A, __I>(models: __I) -> #orm::InsertMany<__A>
+            where
+                __A: #orm::ActiveModelTrait<Entity = Self>,
+                __I: ::core::iter::IntoIterator<Item = __A>,
+            {
+                <Self as #orm::EntityTrait>::insert_many(models)
+            }
+
+            /// `EntityTrait::update_many`, which runs no `ActiveModelBehavior` hooks: no aggregate
+            /// snapshot is written for the rows it changes.
+            #[deprecated(note = "SeaORM runs no ActiveModelBehavior hooks for update_many, so no aggregate snapshot is written: update each model with `active.update(&txn)`, or call `<Entity as EntityTrait>::update_many` and `outbox::write_snapshot` for each changed model yourself")]
+            pub fn update_many() -> #orm::UpdateMany<Self> {
+                <Self as #orm::EntityTrait>::update_many()
+            }
+
+            /// `EntityTrait::delete_many`, which runs no `ActiveModelBehavior` hooks: no aggregate
+            /// snapshot is written for the rows it deletes.
+            #[deprecated(note = "SeaORM runs no ActiveModelBehavior hooks for delete_many, so no `Deleted` snapshot is written: delete each model with `active.delete(&txn)`, or call `<Entity as EntityTrait>::delete_many` and `outbox::write_snapshot` for each model first yourself")]
+            pub fn delete_many() -> #orm::DeleteMany<Self> {
+                <Self as #orm::EntityTrait>::delete_many()
+            }
+        }
+    }
 }
 
 /// The derive failed: the errors, and a stub impl.

@@ -38,7 +38,10 @@ pub fn impl_domain_event(input: &Input) -> TokenStream {
     } = body;
 
     let payload_type = payload_type(&krate);
+    let registrations = schema_registrations(input, &krate, aggregate);
     wrap_in_const(quote! {
+        #registrations
+
         #[automatically_derived]
         impl #impl_generics #krate::__private::DomainEvent for #ty #ty_generics #where_clause {
             fn aggregate_type(&self) -> &'static str {
@@ -58,6 +61,47 @@ pub fn impl_domain_event(input: &Input) -> TokenStream {
             }
         }
     })
+}
+
+/// One schema registration per event type for `outbox::schema` (a no-op without its feature).
+/// Generic types have no one schema, so they register none.
+fn schema_registrations(input: &Input, krate: &Facade, aggregate: &LitStr) -> TokenStream {
+    if !input.original.generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    let ty = &input.original.ident;
+    let default_version = input.attrs.version.as_ref().map(|v| &v.value);
+    match &input.data {
+        Data::Struct(_) => {
+            let event_type = struct_event_type(input);
+            let version = version(default_version);
+            quote! {
+                #krate::__private::register_event_schema!(
+                    #ty, #aggregate, #event_type, #version, ::core::option::Option::None
+                );
+            }
+        }
+        Data::Enum(variants) => {
+            // serde's default representation wraps each variant's content, which the payload
+            // leaves out.
+            let wrapped = !input.attrs.serde_tagged;
+            variants
+                .iter()
+                .enumerate()
+                .map(|(index, variant)| {
+                    let event_type = variant_event_type(variant);
+                    let version = version(variant_version(variant, default_version));
+                    quote! {
+                        #krate::__private::register_event_schema!(
+                            #ty, #aggregate, #event_type, #version,
+                            ::core::option::Option::Some((#index, #wrapped))
+                        );
+                    }
+                })
+                .collect()
+        }
+        Data::Union(_) => TokenStream::new(),
+    }
 }
 
 /// The derive failed: the errors, and a stub impl.
@@ -83,10 +127,7 @@ fn struct_body(input: &Input, fields: &[Field], krate: &Facade) -> Body {
         Some(field) => field_aggregate_id(krate, field.original, &field.member),
         None => quote!(::core::unreachable!()),
     };
-    let event_type = match &input.attrs.event_type {
-        Some(event_type) => event_type.value.clone(),
-        None => type_name(ty),
-    };
+    let event_type = struct_event_type(input);
     Body {
         aggregate_id,
         event_type: quote!(#event_type),
@@ -116,10 +157,7 @@ fn enum_body(input: &Input, variants: &[Variant], krate: &Facade) -> Body {
     });
     let event_type = variants.iter().map(|variant| {
         let ident = &variant.original.ident;
-        let event_type = match &variant.attrs.event_type {
-            Some(event_type) => event_type.value.clone(),
-            None => type_name(ident),
-        };
+        let event_type = variant_event_type(variant);
         quote!(Self::#ident { .. } => #event_type,)
     });
     let any_version =
@@ -127,14 +165,7 @@ fn enum_body(input: &Input, variants: &[Variant], krate: &Facade) -> Body {
     let schema_version = if any_version {
         let arms = variants.iter().map(|variant| {
             let ident = &variant.original.ident;
-            let version = version(
-                variant
-                    .attrs
-                    .version
-                    .as_ref()
-                    .map(|v| &v.value)
-                    .or(default_version),
-            );
+            let version = version(variant_version(variant, default_version));
             quote!(Self::#ident { .. } => #version,)
         });
         quote!(match self { #(#arms)* })
@@ -172,6 +203,30 @@ fn version(version: Option<&syn::LitInt>) -> TokenStream {
         Some(version) => quote!(::core::option::Option::Some(#version)),
         None => quote!(::core::option::Option::None),
     }
+}
+
+/// A struct's event type: `event_type = "..."`, or its name.
+fn struct_event_type(input: &Input) -> LitStr {
+    match &input.attrs.event_type {
+        Some(event_type) => event_type.value.clone(),
+        None => type_name(&input.original.ident),
+    }
+}
+
+/// A variant's event type: its `event_type = "..."`, or its name.
+fn variant_event_type(variant: &Variant) -> LitStr {
+    match &variant.attrs.event_type {
+        Some(event_type) => event_type.value.clone(),
+        None => type_name(&variant.original.ident),
+    }
+}
+
+/// A variant's version: its own, or the enum's.
+fn variant_version<'a>(
+    variant: &'a Variant,
+    default: Option<&'a syn::LitInt>,
+) -> Option<&'a syn::LitInt> {
+    variant.attrs.version.as_ref().map(|v| &v.value).or(default)
 }
 
 /// The default event type: the type or variant name as written, without `r#`.

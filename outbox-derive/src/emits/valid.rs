@@ -13,7 +13,8 @@ pub fn check(ctxt: &Ctxt, function: &Function, args: &Args) {
     let sig = &function.original.sig;
     let params = sig.paren_token.span.join();
 
-    if sig.asyncness.is_none() {
+    let helper = function.is_helper();
+    if sig.asyncness.is_none() && function.boxed_output.is_none() && !helper {
         ctxt.error_spanned_by(
             sig.fn_token,
             "#[emits] works on async fn: the outbox insert is awaited on the transaction; write `async fn`",
@@ -29,11 +30,12 @@ pub fn check(ctxt: &Ctxt, function: &Function, args: &Args) {
         );
     }
     match &function.connection {
-        None if function.txn_not_found.is_some() => {}
+        None if function.txn_not_found.is_some() || helper => {}
         None => ctxt.error_at(
             params,
             "#[emits] writes the events in the caller's transaction, but no parameter is one: take \
-             `txn: &DatabaseTransaction` (or name the parameter with `#[emits(..., txn = name)]`)",
+             `txn: &DatabaseTransaction`, `db: &DatabaseConnection` or `db: &C` with \
+             `C: ConnectionTrait` (or name the parameter with `#[emits(..., txn = name)]`)",
         ),
         Some(connection) => {
             let ty = &connection.param.ty;
@@ -49,22 +51,14 @@ pub fn check(ctxt: &Ctxt, function: &Function, args: &Args) {
                     "#[emits] takes the transaction by reference: `txn: &DatabaseTransaction`",
                 );
             }
-            match (connection.kind, &args.autocommit) {
-                (ConnectionKind::Autocommit, None) => ctxt.error_spanned_by(
-                    ty,
-                    format_args!(
-                        "`{}` autocommits every statement, so the events would not commit or roll back with \
-                         the business rows: take `&DatabaseTransaction`, or write `#[emits(..., autocommit)]` \
-                         to have #[emits] begin a transaction on this connection and commit it after the events",
-                        ty.to_token_stream().to_string().replace("& ", "&"),
-                    ),
-                ),
-                (ConnectionKind::Transaction, Some(autocommit)) => ctxt.error_spanned_by(
+            if let (ConnectionKind::Transaction, Some(autocommit)) =
+                (connection.kind, &args.autocommit)
+            {
+                ctxt.error_spanned_by(
                     autocommit,
                     "`autocommit` begins and commits a transaction on a `&DatabaseConnection`, but this \
                      function already takes a transaction: remove `autocommit`",
-                ),
-                _ => {}
+                );
             }
         }
     }
@@ -91,7 +85,7 @@ pub fn check(ctxt: &Ctxt, function: &Function, args: &Args) {
         }
     }
 
-    if let ReturnType::Default = sig.output {
+    if let (ReturnType::Default, false) = (&sig.output, helper) {
         ctxt.error_spanned_by(
             sig,
             "#[emits] needs a return type `Result<T, E>` where `E: From<outbox::Error>`: a failed outbox insert \

@@ -1,5 +1,4 @@
 use outbox::{DomainEvent, Events, emits};
-use sea_orm::ConnectionTrait;
 use serde::Serialize;
 
 #[derive(Serialize, DomainEvent)]
@@ -9,9 +8,9 @@ struct OrderPlaced {
     order_id: u64,
 }
 
-#[emits(OrderPlaced, txn = db)]
-async fn place_order<C: ConnectionTrait>(db: &C, events: &mut Events) -> Result<(), outbox::Error> {
-    let _ = db;
+#[emits(OrderPlaced, txn = name)]
+async fn place_order(name: &str, events: &mut Events) -> Result<(), outbox::Error> {
+    let _ = name;
     events.record(OrderPlaced { order_id: 1 });
     Ok(())
 }
