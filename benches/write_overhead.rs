@@ -7,8 +7,7 @@
 
 #[path = "../examples/shop/mod.rs"]
 mod shop;
-#[path = "../tests/support/mod.rs"]
-mod support;
+use outbox_testkit as support;
 
 use std::time::{Duration, Instant};
 

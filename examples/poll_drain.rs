@@ -32,9 +32,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, TransactionTrait};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-#[path = "../outbox-relay/examples/support/mod.rs"]
-mod support;
-use support::Bench;
+use outbox_testkit::Bench;
 
 struct Args {
     db: String,

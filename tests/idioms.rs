@@ -11,7 +11,7 @@
 //! - event types naming the function's generics and `Self`;
 //! - a helper recording into the caller's collector.
 
-mod support;
+use outbox_testkit as support;
 
 use outbox::{DomainEvent, Events, emits};
 use sea_orm::entity::prelude::async_trait::async_trait;

@@ -4,7 +4,7 @@
 //! for the table, the duplicate check and the purge.
 #![cfg(feature = "inbox")]
 
-mod support;
+use outbox_testkit as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -3,7 +3,7 @@
 //! `read_committed` consumer sees the committed message and never the aborted one. librdkafka's
 //! mock cluster writes no abort markers, so it cannot pass the second test.
 
-mod support;
+use outbox_testkit as support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 
 #[path = "../examples/shop/mod.rs"]
 mod shop;
-mod support;
+use outbox_testkit as support;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider};
 use outbox::{DomainEvent, Outbox, OutboxTable};

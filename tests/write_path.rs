@@ -5,7 +5,7 @@
 
 #[path = "../examples/shop/mod.rs"]
 mod shop;
-mod support;
+use outbox_testkit as support;
 
 use outbox::{Outbox, OutboxEvent, OutboxTable, WriteMode};
 use sea_orm::entity::prelude::*;

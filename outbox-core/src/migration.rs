@@ -126,16 +126,18 @@ pub fn create_table_sql(backend: DbBackend, table: &OutboxTable) -> String {
         }
         _ => String::new(),
     };
+    let width = outbox_limits::NAME_COLUMN_WIDTH;
+    let trace_width = outbox_limits::TRACE_CONTEXT_COLUMN_WIDTH;
     format!(
         "CREATE TABLE IF NOT EXISTS {name} (\n  \
          {} {id} NOT NULL PRIMARY KEY,\n  \
-         {} varchar(255) NOT NULL,\n  \
-         {} varchar(255) NOT NULL,\n  \
-         {} varchar(255) NOT NULL,\n  \
+         {} varchar({width}) NOT NULL,\n  \
+         {} varchar({width}) NOT NULL,\n  \
+         {} varchar({width}) NOT NULL,\n  \
          {} integer NULL,\n  \
          {} {payload} NULL,\n  \
          {} {timestamp} NOT NULL,\n  \
-         {} varchar(256) NULL{sequence}\n)",
+         {} varchar({trace_width}) NULL{sequence}\n)",
         q("id"),
         q("aggregatetype"),
         q("aggregateid"),

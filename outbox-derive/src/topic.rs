@@ -5,12 +5,9 @@ use syn::LitStr;
 
 use crate::ctxt::Ctxt;
 
-/// The relay's default topic prefix; the aggregate type follows it.
-const TOPIC_PREFIX: &str = "outbox.event.";
-/// Kafka refuses topic names longer than this.
-const KAFKA_TOPIC_MAX: usize = 249;
-/// The longest aggregate type that still makes a legal default topic name.
-pub const AGGREGATE_MAX: usize = KAFKA_TOPIC_MAX - TOPIC_PREFIX.len();
+use outbox_limits::{
+    AGGREGATE_TYPE_MAX_LEN as AGGREGATE_MAX, DEFAULT_TOPIC_PREFIX as TOPIC_PREFIX, is_topic_char,
+};
 
 /// Why `aggregate` cannot be part of a topic name, or `None` if it can.
 pub fn aggregate_problem(aggregate: &str) -> Option<String> {
@@ -40,10 +37,6 @@ pub fn check_aggregate(ctxt: &Ctxt, aggregate: &LitStr) {
     if let Some(problem) = aggregate_problem(&aggregate.value()) {
         ctxt.error_spanned_by(aggregate, problem);
     }
-}
-
-fn is_topic_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
 #[cfg(test)]

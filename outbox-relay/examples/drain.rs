@@ -16,8 +16,7 @@ use outbox_core::{DomainEvent, Outbox, OutboxTable};
 use outbox_relay::{Config, Metrics, Relay, admin};
 use sea_orm::{Database, TransactionTrait};
 
-mod support;
-use support::Bench;
+use outbox_testkit::Bench;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

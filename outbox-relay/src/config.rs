@@ -329,7 +329,7 @@ pub struct KafkaConfig {
 }
 
 fn default_topic() -> String {
-    "outbox.event.${routedByValue}".into()
+    outbox_limits::DEFAULT_TOPIC_TEMPLATE.into()
 }
 fn default_topic_regex() -> String {
     crate::format::TopicRoute::DEFAULT_REGEX.into()

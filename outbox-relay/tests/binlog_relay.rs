@@ -2,9 +2,6 @@
 //! eight writers, a SIGKILL mid-stream (duplicates only, never loss), remove-after-insert, a
 //! graceful stop after which nothing is shipped twice, and an oversize event in the dead letters.
 
-// Both support modules include the workspace's `tests/support` (the services' addresses).
-#![allow(clippy::duplicate_mod)]
-
 mod binlog_support;
 mod common;
 

@@ -11,8 +11,8 @@ use crate::topic;
 
 const AGGREGATE_ID_HINT: &str = "mark the field that identifies the aggregate with #[domain_event(aggregate_id)]; its value becomes the Kafka message key";
 
-/// The `type` column is a `varchar(255)`.
-const EVENT_TYPE_MAX: usize = 255;
+/// The `type` column's width.
+const EVENT_TYPE_MAX: usize = outbox_limits::NAME_COLUMN_WIDTH;
 
 pub fn check(ctxt: &Ctxt, input: &Input) {
     let ident = &input.original.ident;

@@ -12,9 +12,7 @@ use outbox_relay::config::{Config, SourceKind};
 use outbox_relay::source::binlog::{BinlogPosition, Source, SourceEvent};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
-pub use support::{service_env, unique};
+pub use outbox_testkit::{service_env, unique};
 
 pub fn mysql_url() -> String {
     service_env("MYSQL_URL", "MariaDB")

@@ -24,12 +24,9 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Tra
 pub const BIN: &str = env!("CARGO_BIN_EXE_outbox-relay");
 pub const AGGREGATE_TYPE: &str = "Order";
 
-// The service lookup and unique names are the workspace's test support, shared with the root
-// package's end-to-end tests.
-#[path = "../../../tests/support/mod.rs"]
-mod support;
+// The service lookup and unique names are the workspace's test support (`outbox-testkit`).
 #[allow(unused_imports)] // each test binary uses a different part
-pub use support::{database_url, kafka_brokers, service_env, unique};
+pub use outbox_testkit::{database_url, kafka_brokers, service_env, unique};
 
 /// A domain event for tests: aggregate `Order`, any id, type and payload.
 #[derive(Debug, Clone)]

@@ -1,8 +1,12 @@
-//! What every end-to-end test needs: the real services' addresses, and names no other test uses.
+//! What the workspace's tests, benches and examples share (a private crate, never published):
+//! the real services' addresses, names no other test uses, and the drain benchmarks' event.
 //!
 //! Services are never optional here. A missing address or an unreachable server fails the test
 //! with the service's name and the command that starts it; nothing is skipped.
-#![allow(dead_code)] // each test binary uses a different part
+
+mod bench;
+
+pub use bench::Bench;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -15,7 +19,7 @@ pub fn service_env(name: &str, service: &str) -> String {
     if let Ok(v) = std::env::var(name) {
         return v;
     }
-    // The including package is the workspace root or one of its members.
+    // This crate is a member of the workspace, whose root holds `.services/`.
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .map(|dir| dir.join(".services/env"))
