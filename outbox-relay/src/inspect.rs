@@ -365,9 +365,8 @@ pub async fn slot(config: &Config) -> Result<SlotFacts, InspectError> {
             source,
         }
     };
-    let options: sqlx::postgres::PgConnectOptions = url
-        .parse()
-        .map_err(sql_error("reading `database_url`"))?;
+    let options: sqlx::postgres::PgConnectOptions =
+        url.parse().map_err(sql_error("reading `database_url`"))?;
     let options = target
         .sqlx_options(options)
         .application_name("outbox-relay status");
@@ -753,7 +752,10 @@ mod tests {
             "slot.retained_wal_bytes: 56",
             "slot.wal_status: reserved",
         ] {
-            assert!(lines.iter().any(|l| l == line), "{line} missing in {lines:#?}");
+            assert!(
+                lines.iter().any(|l| l == line),
+                "{line} missing in {lines:#?}"
+            );
         }
         assert!(!lines.iter().any(|l| l.starts_with("table")), "{lines:#?}");
     }

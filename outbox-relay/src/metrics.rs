@@ -552,4 +552,65 @@ mod tests {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
     }
+
+    #[test]
+    fn poll_reads_its_oldest_pending_age_from_the_table_the_others_from_the_pipeline() {
+        let wal = Metrics::new();
+        wal.bind("wal");
+        wal.lag(None, 2.5);
+        assert_eq!(wal.oldest_pending_age(), 2.5);
+
+        let poll = Metrics::new();
+        poll.bind("poll");
+        poll.table(&crate::inspect::TableFacts {
+            name: "\"outbox\"".into(),
+            pending_rows: 7,
+            oldest_pending_age_seconds: Some(3600.0),
+            oldest_pending_unknown: None,
+        });
+        // The pipeline knows only the claimed batch: it does not overwrite the table's figure.
+        poll.lag(None, 0.0);
+        assert_eq!(poll.oldest_pending_age(), 3600.0);
+        let text = poll.render();
+        for name in [
+            r#"outbox_relay_pending_rows{source="poll"} 7"#,
+            r#"outbox_relay_oldest_pending_age_seconds{source="poll"} 3600.0"#,
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn binlog_gauges_show_a_purged_position() {
+        let m = Metrics::new();
+        m.bind("binlog");
+        m.binlog(&crate::inspect::BinlogFacts {
+            position_table: "`db`.`outbox_relay_binlog_position`".into(),
+            position_key: "db.outbox".into(),
+            stored_position: Some(crate::inspect::StoredPosition {
+                file: "mariadb-bin.000003".into(),
+                offset: 4,
+                gtid: None,
+            }),
+            on_server: Some(false),
+            oldest_file: Some("mariadb-bin.000007".into()),
+            newest_file: Some("mariadb-bin.000009".into()),
+            files: 3,
+            bytes_on_server: 1000,
+            expire_seconds: Some(86_400),
+            binlog_expire_logs_seconds: Some(86_400),
+            expire_logs_days: None,
+            max_binlog_total_size: None,
+            note: None,
+        });
+        let text = m.render();
+        for name in [
+            r#"outbox_relay_binlog_position_on_server{source="binlog"} 0"#,
+            r#"outbox_relay_binlog_position_file_index{source="binlog"} 3"#,
+            r#"outbox_relay_binlog_oldest_file_index{source="binlog"} 7"#,
+            r#"outbox_relay_binlog_expire_seconds{source="binlog"} 86400"#,
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
 }

@@ -147,7 +147,10 @@ async fn wal_status_shows_the_running_relay_and_the_slot() {
     assert!(number(&slot["retained_wal_bytes"]) >= 0.0, "{s:#}");
     assert!(number(&slot["lag_bytes"]) >= 0.0, "{s:#}");
     assert!(slot["confirmed_lsn"].is_string(), "{s:#}");
-    assert!(s.get("table").is_none() && s.get("binlog").is_none(), "{s:#}");
+    assert!(
+        s.get("table").is_none() && s.get("binlog").is_none(),
+        "{s:#}"
+    );
 
     // The same in the text form, one `key: value` line per figure.
     let mut c = fx.command("status");
@@ -164,7 +167,11 @@ async fn wal_status_shows_the_running_relay_and_the_slot() {
         ("slot.exists", "true"),
         ("slot.wal_status", "reserved"),
     ] {
-        assert_eq!(lines.get(key).map(String::as_str), Some(value), "{key} in\n{text}");
+        assert_eq!(
+            lines.get(key).map(String::as_str),
+            Some(value),
+            "{key} in\n{text}"
+        );
     }
     for key in [
         "slot.retained_wal_bytes",
@@ -270,7 +277,11 @@ async fn poll_status_counts_pending_rows_by_the_database_clock() {
     assert_eq!(s["state"], json!("leading"), "{s:#}");
     assert_eq!(s["dead_lettered"], json!(0), "{s:#}");
     assert_eq!(s["table"]["pending_rows"], json!(0), "{s:#}");
-    assert_eq!(s["table"]["oldest_pending_age_seconds"], json!(0.0), "{s:#}");
+    assert_eq!(
+        s["table"]["oldest_pending_age_seconds"],
+        json!(0.0),
+        "{s:#}"
+    );
     assert_eq!(s["oldest_pending_age_seconds"], json!(0.0), "{s:#}");
     let (_, metrics) = http_get(&addr, "/metrics");
     for name in [
@@ -298,14 +309,26 @@ async fn poll_status_counts_pending_rows_by_the_database_clock() {
     assert_eq!(s["table"]["pending_rows"], json!(3), "{s:#}");
     let age = number(&s["oldest_pending_age_seconds"]);
     assert!((3590.0..3700.0).contains(&age), "{s:#}");
-    assert_eq!(s["table"]["oldest_pending_age_seconds"], json!(age), "{s:#}");
+    assert_eq!(
+        s["table"]["oldest_pending_age_seconds"],
+        json!(age),
+        "{s:#}"
+    );
 
     let mut c = fx.command("status");
     c.args(["--metrics-listen", &addr]);
     let text = run_ok(c);
     let lines = text_lines(&text);
-    assert_eq!(lines.get("state").map(String::as_str), Some("stopped"), "{text}");
-    assert_eq!(lines.get("table.pending_rows").map(String::as_str), Some("3"), "{text}");
+    assert_eq!(
+        lines.get("state").map(String::as_str),
+        Some("stopped"),
+        "{text}"
+    );
+    assert_eq!(
+        lines.get("table.pending_rows").map(String::as_str),
+        Some("3"),
+        "{text}"
+    );
     assert!(lines.contains_key("table.name"), "{text}");
     fx.teardown().await;
 }
@@ -383,7 +406,10 @@ async fn binlog_status_shows_the_stored_position_and_whether_the_server_has_it()
         .collect();
     let b = &s["binlog"];
     let file = b["stored_position"]["file"].as_str().unwrap_or_default();
-    assert!(files.iter().any(|f| f == file), "{file} not in {files:?}: {s:#}");
+    assert!(
+        files.iter().any(|f| f == file),
+        "{file} not in {files:?}: {s:#}"
+    );
     assert!(number(&b["stored_position"]["offset"]) > 0.0, "{s:#}");
     assert_eq!(b["on_server"], json!(true), "{s:#}");
     assert_eq!(b["oldest_file"], json!(files.first()), "{s:#}");
@@ -411,7 +437,11 @@ async fn binlog_status_shows_the_stored_position_and_whether_the_server_has_it()
     assert!(s["binlog"]["stored_position"]["file"].is_string(), "{s:#}");
     let text = run_ok(binlog_command(&config, "status"));
     let lines = text_lines(&text);
-    assert_eq!(lines.get("binlog.on_server").map(String::as_str), Some("true"), "{text}");
+    assert_eq!(
+        lines.get("binlog.on_server").map(String::as_str),
+        Some("true"),
+        "{text}"
+    );
     assert!(lines.contains_key("binlog.stored_position.file"), "{text}");
     assert!(lines.contains_key("binlog.expire_seconds"), "{text}");
 
@@ -438,7 +468,10 @@ async fn binlog_status_names_an_unreachable_server() {
     let closed = free_local_addr();
     let port = closed.rsplit(':').next().unwrap_or_default();
     let out = binlog_command(&config, "status")
-        .env("DATABASE_URL", format!("mysql://relay:relay@127.0.0.1:{port}/outbox"))
+        .env(
+            "DATABASE_URL",
+            format!("mysql://relay:relay@127.0.0.1:{port}/outbox"),
+        )
         .output()
         .expect("running outbox-relay status");
     let stderr = String::from_utf8_lossy(&out.stderr);
