@@ -15,10 +15,10 @@ mod poll_support;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use binlog_support::{BinlogFixture, relay_url};
+use binlog_support::{BinlogFixture, config_file, relay as binlog_command};
 use common::{
-    BIN, Fixture, Reader, RelayProcess, create_topics, event, free_local_addr, has_all, http_get,
-    kafka_brokers, set_max_message_bytes,
+    Fixture, Reader, RelayProcess, create_topics, event, free_local_addr, has_all, http_get,
+    set_max_message_bytes,
 };
 use outbox_core::WriteMode;
 use poll_support::{Backend, PollFixture, RelayChild};
@@ -335,33 +335,7 @@ async fn poll_status_counts_pending_rows_by_the_database_clock() {
 
 /// The binlog relay's TOML for `fixture`, with its metrics listener at `addr`.
 fn binlog_config(fixture: &BinlogFixture, addr: &str) -> std::path::PathBuf {
-    let b = &fixture.config.source.binlog;
-    let text = format!(
-        "database_url = \"{url}\"\n\
-         [source]\nkind = \"binlog\"\ntable = \"{name}\"\n\
-         [source.binlog]\nserver_id = {id}\nposition_key = \"{name}\"\n\
-         heartbeat_interval = \"300ms\"\nflush_interval = \"50ms\"\n\
-         [kafka]\nbrokers = \"{brokers}\"\ntopic = \"{name}.${{routedByValue}}\"\n\
-         dead_letter_topic = \"{name}.dlq\"\n\
-         [metrics]\nlisten = \"{addr}\"\n",
-        url = relay_url(),
-        name = fixture.name,
-        id = b.server_id,
-        brokers = kafka_brokers(),
-    );
-    let path = std::env::temp_dir().join(format!("{}.toml", fixture.name));
-    std::fs::write(&path, text).expect("writing the relay config");
-    path
-}
-
-fn binlog_command(config: &std::path::Path, subcommand: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg(subcommand)
-        .arg("-c")
-        .arg(config)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info,outbox_relay=debug");
-    c
+    config_file(fixture, &format!("[metrics]\nlisten = \"{addr}\"\n"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
