@@ -456,3 +456,105 @@ async fn binlog_status_names_an_unreachable_server() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// The polled table's figures on MariaDB (`datetime(6)` in UTC) and SQLite (RFC 3339 text), with
+/// no relay running: the pending rows and the oldest one's age by the database's own clock,
+/// here a row one hour older than the database's now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_status_on_mariadb_and_sqlite_reads_the_database_clock() {
+    for (backend, an_hour_ago) in [
+        (Backend::MariaDb, "UTC_TIMESTAMP(6) - INTERVAL 1 HOUR"),
+        (
+            Backend::Sqlite,
+            "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now', '-1 hour')",
+        ),
+    ] {
+        let fx = PollFixture::new(backend, "status_poll_db").await;
+        fx.setup_with_binary();
+        let empty = json_of({
+            let mut c = fx.command("status");
+            c.arg("--json");
+            c
+        });
+        assert_eq!(
+            empty["table"]["pending_rows"],
+            json!(0),
+            "{backend:?}: {empty:#}"
+        );
+        assert_eq!(
+            empty["oldest_pending_age_seconds"],
+            json!(0.0),
+            "{backend:?}: {empty:#}"
+        );
+
+        fx.write(&poll_support::events("a", 2, 2)).await;
+        let id = match backend {
+            Backend::MariaDb => "UUID()",
+            _ => "'00000000-0000-7000-8000-000000000001'",
+        };
+        fx.exec(&format!(
+            "INSERT INTO {} (id, aggregatetype, aggregateid, type, payload, {}) \
+             VALUES ({id}, 'Order', 'late', 'OrderChanged', '{{}}', {an_hour_ago})",
+            fx.q(&fx.name),
+            fx.q("timestamp"),
+        ))
+        .await;
+        let s = json_of({
+            let mut c = fx.command("status");
+            c.arg("--json");
+            c
+        });
+        assert_eq!(s["source"], json!("poll"), "{backend:?}: {s:#}");
+        assert_eq!(s["state"], json!("stopped"), "{backend:?}: {s:#}");
+        assert_eq!(s["table"]["pending_rows"], json!(3), "{backend:?}: {s:#}");
+        let age = number(&s["oldest_pending_age_seconds"]);
+        assert!((3590.0..3700.0).contains(&age), "{backend:?}: {s:#}");
+        fx.teardown().await;
+    }
+}
+
+/// With `metrics.token` set, `/status` needs it as `/metrics` does: `status` without it fails
+/// naming the token, with it shows the running relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_asks_the_relay_with_its_token() {
+    let fx = PollFixture::new(Backend::Postgres, "status_token").await;
+    fx.setup_with_binary();
+    let addr = free_local_addr();
+    let token = std::env::temp_dir().join(format!("{}.token", fx.name));
+    std::fs::write(&token, "s3cret-token\n").expect("writing the token file");
+    let token = token.to_string_lossy().into_owned();
+    let relay = RelayChild::spawn_with(
+        &fx,
+        "token",
+        &["--metrics-listen", &addr, "--metrics-token-file", &token],
+    );
+    until_ready(&addr, || relay.log_text()).await;
+    let (code, _) = http_get(&addr, "/status");
+    assert_eq!(code, 401, "/status without the token");
+
+    let out = fx
+        .command("status")
+        .args(["--metrics-listen", &addr])
+        .output()
+        .expect("running outbox-relay status");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("metrics.token"), "{stderr}");
+
+    let s = json_of({
+        let mut c = fx.command("status");
+        c.args([
+            "--json",
+            "--metrics-listen",
+            &addr,
+            "--metrics-token-file",
+            &token,
+        ]);
+        c
+    });
+    assert_eq!(s["state"], json!("leading"), "{s:#}");
+    assert_eq!(s["relay"]["running"], json!(true), "{s:#}");
+    assert_eq!(s["published"], json!(0), "{s:#}");
+    drop(relay);
+    fx.teardown().await;
+}
