@@ -273,12 +273,24 @@ async fn running_relay(
     let (code, body) = response;
     match code {
         200 => {
-            let report: StatusReport = serde_json::from_str(&body).map_err(|e| {
+            let not_a_report = |e: serde_json::Error| {
                 InspectError::Relay(format!(
                     "{addr} answered `GET /status` with something that is not a relay's \
                      status: {e}"
                 ))
-            })?;
+            };
+            let value: serde_json::Value = serde_json::from_str(&body).map_err(not_a_report)?;
+            let theirs = value["source"].as_str().unwrap_or_default().to_owned();
+            let ours = source_name(config.source.kind);
+            // Another source's relay (a forgotten `--source`) would lend its figures to this one.
+            // (None yet: the relay is starting.)
+            if !theirs.is_empty() && theirs != ours {
+                return Err(InspectError::Relay(format!(
+                    "the relay at {addr} runs the `{theirs}` source, not `{ours}`: give `status` \
+                     the settings `run` has (`--source`, `-c`)"
+                )));
+            }
+            let report: StatusReport = serde_json::from_value(value).map_err(not_a_report)?;
             Ok((Some(report), contact(true, None)))
         }
         401 => Err(InspectError::Relay(format!(

@@ -291,6 +291,18 @@ async fn poll_status_counts_pending_rows_by_the_database_clock() {
     ] {
         assert!(metrics.contains(name), "{name} missing in\n{metrics}");
     }
+    // Asked with another source's settings, `status` refuses the relay's figures.
+    let out = Command::new(common::BIN)
+        .args(["status", "--source", "wal", "--metrics-listen", &addr])
+        .env("DATABASE_URL", &fx.url)
+        .output()
+        .expect("running outbox-relay status");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("runs the `poll` source, not `wal`"),
+        "{stderr}"
+    );
     assert_eq!(relay.terminate(Duration::from_secs(30)), Some(0));
 
     // Stopped: rows written meanwhile are pending; the oldest one's age is the database's
