@@ -1,6 +1,7 @@
 //! Administration over a plain SQL connection: set up and tear down the publication and the
 //! slot (both idempotent), check before `run` that they and the outbox table can work
-//! ([`preflight`]), report the slot's status, and confirm a position on a released slot.
+//! ([`preflight`]), and confirm a position on a released slot. (`status` reads the slot through
+//! [`crate::inspect`].)
 //!
 //! Every identifier from configuration is quoted; values are bound parameters.
 
@@ -34,17 +35,6 @@ fn db(step: &'static str) -> impl FnOnce(DbErr) -> AdminError {
 
 fn sqlx_step(step: &'static str) -> impl FnOnce(sqlx::Error) -> AdminError {
     move |source| AdminError::Catalog { step, source }
-}
-
-/// The slot as PostgreSQL sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotStatus {
-    pub slot: String,
-    pub active: bool,
-    /// `X/Y`, or None before the slot confirmed anything.
-    pub confirmed_flush_lsn: Option<String>,
-    /// WAL the slot holds: the current WAL LSN minus the confirmed one, in bytes.
-    pub lag_bytes: Option<i64>,
 }
 
 async fn connect(config: &Config) -> Result<DatabaseConnection, AdminError> {
@@ -166,8 +156,11 @@ pub async fn setup(config: &Config) -> Result<(), AdminError> {
 /// Drops the slot (refused while a relay holds it) and the publication, if they exist.
 pub async fn teardown(config: &Config) -> Result<(), AdminError> {
     let conn = connect(config).await?;
-    if let Some(status) = slot_status(&conn, &config.source.slot).await? {
-        if status.active {
+    let slot = crate::inspect::read_slot(conn.get_postgres_connection_pool(), &config.source.slot)
+        .await
+        .map_err(sqlx_step("reading pg_replication_slots"))?;
+    if slot.exists {
+        if slot.active == Some(true) {
             return Err(AdminError::State(format!(
                 "`source.slot`: slot `{}` is in use by a running relay; stop it first",
                 config.source.slot
@@ -188,42 +181,6 @@ pub async fn teardown(config: &Config) -> Result<(), AdminError> {
         .await
         .map_err(db("dropping the publication"))?;
     Ok(())
-}
-
-async fn slot_status(
-    conn: &DatabaseConnection,
-    slot: &str,
-) -> Result<Option<SlotStatus>, AdminError> {
-    let row = conn
-        .query_one_raw(stmt(
-            "SELECT active, confirmed_flush_lsn::text, \
-             (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint \
-             FROM pg_replication_slots WHERE slot_name = $1",
-            vec![slot.into()],
-        ))
-        .await
-        .map_err(db("reading pg_replication_slots"))?;
-    let Some(row) = row else { return Ok(None) };
-    let read = db("reading pg_replication_slots");
-    let active: bool = row.try_get_by_index(0).map_err(read)?;
-    let confirmed_flush_lsn: Option<String> = row
-        .try_get_by_index(1)
-        .map_err(db("reading pg_replication_slots"))?;
-    let lag_bytes: Option<i64> = row
-        .try_get_by_index(2)
-        .map_err(db("reading pg_replication_slots"))?;
-    Ok(Some(SlotStatus {
-        slot: slot.to_owned(),
-        active,
-        confirmed_flush_lsn,
-        lag_bytes,
-    }))
-}
-
-/// The slot's status, or None when it does not exist.
-pub async fn status(config: &Config) -> Result<Option<SlotStatus>, AdminError> {
-    let conn = connect(config).await?;
-    slot_status(&conn, &config.source.slot).await
 }
 
 /// Makes sure the slot has confirmed at least `lsn`, once the relay released it: the last
@@ -264,29 +221,6 @@ pub async fn confirm_slot(config: &Config, lsn: u64) -> Result<(), AdminError> {
         "slot `{}` stayed active; its confirmed position may lag {target}",
         config.source.slot
     )))
-}
-
-/// The published-events counter of a running relay, read from its `/metrics` (with its
-/// `metrics.token`, when one is set).
-pub async fn published_by_running_relay(
-    addr: std::net::SocketAddr,
-    token: Option<&str>,
-) -> Option<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let auth = token
-        .map(|t| format!("authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request =
-        format!("GET /metrics HTTP/1.1\r\nhost: relay\r\n{auth}connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.ok()?;
-    body.lines()
-        .find_map(|l| l.strip_prefix("outbox_relay_events_published_total"))
-        // `{source="wal"} 12`: the value is the line's last field.
-        .and_then(|rest| rest.rsplit(' ').next())
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The outbox table as the catalog names it, resolved at start by [`crate::admin::preflight`].

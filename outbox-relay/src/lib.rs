@@ -14,8 +14,8 @@
 //! - [`record`]: an event as read; [`sink`]: the Kafka producer and the message format.
 //! - [`dead_letter`]: events Kafka refuses for good; [`dlq`]: listing and re-driving them.
 //! - [`slot`]: heartbeats, retained WAL and a lost slot.
-//! - [`relay`]: the relay as a library; [`admin`]: setup, teardown, status; [`config`];
-//!   [`metrics`].
+//! - [`relay`]: the relay as a library; [`admin`]: setup, teardown; [`inspect`]: what `status`
+//!   reads from the source's server; [`config`]; [`metrics`]; [`status`].
 //! - [`connection`]: the one parser of each kind of database URL, TLS settings included.
 
 pub mod admin;
@@ -27,6 +27,7 @@ pub mod dead_letter;
 pub mod debezium;
 pub mod dlq;
 pub mod format;
+pub mod inspect;
 pub mod load;
 pub mod metrics;
 pub mod pipeline;

@@ -26,11 +26,21 @@ enum Command {
     Teardown(Overrides),
     /// Relay events until SIGTERM or SIGINT.
     Run(Overrides),
-    /// Print the slot's lag, its confirmed LSN, and the events a running relay published.
-    Status(Overrides),
+    /// The relay's state, last error and counts (from a running relay at `metrics.listen`) and
+    /// the source's facts read from its server: the slot, the polled table, or the binlog.
+    Status(StatusArgs),
     /// List the dead letters, or publish them again to their original topics.
     #[command(subcommand)]
     Dlq(DlqCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    overrides: Overrides,
+    /// One JSON object instead of `key: value` lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,7 +117,7 @@ fn main() -> ExitCode {
             Command::Setup(o) => (o, "setup"),
             Command::Teardown(o) => (o, "teardown"),
             Command::Run(o) => (o, "run"),
-            Command::Status(o) => (o, "status"),
+            Command::Status(s) => (&s.overrides, "status"),
             Command::Dlq(DlqCommand::List(l)) => (&l.overrides, "dlq"),
             Command::Dlq(DlqCommand::Redrive(r)) => (&r.overrides, "dlq"),
         };
@@ -121,8 +131,9 @@ fn main() -> ExitCode {
         tracing::debug!(?config, "configuration");
         let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
             Command::Dlq(command) => dlq_command(&config, command).await,
-            // `--source poll`: the polling source has its own setup, status and run loop.
             Command::Run(_) => run(config).await,
+            Command::Status(s) => status(&config, s.json).await,
+            // `--source poll`: the polling source has its own setup and teardown.
             _ if config.source.kind == outbox_relay::config::SourceKind::Poll => {
                 poll_command(config, command).await
             }
@@ -140,7 +151,6 @@ fn main() -> ExitCode {
                 );
             }),
             Command::Teardown(_) => admin::teardown(&config).await.map_err(Into::into),
-            Command::Status(_) => status(&config).await,
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -195,39 +205,16 @@ fn fail(error: &dyn std::error::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn status(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
-    match admin::status(config).await? {
-        None => println!(
-            "slot {:?} does not exist (run `outbox-relay setup`)",
-            config.source.slot
-        ),
-        Some(s) => {
-            println!("slot: {}", s.slot);
-            println!("active: {}", s.active);
-            println!(
-                "confirmed_lsn: {}",
-                s.confirmed_flush_lsn.as_deref().unwrap_or("none")
-            );
-            println!(
-                "lag_bytes: {}",
-                s.lag_bytes
-                    .map_or_else(|| "unknown".to_owned(), |b| b.to_string())
-            );
+/// `outbox-relay status [--json]`: see [`outbox_relay::inspect::status`].
+async fn status(config: &Config, json: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let status = outbox_relay::inspect::status(config).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        for line in status.lines() {
+            println!("{line}");
         }
     }
-    let published = match config.metrics.listen {
-        Some(addr) => {
-            admin::published_by_running_relay(addr, config.metrics.token.as_deref()).await
-        }
-        None => None,
-    };
-    println!(
-        "events_published: {}",
-        published.map_or_else(
-            || "unknown (no running relay with metrics.listen)".to_owned(),
-            |n| n.to_string()
-        )
-    );
     Ok(())
 }
 
@@ -300,23 +287,26 @@ async fn dlq_command(
 }
 
 async fn poll_command(config: Config, command: &str) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(table) = outbox_relay::source::poll::command(config, command).await? {
-        println!("table: {}", table.table);
-        println!("rows: {}", table.pending_rows);
-    }
+    outbox_relay::source::poll::command(config, command).await?;
     Ok(())
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Metrics::new();
     let dashboard = outbox_relay::dashboard::Dashboard::new(&config);
-    let _listener = match config.metrics.listen {
-        Some(addr) => Some(metrics.clone().serve(addr, dashboard).await.map_err(|e| {
-            Box::<dyn std::error::Error>::from(format!("`metrics.listen` {addr}: {e}"))
-        })?),
+    let listen = config.metrics.listen;
+    let relay = Relay::new(config, metrics.clone())?;
+    let _listener = match listen {
+        Some(addr) => Some(
+            metrics
+                .serve(addr, dashboard, relay.status_handle())
+                .await
+                .map_err(|e| {
+                    Box::<dyn std::error::Error>::from(format!("`metrics.listen` {addr}: {e}"))
+                })?,
+        ),
         None => None,
     };
-    let relay = Relay::new(config, metrics)?;
     relay.run(shutdown_signal()).await?;
     Ok(())
 }

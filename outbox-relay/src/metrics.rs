@@ -1,7 +1,8 @@
 //! What the relay reports: one typed method per thing that happens, each updating a Prometheus
 //! metric with a stable name and a `source` label (`wal`, `message`, `poll`, `binlog`), and
-//! logging where a human should know; plus the small HTTP listener that serves `/metrics` and the
-//! Kubernetes probes.
+//! logging where a human should know; plus the small HTTP listener that serves `/metrics`, the
+//! relay's [`crate::status::StatusReport`] as JSON at `/status` (what `outbox-relay status`
+//! reads), and the Kubernetes probes.
 //!
 //! Probes: `/livez` (and its older name `/healthz`) is 200 whenever the process answers, so a
 //! liveness probe never restarts a relay that is standing by or reconnecting; `/readyz` is 200
@@ -12,12 +13,20 @@
 //! `outbox_relay_transaction_events` (histogram of events per source transaction),
 //! `outbox_relay_lag_seconds` (age of the oldest transaction not yet wholly acknowledged),
 //! `outbox_relay_lag_bytes` (a log source's end minus the acknowledged position),
+//! `outbox_relay_oldest_pending_age_seconds` (the oldest event committed but not yet acknowledged
+//! by Kafka: for `poll` the table's oldest pending row by the database's clock, for the others
+//! the same figure as `lag_seconds`),
 //! `outbox_relay_reconnects_total`, `outbox_relay_state` (one-hot over the `state` label:
 //! `starting`, `leading`, `standby`, `reconnecting`, `stopped`), `outbox_relay_connected` (1 while
 //! leading); for `wal` and `message`: `outbox_relay_confirmed_lsn`,
 //! `outbox_relay_slot_retained_wal_bytes` (the server's WAL position minus the slot's
 //! `restart_lsn`: the WAL the slot keeps on disk), `outbox_relay_heartbeats_total` and
-//! `outbox_relay_heartbeats_failed_total`.
+//! `outbox_relay_heartbeats_failed_total`; for `poll`: `outbox_relay_pending_rows`; for
+//! `binlog`: `outbox_relay_binlog_position_on_server` (0 when the stored position's file was
+//! purged), `outbox_relay_binlog_position_file_index` and `outbox_relay_binlog_oldest_file_index`
+//! (the numbers their binlog file names end with), `outbox_relay_binlog_expire_seconds` (the
+//! server's age limit for binlog files, 0 = none). The `poll` and `binlog` figures are re-read
+//! every [`crate::inspect::WATCH_INTERVAL`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,10 +76,17 @@ struct Families {
     slot_retained_wal_bytes: Family<Labels, Gauge>,
     heartbeats: Family<Labels, Counter>,
     heartbeats_failed: Family<Labels, Counter>,
+    oldest_pending_age_seconds: Family<Labels, Ratio>,
+    pending_rows: Family<Labels, Gauge>,
+    binlog_position_on_server: Family<Labels, Gauge>,
+    binlog_position_file_index: Family<Labels, Gauge>,
+    binlog_oldest_file_index: Family<Labels, Gauge>,
+    binlog_expire_seconds: Family<Labels, Gauge>,
 }
 
 #[derive(Clone)]
 struct Bound {
+    source: &'static str,
     published: Counter,
     failed: Counter,
     dead_lettered: Counter,
@@ -84,6 +100,12 @@ struct Bound {
     slot_retained_wal_bytes: Gauge,
     heartbeats: Counter,
     heartbeats_failed: Counter,
+    oldest_pending_age_seconds: Ratio,
+    pending_rows: Gauge,
+    binlog_position_on_server: Gauge,
+    binlog_position_file_index: Gauge,
+    binlog_oldest_file_index: Gauge,
+    binlog_expire_seconds: Gauge,
 }
 
 fn transaction_histogram() -> Histogram {
@@ -113,6 +135,12 @@ impl Metrics {
             slot_retained_wal_bytes: Family::default(),
             heartbeats: Family::default(),
             heartbeats_failed: Family::default(),
+            oldest_pending_age_seconds: Family::default(),
+            pending_rows: Family::default(),
+            binlog_position_on_server: Family::default(),
+            binlog_position_file_index: Family::default(),
+            binlog_oldest_file_index: Family::default(),
+            binlog_expire_seconds: Family::default(),
         };
         let f = &families;
         registry.register(
@@ -180,6 +208,38 @@ impl Metrics {
             "Heartbeat messages that could not be written",
             f.heartbeats_failed.clone(),
         );
+        registry.register(
+            "oldest_pending_age_seconds",
+            "Age of the oldest event committed but not yet acknowledged by Kafka (poll: the \
+             table's oldest pending row, by the database's clock)",
+            f.oldest_pending_age_seconds.clone(),
+        );
+        registry.register(
+            "pending_rows",
+            "Rows in the polled outbox table not yet relayed (poll)",
+            f.pending_rows.clone(),
+        );
+        registry.register(
+            "binlog_position_on_server",
+            "1 while the server still has the stored binlog position's file, 0 once it was \
+             purged (binlog)",
+            f.binlog_position_on_server.clone(),
+        );
+        registry.register(
+            "binlog_position_file_index",
+            "The number the stored binlog position's file name ends with (binlog)",
+            f.binlog_position_file_index.clone(),
+        );
+        registry.register(
+            "binlog_oldest_file_index",
+            "The number the oldest binlog file on the server ends with (binlog)",
+            f.binlog_oldest_file_index.clone(),
+        );
+        registry.register(
+            "binlog_expire_seconds",
+            "The server's age limit for binlog files, 0 for none (binlog)",
+            f.binlog_expire_seconds.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -208,6 +268,7 @@ impl Metrics {
                 })
                 .collect();
             Bound {
+                source,
                 published: f.published.get_or_create(&labels).clone(),
                 failed: f.failed.get_or_create(&labels).clone(),
                 dead_lettered: f.dead_lettered.get_or_create(&labels).clone(),
@@ -221,6 +282,21 @@ impl Metrics {
                 slot_retained_wal_bytes: f.slot_retained_wal_bytes.get_or_create(&labels).clone(),
                 heartbeats: f.heartbeats.get_or_create(&labels).clone(),
                 heartbeats_failed: f.heartbeats_failed.get_or_create(&labels).clone(),
+                oldest_pending_age_seconds: f
+                    .oldest_pending_age_seconds
+                    .get_or_create(&labels)
+                    .clone(),
+                pending_rows: f.pending_rows.get_or_create(&labels).clone(),
+                binlog_position_on_server: f
+                    .binlog_position_on_server
+                    .get_or_create(&labels)
+                    .clone(),
+                binlog_position_file_index: f
+                    .binlog_position_file_index
+                    .get_or_create(&labels)
+                    .clone(),
+                binlog_oldest_file_index: f.binlog_oldest_file_index.get_or_create(&labels).clone(),
+                binlog_expire_seconds: f.binlog_expire_seconds.get_or_create(&labels).clone(),
             }
         })
     }
@@ -274,6 +350,49 @@ impl Metrics {
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
         bound.lag_seconds.set(oldest_pending_age_secs);
+        // A polled table holds rows the relay has not claimed yet: `table` measures those.
+        if bound.source != "poll" {
+            bound
+                .oldest_pending_age_seconds
+                .set(oldest_pending_age_secs);
+        }
+    }
+
+    /// The age of the oldest event not yet acknowledged by Kafka, as last measured.
+    pub fn oldest_pending_age(&self) -> f64 {
+        self.bound().oldest_pending_age_seconds.get()
+    }
+
+    /// The polled table, as last read.
+    pub fn table(&self, table: &crate::inspect::TableFacts) {
+        let bound = self.bound();
+        bound.pending_rows.set(table.pending_rows);
+        if let Some(age) = table.oldest_pending_age_seconds {
+            bound.oldest_pending_age_seconds.set(age);
+        }
+    }
+
+    /// The binlog's stored position and the server's files and retention, as last read.
+    pub fn binlog(&self, binlog: &crate::inspect::BinlogFacts) {
+        use crate::inspect::file_index;
+        let bound = self.bound();
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        if let Some(on_server) = binlog.on_server {
+            bound.binlog_position_on_server.set(i64::from(on_server));
+        }
+        if let Some(index) = binlog
+            .stored_position
+            .as_ref()
+            .and_then(|p| file_index(&p.file))
+        {
+            bound.binlog_position_file_index.set(gauge(index));
+        }
+        if let Some(index) = binlog.oldest_file.as_deref().and_then(file_index) {
+            bound.binlog_oldest_file_index.set(gauge(index));
+        }
+        if let Some(seconds) = binlog.expire_seconds {
+            bound.binlog_expire_seconds.set(gauge(seconds));
+        }
     }
 
     /// The LSN acknowledged to PostgreSQL.
@@ -329,12 +448,13 @@ impl Metrics {
         out
     }
 
-    /// Serves `/metrics`, `/livez` (`/healthz`), `/readyz` and the `dashboard` on `addr` until
-    /// the task is dropped.
+    /// Serves `/metrics`, `/status` (the relay's `status`), `/livez` (`/healthz`), `/readyz`
+    /// and the `dashboard` on `addr` until the task is dropped.
     pub async fn serve(
         self,
         addr: SocketAddr,
         dashboard: crate::dashboard::Dashboard,
+        status: crate::status::Status,
     ) -> std::io::Result<tokio::task::JoinHandle<()>> {
         let listener = TcpListener::bind(addr).await?;
         tracing::info!(%addr, "metrics listening");
@@ -345,6 +465,7 @@ impl Metrics {
                 };
                 let metrics = self.clone();
                 let dashboard = dashboard.clone();
+                let status = status.clone();
                 tokio::spawn(async move {
                     // Read the request head (up to 8 KiB): closing with unread bytes would reset
                     // the connection before the client reads the response.
@@ -378,6 +499,7 @@ impl Metrics {
                         // `metrics.token`: every path but the probes needs it.
                         _ if !dashboard.authorized(&request) => Response::unauthorized(),
                         "/metrics" => Response::metrics(metrics.render()),
+                        "/status" => status_response(&status),
                         _ => dashboard.respond(path).await,
                     };
                     let _ = stream.write_all(&response.into_bytes()).await;
@@ -385,6 +507,21 @@ impl Metrics {
                 });
             }
         }))
+    }
+}
+
+/// The relay's status report as JSON.
+fn status_response(status: &crate::status::Status) -> Response {
+    match serde_json::to_vec(&status.snapshot()) {
+        Ok(body) => Response {
+            status: "200 OK",
+            content_type: "application/json",
+            body: body.into(),
+        },
+        Err(error) => Response::text(
+            "500 Internal Server Error",
+            format!("serializing the status: {error}\n"),
+        ),
     }
 }
 
@@ -411,6 +548,67 @@ mod tests {
             r#"outbox_relay_state{source="poll",state="standby"} 1"#,
             r#"outbox_relay_state{source="poll",state="leading"} 0"#,
             r#"outbox_relay_connected{source="poll"} 0"#,
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn poll_reads_its_oldest_pending_age_from_the_table_the_others_from_the_pipeline() {
+        let wal = Metrics::new();
+        wal.bind("wal");
+        wal.lag(None, 2.5);
+        assert_eq!(wal.oldest_pending_age(), 2.5);
+
+        let poll = Metrics::new();
+        poll.bind("poll");
+        poll.table(&crate::inspect::TableFacts {
+            name: "\"outbox\"".into(),
+            pending_rows: 7,
+            oldest_pending_age_seconds: Some(3600.0),
+            oldest_pending_unknown: None,
+        });
+        // The pipeline knows only the claimed batch: it does not overwrite the table's figure.
+        poll.lag(None, 0.0);
+        assert_eq!(poll.oldest_pending_age(), 3600.0);
+        let text = poll.render();
+        for name in [
+            r#"outbox_relay_pending_rows{source="poll"} 7"#,
+            r#"outbox_relay_oldest_pending_age_seconds{source="poll"} 3600.0"#,
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn binlog_gauges_show_a_purged_position() {
+        let m = Metrics::new();
+        m.bind("binlog");
+        m.binlog(&crate::inspect::BinlogFacts {
+            position_table: "`db`.`outbox_relay_binlog_position`".into(),
+            position_key: "db.outbox".into(),
+            stored_position: Some(crate::inspect::StoredPosition {
+                file: "mariadb-bin.000003".into(),
+                offset: 4,
+                gtid: None,
+            }),
+            on_server: Some(false),
+            oldest_file: Some("mariadb-bin.000007".into()),
+            newest_file: Some("mariadb-bin.000009".into()),
+            files: 3,
+            bytes_on_server: 1000,
+            expire_seconds: Some(86_400),
+            binlog_expire_logs_seconds: Some(86_400),
+            expire_logs_days: None,
+            max_binlog_total_size: None,
+            note: None,
+        });
+        let text = m.render();
+        for name in [
+            r#"outbox_relay_binlog_position_on_server{source="binlog"} 0"#,
+            r#"outbox_relay_binlog_position_file_index{source="binlog"} 3"#,
+            r#"outbox_relay_binlog_oldest_file_index{source="binlog"} 7"#,
+            r#"outbox_relay_binlog_expire_seconds{source="binlog"} 86400"#,
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

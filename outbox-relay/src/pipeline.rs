@@ -140,6 +140,8 @@ impl<'c> Pipeline<'c> {
         self.metrics.bind(name);
         self.status.update(|s| s.source = name);
         self.status.set_state(State::Starting);
+        // The source's facts that the metrics show besides the pipeline's (aborted on return).
+        let _watch = crate::inspect::Watch::start(self.config, &self.metrics);
         let mut shutdown = std::pin::pin!(shutdown);
         let result = self.sessions(&mut connector, &mut shutdown).await;
         connector.finish().await;

@@ -63,6 +63,11 @@ impl Relay {
     pub fn status(&self) -> StatusReport {
         self.status.snapshot()
     }
+
+    /// The shared handle on the relay's status (what the metrics listener serves at `/status`).
+    pub fn status_handle(&self) -> Status {
+        self.status.clone()
+    }
 }
 
 /// The polling relay as a library: one outbox table, one Kafka producer, through the pipeline.

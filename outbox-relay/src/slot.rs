@@ -87,16 +87,10 @@ impl SlotState {
 
 /// The slot's state, or None when there is no such slot.
 pub async fn read(pool: &PgPool, slot: &str) -> Result<Option<SlotState>, sqlx::Error> {
-    let row: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
-        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8, wal_status \
-         FROM pg_replication_slots WHERE slot_name = $1",
-    )
-    .bind(slot)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(retained_wal_bytes, wal_status)| SlotState {
-        retained_wal_bytes,
-        wal_status,
+    let facts = crate::inspect::read_slot(pool, slot).await?;
+    Ok(facts.exists.then_some(SlotState {
+        retained_wal_bytes: facts.retained_wal_bytes,
+        wal_status: facts.wal_status,
     }))
 }
 

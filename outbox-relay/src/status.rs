@@ -1,14 +1,14 @@
-//! What a relay shows of itself: its state and counts, as `outbox-relay status`, the metrics and
-//! the dashboard read them.
+//! What a relay shows of itself: its state and counts, as `outbox-relay status` (through
+//! `GET /status` on the metrics listener), the metrics and the dashboard read them.
 
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
 
 /// What the relay is doing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Checking the source and Kafka before the first session.
@@ -43,10 +43,11 @@ impl State {
     }
 }
 
-/// What a running relay shows of itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// What a running relay shows of itself, served as JSON at `GET /status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     /// The source: `wal`, `message`, `poll`, `binlog`.
+    #[serde(skip_deserializing)]
     pub source: &'static str,
     pub state: State,
     /// Whether this relay is the one shipping.
@@ -61,6 +62,9 @@ pub struct StatusReport {
     pub dead_lettered: u64,
     /// The last position acknowledged to the source, as the source prints it.
     pub confirmed: Option<String>,
+    /// Age of the oldest event committed but not yet acknowledged by Kafka, 0 when none, as
+    /// `outbox_relay_oldest_pending_age_seconds`; None in a report without metrics.
+    pub oldest_pending_age_seconds: Option<f64>,
 }
 
 /// A shared handle on the relay's [`StatusReport`], also reflected in the metrics.
@@ -85,6 +89,7 @@ impl Status {
         if let Some(metrics) = &self.metrics {
             report.published = metrics.published();
             report.dead_lettered = metrics.dead_lettered();
+            report.oldest_pending_age_seconds = Some(metrics.oldest_pending_age());
         }
         report
     }

@@ -6,44 +6,13 @@ mod binlog_support;
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::time::Duration;
 
-use binlog_support::{BinlogFixture, relay_url};
-use common::{BIN, Reader, RelayProcess, create_topics, has_all, kafka_brokers};
+use binlog_support::{BinlogFixture, config_file, relay};
+use common::{Reader, RelayProcess, create_topics, has_all};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// The relay's TOML for `fixture` (a replica id and position row of its own).
-fn config_file(fixture: &BinlogFixture, extra_kafka: &str) -> std::path::PathBuf {
-    let b = &fixture.config.source.binlog;
-    let text = format!(
-        "database_url = \"{url}\"\n\
-         [source]\nkind = \"binlog\"\ntable = \"{name}\"\n\
-         [source.binlog]\nserver_id = {id}\nposition_key = \"{name}\"\n\
-         heartbeat_interval = \"300ms\"\nflush_interval = \"50ms\"\n\
-         [kafka]\nbrokers = \"{brokers}\"\ntopic = \"{name}.${{routedByValue}}\"\n\
-         dead_letter_topic = \"{name}.dlq\"\n{extra_kafka}",
-        url = relay_url(),
-        name = fixture.name,
-        id = b.server_id,
-        brokers = kafka_brokers(),
-    );
-    let path = std::env::temp_dir().join(format!("{}.toml", fixture.name));
-    std::fs::write(&path, text).expect("writing the relay config");
-    path
-}
-
-fn relay(config: &std::path::Path, subcommand: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg(subcommand)
-        .arg("-c")
-        .arg(config)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info,outbox_relay=debug");
-    c
-}
 
 fn setup(config: &std::path::Path) {
     let out = relay(config, "setup").output().expect("outbox-relay setup");

@@ -285,6 +285,20 @@ pub async fn setup(config: &Config) -> Result<String, BinlogError> {
     ))
 }
 
+/// The relay's stored position, as `outbox-relay status` shows it: the position table
+/// (quoted), the row's key, and the row (None before the first `setup` or `run`).
+pub(crate) async fn stored_position(
+    config: &Config,
+    conn: &mut Conn,
+) -> Result<(String, String, Option<BinlogPosition>), BinlogError> {
+    let connector = BinlogConnector::new(config)?;
+    let server = Server::read(conn).await?;
+    let table = store::qualified(&server.database, &connector.config.position_table);
+    let key = connector.key(&connector.schema(&server));
+    let stored = store::read(conn, &table, &key, server.mariadb).await?;
+    Ok((table, key, stored))
+}
+
 /// Opens binlog sessions on one server for one outbox table.
 pub struct BinlogConnector {
     target: MySqlTarget,

@@ -527,17 +527,9 @@ async fn listen(
     }
 }
 
-/// What `outbox-relay status` shows of a polled table.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TableStatus {
-    pub table: String,
-    /// Rows not yet relayed (in `mark` mode, the unmarked ones).
-    pub pending_rows: i64,
-}
-
-/// The `outbox-relay` subcommands for the poll source besides `run`: `setup`, `status`,
+/// The `outbox-relay` subcommands for the poll source besides `run` and `status`: `setup`,
 /// `teardown`.
-pub async fn command(config: Config, command: &str) -> Result<Option<TableStatus>, PollError> {
+pub async fn command(config: Config, command: &str) -> Result<(), PollError> {
     let outbox = Outbox::connect(config).await?;
     let table = &outbox.table;
     match command {
@@ -553,33 +545,13 @@ pub async fn command(config: Config, command: &str) -> Result<Option<TableStatus
                 }
             );
         }
-        "status" => {
-            let pending = if table.marks() {
-                format!(" WHERE {} IS NULL", table.q(RELAYED_AT))
-            } else {
-                String::new()
-            };
-            let sql = format!("SELECT COUNT(*) FROM {}{pending}", table.qualified());
-            let row = outbox
-                .db
-                .query_one_raw(sea_orm::Statement::from_string(table.backend, sql))
-                .await?;
-            let pending_rows = row
-                .map(|r| r.try_get_by_index::<i64>(0))
-                .transpose()?
-                .unwrap_or(0);
-            return Ok(Some(TableStatus {
-                table: table.qualified(),
-                pending_rows,
-            }));
-        }
         // The sequence, its index and the trigger belong to the table and go with it.
         _ => println!(
             "nothing to tear down for the poll source: the sequence, index and trigger of {} go with the table",
             table.qualified()
         ),
     }
-    Ok(None)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,24 +10,45 @@ use std::time::Duration;
 use outbox_core::OutboxTable;
 use outbox_relay::config::{Config, SourceKind};
 use outbox_relay::source::binlog::{BinlogPosition, Source, SourceEvent};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
-pub use outbox_testkit::{service_env, unique};
-
-pub fn mysql_url() -> String {
-    service_env("MYSQL_URL", "MariaDB")
-}
+pub use outbox_testkit::{kafka_brokers, mariadb, mysql_url, service_env, unique};
 
 /// The least-privilege user `scripts/services` makes for the binlog source.
 pub fn relay_url() -> String {
     service_env("MYSQL_RELAY_URL", "MariaDB")
 }
 
-pub async fn mariadb() -> DatabaseConnection {
-    let url = mysql_url();
-    Database::connect(&url).await.unwrap_or_else(|e| {
-        panic!("MariaDB at {url} is unreachable: {e}. Start it with `scripts/services up`.")
-    })
+/// The relay's TOML for `fixture` (a replica id and position row of its own); `extra` is
+/// appended after the `[kafka]` settings (more of them, or further sections).
+pub fn config_file(fixture: &BinlogFixture, extra: &str) -> std::path::PathBuf {
+    let b = &fixture.config.source.binlog;
+    let text = format!(
+        "database_url = \"{url}\"\n\
+         [source]\nkind = \"binlog\"\ntable = \"{name}\"\n\
+         [source.binlog]\nserver_id = {id}\nposition_key = \"{name}\"\n\
+         heartbeat_interval = \"300ms\"\nflush_interval = \"50ms\"\n\
+         [kafka]\nbrokers = \"{brokers}\"\ntopic = \"{name}.${{routedByValue}}\"\n\
+         dead_letter_topic = \"{name}.dlq\"\n{extra}",
+        url = relay_url(),
+        name = fixture.name,
+        id = b.server_id,
+        brokers = kafka_brokers(),
+    );
+    let path = std::env::temp_dir().join(format!("{}.toml", fixture.name));
+    std::fs::write(&path, text).expect("writing the relay config");
+    path
+}
+
+/// `outbox-relay <subcommand> -c <config>`, the URL from the file alone.
+pub fn relay(config: &std::path::Path, subcommand: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_outbox-relay"));
+    c.arg(subcommand)
+        .arg("-c")
+        .arg(config)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info,outbox_relay=debug");
+    c
 }
 
 /// A replica id no other session of this machine's tests uses (the server drops the older of
