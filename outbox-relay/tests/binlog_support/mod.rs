@@ -12,6 +12,7 @@ use outbox_relay::config::{Config, SourceKind};
 use outbox_relay::source::binlog::{BinlogPosition, Source, SourceEvent};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
+#[allow(unused_imports)] // each test binary uses a different part
 pub use outbox_testkit::{kafka_brokers, mariadb, mysql_url, service_env, unique};
 
 /// The least-privilege user `scripts/services` makes for the binlog source.
