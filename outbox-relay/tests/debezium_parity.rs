@@ -450,6 +450,51 @@ async fn the_relay_ships_what_debezium_ships_byte_for_byte() {
     compare(&table, &aggregate_type, case).await;
 }
 
+/// Every common column type placed as an `envelope` field (JsonConverter, schemas off): each
+/// is rendered by its Kafka Connect schema, a number as a number, a boolean as `true`/`false`,
+/// a NULL as `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_envelope_fields_match_debezium() {
+    let table = unique("dbz_envelope");
+    let aggregate_type = unique("envelope");
+    let typed: Vec<String> = TYPED
+        .iter()
+        .map(|(c, t, _)| format!(", \"{c}\" {t} NULL"))
+        .collect();
+    let mut placements = vec!["type:envelope:eventType".to_owned()];
+    placements.extend(TYPED.iter().map(|(c, _, h)| format!("{c}:envelope:{h}")));
+    let mut flags = vec![
+        "--trace-headers".to_owned(),
+        "false".to_owned(),
+        "--value-converter".to_owned(),
+        "json".to_owned(),
+    ];
+    for p in &placements {
+        flags.extend(["--placement".to_owned(), p.clone()]);
+    }
+    let columns: Vec<&str> = TYPED.iter().map(|(c, _, _)| *c).collect();
+    let names = format!(
+        "aggregateid, payload, tracingspancontext, {}",
+        columns.join(", ")
+    );
+    let case = Case {
+        columns: typed.concat(),
+        converter: "json-string",
+        debezium: format!(
+            "transforms.outbox.table.fields.additional.placement={}",
+            placements.join(",")
+        ),
+        relay: RelayConfig::Flags(flags),
+        rows: rows()
+            .into_iter()
+            .map(|values| (aggregate_type.clone(), names.clone(), values))
+            .collect(),
+        topics: vec![format!("outbox.event.{aggregate_type}")],
+        timestamps: false,
+    };
+    compare(&table, &aggregate_type, case).await;
+}
+
 /// JSON payloads of every shape Debezium's expansion meets (jsonb text, as both read it):
 /// members null or empty, numbers of each Jackson kind, escapes, nested and mixed arrays, and
 /// the ones Debezium keeps as a string. Not here: the payloads whose inferred schema Debezium
