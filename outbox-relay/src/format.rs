@@ -339,7 +339,10 @@ pub fn postgres_value(
             return number(text);
         }
         pg_type::NUMERIC if type_modifier < 0 => decimal(&text, true).map(|(scale, unscaled)| {
-            number(format!(r#"{{"scale":{scale},"value":"{}"}}"#, base64(&unscaled)))
+            number(format!(
+                r#"{{"scale":{scale},"value":"{}"}}"#,
+                base64(&unscaled)
+            ))
         }),
         pg_type::NUMERIC => decimal(&text, false).map(|(_, unscaled)| ColumnValue::Typed {
             json: format!("\"{}\"", base64(&unscaled)),
@@ -967,16 +970,34 @@ mod tests {
     fn typed_values_in_json_as_debezium_sent_them() {
         let json = |oid: u32, modifier: i32, text: &str| {
             let mut out = String::new();
-            column_json(Some(&postgres_value(oid, modifier, text.to_owned())), &mut out);
+            column_json(
+                Some(&postgres_value(oid, modifier, text.to_owned())),
+                &mut out,
+            );
             out
         };
         let numeric2 = 0x000a_0006; // numeric(10,2)
         for (oid, modifier, text, want) in [
             (pg_type::NUMERIC, numeric2, "3.10", r#""ATY=""#),
             (pg_type::NUMERIC, numeric2, "-1.00", r#""nA==""#),
-            (pg_type::NUMERIC, -1, "-0.0012300", r#"{"scale":5,"value":"hQ=="}"#),
-            (pg_type::TIMESTAMP, -1, "1960-01-01 00:00:00.000001", "-315619199999999"),
-            (pg_type::TIMESTAMP, 3, "2026-01-01 00:00:00", "1767225600000"),
+            (
+                pg_type::NUMERIC,
+                -1,
+                "-0.0012300",
+                r#"{"scale":5,"value":"hQ=="}"#,
+            ),
+            (
+                pg_type::TIMESTAMP,
+                -1,
+                "1960-01-01 00:00:00.000001",
+                "-315619199999999",
+            ),
+            (
+                pg_type::TIMESTAMP,
+                3,
+                "2026-01-01 00:00:00",
+                "1767225600000",
+            ),
             (pg_type::DATE, -1, "2026-11-28", "20785"),
             (pg_type::INT8, -1, "9007199254740993", "9007199254740993"),
             (pg_type::BOOL, -1, "f", "false"),
@@ -986,7 +1007,12 @@ mod tests {
                 "2026-11-28 20:19:21.5+02",
                 r#""2026-11-28T18:19:21.500Z""#,
             ),
-            (2950, -1, "00000000-0000-0000-0000-000000000000", r#""00000000-0000-0000-0000-000000000000""#),
+            (
+                2950,
+                -1,
+                "00000000-0000-0000-0000-000000000000",
+                r#""00000000-0000-0000-0000-000000000000""#,
+            ),
             (3802, -1, "{}", r#""{}""#),
             (pg_type::NUMERIC, -1, "NaN", r#""NaN""#),
         ] {
@@ -1002,7 +1028,10 @@ mod tests {
             &[
                 ("type", Some(&ColumnValue::Text("Placed\n".to_owned()))),
                 ("n", None),
-                ("at", Some(&postgres_value(pg_type::DATE, -1, "1970-01-02".into()))),
+                (
+                    "at",
+                    Some(&postgres_value(pg_type::DATE, -1, "1970-01-02".into())),
+                ),
                 ("on", Some(&postgres_value(pg_type::BOOL, -1, "t".into()))),
                 ("blob", Some(&ColumnValue::Bytes(vec![0, 0xff]))),
             ],

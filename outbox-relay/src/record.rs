@@ -20,7 +20,10 @@ pub enum ColumnValue {
     /// A value that Kafka Connect does not hold as a string under Debezium (a number, a
     /// boolean, a date or timestamp as a number, a decimal): `text` is its form in a key or a
     /// header, `json` its form in a JSON value (see [`crate::format::postgres_value`]).
-    Typed { text: String, json: String },
+    Typed {
+        text: String,
+        json: String,
+    },
 }
 
 impl ColumnValue {

@@ -128,7 +128,8 @@ fn relay_with_config(subcommand: &str, config: &std::path::Path) -> Command {
 /// A relay configuration for `fx`'s table whose columns are all renamed, with `event_id` as
 /// the event id column.
 fn renamed_config(fx: &PollFixture, event_id: &str) -> std::path::PathBuf {
-    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/relay-logs"));
+    let dir =
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/relay-logs"));
     std::fs::create_dir_all(&dir).expect("creating target/relay-logs");
     let path = dir.join(format!("{}-{event_id}.toml", fx.name));
     let toml = format!(
@@ -363,12 +364,22 @@ async fn poll_ships_each_column_type_as_the_wal_source_does() {
         .await;
     }
 
-    let messages = read_ids(&[&wal_topic, &poll_topic], rows.len(), Duration::from_secs(60));
+    let messages = read_ids(
+        &[&wal_topic, &poll_topic],
+        rows.len(),
+        Duration::from_secs(60),
+    );
     assert!(wal.is_running(), "the wal relay exited: {}", wal.log_text());
-    assert!(poll.is_running(), "the poll relay exited: {}", poll.log_text());
+    assert!(
+        poll.is_running(),
+        "the poll relay exited: {}",
+        poll.log_text()
+    );
     wal.terminate(Duration::from_secs(30));
     poll.terminate(Duration::from_secs(30));
-    let teardown = relay("teardown", "wal").output().expect("outbox-relay teardown");
+    let teardown = relay("teardown", "wal")
+        .output()
+        .expect("outbox-relay teardown");
     assert!(
         teardown.status.success(),
         "wal teardown: {}",

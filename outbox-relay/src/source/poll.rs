@@ -331,7 +331,9 @@ impl Outbox {
                         // Typed as the wal source types the same column's text.
                         Kind::Text => row.try_get_by_index::<Option<String>>(i).map(|v| {
                             v.map(|text| match column.pg_type {
-                                Some((oid, modifier)) => format::postgres_value(oid, modifier, text),
+                                Some((oid, modifier)) => {
+                                    format::postgres_value(oid, modifier, text)
+                                }
                                 None => ColumnValue::Text(text),
                             })
                         }),

@@ -211,7 +211,10 @@ impl Claimer {
         // The lag is measured from the oldest event's own time (the timestamp column, as
         // configured); without one, from now.
         let kafka = &self.outbox.config().kafka;
-        let column = kafka.event_timestamp_field.as_deref().unwrap_or("timestamp");
+        let column = kafka
+            .event_timestamp_field
+            .as_deref()
+            .unwrap_or("timestamp");
         let committed_at_micros = records
             .first()
             .and_then(|r| r.get(column))
