@@ -273,6 +273,8 @@ pub mod pg_type {
     pub const INT8: u32 = 20;
     pub const INT2: u32 = 21;
     pub const INT4: u32 = 23;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
     pub const DATE: u32 = 1082;
     pub const TIMESTAMP: u32 = 1114;
     pub const TIMESTAMPTZ: u32 = 1184;
@@ -289,6 +291,8 @@ pub mod pg_type {
 /// - `timestamp(p)`: milliseconds since the epoch for p <= 3, microseconds otherwise;
 /// - `date`: days since the epoch;
 /// - `smallint`, `integer`, `bigint`: the number;
+/// - `real`, `double precision`: the number as Java's `Float`/`Double.toString` prints it
+///   (`3.0`, `1.0E20`; PostgreSQL prints `3`, `1e+20`);
 /// - `boolean`: `true`/`false` (PostgreSQL's output is `t`/`f`, its cast to text `true`/`false`);
 /// - unconstrained `numeric`: `{"scale":s,"value":"<base64>"}` (Debezium's
 ///   `VariableScaleDecimal`), the unscaled value's two's-complement big-endian bytes, trailing
@@ -338,6 +342,16 @@ pub fn postgres_value(
         pg_type::INT2 | pg_type::INT4 | pg_type::INT8 if text.parse::<i64>().is_ok() => {
             return number(text);
         }
+        pg_type::FLOAT8 => text
+            .parse::<f64>()
+            .ok()
+            .filter(|d| d.is_finite())
+            .map(|d| number(java_double(d))),
+        pg_type::FLOAT4 => text
+            .parse::<f32>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(|f| number(java_float(f))),
         pg_type::NUMERIC if type_modifier < 0 => decimal(&text, true).map(|(scale, unscaled)| {
             number(format!(
                 r#"{{"scale":{scale},"value":"{}"}}"#,
@@ -792,19 +806,34 @@ fn json_string(s: &str, out: &mut String) {
 /// Java's `Double.toString`: plain notation with at least one fractional digit for magnitudes
 /// in [10^-3, 10^7), else `d.dddE±n`; the shortest digits that read back as the same double.
 fn java_double(d: f64) -> String {
-    if d == 0.0 {
-        return if d.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
-    }
     // `{:e}` gives the shortest round-trip digits: `-3.998e1`.
-    let scientific = format!("{d:e}");
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    java_floating(d == 0.0, d.is_sign_negative(), d.abs(), &format!("{d:e}"))
+}
+
+/// Java's `Float.toString`: as [`java_double`], with the shortest digits that read back as the
+/// same float.
+fn java_float(f: f32) -> String {
+    java_floating(
+        f == 0.0,
+        f.is_sign_negative(),
+        f64::from(f.abs()),
+        &format!("{f:e}"),
+    )
+}
+
+/// Java's rendering of a finite floating-point value from its shortest digits in Rust's `{:e}`
+/// form and its magnitude.
+fn java_floating(zero: bool, negative: bool, magnitude: f64, scientific: &str) -> String {
+    if zero {
+        return if negative { "-0.0" } else { "0.0" }.to_owned();
+    }
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
         Some(m) => ("-", m),
         None => ("", mantissa),
     };
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let magnitude = d.abs();
     if (1e-3..1e7).contains(&magnitude) {
         let point = exponent + 1; // digits before the decimal point
         let (whole, fraction) = if point <= 0 {
@@ -1015,6 +1044,12 @@ mod tests {
             ),
             (3802, -1, "{}", r#""{}""#),
             (pg_type::NUMERIC, -1, "NaN", r#""NaN""#),
+            (pg_type::FLOAT8, -1, "1e+20", "1.0E20"),
+            (pg_type::FLOAT8, -1, "-0.1", "-0.1"),
+            (pg_type::FLOAT4, -1, "3", "3.0"),
+            (pg_type::FLOAT4, -1, "1.1", "1.1"),
+            (pg_type::FLOAT4, -1, "1e-05", "1.0E-5"),
+            (pg_type::FLOAT8, -1, "NaN", r#""NaN""#),
         ] {
             assert_eq!(json(oid, modifier, text), want, "{oid} {modifier} {text}");
         }

@@ -43,6 +43,8 @@ const TYPED: &[(&str, &str, &str)] = &[
     ("c_num", "numeric", "h_num"),
     ("c_num2", "numeric(10,2)", "h_num2"),
     ("c_bool", "boolean", "h_bool"),
+    ("c_float8", "double precision", "h_float8"),
+    ("c_real", "real", "h_real"),
     ("c_uuid", "uuid", "h_uuid"),
     ("c_text", "text", "h_text"),
     ("c_jsonb", "jsonb", "h_jsonb"),
@@ -382,12 +384,12 @@ async fn compare(table: &str, aggregate_type: &str, case: Case) {
 fn rows() -> Vec<String> {
     let all_types = "'2026-11-28 20:19:21.773017+00', '2026-11-28 20:19:21.5+02', \
          '2026-11-28 20:19:21.773017', '2026-11-28 20:19:21.5', '2026-11-28', 42, \
-         9007199254740993, 12345.678900, 3.10, true, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', \
+         9007199254740993, 12345.678900, 3.10, true, 1e20, 3, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', \
          'h\u{e9}llo \"x\" ''q''', '{\"b\": [1, 2.50], \"a\": null}'";
     let nulls = vec!["NULL"; TYPED.len()].join(", ");
     let other_types = "'1969-12-31 23:59:59.999999-03', '2026-01-01 00:00:00+00', \
          '1960-01-01 00:00:00.000001', '2026-01-01 00:00:00', '1970-01-01', -7, -1, -0.0012300, \
-         -1.00, false, '00000000-0000-0000-0000-000000000000', '', '{}'";
+         -1.00, false, -0.1, 1.1, '00000000-0000-0000-0000-000000000000', '', '{}'";
     let java_trace = "E'#Sat Nov 28 20:19:21 UTC 2026\\r\\ntracestate=rojo\\\\=00f067aa0ba902b7,\
          congo\\\\=t61rcWkgMzE\\r\\ntraceparent=00-0af7651916cd43dd8448eb211c80319c-\
          b7ad6b7169203331-01\\r\\n'";

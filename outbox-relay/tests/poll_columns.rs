@@ -276,6 +276,8 @@ const TYPED: &[(&str, &str)] = &[
     ("c_num", "numeric"),
     ("c_num2", "numeric(10,2)"),
     ("c_bool", "boolean"),
+    ("c_float8", "double precision"),
+    ("c_real", "real"),
     ("c_uuid", "uuid"),
     ("c_text", "text"),
     ("c_jsonb", "jsonb"),
@@ -287,12 +289,13 @@ fn typed_rows() -> Vec<&'static str> {
     vec![
         "'2026-11-28 20:19:21.773017+00', '2026-11-28 20:19:21.5+02', \
          '2026-11-28 20:19:21.773017', '2026-11-28 20:19:21.5', '2026-11-28', 7, 42, \
-         9007199254740993, 12345.678900, 3.10, true, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', \
+         9007199254740993, 12345.678900, 3.10, true, 1e20, 3, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', \
          'h\u{e9}llo \"x\" ''q''', '{\"b\": [1, 2.50], \"a\": null}'",
         "'1969-12-31 23:59:59.999999-03', '2026-01-01 00:00:00+00', \
          '1960-01-01 00:00:00.000001', '2026-01-01 00:00:00', '1970-01-01', -7, -7, -1, \
-         -0.0012300, -1.00, false, '00000000-0000-0000-0000-000000000000', '', '{}'",
-        "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+         -0.0012300, -1.00, false, -0.1, 1.1, '00000000-0000-0000-0000-000000000000', '', '{}'",
+        "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+         NULL",
     ]
 }
 
@@ -427,6 +430,8 @@ async fn poll_ships_each_column_type_as_the_wal_source_does() {
         ("h_c_ts", "1795897161773017"),
         ("h_c_date", "20785"),
         ("h_c_bool", "true"),
+        ("h_c_float8", "1.0E20"),
+        ("h_c_real", "3.0"),
         ("h_c_num", r#"{"scale":4,"value":"B1vNFQ=="}"#),
         ("h_ts_row", "2026-11-28T20:19:21.773017Z"),
     ] {
