@@ -4,6 +4,7 @@
 //!   `.payload_field`, `.event_timestamp_field`, `.route_by_field`: Debezium's
 //!   `table.field.event.*` and `route.by.field`), on a table whose columns are all renamed;
 //! - a named column the table lacks stops it at start, naming the setting and the column;
+//! - the `wal` source reads the same renamed table (its start checks the configured columns);
 //! - it ships each column as the `wal` source ships it (Debezium's rendering): the same row read
 //!   by both relays gives the same key, value (an envelope with every type) and header bytes.
 
@@ -126,16 +127,19 @@ fn relay_with_config(subcommand: &str, config: &std::path::Path) -> Command {
 }
 
 /// A relay configuration for `fx`'s table whose columns are all renamed, with `event_id` as
-/// the event id column.
-fn renamed_config(fx: &PollFixture, event_id: &str) -> std::path::PathBuf {
+/// the event id column, read by `source` (`poll`, or `wal` on a slot and publication named as
+/// the table).
+fn renamed_config(fx: &PollFixture, source: &str, event_id: &str) -> std::path::PathBuf {
     let dir =
         std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/relay-logs"));
     std::fs::create_dir_all(&dir).expect("creating target/relay-logs");
-    let path = dir.join(format!("{}-{event_id}.toml", fx.name));
+    let path = dir.join(format!("{}-{source}-{event_id}.toml", fx.name));
     let toml = format!(
         r#"[source]
-kind = "poll"
+kind = "{source}"
 table = "{table}"
+slot = "{table}"
+publication = "{table}"
 
 [source.poll]
 interval = "100ms"
@@ -169,9 +173,19 @@ async fn renamed_table(fx: &PollFixture) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renamed_columns_ship_in_order_through_the_binary() {
-    let fx = PollFixture::bare(Backend::Postgres, "poll_renamed").await;
+    renamed_columns_ship_in_order("poll").await;
+}
+
+/// The `wal` source on the same table: its start checks name the configured columns too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_columns_ship_in_order_through_the_wal_source_too() {
+    renamed_columns_ship_in_order("wal").await;
+}
+
+async fn renamed_columns_ship_in_order(source: &str) {
+    let fx = PollFixture::bare(Backend::Postgres, &format!("{source}_renamed")).await;
     renamed_table(&fx).await;
-    let config = renamed_config(&fx, "event_id");
+    let config = renamed_config(&fx, source, "event_id");
     let setup = relay_with_config("setup", &config)
         .output()
         .expect("outbox-relay setup");
@@ -237,8 +251,18 @@ async fn renamed_columns_ship_in_order_through_the_binary() {
             .push(id.clone());
     }
     assert_eq!(order, expected, "per-aggregate order");
-    fx.wait_empty(Duration::from_secs(30)).await;
+    if source == "poll" {
+        fx.wait_empty(Duration::from_secs(30)).await;
+    }
     relay.terminate(Duration::from_secs(30));
+    let teardown = relay_with_config("teardown", &config)
+        .output()
+        .expect("outbox-relay teardown");
+    assert!(
+        teardown.status.success(),
+        "teardown: {}",
+        String::from_utf8_lossy(&teardown.stderr)
+    );
     fx.teardown().await;
 }
 
@@ -247,7 +271,7 @@ async fn a_configured_column_the_table_lacks_stops_the_relay_at_start() {
     let fx = PollFixture::bare(Backend::Postgres, "poll_lacks").await;
     renamed_table(&fx).await;
     // The table has `event_id`, the configuration names `evt_id`.
-    let config = renamed_config(&fx, "evt_id");
+    let config = renamed_config(&fx, "poll", "evt_id");
     let mut relay = RelayProcess::spawn(relay_with_config("run", &config), &fx.name);
     let status = relay.wait_exit(Duration::from_secs(20));
     let log = relay.log_text();
