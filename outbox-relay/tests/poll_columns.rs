@@ -10,108 +10,29 @@
 
 mod common;
 mod poll_support;
+mod raw_support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{BIN, RelayProcess, create_topics, database_url, kafka_brokers, unique};
+use common::{BIN, RelayProcess, create_topics, database_url, kafka_brokers};
 use poll_support::{Backend, PollFixture};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-
-/// One message as read, every byte kept (a null header value is None).
-#[derive(Debug, Clone, PartialEq)]
-struct Raw {
-    topic: String,
-    partition: i32,
-    timestamp: Option<i64>,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl Raw {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_deref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    }
-
-    fn id(&self) -> String {
-        self.header("id").unwrap_or_default()
-    }
-
-    /// The message with its bytes as (lossy) text, for a failure message.
-    fn show(&self) -> String {
-        let text = |b: &Option<Vec<u8>>| match b {
-            Some(b) => format!("{:?}", String::from_utf8_lossy(b)),
-            None => "null".to_owned(),
-        };
-        let headers: Vec<String> = self
-            .headers
-            .iter()
-            .map(|(k, v)| format!("{k}={}", text(v)))
-            .collect();
-        format!(
-            "partition={} key={} value={} headers=[{}]",
-            self.partition,
-            text(&self.key),
-            text(&self.value),
-            headers.join(", ")
-        )
-    }
-}
+use raw_support::{Raw, read_raw};
 
 /// Every message of `topics` from the beginning, until `n` distinct ids arrived on each topic,
 /// or `timeout` passed.
 fn read_ids(topics: &[&str], n: usize, timeout: Duration) -> Vec<Raw> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", unique("poll_columns"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("topic.metadata.refresh.interval.ms", "1000")
-        .create()
-        .expect("Kafka consumer");
-    consumer.subscribe(topics).expect("subscribe");
-    let mut messages: Vec<Raw> = Vec::new();
-    let deadline = Instant::now() + timeout;
-    let done = |messages: &[Raw]| {
+    read_raw(topics, timeout, |messages| {
         topics.iter().all(|t| {
-            let ids: std::collections::HashSet<String> = messages
+            let ids: HashSet<Option<String>> = messages
                 .iter()
                 .filter(|m| m.topic == *t)
                 .map(Raw::id)
                 .collect();
             ids.len() >= n
         })
-    };
-    while Instant::now() < deadline && !done(&messages) {
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        messages.push(Raw {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            timestamp: m.timestamp().to_millis(),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            headers,
-        });
-    }
-    messages
+    })
 }
 
 /// `outbox-relay <subcommand> -c <config>`, the database and broker from the environment.
@@ -219,9 +140,12 @@ async fn renamed_columns_ship_in_order(source: &str) {
     let mut first: HashMap<String, &Raw> = HashMap::new();
     let mut order: HashMap<String, Vec<String>> = HashMap::new();
     for m in messages.iter().filter(|m| m.topic == topic) {
-        if first.insert(m.id(), m).is_none() {
+        if first.insert(m.id().unwrap_or_default(), m).is_none() {
             let key = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned();
-            order.entry(key).or_default().push(m.id());
+            order
+                .entry(key)
+                .or_default()
+                .push(m.id().unwrap_or_default());
         }
     }
     let mut expected: HashMap<String, Vec<String>> = HashMap::new();
@@ -422,7 +346,7 @@ async fn poll_ships_each_column_type_as_the_wal_source_does() {
                 let mut m = m.clone();
                 m.topic = String::new();
                 m.timestamp = None;
-                (m.id(), m)
+                (m.id().unwrap_or_default(), m)
             })
             .collect()
     };
