@@ -361,12 +361,18 @@ pub async fn preflight(config: &Config) -> Result<Preflight, PreflightError> {
                 .collect();
             if !missing.is_empty() {
                 return Err(PreflightError::Refused(format!(
-                    "the outbox table {} has no column `{}`: the relay reads `id`, `aggregateid`, \
-                     the routing column `{}` (`kafka.route_by_field`), `payload` and every column \
-                     of `kafka.additional_placement` (Debezium's outbox columns); add the column \
-                     or point `source.table` at the outbox",
+                    "the outbox table {} has no column `{}`: the relay reads the columns of \
+                     `kafka.event_id_field` (`{}`), `kafka.event_key_field` (`{}`), \
+                     `kafka.payload_field` (`{}`), `kafka.route_by_field` (`{}`), \
+                     `kafka.event_timestamp_field` when set and every column of \
+                     `kafka.additional_placement` (Debezium's `table.field.event.*`, \
+                     `route.by.field`, `table.fields.additional.placement`); add the column, \
+                     set the option to the column's name, or point `source.table` at the outbox",
                     table.quoted(),
                     missing.join("`, `"),
+                    config.kafka.event_id_field,
+                    config.kafka.event_key_field,
+                    config.kafka.payload_field,
                     config.kafka.route_by_field,
                 )));
             }
@@ -477,13 +483,21 @@ pub async fn preflight(config: &Config) -> Result<Preflight, PreflightError> {
 
 /// The columns every outbox row must have, for the relay to ship it.
 fn required_columns(config: &Config) -> Vec<String> {
-    let mut required: Vec<String> = ["id", "aggregateid", &config.kafka.route_by_field, "payload"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    for placement in config.placements().unwrap_or_default() {
-        if !required.contains(&placement.column) {
-            required.push(placement.column);
+    let kafka = &config.kafka;
+    let named = [
+        &kafka.event_id_field,
+        &kafka.event_key_field,
+        &kafka.route_by_field,
+        &kafka.payload_field,
+    ]
+    .into_iter()
+    .chain(&kafka.event_timestamp_field)
+    .cloned();
+    let placed = config.placements().unwrap_or_default().into_iter();
+    let mut required: Vec<String> = Vec::new();
+    for column in named.chain(placed.map(|p| p.column)) {
+        if !required.contains(&column) {
+            required.push(column);
         }
     }
     required

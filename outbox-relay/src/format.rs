@@ -8,7 +8,9 @@
 //!   (`schemas.enable=false`) renders the payload, expanded as `table.expand.json.payload`
 //!   expands it (Debezium's `JsonSchemaData`: a schema inferred from the document, and the
 //!   document kept as a string when that inference or the conversion fails);
-//! - [`timestamp_millis`]: the Kafka record timestamp from `table.field.event.timestamp`.
+//! - [`timestamp_millis`]: the Kafka record timestamp from `table.field.event.timestamp`;
+//! - [`postgres_value`]: a PostgreSQL column as Debezium's connector types it, which decides
+//!   both its header text and its JSON in an envelope, for every source that reads PostgreSQL.
 
 use std::fmt::Write as _;
 
@@ -261,6 +263,177 @@ pub fn timestamp_millis(text: &str) -> Option<i64> {
         }
     }
     None
+}
+
+/// PostgreSQL type OIDs whose Debezium rendering differs from PostgreSQL's text (or from a JSON
+/// string).
+pub mod pg_type {
+    pub const BOOL: u32 = 16;
+    pub const BYTEA: u32 = 17;
+    pub const INT8: u32 = 20;
+    pub const INT2: u32 = 21;
+    pub const INT4: u32 = 23;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
+    pub const DATE: u32 = 1082;
+    pub const TIMESTAMP: u32 = 1114;
+    pub const TIMESTAMPTZ: u32 = 1184;
+    pub const NUMERIC: u32 = 1700;
+}
+
+/// A PostgreSQL column's value from its text output (`type_oid`, `type_modifier` as the
+/// catalog or a pgoutput `Relation` gives them), as Debezium 3.6 (PostgreSQL connector,
+/// default `time.precision.mode=adaptive` and `decimal.handling.mode=precise`) types it; the
+/// text is what SimpleHeaderConverter and StringConverter print, the JSON what JsonConverter
+/// (schemas off) writes. Measured against Debezium 3.6.1 (README, "Compatibility"):
+/// - `timestamptz(p)`: a string, ISO-8601 in UTC with `Z`, the fraction padded to p digits (6
+///   when unconstrained): `2026-11-28T20:19:21.773017Z`;
+/// - `timestamp(p)`: milliseconds since the epoch for p <= 3, microseconds otherwise;
+/// - `date`: days since the epoch;
+/// - `smallint`, `integer`, `bigint`: the number;
+/// - `real`, `double precision`: the number as Java's `Float`/`Double.toString` prints it
+///   (`3.0`, `1.0E20`; PostgreSQL prints `3`, `1e+20`);
+/// - `boolean`: `true`/`false` (PostgreSQL's output is `t`/`f`, its cast to text `true`/`false`);
+/// - unconstrained `numeric`: `{"scale":s,"value":"<base64>"}` (Debezium's
+///   `VariableScaleDecimal`), the unscaled value's two's-complement big-endian bytes, trailing
+///   fractional zeros dropped;
+/// - `numeric(p,s)`: PostgreSQL's text (Java's `BigDecimal` prints it alike); in JSON the
+///   unscaled value's bytes in base64, as a string (JsonConverter's `decimal.format=BASE64`);
+/// - anything else, and values such as `infinity`, `NaN` or BC dates: the text, a JSON string.
+pub fn postgres_value(
+    type_oid: u32,
+    type_modifier: i32,
+    text: String,
+) -> crate::record::ColumnValue {
+    use crate::record::ColumnValue;
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+    let precision = |default: u32| u32::try_from(type_modifier).unwrap_or(default);
+    let number = |text: String| ColumnValue::Typed {
+        json: text.clone(),
+        text,
+    };
+    let typed = match type_oid {
+        pg_type::TIMESTAMPTZ => DateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f%#z")
+            .ok()
+            .map(|at| {
+                let at = at.with_timezone(&Utc);
+                let digits = precision(6).min(9);
+                let mut out = at.format("%Y-%m-%dT%H:%M:%S").to_string();
+                if digits > 0 {
+                    let fraction = at.timestamp_subsec_nanos() / 10u32.pow(9 - digits);
+                    let _ = write!(out, ".{fraction:0width$}", width = digits as usize);
+                }
+                out.push('Z');
+                ColumnValue::Text(out)
+            }),
+        pg_type::TIMESTAMP => NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f")
+            .ok()
+            .map(|at| {
+                let at = at.and_utc();
+                number(if precision(6) <= 3 {
+                    at.timestamp_millis().to_string()
+                } else {
+                    at.timestamp_micros().to_string()
+                })
+            }),
+        pg_type::DATE => NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .ok()
+            .map(|date| number((date - NaiveDate::default()).num_days().to_string())),
+        pg_type::INT2 | pg_type::INT4 | pg_type::INT8 if text.parse::<i64>().is_ok() => {
+            return number(text);
+        }
+        pg_type::FLOAT8 => text
+            .parse::<f64>()
+            .ok()
+            .filter(|d| d.is_finite())
+            .map(|d| number(java_double(d))),
+        pg_type::FLOAT4 => text
+            .parse::<f32>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(|f| number(java_float(f))),
+        pg_type::NUMERIC if type_modifier < 0 => decimal(&text, true).map(|(scale, unscaled)| {
+            number(format!(
+                r#"{{"scale":{scale},"value":"{}"}}"#,
+                base64(&unscaled)
+            ))
+        }),
+        pg_type::NUMERIC => decimal(&text, false).map(|(_, unscaled)| ColumnValue::Typed {
+            json: format!("\"{}\"", base64(&unscaled)),
+            text: text.clone(),
+        }),
+        pg_type::BOOL => match text.as_str() {
+            "t" | "true" => Some(number("true".to_owned())),
+            "f" | "false" => Some(number("false".to_owned())),
+            _ => None,
+        },
+        _ => None,
+    };
+    typed.unwrap_or(ColumnValue::Text(text))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A decimal's text as Java's `BigDecimal` holds it: its scale and its unscaled value as
+/// `BigInteger.toByteArray` gives it (two's complement, big-endian, the fewest bytes that hold
+/// the sign bit). `trim` drops trailing fractional zeros first (Debezium's
+/// `VariableScaleDecimal`); a fixed-scale `numeric(p,s)` keeps its s digits. None for `NaN` and
+/// the infinities.
+fn decimal(text: &str, trim: bool) -> Option<(usize, Vec<u8>)> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let fraction = if trim {
+        fraction.trim_end_matches('0')
+    } else {
+        fraction
+    };
+    if !(whole.bytes().chain(fraction.bytes())).all(|b| b.is_ascii_digit()) || whole.is_empty() {
+        return None;
+    }
+    // The unscaled magnitude in base 256, big-endian, by schoolbook multiply-and-add.
+    let mut magnitude: Vec<u8> = Vec::new();
+    for digit in whole.bytes().chain(fraction.bytes()) {
+        let mut carry = u32::from(digit - b'0');
+        for byte in magnitude.iter_mut().rev() {
+            let value = u32::from(*byte) * 10 + carry;
+            *byte = (value & 0xff) as u8;
+            carry = value >> 8;
+        }
+        while carry > 0 {
+            magnitude.insert(0, (carry & 0xff) as u8);
+            carry >>= 8;
+        }
+    }
+    let first_nonzero = magnitude.iter().position(|&b| b != 0);
+    let mut bytes = match first_nonzero {
+        Some(i) => magnitude.split_off(i),
+        None => vec![0],
+    };
+    if bytes[0] & 0x80 != 0 {
+        bytes.insert(0, 0);
+    }
+    if negative && first_nonzero.is_some() {
+        for byte in bytes.iter_mut() {
+            *byte = !*byte;
+        }
+        for byte in bytes.iter_mut().rev() {
+            let (sum, overflow) = byte.overflowing_add(1);
+            *byte = sum;
+            if !overflow {
+                break;
+            }
+        }
+        if bytes.len() > 1 && bytes[0] == 0xff && bytes[1] & 0x80 != 0 {
+            bytes.remove(0);
+        }
+    }
+    Some((fraction.len(), bytes))
 }
 
 /// A JSON document as Jackson's `readTree` holds it: object members in document order (a
@@ -544,22 +717,32 @@ fn has_integer_beyond_long(json: &str) -> bool {
     false
 }
 
-/// A payload (text or binary) as `JsonConverter` renders it, the text expanded first when
-/// `expand` is set.
+/// A payload as `JsonConverter` renders it, text expanded first when `expand` is set.
 fn payload_json(payload: &crate::record::ColumnValue, expand_json: bool, out: &mut String) {
     use crate::record::ColumnValue;
     match payload {
-        ColumnValue::Text(text) => match expand_json.then(|| expand(text)).flatten() {
+        ColumnValue::Text(text) if expand_json => match expand(text) {
             Some(expanded) => out.push_str(&expanded),
             None => json_string(text, out),
         },
-        // A `bytea` payload is a BYTES value: base64 in a JSON string.
-        ColumnValue::Bytes(bytes) => {
-            use base64::Engine;
+        other => column_json(Some(other), out),
+    }
+}
+
+/// A column's value as `JsonConverter` (schemas off) renders it by its Kafka Connect schema:
+/// text as a JSON string, binary (`BYTES`) as base64 in a JSON string, a typed value as its
+/// JSON (a number, `true`/`false`, a struct), NULL as `null`.
+fn column_json(value: Option<&crate::record::ColumnValue>, out: &mut String) {
+    use crate::record::ColumnValue;
+    match value {
+        None => out.push_str("null"),
+        Some(ColumnValue::Text(text)) => json_string(text, out),
+        Some(ColumnValue::Bytes(bytes)) => {
             out.push('"');
-            out.push_str(&base64::engine::general_purpose::STANDARD.encode(bytes));
+            out.push_str(&base64(bytes));
             out.push('"');
         }
+        Some(ColumnValue::Typed { json, .. }) => out.push_str(json),
     }
 }
 
@@ -576,12 +759,12 @@ pub fn json_value(payload: Option<&crate::record::ColumnValue>, expand: bool) ->
 }
 
 /// The message value as `JsonConverter` (schemas off) renders the Event Router's envelope:
-/// `payload`, then each `envelope` placement by its alias, a column's value as a JSON string
-/// (null when NULL).
+/// `payload`, then each `envelope` placement by its alias, a column's value rendered by its
+/// type as [`column_json`] renders it.
 pub fn json_envelope(
     payload: Option<&crate::record::ColumnValue>,
     expand: bool,
-    fields: &[(&str, Option<&[u8]>)],
+    fields: &[(&str, Option<&crate::record::ColumnValue>)],
 ) -> Vec<u8> {
     let mut out = String::from("{\"payload\":");
     match payload {
@@ -592,10 +775,7 @@ pub fn json_envelope(
         out.push(',');
         json_string(name, &mut out);
         out.push(':');
-        match value {
-            Some(bytes) => json_string(&String::from_utf8_lossy(bytes), &mut out),
-            None => out.push_str("null"),
-        }
+        column_json(*value, &mut out);
     }
     out.push('}');
     out.into_bytes()
@@ -626,19 +806,34 @@ fn json_string(s: &str, out: &mut String) {
 /// Java's `Double.toString`: plain notation with at least one fractional digit for magnitudes
 /// in [10^-3, 10^7), else `d.dddE±n`; the shortest digits that read back as the same double.
 fn java_double(d: f64) -> String {
-    if d == 0.0 {
-        return if d.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
-    }
     // `{:e}` gives the shortest round-trip digits: `-3.998e1`.
-    let scientific = format!("{d:e}");
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    java_floating(d == 0.0, d.is_sign_negative(), d.abs(), &format!("{d:e}"))
+}
+
+/// Java's `Float.toString`: as [`java_double`], with the shortest digits that read back as the
+/// same float.
+fn java_float(f: f32) -> String {
+    java_floating(
+        f == 0.0,
+        f.is_sign_negative(),
+        f64::from(f.abs()),
+        &format!("{f:e}"),
+    )
+}
+
+/// Java's rendering of a finite floating-point value from its shortest digits in Rust's `{:e}`
+/// form and its magnitude.
+fn java_floating(zero: bool, negative: bool, magnitude: f64, scientific: &str) -> String {
+    if zero {
+        return if negative { "-0.0" } else { "0.0" }.to_owned();
+    }
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
         Some(m) => ("-", m),
         None => ("", mantissa),
     };
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let magnitude = d.abs();
     if (1e-3..1e7).contains(&magnitude) {
         let point = exponent + 1; // digits before the decimal point
         let (whole, fraction) = if point <= 0 {
@@ -798,16 +993,87 @@ mod tests {
         }
     }
 
+    /// Each type's JSON in an envelope, as Debezium 3.6.1 sent it through JsonConverter
+    /// (`typed_envelope_fields_match_debezium` in tests/debezium_parity.rs).
+    #[test]
+    fn typed_values_in_json_as_debezium_sent_them() {
+        let json = |oid: u32, modifier: i32, text: &str| {
+            let mut out = String::new();
+            column_json(
+                Some(&postgres_value(oid, modifier, text.to_owned())),
+                &mut out,
+            );
+            out
+        };
+        let numeric2 = 0x000a_0006; // numeric(10,2)
+        for (oid, modifier, text, want) in [
+            (pg_type::NUMERIC, numeric2, "3.10", r#""ATY=""#),
+            (pg_type::NUMERIC, numeric2, "-1.00", r#""nA==""#),
+            (
+                pg_type::NUMERIC,
+                -1,
+                "-0.0012300",
+                r#"{"scale":5,"value":"hQ=="}"#,
+            ),
+            (
+                pg_type::TIMESTAMP,
+                -1,
+                "1960-01-01 00:00:00.000001",
+                "-315619199999999",
+            ),
+            (
+                pg_type::TIMESTAMP,
+                3,
+                "2026-01-01 00:00:00",
+                "1767225600000",
+            ),
+            (pg_type::DATE, -1, "2026-11-28", "20785"),
+            (pg_type::INT8, -1, "9007199254740993", "9007199254740993"),
+            (pg_type::BOOL, -1, "f", "false"),
+            (
+                pg_type::TIMESTAMPTZ,
+                3,
+                "2026-11-28 20:19:21.5+02",
+                r#""2026-11-28T18:19:21.500Z""#,
+            ),
+            (
+                2950,
+                -1,
+                "00000000-0000-0000-0000-000000000000",
+                r#""00000000-0000-0000-0000-000000000000""#,
+            ),
+            (3802, -1, "{}", r#""{}""#),
+            (pg_type::NUMERIC, -1, "NaN", r#""NaN""#),
+            (pg_type::FLOAT8, -1, "1e+20", "1.0E20"),
+            (pg_type::FLOAT8, -1, "-0.1", "-0.1"),
+            (pg_type::FLOAT4, -1, "3", "3.0"),
+            (pg_type::FLOAT4, -1, "1.1", "1.1"),
+            (pg_type::FLOAT4, -1, "1e-05", "1.0E-5"),
+            (pg_type::FLOAT8, -1, "NaN", r#""NaN""#),
+        ] {
+            assert_eq!(json(oid, modifier, text), want, "{oid} {modifier} {text}");
+        }
+    }
+
     #[test]
     fn envelope_and_strings() {
         let v = json_envelope(
             Some(&ColumnValue::Text("{\"a\": 1}".to_owned())),
             false,
-            &[("type", Some(b"Placed\n".as_slice())), ("n", None)],
+            &[
+                ("type", Some(&ColumnValue::Text("Placed\n".to_owned()))),
+                ("n", None),
+                (
+                    "at",
+                    Some(&postgres_value(pg_type::DATE, -1, "1970-01-02".into())),
+                ),
+                ("on", Some(&postgres_value(pg_type::BOOL, -1, "t".into()))),
+                ("blob", Some(&ColumnValue::Bytes(vec![0, 0xff]))),
+            ],
         );
         assert_eq!(
             String::from_utf8(v).unwrap_or_default(),
-            r#"{"payload":"{\"a\": 1}","type":"Placed\n","n":null}"#
+            r#"{"payload":"{\"a\": 1}","type":"Placed\n","n":null,"at":1,"on":true,"blob":"AP8="}"#
         );
         let mut s = String::new();
         json_string("\u{1}é", &mut s);

@@ -17,13 +17,20 @@ pub struct Origin {
 pub enum ColumnValue {
     Text(String),
     Bytes(Vec<u8>),
+    /// A value that Kafka Connect does not hold as a string under Debezium (a number, a
+    /// boolean, a date or timestamp as a number, a decimal): `text` is its form in a key or a
+    /// header, `json` its form in a JSON value (see [`crate::format::postgres_value`]).
+    Typed {
+        text: String,
+        json: String,
+    },
 }
 
 impl ColumnValue {
     /// The value's bytes, as shipped in a Kafka key, value or header.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            ColumnValue::Text(text) => text.as_bytes(),
+            ColumnValue::Text(text) | ColumnValue::Typed { text, .. } => text.as_bytes(),
             ColumnValue::Bytes(bytes) => bytes,
         }
     }
@@ -48,7 +55,7 @@ impl OutboxRecord {
     /// The text value of `column`; None when NULL, absent, or binary.
     pub fn get(&self, column: &str) -> Option<&str> {
         match self.value(column)? {
-            ColumnValue::Text(text) => Some(text),
+            ColumnValue::Text(text) | ColumnValue::Typed { text, .. } => Some(text),
             ColumnValue::Bytes(_) => None,
         }
     }

@@ -242,7 +242,7 @@ impl Router {
             headers.push(("id".to_owned(), Some(id.as_bytes().to_vec())));
         }
         let mut partition = None;
-        let mut envelope: Vec<(&str, Option<&[u8]>)> = Vec::new();
+        let mut envelope: Vec<(&str, Option<&ColumnValue>)> = Vec::new();
         for placement in &self.placements {
             // A NULL column is a header (or envelope field) with a null value, as Debezium
             // places it; a column the row does not have places nothing.
@@ -255,7 +255,7 @@ impl Router {
                 PlacementTarget::Header(name) => {
                     headers.push((name.clone(), bytes.map(<[u8]>::to_vec)));
                 }
-                PlacementTarget::Envelope(name) => envelope.push((name, bytes)),
+                PlacementTarget::Envelope(name) => envelope.push((name, value.as_ref())),
                 // A NULL partition leaves it to the partitioner, as Debezium's null does.
                 PlacementTarget::Partition => {
                     if let Some(bytes) = bytes {
@@ -313,7 +313,11 @@ impl Router {
     /// `null`;
     /// the tombstone option also nulls a text payload that Java's `trim()` empties (a binary
     /// payload is never empty to Debezium, which tests its `toString()`).
-    fn value(&self, record: &OutboxRecord, envelope: &[(&str, Option<&[u8]>)]) -> Option<Vec<u8>> {
+    fn value(
+        &self,
+        record: &OutboxRecord,
+        envelope: &[(&str, Option<&ColumnValue>)],
+    ) -> Option<Vec<u8>> {
         let payload = record
             .columns
             .iter()
@@ -321,7 +325,9 @@ impl Router {
             .and_then(|(_, value)| value.as_ref());
         let blank = match payload {
             None => true,
-            Some(ColumnValue::Text(text)) => text.trim_matches(|c| c <= ' ').is_empty(),
+            Some(ColumnValue::Text(text) | ColumnValue::Typed { text, .. }) => {
+                text.trim_matches(|c| c <= ' ').is_empty()
+            }
             Some(ColumnValue::Bytes(_)) => false,
         };
         if blank && self.tombstone_on_empty_payload {

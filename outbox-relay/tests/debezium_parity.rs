@@ -18,6 +18,7 @@
 //! `scripts/debezium/README.md` describes; one Connect per case.
 
 mod common;
+mod raw_support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -26,9 +27,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use raw_support::{Raw, read_raw};
 use sea_orm::ConnectionTrait;
 
 /// Columns placed as headers, one per common type: `(column, SQL type, header)`.
@@ -43,69 +42,26 @@ const TYPED: &[(&str, &str, &str)] = &[
     ("c_num", "numeric", "h_num"),
     ("c_num2", "numeric(10,2)", "h_num2"),
     ("c_bool", "boolean", "h_bool"),
+    ("c_float8", "double precision", "h_float8"),
+    ("c_real", "real", "h_real"),
     ("c_uuid", "uuid", "h_uuid"),
     ("c_text", "text", "h_text"),
     ("c_jsonb", "jsonb", "h_jsonb"),
 ];
 
-/// One message as read, every byte kept (a null header value is None).
-#[derive(Debug, Clone, PartialEq)]
-struct Raw {
-    topic: String,
-    partition: i32,
-    /// The record timestamp (ms), when the case compares it.
-    timestamp: Option<i64>,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
+/// Whether Debezium sent `m` (it adds `__debezium.*` headers).
+fn is_debezium(m: &Raw) -> bool {
+    m.headers.iter().any(|(k, _)| k.starts_with("__debezium."))
 }
 
-impl Raw {
-    fn id(&self) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == "id")
-            .and_then(|(_, v)| v.as_deref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
+/// `m` without Debezium's own headers, and without its timestamp unless `timestamps`.
+fn comparable(m: &Raw, timestamps: bool) -> Raw {
+    let mut m = m.clone();
+    m.headers.retain(|(k, _)| !k.starts_with("__debezium."));
+    if !timestamps {
+        m.timestamp = None;
     }
-
-    fn is_debezium(&self) -> bool {
-        self.headers
-            .iter()
-            .any(|(k, _)| k.starts_with("__debezium."))
-    }
-
-    /// The message with its bytes as (lossy) text, for a failure message.
-    fn show(&self) -> String {
-        let text = |b: &Option<Vec<u8>>| match b {
-            Some(b) => format!("{:?}", String::from_utf8_lossy(b)),
-            None => "null".to_owned(),
-        };
-        let headers: Vec<String> = self
-            .headers
-            .iter()
-            .map(|(k, v)| format!("{k}={}", text(v)))
-            .collect();
-        format!(
-            "topic={} partition={} timestamp={:?} key={} value={} headers=[{}]",
-            self.topic,
-            self.partition,
-            self.timestamp,
-            text(&self.key),
-            text(&self.value),
-            headers.join(", ")
-        )
-    }
-
-    /// The message without Debezium's own headers, and without its timestamp unless `timestamps`.
-    fn comparable(&self, timestamps: bool) -> Raw {
-        let mut m = self.clone();
-        m.headers.retain(|(k, _)| !k.starts_with("__debezium."));
-        if !timestamps {
-            m.timestamp = None;
-        }
-        m
-    }
+    m
 }
 
 /// `scripts/bench-debezium --serve`, stopped (slot and publication dropped) when dropped.
@@ -177,43 +133,6 @@ impl Drop for Debezium {
         }
         let _ = self.child.kill();
     }
-}
-
-/// Every message of `topics` from the beginning, until `done` holds or `timeout` passes.
-fn read_all(topics: &[&str], timeout: Duration, done: impl Fn(&[Raw]) -> bool) -> Vec<Raw> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", unique("parity"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("topic.metadata.refresh.interval.ms", "1000")
-        .create()
-        .expect("Kafka consumer");
-    consumer.subscribe(topics).expect("subscribe");
-    let mut messages = Vec::new();
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline && !done(&messages) {
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        messages.push(Raw {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            timestamp: m.timestamp().to_millis(),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            headers,
-        });
-    }
-    messages
 }
 
 /// How the relay is told what Debezium is told.
@@ -311,9 +230,9 @@ async fn compare(table: &str, aggregate_type: &str, case: Case) {
     }
 
     let n = case.rows.len();
-    let messages = read_all(&topics, Duration::from_secs(240), |m| {
-        m.iter().filter(|m| m.is_debezium()).count() >= n
-            && m.iter().filter(|m| !m.is_debezium()).count() >= n
+    let messages = read_raw(&topics, Duration::from_secs(240), |m| {
+        m.iter().filter(|m| is_debezium(m)).count() >= n
+            && m.iter().filter(|m| !is_debezium(m)).count() >= n
     });
     assert!(relay.is_running(), "the relay exited: {}", relay.log_text());
     relay.terminate(Duration::from_secs(30));
@@ -337,13 +256,13 @@ async fn compare(table: &str, aggregate_type: &str, case: Case) {
         let id = m
             .id()
             .unwrap_or_else(|| panic!("a message without an id header: {m:?}"));
-        let side = if m.is_debezium() {
+        let side = if is_debezium(m) {
             &mut theirs
         } else {
             &mut ours
         };
         assert!(
-            side.insert(id.clone(), m.comparable(case.timestamps))
+            side.insert(id.clone(), comparable(m, case.timestamps))
                 .is_none(),
             "id {id} twice"
         );
@@ -382,12 +301,12 @@ async fn compare(table: &str, aggregate_type: &str, case: Case) {
 fn rows() -> Vec<String> {
     let all_types = "'2026-11-28 20:19:21.773017+00', '2026-11-28 20:19:21.5+02', \
          '2026-11-28 20:19:21.773017', '2026-11-28 20:19:21.5', '2026-11-28', 42, \
-         9007199254740993, 12345.678900, 3.10, true, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', \
+         9007199254740993, 12345.678900, 3.10, true, 1e20, 3, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', \
          'h\u{e9}llo \"x\" ''q''', '{\"b\": [1, 2.50], \"a\": null}'";
     let nulls = vec!["NULL"; TYPED.len()].join(", ");
     let other_types = "'1969-12-31 23:59:59.999999-03', '2026-01-01 00:00:00+00', \
          '1960-01-01 00:00:00.000001', '2026-01-01 00:00:00', '1970-01-01', -7, -1, -0.0012300, \
-         -1.00, false, '00000000-0000-0000-0000-000000000000', '', '{}'";
+         -1.00, false, -0.1, 1.1, '00000000-0000-0000-0000-000000000000', '', '{}'";
     let java_trace = "E'#Sat Nov 28 20:19:21 UTC 2026\\r\\ntracestate=rojo\\\\=00f067aa0ba902b7,\
          congo\\\\=t61rcWkgMzE\\r\\ntraceparent=00-0af7651916cd43dd8448eb211c80319c-\
          b7ad6b7169203331-01\\r\\n'";
@@ -410,22 +329,28 @@ fn rows() -> Vec<String> {
     rows
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_relay_ships_what_debezium_ships_byte_for_byte() {
-    let table = unique("dbz_parity");
-    let aggregate_type = unique("parity");
+/// The edge-case rows on a table with a column of every common type, each placed as `place`
+/// (`header` or `envelope`), under Debezium's value converter `converter` (the relay's
+/// `flags` match it).
+async fn typed_case(place: &str, converter: &'static str, flags: &[&str]) {
+    let table = unique(&format!("dbz_{place}"));
+    let aggregate_type = unique(place);
     let typed: Vec<String> = TYPED
         .iter()
         .map(|(c, t, _)| format!(", \"{c}\" {t} NULL"))
         .collect();
     let mut placements = vec![
-        "timestamp:header:h_ts_row".to_owned(),
-        "type:header:eventType".to_owned(),
+        format!("timestamp:{place}:h_ts_row"),
+        format!("type:{place}:eventType"),
     ];
-    placements.extend(TYPED.iter().map(|(c, _, h)| format!("{c}:header:{h}")));
-    let mut flags = vec!["--trace-headers".to_owned(), "false".to_owned()];
+    placements.extend(TYPED.iter().map(|(c, _, h)| format!("{c}:{place}:{h}")));
+    let mut relay_flags: Vec<String> = ["--trace-headers", "false"]
+        .iter()
+        .chain(flags)
+        .map(|f| (*f).to_owned())
+        .collect();
     for p in &placements {
-        flags.extend(["--placement".to_owned(), p.clone()]);
+        relay_flags.extend(["--placement".to_owned(), p.clone()]);
     }
     let columns: Vec<&str> = TYPED.iter().map(|(c, _, _)| *c).collect();
     let names = format!(
@@ -434,12 +359,12 @@ async fn the_relay_ships_what_debezium_ships_byte_for_byte() {
     );
     let case = Case {
         columns: typed.concat(),
-        converter: "string",
+        converter,
         debezium: format!(
             "transforms.outbox.table.fields.additional.placement={}",
             placements.join(",")
         ),
-        relay: RelayConfig::Flags(flags),
+        relay: RelayConfig::Flags(relay_flags),
         rows: rows()
             .into_iter()
             .map(|values| (aggregate_type.clone(), names.clone(), values))
@@ -448,6 +373,20 @@ async fn the_relay_ships_what_debezium_ships_byte_for_byte() {
         timestamps: false,
     };
     compare(&table, &aggregate_type, case).await;
+}
+
+/// Every common column type placed as a header (StringConverter, SimpleHeaderConverter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_ships_what_debezium_ships_byte_for_byte() {
+    typed_case("header", "string", &[]).await;
+}
+
+/// Every common column type placed as an `envelope` field (JsonConverter, schemas off): each
+/// is rendered by its Kafka Connect schema, a number as a number, a boolean as `true`/`false`,
+/// a decimal as its Kafka Connect form, a NULL as `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_envelope_fields_match_debezium() {
+    typed_case("envelope", "json-string", &["--value-converter", "json"]).await;
 }
 
 /// JSON payloads of every shape Debezium's expansion meets (jsonb text, as both read it):

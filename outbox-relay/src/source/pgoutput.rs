@@ -16,14 +16,10 @@ use std::collections::HashMap;
 
 use super::ColumnValue;
 
-/// PostgreSQL's type OID of `bytea`.
-pub const BYTEA_OID: u32 = 17;
-/// Type OIDs whose text form Debezium converts (see [`debezium_text`]).
-pub const BOOL_OID: u32 = 16;
-pub const DATE_OID: u32 = 1082;
-pub const TIMESTAMP_OID: u32 = 1114;
-pub const TIMESTAMPTZ_OID: u32 = 1184;
-pub const NUMERIC_OID: u32 = 1700;
+pub use crate::format::pg_type::{
+    BOOL as BOOL_OID, BYTEA as BYTEA_OID, DATE as DATE_OID, NUMERIC as NUMERIC_OID,
+    TIMESTAMP as TIMESTAMP_OID, TIMESTAMPTZ as TIMESTAMPTZ_OID,
+};
 
 /// A pgoutput payload the decoder could not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -232,16 +228,17 @@ impl Decoder {
 }
 
 /// A column's value from its text form: the bytes of a `bytea` (in either `bytea_output`
-/// format, as Debezium ships them), the text of anything else, in the form Debezium's
-/// connector and header converter give it (see [`debezium_text`]). Err says why it cannot be
-/// read.
+/// format, as Debezium ships them), anything else typed as Debezium types it
+/// ([`crate::format::postgres_value`]). Err says why it cannot be read.
 pub fn column_value(column: &Column, text: &[u8]) -> Result<ColumnValue, String> {
     if column.type_oid == BYTEA_OID {
         return decode_bytea(text).map(ColumnValue::Bytes);
     }
     match std::str::from_utf8(text) {
-        Ok(text) => Ok(ColumnValue::Text(
-            debezium_text(column, text).unwrap_or_else(|| text.to_owned()),
+        Ok(text) => Ok(crate::format::postgres_value(
+            column.type_oid,
+            column.type_modifier,
+            text.to_owned(),
         )),
         Err(e) => Err(format!(
             "is not valid UTF-8 (byte {:#04x} at offset {}; is the database encoding SQL_ASCII?)",
@@ -249,115 +246,6 @@ pub fn column_value(column: &Column, text: &[u8]) -> Result<ColumnValue, String>
             e.valid_up_to()
         )),
     }
-}
-
-/// The text Debezium 3.6 (PostgreSQL connector, default `time.precision.mode=adaptive` and
-/// `decimal.handling.mode=precise`, SimpleHeaderConverter) gives a column whose PostgreSQL text
-/// differs from it; None keeps PostgreSQL's text (every other type, and values such as
-/// `infinity` or BC dates). Measured against Debezium 3.6.1 (README, "Compatibility"):
-/// - `timestamptz(p)`: ISO-8601 in UTC with `Z`, the fraction padded to p digits (6 when
-///   unconstrained): `2026-11-28T20:19:21.773017Z`;
-/// - `timestamp(p)`: milliseconds since the epoch for p <= 3, microseconds otherwise;
-/// - `date`: days since the epoch;
-/// - `boolean`: `true`/`false` (PostgreSQL's text is `t`/`f`);
-/// - unconstrained `numeric`: `{"scale":s,"value":"<base64>"}`, the unscaled value's
-///   two's-complement big-endian bytes, trailing fractional zeros dropped (`numeric(p,s)` keeps
-///   PostgreSQL's text, which Debezium's decimal prints alike).
-fn debezium_text(column: &Column, text: &str) -> Option<String> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-    let precision = |default: u32| u32::try_from(column.type_modifier).unwrap_or(default);
-    match column.type_oid {
-        TIMESTAMPTZ_OID => {
-            let at = DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z").ok()?;
-            let at = at.with_timezone(&Utc);
-            let digits = precision(6).min(9);
-            let mut out = at.format("%Y-%m-%dT%H:%M:%S").to_string();
-            if digits > 0 {
-                let fraction = at.timestamp_subsec_nanos() / 10u32.pow(9 - digits);
-                out.push_str(&format!(".{fraction:0width$}", width = digits as usize));
-            }
-            out.push('Z');
-            Some(out)
-        }
-        TIMESTAMP_OID => {
-            let at = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").ok()?;
-            let at = at.and_utc();
-            Some(if precision(6) <= 3 {
-                at.timestamp_millis().to_string()
-            } else {
-                at.timestamp_micros().to_string()
-            })
-        }
-        DATE_OID => {
-            let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
-            Some((date - NaiveDate::default()).num_days().to_string())
-        }
-        NUMERIC_OID if column.type_modifier < 0 => variable_scale_decimal(text),
-        BOOL_OID => match text {
-            "t" => Some("true".to_owned()),
-            "f" => Some("false".to_owned()),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// Debezium's `VariableScaleDecimal` as its header converter prints it; None for `NaN` and the
-/// infinities.
-fn variable_scale_decimal(text: &str) -> Option<String> {
-    use base64::Engine;
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    let fraction = fraction.trim_end_matches('0');
-    if !(whole.bytes().chain(fraction.bytes())).all(|b| b.is_ascii_digit()) || whole.is_empty() {
-        return None;
-    }
-    // The unscaled magnitude in base 256, big-endian, by schoolbook multiply-and-add.
-    let mut magnitude: Vec<u8> = Vec::new();
-    for digit in whole.bytes().chain(fraction.bytes()) {
-        let mut carry = u32::from(digit - b'0');
-        for byte in magnitude.iter_mut().rev() {
-            let value = u32::from(*byte) * 10 + carry;
-            *byte = (value & 0xff) as u8;
-            carry = value >> 8;
-        }
-        while carry > 0 {
-            magnitude.insert(0, (carry & 0xff) as u8);
-            carry >>= 8;
-        }
-    }
-    let first_nonzero = magnitude.iter().position(|&b| b != 0);
-    let mut bytes = match first_nonzero {
-        Some(i) => magnitude.split_off(i),
-        None => vec![0],
-    };
-    // As Java's BigInteger.toByteArray: the fewest bytes that hold the sign bit too.
-    if bytes[0] & 0x80 != 0 {
-        bytes.insert(0, 0);
-    }
-    if negative && first_nonzero.is_some() {
-        for byte in bytes.iter_mut() {
-            *byte = !*byte;
-        }
-        for byte in bytes.iter_mut().rev() {
-            let (sum, overflow) = byte.overflowing_add(1);
-            *byte = sum;
-            if !overflow {
-                break;
-            }
-        }
-        if bytes.len() > 1 && bytes[0] == 0xff && bytes[1] & 0x80 != 0 {
-            bytes.remove(0);
-        }
-    }
-    let value = base64::engine::general_purpose::STANDARD.encode(&bytes);
-    Some(format!(
-        r#"{{"scale":{},"value":"{value}"}}"#,
-        fraction.len()
-    ))
 }
 
 /// `bytea`'s text output: `\x` and two hex digits per byte (`bytea_output = hex`, the default),
@@ -421,7 +309,7 @@ pub(crate) mod tests {
                 type_modifier,
             };
             match column_value(&column, text.as_bytes()) {
-                Ok(ColumnValue::Text(t)) => t,
+                Ok(ColumnValue::Text(t) | ColumnValue::Typed { text: t, .. }) => t,
                 other => panic!("{other:?}"),
             }
         };

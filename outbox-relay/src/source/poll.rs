@@ -50,6 +50,7 @@ use tokio::sync::{Mutex, Notify};
 use crate::backoff::Backoff;
 pub use crate::config::{AfterAck, PollConfig};
 use crate::config::{Config, ConfigError};
+use crate::format;
 use crate::source::{Classified, ColumnValue, Connector, Fault, OutboxRecord, SourceError};
 use crate::status::{State, Status};
 use leader::Leader;
@@ -78,10 +79,13 @@ pub enum PollError {
     )]
     NoTable { table: String },
     #[error(
-        "the outbox table `{table}` lacks the column(s) {}, which the relay reads",
-        .columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+        "the outbox table `{table}` lacks the column(s) {}, which the configuration names",
+        .columns.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     )]
-    MissingColumns { table: String, columns: Vec<String> },
+    MissingColumns {
+        table: String,
+        columns: Vec<shape::Required>,
+    },
     #[error(
         "the outbox table `{table}` is not ready for polling: {problem}; \
          run `outbox-relay setup --source poll` with the same table settings"
@@ -214,7 +218,7 @@ impl Outbox {
             &config.source.table,
             config.source.poll.after_ack == AfterAck::Mark,
         );
-        let wanted = Wanted::new(&config.kafka.route_by_field, &placed);
+        let wanted = Wanted::new(&config.kafka, &placed);
         Ok(Outbox {
             config,
             db,
@@ -324,9 +328,15 @@ impl Outbox {
                     .iter()
                     .enumerate()
                     .map(|(i, column)| match column.kind {
-                        Kind::Text => row
-                            .try_get_by_index::<Option<String>>(i)
-                            .map(|v| v.map(ColumnValue::Text)),
+                        // Typed as the wal source types the same column's text.
+                        Kind::Text => row.try_get_by_index::<Option<String>>(i).map(|v| {
+                            v.map(|text| match column.pg_type {
+                                Some((oid, modifier)) => {
+                                    format::postgres_value(oid, modifier, text)
+                                }
+                                None => ColumnValue::Text(text),
+                            })
+                        }),
                         Kind::Bytes => row
                             .try_get_by_index::<Option<Vec<u8>>>(i)
                             .map(|v| v.map(ColumnValue::Bytes)),
@@ -340,7 +350,7 @@ impl Outbox {
     fn settle(&self, shape: &Shape, records: &[OutboxRecord]) -> sea_orm::Statement {
         let ids: Vec<String> = records
             .iter()
-            .filter_map(|r| r.get("id").map(str::to_owned))
+            .filter_map(|r| r.get(&self.config.kafka.event_id_field).map(str::to_owned))
             .collect();
         self.table.settle(shape, &ids, Utc::now())
     }
@@ -474,21 +484,6 @@ async fn execute<C: ConnectionTrait>(conn: &C, statement: sea_orm::Statement) ->
     }
 }
 
-/// A `timestamp` column as the claim reads it: PostgreSQL's text form (`2026-01-02
-/// 03:04:05.123456+00`), MariaDB's `datetime(6)` (UTC, as written), SQLite's RFC 3339.
-fn parse_timestamp(text: &str) -> Option<chrono::DateTime<Utc>> {
-    let text = text.trim();
-    chrono::DateTime::parse_from_rfc3339(text)
-        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z"))
-        .map(|at| at.with_timezone(&Utc))
-        .ok()
-        .or_else(|| {
-            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-                .ok()
-                .map(|at| at.and_utc())
-        })
-}
-
 /// `LISTEN`s on `channel` and wakes the relay on each notification (and on each reconnect, in
 /// case one was lost meanwhile). Reconnects with capped exponential backoff.
 async fn listen(
@@ -552,25 +547,4 @@ pub async fn command(config: Config, command: &str) -> Result<(), PollError> {
         ),
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_of_each_backend() {
-        let want = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
-            .map(|at| at.with_timezone(&Utc))
-            .ok();
-        for text in [
-            "2026-01-02 03:04:05.123456+00",
-            "2026-01-02 05:04:05.123456+02",
-            "2026-01-02 03:04:05.123456",
-            "2026-01-02T03:04:05.123456+00:00",
-        ] {
-            assert_eq!(parse_timestamp(text), want, "{text}");
-        }
-        assert_eq!(parse_timestamp("yesterday"), None);
-    }
 }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::leader::Leader;
 use super::shape::Shape;
-use super::{AfterAck, Outbox, PollError, execute, parse_timestamp};
+use super::{AfterAck, Outbox, PollError, execute};
 use crate::source::{OutboxRecord, Source, SourceError, SourceEvent};
 
 /// A claimed batch, numbered in this process: the `poll` source's position.
@@ -208,13 +208,18 @@ impl Claimer {
 
     async fn ship(&mut self, records: &[OutboxRecord]) -> Result<(), PollError> {
         let batch = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
-        // The lag is measured from the oldest event's own time; without one, from now.
+        // The lag is measured from the oldest event's own time (the timestamp column, as
+        // configured); without one, from now.
+        let kafka = &self.outbox.config().kafka;
+        let column = kafka
+            .event_timestamp_field
+            .as_deref()
+            .unwrap_or("timestamp");
         let committed_at_micros = records
             .first()
-            .and_then(|r| r.get("timestamp"))
-            .and_then(parse_timestamp)
-            .unwrap_or_else(Utc::now)
-            .timestamp_micros();
+            .and_then(|r| r.get(column))
+            .and_then(crate::format::timestamp_millis)
+            .map_or_else(|| Utc::now().timestamp_micros(), |ms| ms * 1_000);
         let events = std::iter::once(SourceEvent::Begin {
             committed_at_micros,
         })

@@ -3,16 +3,20 @@
 //! INSERT, which the claim orders by.
 //!
 //! Contract:
-//! - Required: `id`, `aggregateid`, `payload`, the routing column (`aggregatetype` by default)
-//!   and every column a header placement names. Debezium's documented DDL has exactly these
-//!   plus `type`; `type`, `schemaversion`, `timestamp` and `tracingspancontext` are optional.
-//!   Other columns are ignored.
+//! - Required: the columns the configuration names, as Debezium's Event Router names them: the
+//!   event id, key and payload (`id`, `aggregateid`, `payload` by default), the routing column
+//!   (`aggregatetype`), the timestamp column when one is set, and every placed column. A
+//!   missing one is named with the setting that names it. Debezium's documented DDL has these
+//!   plus `type`; `type`, `schemaversion`, `timestamp` and `tracingspancontext` are read when
+//!   present. Other columns are ignored.
 //! - The order is a sequence that the database assigns at INSERT, never a client clock: `seq`
 //!   (PostgreSQL identity or serial, MariaDB/MySQL `AUTO_INCREMENT`), SQLite's `rowid`. A writer
 //!   takes its aggregate's row lock before it inserts the event, so per aggregate the sequence
 //!   follows the lock order, which is the commit order. `outbox-relay setup --source poll` adds
 //!   `seq`; `run` refuses a table without it.
-//! - Binary columns (`bytea`, `blob`, `varbinary`, `binary`) are read as bytes, the others as text.
+//! - Binary columns (`bytea`, `blob`, `varbinary`, `binary`) are read as bytes, the others as text;
+//!   on PostgreSQL each is then typed by its type as the wal source types it
+//!   ([`crate::format::postgres_value`]), so both ship the same bytes for the same row.
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
@@ -38,6 +42,9 @@ pub(crate) struct Found {
     pub binary: bool,
     /// The database assigns it at INSERT (identity, serial, `AUTO_INCREMENT`).
     pub generated: bool,
+    /// PostgreSQL: the type OID and modifier (`atttypid`, `atttypmod`), which decide how the
+    /// value renders.
+    pub pg_type: Option<(u32, i32)>,
 }
 
 /// The table as found: its columns, and on PostgreSQL whether it is partitioned.
@@ -67,7 +74,7 @@ impl Catalog {
                 let sql = "SELECT CAST(a.attname AS TEXT), format_type(a.atttypid, a.atttypmod), \
                      t.typname = 'bytea', \
                      a.attidentity IN ('a', 'd') OR COALESCE(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', FALSE), \
-                     c.relkind = 'p' \
+                     c.relkind = 'p', CAST(a.atttypid AS BIGINT), a.atttypmod \
                      FROM pg_catalog.pg_attribute a \
                      JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -92,6 +99,9 @@ impl Catalog {
                         sql_type: row.try_get_by_index(1)?,
                         binary: row.try_get_by_index(2)?,
                         generated: row.try_get_by_index(3)?,
+                        pg_type: u32::try_from(row.try_get_by_index::<i64>(5)?)
+                            .ok()
+                            .map(|oid| (oid, row.try_get_by_index::<i32>(6).unwrap_or(-1))),
                     });
                     catalog.partitioned = row.try_get_by_index(4)?;
                 }
@@ -129,6 +139,7 @@ impl Catalog {
                         ),
                         generated: extra
                             .is_some_and(|e| e.to_ascii_lowercase().contains("auto_increment")),
+                        pg_type: None,
                     });
                 }
             }
@@ -147,6 +158,7 @@ impl Catalog {
                         binary: sql_type.to_ascii_uppercase().contains("BLOB"),
                         sql_type,
                         generated: false,
+                        pg_type: None,
                     });
                 }
                 if !catalog.columns.is_empty() {
@@ -189,6 +201,8 @@ pub(crate) struct Column {
     pub name: String,
     pub actual: String,
     pub kind: Kind,
+    /// PostgreSQL: the type OID and modifier the text value is typed by.
+    pub pg_type: Option<(u32, i32)>,
 }
 
 /// What a claim needs to know of the table, checked at start.
@@ -203,28 +217,73 @@ pub(crate) struct Shape {
     pub id_type: Option<String>,
 }
 
-/// The columns a relay reads: required first (`id` leading), then optional.
+/// A column the configuration names, with the setting that names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Required {
+    pub column: String,
+    /// The setting, as the relay's configuration and Debezium's Event Router spell it.
+    pub setting: &'static str,
+}
+
+impl std::fmt::Display for Required {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` ({})", self.column, self.setting)
+    }
+}
+
+/// The columns a relay reads: required first (the event id leading), then optional.
 pub(crate) struct Wanted {
-    pub required: Vec<String>,
+    pub required: Vec<Required>,
     pub optional: Vec<String>,
 }
 
 impl Wanted {
-    /// `route_by` and the placed columns are required beside `id`, `aggregateid`, `payload`.
-    pub fn new(route_by: &str, placed: &[String]) -> Wanted {
-        let mut required: Vec<String> = ["id", "aggregateid", "payload"]
-            .iter()
-            .map(|c| (*c).to_owned())
-            .collect();
-        for column in std::iter::once(route_by.to_owned()).chain(placed.iter().cloned()) {
-            if !required.contains(&column) {
-                required.push(column);
+    /// The columns `kafka` names (event id, key, payload, routing, timestamp, placements) are
+    /// required; Debezium's other outbox columns are read when present.
+    pub fn new(kafka: &crate::config::KafkaConfig, placed: &[String]) -> Wanted {
+        let named = [
+            (
+                &kafka.event_id_field,
+                "`kafka.event_id_field`, Debezium's `table.field.event.id`",
+            ),
+            (
+                &kafka.event_key_field,
+                "`kafka.event_key_field`, Debezium's `table.field.event.key`",
+            ),
+            (
+                &kafka.payload_field,
+                "`kafka.payload_field`, Debezium's `table.field.event.payload`",
+            ),
+            (
+                &kafka.route_by_field,
+                "`kafka.route_by_field`, Debezium's `route.by.field`",
+            ),
+        ];
+        let timestamp = kafka.event_timestamp_field.iter().map(|column| {
+            (
+                column,
+                "`kafka.event_timestamp_field`, Debezium's `table.field.event.timestamp`",
+            )
+        });
+        let placements = placed.iter().map(|column| {
+            (
+                column,
+                "`kafka.additional_placement`, Debezium's `table.fields.additional.placement`",
+            )
+        });
+        let mut required: Vec<Required> = Vec::new();
+        for (column, setting) in named.into_iter().chain(timestamp).chain(placements) {
+            if !required.iter().any(|r| r.column == *column) {
+                required.push(Required {
+                    column: column.clone(),
+                    setting,
+                });
             }
         }
         let optional = outbox_core::migration::COLUMNS
             .iter()
             .map(|c| (*c).to_owned())
-            .filter(|c| !required.contains(c))
+            .filter(|c| !required.iter().any(|r| r.column == *c))
             .collect();
         Wanted { required, optional }
     }
@@ -245,9 +304,10 @@ impl Shape {
             });
         }
         let sequence = sequence(table, catalog)?;
-        let columns = wanted
+        let columns: Vec<Column> = wanted
             .required
             .iter()
+            .map(|r| &r.column)
             .chain(&wanted.optional)
             .filter_map(|name| {
                 catalog.find(backend, name).map(|found| Column {
@@ -258,11 +318,18 @@ impl Shape {
                     } else {
                         Kind::Text
                     },
+                    pg_type: found.pg_type,
                 })
             })
             .collect();
+        // The event id leads: claims, settles and purges select by it.
         let id_type = (backend == DbBackend::Postgres)
-            .then(|| catalog.find(backend, "id").map(|id| id.sql_type.clone()))
+            .then(|| {
+                columns
+                    .first()
+                    .and_then(|id| catalog.find(backend, &id.actual))
+                    .map(|id| id.sql_type.clone())
+            })
             .flatten();
         Ok(Shape {
             columns,
@@ -274,10 +341,10 @@ impl Shape {
 
 /// Checks that every required column is there, naming all that are not.
 pub(crate) fn require(table: &Table, catalog: &Catalog, wanted: &Wanted) -> Result<(), PollError> {
-    let missing: Vec<String> = wanted
+    let missing: Vec<Required> = wanted
         .required
         .iter()
-        .filter(|c| catalog.find(table.backend, c).is_none())
+        .filter(|r| catalog.find(table.backend, &r.column).is_none())
         .cloned()
         .collect();
     if missing.is_empty() {
@@ -393,7 +460,12 @@ mod tests {
             sql_type: sql_type.to_owned(),
             binary,
             generated,
+            pg_type: None,
         }
+    }
+
+    fn kafka() -> crate::config::KafkaConfig {
+        crate::config::KafkaConfig::default()
     }
 
     fn debezium(id: &str, payload: (&str, bool)) -> Catalog {
@@ -414,7 +486,7 @@ mod tests {
     #[test]
     fn debezium_columns_need_only_the_sequence() {
         let table = Table::new(DbBackend::Postgres, None, "outbox", false);
-        let wanted = Wanted::new("aggregatetype", &[]);
+        let wanted = Wanted::new(&kafka(), &[]);
         let mut catalog = debezium("character varying(36)", ("bytea", true));
         let err = Shape::check(&table, &catalog, &wanted)
             .err()
@@ -454,13 +526,15 @@ mod tests {
         let table = Table::new(DbBackend::MySql, None, "outbox", false);
         let mut catalog = debezium("char(36)", ("json", false));
         catalog.columns.retain(|c| c.name != "aggregateid");
-        let wanted = Wanted::new("aggregatetype", &["eventtype".to_owned()]);
+        let wanted = Wanted::new(&kafka(), &["eventtype".to_owned()]);
         let err = Shape::check(&table, &catalog, &wanted)
             .err()
             .map(|e| e.to_string());
         assert!(
-            err.as_deref()
-                .is_some_and(|e| e.contains("`aggregateid`, `eventtype`")),
+            err.as_deref().is_some_and(|e| e.contains(
+                "`aggregateid` (`kafka.event_key_field`, Debezium's `table.field.event.key`), \
+                 `eventtype` (`kafka.additional_placement`"
+            )),
             "{err:?}"
         );
     }
@@ -476,7 +550,7 @@ mod tests {
         catalog.columns.push(found("n", "bigint", false, true));
         assert!(add_sequence(&table, &catalog).is_err());
         catalog.columns.push(found("SEQ", "bigint", false, true));
-        let shape = Shape::check(&table, &catalog, &Wanted::new("aggregatetype", &[]));
+        let shape = Shape::check(&table, &catalog, &Wanted::new(&kafka(), &[]));
         assert_eq!(shape.map(|s| s.sequence).ok().as_deref(), Some("`SEQ`"));
     }
 }

@@ -266,6 +266,7 @@ mod tests {
             name: name.to_owned(),
             actual: name.to_owned(),
             kind,
+            pg_type: None,
         };
         Shape {
             columns: vec![
