@@ -9,53 +9,15 @@ mod binlog_support;
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::time::Duration;
 
-use binlog_support::{BinlogFixture, relay_url};
-use common::{BIN, Reader, RelayProcess, create_topics, has_all, kafka_brokers};
+use binlog_support::{
+    BinlogFixture, assert_first_arrivals_in_commit_order, config_file, relay, setup,
+};
+use common::{Reader, RelayProcess, create_topics, has_all};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// The relay's TOML for `fixture` (a replica id and position row of its own).
-fn config_file(fixture: &BinlogFixture, extra_kafka: &str) -> std::path::PathBuf {
-    let b = &fixture.config.source.binlog;
-    let text = format!(
-        "database_url = \"{url}\"\n\
-         [source]\nkind = \"binlog\"\ntable = \"{name}\"\n\
-         [source.binlog]\nserver_id = {id}\nposition_key = \"{name}\"\n\
-         heartbeat_interval = \"300ms\"\nflush_interval = \"50ms\"\n\
-         [kafka]\nbrokers = \"{brokers}\"\ntopic = \"{name}.${{routedByValue}}\"\n\
-         dead_letter_topic = \"{name}.dlq\"\n{extra_kafka}",
-        url = relay_url(),
-        name = fixture.name,
-        id = b.server_id,
-        brokers = kafka_brokers(),
-    );
-    let path = std::env::temp_dir().join(format!("{}.toml", fixture.name));
-    std::fs::write(&path, text).expect("writing the relay config");
-    path
-}
-
-fn relay(config: &std::path::Path, subcommand: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg(subcommand)
-        .arg("-c")
-        .arg(config)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info,outbox_relay=debug");
-    c
-}
-
-fn setup(config: &std::path::Path) {
-    let out = relay(config, "setup").output().expect("outbox-relay setup");
-    assert!(
-        out.status.success(),
-        "setup --source binlog failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn start(config: &std::path::Path, label: &str) -> RelayProcess {
     RelayProcess::spawn(relay(config, "run"), label)
@@ -78,27 +40,6 @@ async fn write_txn(fixture: &BinlogFixture, rows: &[(String, String)], remove: b
         }
     }
     txn.commit().await.expect("commit");
-}
-
-/// Per aggregate, the first delivery of each id follows the write order.
-fn assert_per_aggregate_order(reader: &Reader, written: &HashMap<String, Vec<String>>) {
-    let mut firsts: HashMap<String, Vec<String>> = HashMap::new();
-    let mut seen = HashSet::new();
-    for m in &reader.messages {
-        if seen.insert(m.id()) {
-            firsts
-                .entry(m.key.clone().unwrap_or_default())
-                .or_default()
-                .push(m.id());
-        }
-    }
-    for (aggregate, ids) in written {
-        assert_eq!(
-            firsts.get(aggregate),
-            Some(ids),
-            "aggregate {aggregate}: first deliveries in commit order"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -147,7 +88,13 @@ async fn eight_writers_sigkill_remove_after_insert_and_graceful_restart() {
     reader
         .read_until(WAIT, has_all(&all), || relay.log_text())
         .await;
-    assert_per_aggregate_order(&reader, &written);
+    assert_first_arrivals_in_commit_order(
+        reader
+            .messages
+            .iter()
+            .map(|m| (m.key.clone().unwrap_or_default(), m.id())),
+        &written,
+    );
 
     // A graceful stop, then a start: nothing is shipped twice.
     let status = relay.terminate(Duration::from_secs(30));
