@@ -16,7 +16,18 @@
 //!   table in the outbox's database (`[source.binlog] position_table`, made by `setup`).
 //!   `open(None)` resumes from the stored position, or else from the server's current one.
 //!   A resume reads from the file+offset while the server still has that file, and from the
-//!   GTID state otherwise (another server of the topology); neither there: `Fatal`.
+//!   GTID state otherwise (another server of the topology). When the server cannot send the
+//!   binlog from there (the file purged and no GTID, or the server refuses the GTID state as
+//!   purged: `ER_MASTER_FATAL_ERROR_READING_BINLOG`), the session fails `Fatal` with
+//!   [`BinlogError::PositionGone`], naming the position, the oldest file left, the retention
+//!   setting and the remedy: it never skips ahead. A limit: a server whose binlog *and* GTID
+//!   history were reset (`RESET MASTER`) and that has since written past the stored sequence
+//!   numbers looks like a failover target, by GTID; it is found only while its sequence numbers
+//!   are behind the stored ones.
+//! - The lag ([`Source::lag_bytes`]): the server's binlog end, sampled each second from
+//!   `SHOW BINARY LOGS`, minus the acknowledged position, counting whole files between them.
+//! - Where MariaDB and MySQL differ (the binlog status statement, the GTID forms, the retention
+//!   and heartbeat variables), [`Dialect`] chooses by the server's `@@version`.
 //! - A value that cannot be read is `Unreadable`, an event that cannot be parsed `Undecodable`;
 //!   nothing is dropped silently. Settings, grants and table shape are `Fatal`, named with their
 //!   fix; a lost connection, a restarting server: `Transient`.
@@ -412,6 +423,47 @@ impl BinlogConnector {
         Ok(BinlogPosition { file, offset, gtid })
     }
 
+    /// Whether the server's file named in the stored position `start` is the one it was read
+    /// from. After `RESET MASTER` the file names start over, and another server of the topology
+    /// may have a file of the same name: on MariaDB, the server's GTID state at that file and
+    /// offset must be the stored one, or the GTID state (which the server checks) finds the
+    /// place instead. Read once per start (the server reads the file up to the offset). MySQL
+    /// has no such function: there the file is trusted.
+    async fn file_is_the_stored_one(
+        conn: &mut Conn,
+        server: &Server,
+        start: &BinlogPosition,
+    ) -> Result<bool, BinlogError> {
+        let Some(GtidState::MariaDb(stored)) = start.gtid.as_ref().filter(|g| !g.is_empty()) else {
+            return Ok(true);
+        };
+        if !server.dialect.mariadb {
+            return Ok(true);
+        }
+        let here: Option<String> = match conn
+            .exec_first(Dialect::GTID_AT_SQL, (&start.file, start.offset))
+            .await
+        {
+            Ok(here) => here,
+            // Not a position in that file.
+            Err(e) if server_code(&e).is_some() => None,
+            Err(e) => return Err(BinlogError::query("reading BINLOG_GTID_POS")(e)),
+        };
+        let same = here
+            .as_deref()
+            .and_then(|h| MariaDbGtidPos::parse(h).ok())
+            .is_some_and(|h| h == *stored);
+        if !same {
+            tracing::warn!(
+                position = %start,
+                server_gtid_there = here.as_deref().unwrap_or("(none: not a position)"),
+                "the server's binlog file of the stored position is not the one it was read \
+                 from (the binlog was reset, or this is another server): resuming by GTID"
+            );
+        }
+        Ok(same)
+    }
+
     async fn open_session(
         &mut self,
         resume: Option<BinlogPosition>,
@@ -451,7 +503,10 @@ impl BinlogConnector {
             key: key.clone(),
             table: position_table.clone(),
         };
-        let by_file = files.contains(&start.file);
+        let mut by_file = files.contains(&start.file);
+        if by_file && resume.is_none() && stored.is_some() {
+            by_file = Self::file_is_the_stored_one(&mut conn, &server, &start).await?;
+        }
         let by_gtid = start.gtid.as_ref().filter(|g| !g.is_empty() && !by_file);
         if !by_file && by_gtid.is_none() {
             return Err(gone.error(
