@@ -236,6 +236,22 @@ async fn recovered(
     log
 }
 
+/// A relay shipping (100 events arrived) while the writers commit; the fixture is kept for its
+/// table's lifetime.
+async fn shipping_while_writing(
+    prefix: &str,
+    kafka_properties: &str,
+) -> (BinlogFixture, RelayProcess, Reader, Writers, String) {
+    let (fixture, config, topic, metrics) = prepared(prefix, kafka_properties).await;
+    let relay = start(&config, &fixture.name);
+    let mut reader = Reader::new(&[&topic]);
+    let writers = Writers::start(&fixture);
+    reader
+        .read_until(WAIT, |m| m.len() >= 100, || relay.log_text())
+        .await;
+    (fixture, relay, reader, writers, metrics)
+}
+
 /// Kafka stops for ~10 s while writers keep committing; returns the relay's log, the most lag
 /// seen during the outage and the relay's lag once caught up.
 async fn kafka_outage(
@@ -244,13 +260,8 @@ async fn kafka_outage(
     kafka_properties: &str,
     order: Order,
 ) -> (String, u64) {
-    let (fixture, config, topic, metrics) = prepared(prefix, kafka_properties).await;
-    let relay = start(&config, &fixture.name);
-    let mut reader = Reader::new(&[&topic]);
-    let writers = Writers::start(&fixture);
-    reader
-        .read_until(WAIT, |m| m.len() >= 100, || relay.log_text())
-        .await;
+    let (_fixture, relay, reader, writers, metrics) =
+        shipping_while_writing(prefix, kafka_properties).await;
 
     let restart = Restart("kafka");
     services("stop", "kafka");
@@ -317,13 +328,8 @@ async fn kafka_outage_past_the_message_timeout_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mariadb_restart_reconnects_and_resumes() {
     let _serial = SERIAL.lock().await;
-    let (fixture, config, topic, metrics) = prepared("binlog_maria_restart", "").await;
-    let relay = start(&config, &fixture.name);
-    let mut reader = Reader::new(&[&topic]);
-    let writers = Writers::start(&fixture);
-    reader
-        .read_until(WAIT, |m| m.len() >= 100, || relay.log_text())
-        .await;
+    let (_fixture, relay, reader, writers, metrics) =
+        shipping_while_writing("binlog_maria_restart", "").await;
 
     let restart = Restart("mariadb");
     services("stop", "mariadb");
@@ -387,13 +393,9 @@ async fn purge_all_but_a_new_file(fixture: &BinlogFixture) -> String {
     }
 }
 
-/// (c) The binlog at the relay's stored position is purged while the relay is stopped, with
-/// events committed after it: the relay stops at start with exit code 1, naming the stored
-/// position, the oldest file the server has and the remedy, and ships nothing past the gap.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_purged_binlog_stops_the_relay_at_start_naming_the_remedy() {
-    let _serial = SERIAL.lock().await;
-    let (fixture, config, topic, _metrics) = prepared("binlog_purged", "").await;
+/// A relay that shipped ten events (`shipped-*`) and stopped gracefully; the reader of its topic.
+async fn shipped_then_stopped(prefix: &str) -> (BinlogFixture, std::path::PathBuf, Reader) {
+    let (fixture, config, topic, _metrics) = prepared(prefix, "").await;
     let mut relay = start(&config, &fixture.name);
     let mut reader = Reader::new(&[&topic]);
     let shipped: Vec<(String, String)> = (0..10)
@@ -408,6 +410,37 @@ async fn a_purged_binlog_stops_the_relay_at_start_naming_the_remedy() {
         .await;
     let status = relay.terminate(Duration::from_secs(30));
     assert!(status.success(), "graceful stop: {}", relay.log_text());
+    (fixture, config, reader)
+}
+
+/// Starts the relay on `config` and expects it to stop with exit code 1 within a minute;
+/// returns its log.
+fn stops_with_exit_1(config: &std::path::Path, label: &str, why: &str) -> String {
+    let mut relay = start(config, label);
+    let status = relay.wait_exit(Duration::from_secs(60));
+    let log = relay.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{why}:\n{log}");
+    log
+}
+
+/// Nothing but the `shipped-*` events reached the topic.
+async fn nothing_past_the_gap(mut reader: Reader) {
+    reader.settle(Duration::from_secs(2)).await;
+    let past: Vec<String> = reader
+        .ids()
+        .into_iter()
+        .filter(|id| !id.starts_with("shipped-"))
+        .collect();
+    assert!(past.is_empty(), "nothing past the gap is shipped: {past:?}");
+}
+
+/// (c) The binlog at the relay's stored position is purged while the relay is stopped, with
+/// events committed after it: the relay stops at start with exit code 1, naming the stored
+/// position, the oldest file the server has and the remedy, and ships nothing past the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_binlog_stops_the_relay_at_start_naming_the_remedy() {
+    let _serial = SERIAL.lock().await;
+    let (fixture, config, reader) = shipped_then_stopped("binlog_purged").await;
     let (stored_file, stored_offset, _) = fixture.stored().await.expect("a stored position");
 
     // Committed while the relay is stopped, then purged with the binlog.
@@ -425,14 +458,7 @@ async fn a_purged_binlog_stops_the_relay_at_start_naming_the_remedy() {
         .await
         .expect("writing");
 
-    let mut relay = start(&config, &fixture.name);
-    let status = relay.wait_exit(Duration::from_secs(60));
-    let log = relay.log_text();
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(1),
-        "the relay stops on a purged binlog:\n{log}"
-    );
+    let log = stops_with_exit_1(&config, &fixture.name, "the relay stops on a purged binlog");
     let position = format!("{stored_file}:{stored_offset}");
     for part in [
         position.as_str(),
@@ -446,16 +472,7 @@ async fn a_purged_binlog_stops_the_relay_at_start_naming_the_remedy() {
     if let Some(line) = log.lines().find(|l| l.contains("cannot send its binlog")) {
         println!("(c) purged binlog: {line}");
     }
-    reader.settle(Duration::from_secs(2)).await;
-    let skipped: Vec<String> = reader
-        .ids()
-        .into_iter()
-        .filter(|id| !id.starts_with("shipped-"))
-        .collect();
-    assert!(
-        skipped.is_empty(),
-        "nothing past the purged gap is shipped: {skipped:?}"
-    );
+    nothing_past_the_gap(reader).await;
 }
 
 /// (d) The binlog is reset (`RESET MASTER`) while the relay is stopped, and the server's new
@@ -466,21 +483,7 @@ async fn a_purged_binlog_stops_the_relay_at_start_naming_the_remedy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_binlog_with_a_file_of_the_same_name_is_not_read_from_the_stored_offset() {
     let _serial = SERIAL.lock().await;
-    let (fixture, config, topic, _metrics) = prepared("binlog_reset", "").await;
-    let mut relay = start(&config, &fixture.name);
-    let mut reader = Reader::new(&[&topic]);
-    let shipped: Vec<(String, String)> = (0..10)
-        .map(|i| (format!("shipped-{i}"), "agg".to_owned()))
-        .collect();
-    write_txn(&fixture.db, &fixture.name, &shipped)
-        .await
-        .expect("writing");
-    let shipped_ids: HashSet<String> = shipped.iter().map(|(id, _)| id.clone()).collect();
-    reader
-        .read_until(WAIT, has_all(&shipped_ids), || relay.log_text())
-        .await;
-    let status = relay.terminate(Duration::from_secs(30));
-    assert!(status.success(), "graceful stop: {}", relay.log_text());
+    let (fixture, config, reader) = shipped_then_stopped("binlog_reset").await;
     let (_, _, stored_gtid) = fixture.stored().await.expect("a stored position");
     assert!(
         stored_gtid.is_some(),
@@ -518,14 +521,7 @@ async fn a_reset_binlog_with_a_file_of_the_same_name_is_not_read_from_the_stored
         ))
         .await;
 
-    let mut relay = start(&config, &fixture.name);
-    let status = relay.wait_exit(Duration::from_secs(60));
-    let log = relay.log_text();
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(1),
-        "the relay stops on a reset binlog:\n{log}"
-    );
+    let log = stops_with_exit_1(&config, &fixture.name, "the relay stops on a reset binlog");
     for part in [
         format!("{file}:{end}"),
         "is not the one it was read from".to_owned(),
@@ -536,14 +532,5 @@ async fn a_reset_binlog_with_a_file_of_the_same_name_is_not_read_from_the_stored
     if let Some(line) = log.lines().find(|l| l.contains("cannot send its binlog")) {
         println!("(d) reset binlog: {line}");
     }
-    reader.settle(Duration::from_secs(2)).await;
-    let shipped_after: Vec<String> = reader
-        .ids()
-        .into_iter()
-        .filter(|id| !id.starts_with("shipped-"))
-        .collect();
-    assert!(
-        shipped_after.is_empty(),
-        "nothing is read from another file's offset: {shipped_after:?}"
-    );
+    nothing_past_the_gap(reader).await;
 }

@@ -118,23 +118,8 @@ pub enum BinlogError {
     PositionTableShape { table: String, problem: String },
     #[error("the stored binlog position: {0}")]
     Gtid(#[from] GtidParseError),
-    #[error(
-        "the server cannot send its binlog from the relay's position {position}: {detail}. \
-         The oldest binlog file the server has is `{oldest}` ({retention}). If the binlog was \
-         purged or reset before the relay read it, events committed after {position} may never \
-         have been shipped, and the relay does not skip ahead: ship them again from the \
-         service's records if needed, then delete the row `{key}` from the position table \
-         {table} to start from the server's current position, and keep binlogs longer than \
-         the relay may be stopped"
-    )]
-    PositionGone {
-        position: String,
-        detail: String,
-        oldest: String,
-        retention: String,
-        key: String,
-        table: String,
-    },
+    #[error(transparent)]
+    PositionGone(Box<PositionGone>),
     #[error("the binlog stream: {0}")]
     Stream(#[source] mysql_async::Error),
     #[error("the server ended the binlog stream")]
@@ -149,6 +134,26 @@ pub enum BinlogError {
         found: u64,
         known: usize,
     },
+}
+
+/// The server cannot send its binlog from the relay's position (purged, reset, not a position).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the server cannot send its binlog from the relay's position {position}: {detail}. \
+     The oldest binlog file the server has is `{oldest}` ({retention}). If the binlog was \
+     purged or reset before the relay read it, events committed after {position} may never \
+     have been shipped, and the relay does not skip ahead: ship them again from the \
+     service's records if needed, then delete the row `{key}` from the position table \
+     {table} to start from the server's current position, and keep binlogs longer than \
+     the relay may be stopped"
+)]
+pub struct PositionGone {
+    pub position: String,
+    pub detail: String,
+    pub oldest: String,
+    pub retention: String,
+    pub key: String,
+    pub table: String,
 }
 
 impl BinlogError {
@@ -650,14 +655,14 @@ struct Gone {
 
 impl Gone {
     fn error(&self, position: &BinlogPosition, detail: String) -> BinlogError {
-        BinlogError::PositionGone {
+        BinlogError::PositionGone(Box::new(PositionGone {
             position: position.to_string(),
             detail,
             oldest: self.oldest.clone(),
             retention: self.retention.clone(),
             key: self.key.clone(),
             table: self.table.clone(),
-        }
+        }))
     }
 }
 

@@ -120,9 +120,9 @@ pub fn describe_retention(setting: &str, seconds: u64) -> String {
     } else {
         seconds
     };
-    let human = if seconds % 86_400 == 0 {
+    let human = if seconds.is_multiple_of(86_400) {
         format!("{} day(s)", seconds / 86_400)
-    } else if seconds % 3_600 == 0 {
+    } else if seconds.is_multiple_of(3_600) {
         format!("{} hour(s)", seconds / 3_600)
     } else {
         format!("{seconds} s")
