@@ -230,7 +230,16 @@ impl<'c> Pipeline<'c> {
             let drained = session.drain(self.config.drain_timeout()).await;
             let progressed = session.position.confirmed() != resume.as_ref();
             resume = session.position.confirmed().cloned();
-            let rebuild = session.rebuild_producer || !drained;
+            // A failed delivery (a message timed out) also leaves the idempotent producer in a
+            // state it may not leave while the next session keeps it busy: start afresh.
+            let failed_delivery = matches!(
+                outcome,
+                Err(RelayError::Kafka {
+                    stage: Stage::Delivery,
+                    ..
+                })
+            );
+            let rebuild = session.rebuild_producer || !drained || failed_delivery;
             session.source.close().await;
             if rebuild {
                 // A fatal producer, or one still holding undelivered copies of events that the

@@ -250,6 +250,60 @@ async fn resumes_from_the_stored_position_after_close() {
 
 /// Debezium's MySQL outbox DDL (varchar id, longtext payload, mixed-case columns) and binary
 /// payloads: values arrive as the table holds them.
+/// The lag: outbox rows written and not yet read are reported as at least their bytes of binlog
+/// behind (from the server's sampled binlog end); once the session read them and their positions
+/// were acknowledged, the lag drops to about 0 (other tests of this binary may still write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_counts_the_binlog_behind_and_drops_once_acknowledged() {
+    const ROWS: usize = 50;
+    const PAD: usize = 2_000;
+    let fixture = BinlogFixture::new("binlog_lag").await;
+    let mut connector = connector(&fixture).await;
+    let mut source = connector.open(None).await.expect("open");
+    let pad = "x".repeat(PAD);
+    for i in 0..ROWS {
+        fixture
+            .insert(&format!("a{}", i % 3), &format!("{{\"pad\": \"{pad}\"}}"))
+            .await;
+    }
+    // The binlog end is sampled each second; nothing was read yet.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut behind = source.lag_bytes();
+    while behind.is_none_or(|b| b < (ROWS * PAD) as u64) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lag never counted the {ROWS} rows of {PAD} bytes written: {behind:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        behind = source.lag_bytes();
+    }
+
+    let seen = read_events(&mut source, ROWS, WITHIN).await;
+    assert_eq!(events(&seen).len(), ROWS);
+    let acknowledge = |source: &mut outbox_relay::source::binlog::BinlogSource, seen: &[Seen]| {
+        for s in seen {
+            if let Seen::Commit(end) | Seen::KeepAlive(end) = s {
+                source.acknowledge(end);
+            }
+        }
+    };
+    acknowledge(&mut source, &seen);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut lag = source.lag_bytes();
+    while lag.is_none_or(|l| l >= 4_096) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lag did not drop once everything was read and acknowledged: {lag:?} (it was \
+             {behind:?})"
+        );
+        let more = read_for(&mut source, Duration::from_millis(500)).await;
+        acknowledge(&mut source, &more);
+        lag = source.lag_bytes();
+    }
+    println!("lag: {behind:?} bytes behind, then {lag:?} once caught up");
+    source.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debezium_ddl_and_binary_payloads() {
     let fixture = BinlogFixture::bare("binlog_dbz").await;

@@ -8,20 +8,13 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use binlog_support::{BinlogFixture, config_file, relay};
+use binlog_support::{
+    BinlogFixture, assert_first_arrivals_in_commit_order, config_file, relay, setup,
+};
 use common::{Reader, RelayProcess, create_topics, has_all};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn setup(config: &std::path::Path) {
-    let out = relay(config, "setup").output().expect("outbox-relay setup");
-    assert!(
-        out.status.success(),
-        "setup --source binlog failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn start(config: &std::path::Path, label: &str) -> RelayProcess {
     RelayProcess::spawn(relay(config, "run"), label)
@@ -44,27 +37,6 @@ async fn write_txn(fixture: &BinlogFixture, rows: &[(String, String)], remove: b
         }
     }
     txn.commit().await.expect("commit");
-}
-
-/// Per aggregate, the first delivery of each id follows the write order.
-fn assert_per_aggregate_order(reader: &Reader, written: &HashMap<String, Vec<String>>) {
-    let mut firsts: HashMap<String, Vec<String>> = HashMap::new();
-    let mut seen = HashSet::new();
-    for m in &reader.messages {
-        if seen.insert(m.id()) {
-            firsts
-                .entry(m.key.clone().unwrap_or_default())
-                .or_default()
-                .push(m.id());
-        }
-    }
-    for (aggregate, ids) in written {
-        assert_eq!(
-            firsts.get(aggregate),
-            Some(ids),
-            "aggregate {aggregate}: first deliveries in commit order"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -113,7 +85,13 @@ async fn eight_writers_sigkill_remove_after_insert_and_graceful_restart() {
     reader
         .read_until(WAIT, has_all(&all), || relay.log_text())
         .await;
-    assert_per_aggregate_order(&reader, &written);
+    assert_first_arrivals_in_commit_order(
+        reader
+            .messages
+            .iter()
+            .map(|m| (m.key.clone().unwrap_or_default(), m.id())),
+        &written,
+    );
 
     // A graceful stop, then a start: nothing is shipped twice.
     let status = relay.terminate(Duration::from_secs(30));

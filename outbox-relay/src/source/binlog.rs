@@ -16,7 +16,18 @@
 //!   table in the outbox's database (`[source.binlog] position_table`, made by `setup`).
 //!   `open(None)` resumes from the stored position, or else from the server's current one.
 //!   A resume reads from the file+offset while the server still has that file, and from the
-//!   GTID state otherwise (another server of the topology); neither there: `Fatal`.
+//!   GTID state otherwise (another server of the topology). When the server cannot send the
+//!   binlog from there (the file purged and no GTID, or the server refuses the GTID state as
+//!   purged: `ER_MASTER_FATAL_ERROR_READING_BINLOG`), the session fails `Fatal` with
+//!   [`BinlogError::PositionGone`], naming the position, the oldest file left, the retention
+//!   setting and the remedy: it never skips ahead. A limit: a server whose binlog *and* GTID
+//!   history were reset (`RESET MASTER`) and that has since written past the stored sequence
+//!   numbers looks like a failover target, by GTID; it is found only while its sequence numbers
+//!   are behind the stored ones.
+//! - The lag ([`Source::lag_bytes`]): the server's binlog end, sampled each second from
+//!   `SHOW BINARY LOGS`, minus the acknowledged position, counting whole files between them.
+//! - Where MariaDB and MySQL differ (the binlog status statement, the GTID forms, the retention
+//!   and heartbeat variables), [`Dialect`] chooses by the server's `@@version`.
 //! - A value that cannot be read is `Unreadable`, an event that cannot be parsed `Undecodable`;
 //!   nothing is dropped silently. Settings, grants and table shape are `Fatal`, named with their
 //!   fix; a lost connection, a restarting server: `Transient`.
@@ -33,6 +44,8 @@
 //! its own hand-written client, no TLS or GTID resume for MariaDB) are smaller and less used.
 
 mod catalog;
+mod dialect;
+mod log_end;
 mod position;
 mod store;
 
@@ -45,6 +58,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder, SslOpts};
 use sea_orm::sqlx::mysql::MySqlSslMode;
 
+pub use self::dialect::Dialect;
+pub use self::log_end::BinlogFiles;
 pub use self::position::{BinlogPosition, GtidParseError, GtidState, MariaDbGtidPos, MySqlGtidSet};
 pub use crate::source::{
     Classified, ColumnValue, Connector, Fault, Origin, OutboxRecord, Source, SourceError,
@@ -52,6 +67,7 @@ pub use crate::source::{
 };
 
 use self::catalog::{Decoded, Server, Table};
+use self::log_end::LogEndSampler;
 use self::store::PositionWriter;
 use crate::config::{BinlogConfig, Config};
 use crate::connection::{MySqlTarget, UrlError};
@@ -102,13 +118,8 @@ pub enum BinlogError {
     PositionTableShape { table: String, problem: String },
     #[error("the stored binlog position: {0}")]
     Gtid(#[from] GtidParseError),
-    #[error(
-        "the server no longer has the binlog at the position to resume from ({position}): \
-         its binlog was purged before the relay read it; events committed since may be lost. \
-         Check them, then delete the relay's row in the position table to start from the \
-         server's current position"
-    )]
-    PositionGone { position: String },
+    #[error(transparent)]
+    PositionGone(Box<PositionGone>),
     #[error("the binlog stream: {0}")]
     Stream(#[source] mysql_async::Error),
     #[error("the server ended the binlog stream")]
@@ -123,6 +134,26 @@ pub enum BinlogError {
         found: u64,
         known: usize,
     },
+}
+
+/// The server cannot send its binlog from the relay's position (purged, reset, not a position).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the server cannot send its binlog from the relay's position {position}: {detail}. \
+     The oldest binlog file the server has is `{oldest}` ({retention}). If the binlog was \
+     purged or reset before the relay read it, events committed after {position} may never \
+     have been shipped, and the relay does not skip ahead: ship them again from the \
+     service's records if needed, then delete the row `{key}` from the position table \
+     {table} to start from the server's current position, and keep binlogs longer than \
+     the relay may be stopped"
+)]
+pub struct PositionGone {
+    pub position: String,
+    pub detail: String,
+    pub oldest: String,
+    pub retention: String,
+    pub key: String,
+    pub table: String,
 }
 
 impl BinlogError {
@@ -269,7 +300,7 @@ pub async fn setup(config: &Config) -> Result<String, BinlogError> {
         .map_err(BinlogError::query("creating the binlog position table"))?;
     // The relay's start: events committed from now on are shipped, even before its first run.
     let key = connector.key(&schema);
-    if store::read(&mut conn, &table, &key, server.mariadb)
+    if store::read(&mut conn, &table, &key, server.dialect.mariadb)
         .await?
         .is_none()
     {
@@ -295,7 +326,7 @@ pub(crate) async fn stored_position(
     let server = Server::read(conn).await?;
     let table = store::qualified(&server.database, &connector.config.position_table);
     let key = connector.key(&connector.schema(&server));
-    let stored = store::read(conn, &table, &key, server.mariadb).await?;
+    let stored = store::read(conn, &table, &key, server.dialect.mariadb).await?;
     Ok((table, key, stored))
 }
 
@@ -375,40 +406,81 @@ impl BinlogConnector {
 
     /// The server's current position: where a relay with no stored position starts.
     async fn current(conn: &mut Conn, server: &Server) -> Result<BinlogPosition, BinlogError> {
-        let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
-            // MySQL 8.4 renamed it.
-            Err(e) if server_code(&e) == Some(1064) => conn
-                .query_first("SHOW BINARY LOG STATUS")
-                .await
-                .map_err(BinlogError::query("SHOW BINARY LOG STATUS"))?,
-            other => other.map_err(BinlogError::query("SHOW MASTER STATUS"))?,
-        };
+        let dialect = server.dialect;
+        let status = dialect.binlog_status_sql();
+        let row: Option<mysql_async::Row> = conn
+            .query_first(status)
+            .await
+            .map_err(BinlogError::query(status))?;
         let Some(row) = row else {
             return Err(BinlogError::Setting {
                 setting: "log_bin",
                 found: "OFF".into(),
-                fix: "SHOW MASTER STATUS returned nothing: the server writes no binlog",
+                fix: "the binlog status is empty: the server writes no binlog",
             });
         };
         let file: String = row.get(0).unwrap_or_default();
         let offset: u64 = row.get(1).unwrap_or_default();
-        let gtid = if server.mariadb {
-            let pos: Option<String> = conn
-                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, offset))
-                .await
-                .map_err(BinlogError::query("reading BINLOG_GTID_POS"))?;
-            Some(GtidState::MariaDb(MariaDbGtidPos::parse(
-                pos.as_deref().unwrap_or_default(),
-            )?))
-        } else if server.mysql_gtid {
-            let set: Option<String> = row.get(4);
-            Some(GtidState::MySql(MySqlGtidSet::parse(
-                set.as_deref().unwrap_or_default(),
-            )?))
-        } else {
-            None
+        let gtid = match dialect.status_gtid_column() {
+            None => {
+                let pos: Option<String> = conn
+                    .exec_first(Dialect::GTID_AT_SQL, (&file, offset))
+                    .await
+                    .map_err(BinlogError::query("reading BINLOG_GTID_POS"))?;
+                Some(GtidState::MariaDb(MariaDbGtidPos::parse(
+                    pos.as_deref().unwrap_or_default(),
+                )?))
+            }
+            Some(column) if server.mysql_gtid => {
+                let set: Option<String> = row.get(column);
+                Some(GtidState::MySql(MySqlGtidSet::parse(
+                    set.as_deref().unwrap_or_default(),
+                )?))
+            }
+            Some(_) => None,
         };
         Ok(BinlogPosition { file, offset, gtid })
+    }
+
+    /// Whether the server's file named in the stored position `start` is the one it was read
+    /// from. After `RESET MASTER` the file names start over, and another server of the topology
+    /// may have a file of the same name: on MariaDB, the server's GTID state at that file and
+    /// offset must be the stored one, or the GTID state (which the server checks) finds the
+    /// place instead. Read once per start (the server reads the file up to the offset). MySQL
+    /// has no such function: there the file is trusted.
+    async fn file_is_the_stored_one(
+        conn: &mut Conn,
+        server: &Server,
+        start: &BinlogPosition,
+    ) -> Result<bool, BinlogError> {
+        let Some(GtidState::MariaDb(stored)) = start.gtid.as_ref().filter(|g| !g.is_empty()) else {
+            return Ok(true);
+        };
+        if !server.dialect.mariadb {
+            return Ok(true);
+        }
+        let here: Option<String> = match conn
+            .exec_first(Dialect::GTID_AT_SQL, (&start.file, start.offset))
+            .await
+        {
+            Ok(here) => here,
+            // Not a position in that file.
+            Err(e) if server_code(&e).is_some() => None,
+            Err(e) => return Err(BinlogError::query("reading BINLOG_GTID_POS")(e)),
+        };
+        let same = here
+            .as_deref()
+            .and_then(|h| MariaDbGtidPos::parse(h).ok())
+            .is_some_and(|h| h == *stored);
+        if !same {
+            tracing::warn!(
+                position = %start,
+                server_gtid_there = here.as_deref().unwrap_or("(none: not a position)"),
+                "the server's binlog file of the stored position is not the one it was read \
+                 from (the binlog was reset, or this is another server): resuming by GTID"
+            );
+        }
+        Ok(same)
     }
 
     async fn open_session(
@@ -423,7 +495,7 @@ impl BinlogConnector {
         let table = self.read_table(&mut conn, &schema).await?;
         let key = self.key(&schema);
         let position_table = store::qualified(&server.database, &self.config.position_table);
-        let stored = store::read(&mut conn, &position_table, &key, server.mariadb).await?;
+        let stored = store::read(&mut conn, &position_table, &key, server.dialect.mariadb).await?;
         let start = match resume.clone().or(stored.clone()) {
             Some(position) => position,
             None => {
@@ -436,21 +508,34 @@ impl BinlogConnector {
                 current
             }
         };
-        let files: Vec<(String, u64)> = conn
-            .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
-                (
-                    row.get(0).unwrap_or_default(),
-                    row.get(1).unwrap_or_default(),
-                )
-            })
+        let files = BinlogFiles::read(&mut conn)
             .await
             .map_err(BinlogError::query("SHOW BINARY LOGS"))?;
-        let by_file = files.iter().any(|(file, _)| *file == start.file);
+        let (retention_sql, retention_setting) = server.dialect.retention_sql();
+        let retention: Option<u64> = conn
+            .query_first(retention_sql)
+            .await
+            .map_err(BinlogError::query("reading the binlog retention"))?;
+        let gone = Gone {
+            oldest: files.oldest().unwrap_or("(none)").to_owned(),
+            retention: dialect::describe_retention(retention_setting, retention.unwrap_or(0)),
+            key: key.clone(),
+            table: position_table.clone(),
+        };
+        let mut by_file = files.contains(&start.file);
+        if by_file && resume.is_none() && stored.is_some() {
+            by_file = Self::file_is_the_stored_one(&mut conn, &server, &start).await?;
+        }
         let by_gtid = start.gtid.as_ref().filter(|g| !g.is_empty() && !by_file);
         if !by_file && by_gtid.is_none() {
-            return Err(BinlogError::PositionGone {
-                position: start.to_string(),
-            });
+            return Err(gone.error(
+                &start,
+                format!(
+                    "its binlog file `{}` is gone, and the position has no GTID to find the \
+                     place in a later file",
+                    start.file
+                ),
+            ));
         }
         let checksum: Option<String> = conn
             .query_first("SELECT @@GLOBAL.binlog_checksum")
@@ -458,11 +543,13 @@ impl BinlogConnector {
             .map_err(BinlogError::query("reading binlog_checksum"))?;
         let checksums = checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
         let heartbeat_ns = self.config.heartbeat_interval.as_nanos().max(1_000_000);
-        conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
-            .await
-            .map_err(BinlogError::query("setting the heartbeat period"))?;
+        for sql in server.dialect.heartbeat_sql(heartbeat_ns) {
+            conn.query_drop(sql)
+                .await
+                .map_err(BinlogError::query("setting the heartbeat period"))?;
+        }
         let mut wire_sids = Vec::new();
-        if server.mariadb {
+        if server.dialect.mariadb {
             // MariaDB sends its GTID events (which carry the position) to a replica that says
             // it reads them.
             conn.query_drop("SET @mariadb_slave_capability = 4")
@@ -489,7 +576,7 @@ impl BinlogConnector {
             request = request
                 .with_filename(start.file.as_bytes())
                 .with_pos(start.offset);
-        } else if !server.mariadb {
+        } else if !server.dialect.mariadb {
             request = request.with_gtid().with_gtid_set(sids);
         }
         tracing::info!(
@@ -502,6 +589,7 @@ impl BinlogConnector {
             .get_binlog_stream(request)
             .await
             .map_err(BinlogError::query("requesting the binlog"))?;
+        let log_end = LogEndSampler::start(opts.clone(), files);
         let writer = PositionWriter::start(
             opts,
             position_table,
@@ -514,7 +602,10 @@ impl BinlogConnector {
             table,
             position_table: (server.database.clone(), self.config.position_table.clone()),
             read: start.clone(),
-            acknowledgeable: start,
+            acknowledgeable: start.clone(),
+            start,
+            log_end,
+            gone,
             keepalive_every: self.config.heartbeat_interval,
             last_keepalive: None,
             txn: None,
@@ -567,9 +658,37 @@ struct Txn {
     foreign: bool,
 }
 
+/// What names an unreadable position: the server's oldest file and retention, the relay's row.
+#[derive(Debug)]
+struct Gone {
+    oldest: String,
+    retention: String,
+    key: String,
+    table: String,
+}
+
+impl Gone {
+    fn error(&self, position: &BinlogPosition, detail: String) -> BinlogError {
+        BinlogError::PositionGone(Box::new(PositionGone {
+            position: position.to_string(),
+            detail,
+            oldest: self.oldest.clone(),
+            retention: self.retention.clone(),
+            key: self.key.clone(),
+            table: self.table.clone(),
+        }))
+    }
+}
+
 /// One binlog session.
 pub struct BinlogSource {
     stream: BinlogStream,
+    /// Where the session started reading (the stored or acknowledged position).
+    start: BinlogPosition,
+    /// The server's binlog files, sampled: the lag.
+    log_end: LogEndSampler,
+    /// What an unreadable position's error names.
+    gone: Gone,
     table: Table,
     /// (schema, table) of the relay's position table.
     position_table: (String, String),
@@ -910,6 +1029,15 @@ impl Source for BinlogSource {
             // (no await) once read.
             let event = match self.stream.next().await {
                 Some(Ok(event)) => event,
+                // The server cannot read its binlog from where the session asked (purged,
+                // reset, or a position that is not one): never transient.
+                Some(Err(e)) if server_code(&e) == Some(ER_MASTER_FATAL_ERROR_READING_BINLOG) => {
+                    let detail = match &e {
+                        mysql_async::Error::Server(s) => format!("\"{}\"", s.message),
+                        other => other.to_string(),
+                    };
+                    return Err(self.gone.error(&self.read, detail).into());
+                }
                 Some(Err(e)) => return Err(BinlogError::Stream(e).into()),
                 None => return Err(BinlogError::StreamEnded.into()),
             };
@@ -929,4 +1057,25 @@ impl Source for BinlogSource {
         writer.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), stream.close()).await;
     }
+
+    /// The server's binlog end (sampled each second) minus the acknowledged position. Once
+    /// everything read is acknowledged, what lies between it and the read position is only the
+    /// relay's own position writes, which need no shipping: then the lag counts from the read
+    /// position, so an idle, caught-up relay reports 0.
+    fn lag_bytes(&self) -> Option<u64> {
+        let acknowledged = self.acknowledged.as_ref().unwrap_or(&self.start);
+        let from = if *acknowledged == self.acknowledgeable && self.txn.is_none() {
+            &self.read
+        } else {
+            acknowledged
+        };
+        self.log_end
+            .files()
+            .as_ref()?
+            .bytes_after(&from.file, from.offset)
+    }
 }
+
+/// MariaDB/MySQL's `ER_MASTER_FATAL_ERROR_READING_BINLOG`: the binlog cannot be sent from the
+/// requested position (purged, reset, past a file's end).
+const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;

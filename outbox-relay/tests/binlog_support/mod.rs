@@ -20,38 +20,6 @@ pub fn relay_url() -> String {
     service_env("MYSQL_RELAY_URL", "MariaDB")
 }
 
-/// The relay's TOML for `fixture` (a replica id and position row of its own); `extra` is
-/// appended after the `[kafka]` settings (more of them, or further sections).
-pub fn config_file(fixture: &BinlogFixture, extra: &str) -> std::path::PathBuf {
-    let b = &fixture.config.source.binlog;
-    let text = format!(
-        "database_url = \"{url}\"\n\
-         [source]\nkind = \"binlog\"\ntable = \"{name}\"\n\
-         [source.binlog]\nserver_id = {id}\nposition_key = \"{name}\"\n\
-         heartbeat_interval = \"300ms\"\nflush_interval = \"50ms\"\n\
-         [kafka]\nbrokers = \"{brokers}\"\ntopic = \"{name}.${{routedByValue}}\"\n\
-         dead_letter_topic = \"{name}.dlq\"\n{extra}",
-        url = relay_url(),
-        name = fixture.name,
-        id = b.server_id,
-        brokers = kafka_brokers(),
-    );
-    let path = std::env::temp_dir().join(format!("{}.toml", fixture.name));
-    std::fs::write(&path, text).expect("writing the relay config");
-    path
-}
-
-/// `outbox-relay <subcommand> -c <config>`, the URL from the file alone.
-pub fn relay(config: &std::path::Path, subcommand: &str) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_outbox-relay"));
-    c.arg(subcommand)
-        .arg("-c")
-        .arg(config)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info,outbox_relay=debug");
-    c
-}
-
 /// A replica id no other session of this machine's tests uses (the server drops the older of
 /// two connections with one id).
 pub fn server_id() -> u32 {
@@ -161,6 +129,91 @@ fn support_cleanup(db: DatabaseConnection, statements: Vec<String>) {
         })
     })
     .join();
+}
+
+/// The relay's TOML for `fixture` (a replica id and position row of its own; topics
+/// `<name>.Order` and `<name>.dlq`); `extra_tables` is appended (`[kafka.properties]`,
+/// `[metrics]`).
+pub fn config_file(fixture: &BinlogFixture, extra_tables: &str) -> std::path::PathBuf {
+    let b = &fixture.config.source.binlog;
+    let text = format!(
+        "database_url = \"{url}\"\n\
+         [source]\nkind = \"binlog\"\ntable = \"{name}\"\n\
+         [source.binlog]\nserver_id = {id}\nposition_key = \"{name}\"\n\
+         heartbeat_interval = \"300ms\"\nflush_interval = \"50ms\"\n\
+         [kafka]\nbrokers = \"{brokers}\"\ntopic = \"{name}.${{routedByValue}}\"\n\
+         dead_letter_topic = \"{name}.dlq\"\n{extra_tables}",
+        url = relay_url(),
+        name = fixture.name,
+        id = b.server_id,
+        brokers = kafka_brokers(),
+    );
+    let path = std::env::temp_dir().join(format!("{}.toml", fixture.name));
+    std::fs::write(&path, text).expect("writing the relay config");
+    path
+}
+
+/// `outbox-relay <subcommand> -c <config>`, the environment's database URL removed.
+pub fn relay(config: &std::path::Path, subcommand: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_outbox-relay"));
+    c.arg(subcommand)
+        .arg("-c")
+        .arg(config)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info,outbox_relay=debug");
+    c
+}
+
+/// `outbox-relay setup` for `config`; panics with its output when it fails.
+pub fn setup(config: &std::path::Path) {
+    let out = relay(config, "setup").output().expect("outbox-relay setup");
+    assert!(
+        out.status.success(),
+        "setup --source binlog failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The aggregates whose first arrivals do not follow the commit order `written` lists, each with
+/// its first arrivals; `arrivals` are (key, id) in the order read, duplicates and unknown ids
+/// included (ignored).
+pub fn aggregates_out_of_commit_order(
+    arrivals: impl IntoIterator<Item = (String, String)>,
+    written: &std::collections::HashMap<String, Vec<String>>,
+) -> Vec<(String, Vec<String>)> {
+    let known: std::collections::HashSet<&String> = written.values().flatten().collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut firsts: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (key, id) in arrivals {
+        if known.contains(&id) && seen.insert(id.clone()) {
+            firsts.entry(key).or_default().push(id);
+        }
+    }
+    let mut out: Vec<(String, Vec<String>)> = written
+        .iter()
+        .filter_map(|(aggregate, ids)| {
+            let got = firsts.get(aggregate).cloned().unwrap_or_default();
+            (got != *ids).then(|| (aggregate.clone(), got))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Per aggregate, the first arrival of each written id follows the commit order `written` lists.
+pub fn assert_first_arrivals_in_commit_order(
+    arrivals: impl IntoIterator<Item = (String, String)>,
+    written: &std::collections::HashMap<String, Vec<String>>,
+) {
+    let wrong = aggregates_out_of_commit_order(arrivals, written);
+    if let Some((aggregate, firsts)) = wrong.first() {
+        panic!(
+            "{} aggregate(s) out of commit order; {aggregate}: first arrivals {firsts:?}, \
+             committed {:?}",
+            wrong.len(),
+            written.get(aggregate)
+        );
+    }
 }
 
 /// What a session yielded, as the tests check it.

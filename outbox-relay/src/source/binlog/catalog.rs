@@ -19,13 +19,16 @@ use mysql_async::Value;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 
+use super::dialect::Dialect;
 use super::store::{self, quote};
 use super::{BinlogError, ColumnValue, server_code};
 
 /// What the relay needs to know about the server.
 #[derive(Clone, Debug)]
 pub(crate) struct Server {
-    pub mariadb: bool,
+    /// The flavour and version that choose its SQL.
+    pub dialect: Dialect,
+    /// `@@version`, for messages.
     pub version: String,
     /// MySQL with `gtid_mode=ON` (MariaDB always has GTIDs).
     pub mysql_gtid: bool,
@@ -40,8 +43,8 @@ impl Server {
             .await
             .map_err(BinlogError::query("reading the server version"))?;
         let (version, database) = row.unwrap_or_default();
-        let mariadb = version.to_ascii_lowercase().contains("mariadb");
-        let mysql_gtid = if mariadb {
+        let dialect = Dialect::from_version(&version);
+        let mysql_gtid = if dialect.mariadb {
             false
         } else {
             let mode: Option<String> = conn
@@ -56,7 +59,7 @@ impl Server {
             mode.is_some_and(|m| m.eq_ignore_ascii_case("ON"))
         };
         Ok(Server {
-            mariadb,
+            dialect,
             version,
             mysql_gtid,
             database: database.unwrap_or_default(),
