@@ -319,7 +319,9 @@ pub struct KafkaConfig {
     pub max_in_flight: usize,
     /// librdkafka properties, passed through as they are (TLS and SASL go here:
     /// `security.protocol`, `ssl.ca.location`, `sasl.mechanism`, `sasl.username`, ...). The relay
-    /// forces `enable.idempotence=true` and `acks=all`.
+    /// forces `enable.idempotence=true` and `acks=all`, and sets no local delivery timeout
+    /// (`message.timeout.ms=0`) unless one is given here: a finite one can reorder the events of
+    /// a key after a longer outage.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     /// A file holding the SASL password (`sasl.password`), so that it is on no command line;

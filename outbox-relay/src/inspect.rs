@@ -669,6 +669,28 @@ async fn read_binlog(
     })
 }
 
+impl TableFacts {
+    /// Sets the metrics' table gauges.
+    pub fn publish(&self, metrics: &Metrics) {
+        metrics.table(self.pending_rows, self.oldest_pending_age_seconds);
+    }
+}
+
+impl BinlogFacts {
+    /// Sets the metrics' binlog gauges.
+    pub fn publish(&self, metrics: &Metrics) {
+        metrics.binlog(crate::metrics::BinlogGauges {
+            position_on_server: self.on_server,
+            position_file_index: self
+                .stored_position
+                .as_ref()
+                .and_then(|p| file_index(&p.file)),
+            oldest_file_index: self.oldest_file.as_deref().and_then(file_index),
+            expire_seconds: self.expire_seconds,
+        });
+    }
+}
+
 /// The number a binlog file name ends with (`mariadb-bin.000042`: 42).
 pub fn file_index(file: &str) -> Option<u64> {
     file.rsplit_once('.')
@@ -706,8 +728,8 @@ impl Watch {
             loop {
                 tick.tick().await;
                 let read = match kind {
-                    SourceKind::Poll => table(&config).await.map(|t| metrics.table(&t)),
-                    _ => binlog(&config).await.map(|b| metrics.binlog(&b)),
+                    SourceKind::Poll => table(&config).await.map(|t| t.publish(&metrics)),
+                    _ => binlog(&config).await.map(|b| b.publish(&metrics)),
                 };
                 // The source's own errors decide about reconnecting; a missed reading only
                 // leaves the gauges as they were.
@@ -792,5 +814,68 @@ mod tests {
     fn binlog_file_index() {
         assert_eq!(file_index("mariadb-bin.000042"), Some(42));
         assert_eq!(file_index("binlog"), None);
+    }
+
+    #[test]
+    fn poll_reads_its_oldest_pending_age_from_the_table_the_others_from_the_pipeline() {
+        let wal = Metrics::new();
+        wal.bind("wal");
+        wal.lag(None, 2.5);
+        assert_eq!(wal.oldest_pending_age(), 2.5);
+
+        let poll = Metrics::new();
+        poll.bind("poll");
+        TableFacts {
+            name: "\"outbox\"".into(),
+            pending_rows: 7,
+            oldest_pending_age_seconds: Some(3600.0),
+            oldest_pending_unknown: None,
+        }
+        .publish(&poll);
+        // The pipeline knows only the claimed batch: it does not overwrite the table's figure.
+        poll.lag(None, 0.0);
+        assert_eq!(poll.oldest_pending_age(), 3600.0);
+        let text = poll.render();
+        for name in [
+            r#"outbox_relay_pending_rows{source="poll"} 7"#,
+            r#"outbox_relay_oldest_pending_age_seconds{source="poll"} 3600.0"#,
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn binlog_gauges_show_a_purged_position() {
+        let m = Metrics::new();
+        m.bind("binlog");
+        BinlogFacts {
+            position_table: "`db`.`outbox_relay_binlog_position`".into(),
+            position_key: "db.outbox".into(),
+            stored_position: Some(StoredPosition {
+                file: "mariadb-bin.000003".into(),
+                offset: 4,
+                gtid: None,
+            }),
+            on_server: Some(false),
+            oldest_file: Some("mariadb-bin.000007".into()),
+            newest_file: Some("mariadb-bin.000009".into()),
+            files: 3,
+            bytes_on_server: 1000,
+            expire_seconds: Some(86_400),
+            binlog_expire_logs_seconds: Some(86_400),
+            expire_logs_days: None,
+            max_binlog_total_size: None,
+            note: None,
+        }
+        .publish(&m);
+        let text = m.render();
+        for name in [
+            r#"outbox_relay_binlog_position_on_server{source="binlog"} 0"#,
+            r#"outbox_relay_binlog_position_file_index{source="binlog"} 3"#,
+            r#"outbox_relay_binlog_oldest_file_index{source="binlog"} 7"#,
+            r#"outbox_relay_binlog_expire_seconds{source="binlog"} 86400"#,
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
     }
 }

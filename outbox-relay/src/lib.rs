@@ -15,7 +15,8 @@
 //! - [`dead_letter`]: events Kafka refuses for good; [`dlq`]: listing and re-driving them.
 //! - [`slot`]: heartbeats, retained WAL and a lost slot.
 //! - [`relay`]: the relay as a library; [`admin`]: setup, teardown; [`inspect`]: what `status`
-//!   reads from the source's server; [`config`]; [`metrics`]; [`status`].
+//!   reads from the source's server; [`config`]; [`metrics`]; [`status`];
+//!   [`listener`]: `/metrics`, `/status`, the probes and the dashboard over HTTP.
 //! - [`connection`]: the one parser of each kind of database URL, TLS settings included.
 
 pub mod admin;
@@ -28,6 +29,7 @@ pub mod debezium;
 pub mod dlq;
 pub mod format;
 pub mod inspect;
+pub mod listener;
 pub mod load;
 pub mod metrics;
 pub mod pipeline;

@@ -298,8 +298,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let relay = Relay::new(config, metrics.clone())?;
     let _listener = match listen {
         Some(addr) => Some(
-            metrics
-                .serve(addr, dashboard, relay.status_handle())
+            outbox_relay::listener::serve(metrics.clone(), addr, dashboard, relay.status_handle())
                 .await
                 .map_err(|e| {
                     Box::<dyn std::error::Error>::from(format!("`metrics.listen` {addr}: {e}"))

@@ -1,12 +1,6 @@
 //! What the relay reports: one typed method per thing that happens, each updating a Prometheus
 //! metric with a stable name and a `source` label (`wal`, `message`, `poll`, `binlog`), and
-//! logging where a human should know; plus the small HTTP listener that serves `/metrics`, the
-//! relay's [`crate::status::StatusReport`] as JSON at `/status` (what `outbox-relay status`
-//! reads), and the Kubernetes probes.
-//!
-//! Probes: `/livez` (and its older name `/healthz`) is 200 whenever the process answers, so a
-//! liveness probe never restarts a relay that is standing by or reconnecting; `/readyz` is 200
-//! only while this relay leads and its source streams, 503 otherwise.
+//! logging where a human should know. [`crate::listener`] serves them.
 //!
 //! Names, each with the `source` label: `outbox_relay_events_published_total`,
 //! `outbox_relay_events_failed_total`, `outbox_relay_events_dead_lettered_total`,
@@ -28,7 +22,6 @@
 //! server's age limit for binlog files, 0 = none). The `poll` and `binlog` figures are re-read
 //! every [`crate::inspect::WATCH_INTERVAL`].
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -37,10 +30,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-use crate::dashboard::Response;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -363,31 +352,28 @@ impl Metrics {
         self.bound().oldest_pending_age_seconds.get()
     }
 
-    /// The polled table, as last read.
-    pub fn table(&self, table: &crate::inspect::TableFacts) {
+    /// The polled table's pending rows and, when it has any, its oldest pending row's age by the
+    /// database's clock, as last read.
+    pub fn table(&self, pending_rows: i64, oldest_pending_age_seconds: Option<f64>) {
         let bound = self.bound();
-        bound.pending_rows.set(table.pending_rows);
-        if let Some(age) = table.oldest_pending_age_seconds {
+        bound.pending_rows.set(pending_rows);
+        if let Some(age) = oldest_pending_age_seconds {
             bound.oldest_pending_age_seconds.set(age);
         }
     }
 
-    /// The binlog's stored position and the server's files and retention, as last read.
-    pub fn binlog(&self, binlog: &crate::inspect::BinlogFacts) {
-        use crate::inspect::file_index;
+    /// The binlog's stored position and the server's files and retention, as last read; `None`
+    /// leaves a gauge as it was. File indexes are the numbers binlog file names end with.
+    pub fn binlog(&self, binlog: BinlogGauges) {
         let bound = self.bound();
         let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-        if let Some(on_server) = binlog.on_server {
+        if let Some(on_server) = binlog.position_on_server {
             bound.binlog_position_on_server.set(i64::from(on_server));
         }
-        if let Some(index) = binlog
-            .stored_position
-            .as_ref()
-            .and_then(|p| file_index(&p.file))
-        {
+        if let Some(index) = binlog.position_file_index {
             bound.binlog_position_file_index.set(gauge(index));
         }
-        if let Some(index) = binlog.oldest_file.as_deref().and_then(file_index) {
+        if let Some(index) = binlog.oldest_file_index {
             bound.binlog_oldest_file_index.set(gauge(index));
         }
         if let Some(seconds) = binlog.expire_seconds {
@@ -448,81 +434,19 @@ impl Metrics {
         out
     }
 
-    /// Serves `/metrics`, `/status` (the relay's `status`), `/livez` (`/healthz`), `/readyz`
-    /// and the `dashboard` on `addr` until the task is dropped.
-    pub async fn serve(
-        self,
-        addr: SocketAddr,
-        dashboard: crate::dashboard::Dashboard,
-        status: crate::status::Status,
-    ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-        let listener = TcpListener::bind(addr).await?;
-        tracing::info!(%addr, "metrics listening");
-        Ok(tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let metrics = self.clone();
-                let dashboard = dashboard.clone();
-                let status = status.clone();
-                tokio::spawn(async move {
-                    // Read the request head (up to 8 KiB): closing with unread bytes would reset
-                    // the connection before the client reads the response.
-                    let mut buf = vec![0u8; 8192];
-                    let mut n = 0;
-                    let read_head = async {
-                        while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut buf[n..]).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(m) => n += m,
-                            }
-                        }
-                    };
-                    if tokio::time::timeout(std::time::Duration::from_secs(5), read_head)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    let request = String::from_utf8_lossy(&buf[..n]);
-                    let path = request.split_whitespace().nth(1).unwrap_or("/");
-                    let response = match path {
-                        "/livez" | "/healthz" => Response::text("200 OK", "ok\n"),
-                        "/readyz" if metrics.inner.leading.load(Ordering::Relaxed) => {
-                            Response::text("200 OK", "ready\n")
-                        }
-                        "/readyz" => Response::text(
-                            "503 Service Unavailable",
-                            "not ready: standing by, or the source is not connected\n",
-                        ),
-                        // `metrics.token`: every path but the probes needs it.
-                        _ if !dashboard.authorized(&request) => Response::unauthorized(),
-                        "/metrics" => Response::metrics(metrics.render()),
-                        "/status" => status_response(&status),
-                        _ => dashboard.respond(path).await,
-                    };
-                    let _ = stream.write_all(&response.into_bytes()).await;
-                    let _ = stream.shutdown().await;
-                });
-            }
-        }))
+    /// Whether this relay leads with its source connected (`/readyz`).
+    pub fn is_leading(&self) -> bool {
+        self.inner.leading.load(Ordering::Relaxed)
     }
 }
 
-/// The relay's status report as JSON.
-fn status_response(status: &crate::status::Status) -> Response {
-    match serde_json::to_vec(&status.snapshot()) {
-        Ok(body) => Response {
-            status: "200 OK",
-            content_type: "application/json",
-            body: body.into(),
-        },
-        Err(error) => Response::text(
-            "500 Internal Server Error",
-            format!("serializing the status: {error}\n"),
-        ),
-    }
+/// The binlog figures of [`Metrics::binlog`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BinlogGauges {
+    pub position_on_server: Option<bool>,
+    pub position_file_index: Option<u64>,
+    pub oldest_file_index: Option<u64>,
+    pub expire_seconds: Option<u64>,
 }
 
 #[cfg(test)]
@@ -548,67 +472,6 @@ mod tests {
             r#"outbox_relay_state{source="poll",state="standby"} 1"#,
             r#"outbox_relay_state{source="poll",state="leading"} 0"#,
             r#"outbox_relay_connected{source="poll"} 0"#,
-        ] {
-            assert!(text.contains(name), "{name} missing in\n{text}");
-        }
-    }
-
-    #[test]
-    fn poll_reads_its_oldest_pending_age_from_the_table_the_others_from_the_pipeline() {
-        let wal = Metrics::new();
-        wal.bind("wal");
-        wal.lag(None, 2.5);
-        assert_eq!(wal.oldest_pending_age(), 2.5);
-
-        let poll = Metrics::new();
-        poll.bind("poll");
-        poll.table(&crate::inspect::TableFacts {
-            name: "\"outbox\"".into(),
-            pending_rows: 7,
-            oldest_pending_age_seconds: Some(3600.0),
-            oldest_pending_unknown: None,
-        });
-        // The pipeline knows only the claimed batch: it does not overwrite the table's figure.
-        poll.lag(None, 0.0);
-        assert_eq!(poll.oldest_pending_age(), 3600.0);
-        let text = poll.render();
-        for name in [
-            r#"outbox_relay_pending_rows{source="poll"} 7"#,
-            r#"outbox_relay_oldest_pending_age_seconds{source="poll"} 3600.0"#,
-        ] {
-            assert!(text.contains(name), "{name} missing in\n{text}");
-        }
-    }
-
-    #[test]
-    fn binlog_gauges_show_a_purged_position() {
-        let m = Metrics::new();
-        m.bind("binlog");
-        m.binlog(&crate::inspect::BinlogFacts {
-            position_table: "`db`.`outbox_relay_binlog_position`".into(),
-            position_key: "db.outbox".into(),
-            stored_position: Some(crate::inspect::StoredPosition {
-                file: "mariadb-bin.000003".into(),
-                offset: 4,
-                gtid: None,
-            }),
-            on_server: Some(false),
-            oldest_file: Some("mariadb-bin.000007".into()),
-            newest_file: Some("mariadb-bin.000009".into()),
-            files: 3,
-            bytes_on_server: 1000,
-            expire_seconds: Some(86_400),
-            binlog_expire_logs_seconds: Some(86_400),
-            expire_logs_days: None,
-            max_binlog_total_size: None,
-            note: None,
-        });
-        let text = m.render();
-        for name in [
-            r#"outbox_relay_binlog_position_on_server{source="binlog"} 0"#,
-            r#"outbox_relay_binlog_position_file_index{source="binlog"} 3"#,
-            r#"outbox_relay_binlog_oldest_file_index{source="binlog"} 7"#,
-            r#"outbox_relay_binlog_expire_seconds{source="binlog"} 86400"#,
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

@@ -27,6 +27,13 @@ impl Relay {
     /// A relay for a validated `config`.
     pub fn new(config: Config, metrics: Metrics) -> Result<Relay, RelayError> {
         config.validate()?;
+        if let Some((key, value)) = crate::sink::finite_delivery_timeout(&config.kafka) {
+            tracing::warn!(
+                "`{key}={value}`: after a Kafka outage longer than this, an event can be resent \
+                 behind a younger event of its key (librdkafka expires queued messages by age); \
+                 leave it unset (no timeout, as Kafka Connect runs Debezium) to keep the order"
+            );
+        }
         let status = Status::new(&metrics);
         Ok(Relay {
             config,

@@ -413,6 +413,43 @@ fn refusal_hint(code: RDKafkaErrorCode) -> &'static str {
     }
 }
 
+/// The producer's settings: defaults, then every configured property, then the guarantees.
+fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    // Defaults, each overridable by `kafka.properties`.
+    client
+        // The Java producer's partitioner (Debezium's): a key lands on the same partition as
+        // under Debezium, so switching relays keeps each aggregate on one partition, in order.
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000")
+        // No local delivery timeout, as Kafka Connect sets for Debezium
+        // (`delivery.timeout.ms=Integer.MAX_VALUE`). librdkafka expires queued messages by age,
+        // so after an outage longer than a finite timeout an older event of a key fails while a
+        // younger one still gets through, and the resend lands behind it: out of order. Without
+        // the timeout the queue waits for the broker in order; the pipeline's drain bound and
+        // producer rebuild still end a session that cannot finish.
+        .set("message.timeout.ms", "0");
+    if let Some(brokers) = &config.brokers {
+        client.set("bootstrap.servers", brokers);
+    }
+    for (k, v) in &config.properties {
+        client.set(k, v);
+    }
+    client.set("enable.idempotence", "true").set("acks", "all");
+    client
+}
+
+/// A configured local delivery timeout, which can reorder the events of a key after a longer
+/// outage (see [`client_config`]); `None` when there is none.
+pub fn finite_delivery_timeout(config: &KafkaConfig) -> Option<(&'static str, &str)> {
+    ["message.timeout.ms", "delivery.timeout.ms"]
+        .into_iter()
+        .find_map(|key| config.properties.get(key).map(|v| (key, v.as_str())))
+        .filter(|(_, v)| v.trim() != "0")
+}
+
 /// How long [`KafkaSink::connect`] waits for the brokers' first answer before it goes on and
 /// leaves an unreachable cluster to the run loop's retries.
 pub const PREFLIGHT_BOUND: Duration = Duration::from_secs(15);
@@ -421,22 +458,7 @@ impl KafkaSink {
     /// Builds the producer: every configured property passes through, then the guarantees are
     /// forced.
     pub fn new(config: &KafkaConfig) -> Result<KafkaSink, KafkaError> {
-        let mut client = ClientConfig::new();
-        // Throughput defaults, each overridable by `kafka.properties`.
-        client
-            // The Java producer's partitioner (Debezium's): a key lands on the same partition as
-            // under Debezium, so switching relays keeps each aggregate on one partition, in order.
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "200000");
-        if let Some(brokers) = &config.brokers {
-            client.set("bootstrap.servers", brokers);
-        }
-        for (k, v) in &config.properties {
-            client.set(k, v);
-        }
-        client.set("enable.idempotence", "true").set("acks", "all");
+        let client = client_config(config);
         let refusal = Arc::new(Mutex::new(None));
         let context = SinkContext {
             refusal: Arc::clone(&refusal),
@@ -844,5 +866,26 @@ mod tests {
             Failure::Permanent
         );
         assert!(is_fatal(&e(RDKafkaErrorCode::OutOfOrderSequenceNumber)));
+    }
+
+    #[test]
+    fn no_local_delivery_timeout_unless_configured_and_the_guarantees_always() {
+        let mut config = KafkaConfig::default();
+        let client = super::client_config(&config);
+        assert_eq!(client.get("message.timeout.ms"), Some("0"));
+        assert_eq!(super::finite_delivery_timeout(&config), None);
+
+        config
+            .properties
+            .insert("message.timeout.ms".into(), "3000".into());
+        config.properties.insert("acks".into(), "1".into());
+        let client = super::client_config(&config);
+        assert_eq!(client.get("message.timeout.ms"), Some("3000"));
+        assert_eq!(client.get("acks"), Some("all"));
+        assert_eq!(client.get("enable.idempotence"), Some("true"));
+        assert_eq!(
+            super::finite_delivery_timeout(&config),
+            Some(("message.timeout.ms", "3000"))
+        );
     }
 }

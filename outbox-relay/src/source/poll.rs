@@ -167,7 +167,7 @@ fn refused_for_good(error: &DbErr) -> bool {
 }
 
 /// What a running relay shows of itself: whether it leads, its retries and last error, counts.
-pub type PollStatus = crate::pipeline::StatusReport;
+pub type PollStatus = crate::status::StatusReport;
 
 impl Classified for PollError {
     fn fault(&self) -> Fault {
