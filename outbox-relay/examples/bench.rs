@@ -28,7 +28,7 @@
 //!   exits non-zero when fewer than N distinct ids arrived: a drain's end is counted in messages
 //!   (end offsets), and duplicates there could hide missing events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -555,7 +555,7 @@ fn distinct(args: &Args) -> Result<(), BoxError> {
     let timeout = Duration::from_secs(args.num("--timeout", 120)?);
     let consumer = consumer(&format!("bench-distinct-{}", std::process::id()))?;
     assign_all(&consumer, &topic)?;
-    let mut ids: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::with_capacity(rows);
+    let mut ids: HashSet<Vec<u8>> = HashSet::with_capacity(rows);
     let (mut messages, mut without_id) = (0u64, 0u64);
     let t0 = Instant::now();
     while ids.len() < rows && t0.elapsed() < timeout {
@@ -574,7 +574,12 @@ fn distinct(args: &Args) -> Result<(), BoxError> {
             None => without_id += 1,
         }
         if messages % 10_000 == 0 {
-            bar("distinct", ids.len() as u64, rows as u64, t0.elapsed().as_secs_f64());
+            bar(
+                "distinct",
+                ids.len() as u64,
+                rows as u64,
+                t0.elapsed().as_secs_f64(),
+            );
         }
     }
     eprintln!();
