@@ -5,6 +5,7 @@
 //! bench producer --rows N --topic T            # the bare-producer limit (no database)
 //! bench latency  --table T --aggregate-type A --topic T --rate 2000 --seconds 60 --warmup 5 --writers 16 [--raw FILE]
 //! bench compare  --topic T --rows K            # our relay's and Debezium's messages, pairwise
+//! bench distinct --topic T --rows N            # a drain's topic holds N distinct event ids
 //! ```
 //!
 //! Each prints one JSON object on stdout (progress goes to stderr). `scripts/bench` owns the
@@ -22,8 +23,12 @@
 //!   Debezium (it carries `__debezium.*` headers) and once from our relay, and compares
 //!   partition, key bytes, value bytes (null included) and every header but `__debezium.*`. It
 //!   exits non-zero when fewer pairs than K were seen or any pair differs.
+//! - `distinct`: after a drain, reads topic T from the beginning until N distinct `id` headers
+//!   were seen (or the timeout, default 120 s); prints the messages read and the distinct ids, and
+//!   exits non-zero when fewer than N distinct ids arrived: a drain's end is counted in messages
+//!   (end offsets), and duplicates there could hide missing events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -541,6 +546,62 @@ fn compare(args: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
+fn distinct(args: &Args) -> Result<(), BoxError> {
+    let topic = args.str("--topic")?;
+    let rows = args.num("--rows", 0)? as usize;
+    if rows == 0 {
+        return Err("--rows must be positive: a check of zero events passes on nothing".into());
+    }
+    let timeout = Duration::from_secs(args.num("--timeout", 120)?);
+    let consumer = consumer(&format!("bench-distinct-{}", std::process::id()))?;
+    assign_all(&consumer, &topic)?;
+    let mut ids: HashSet<Vec<u8>> = HashSet::with_capacity(rows);
+    let (mut messages, mut without_id) = (0u64, 0u64);
+    let t0 = Instant::now();
+    while ids.len() < rows && t0.elapsed() < timeout {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m?;
+        messages += 1;
+        let id = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "id").and_then(|h| h.value));
+        match id {
+            Some(id) => {
+                ids.insert(id.to_vec());
+            }
+            None => without_id += 1,
+        }
+        if messages % 10_000 == 0 {
+            bar(
+                "distinct",
+                ids.len() as u64,
+                rows as u64,
+                t0.elapsed().as_secs_f64(),
+            );
+        }
+    }
+    eprintln!();
+    let complete = ids.len() >= rows;
+    println!(
+        "{}",
+        serde_json::json!({
+            "topic": topic, "rows": rows, "messages_read": messages,
+            "distinct_ids": ids.len(), "messages_without_id": without_id, "complete": complete,
+        })
+    );
+    if !complete {
+        return Err(format!(
+            "{topic}: {} distinct event ids for {rows} rows ({messages} messages read, \
+             {without_id} without an id header)",
+            ids.len()
+        )
+        .into());
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -549,6 +610,10 @@ async fn main() -> Result<(), BoxError> {
         Some("producer") => producer(&args).await,
         Some("latency") => latency(&args).await,
         Some("compare") => tokio::task::spawn_blocking(move || compare(&args)).await?,
-        _ => Err("usage: bench producer|latency|compare ... (see the file's doc comment)".into()),
+        Some("distinct") => tokio::task::spawn_blocking(move || distinct(&args)).await?,
+        _ => Err(
+            "usage: bench producer|latency|compare|distinct ... (see the file's doc comment)"
+                .into(),
+        ),
     }
 }

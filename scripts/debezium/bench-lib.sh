@@ -115,23 +115,34 @@ bench_median() {
 
 # The services are shared: other users' tests stop and restart PostgreSQL and Kafka. A run during
 # which either restarted is discarded and retried.
-# bench_epoch: PostgreSQL's start time and Kafka's pid ("down" while one does not answer)
+# bench_epoch: PostgreSQL's start time (MariaDB's pid with BENCH_DB=mariadb) and Kafka's pid
+# ("down" while one does not answer)
 bench_epoch() {
   local pg kpid
-  pg=$("${PSQL[@]}" -c "SELECT pg_postmaster_start_time()" 2>/dev/null) || pg=down
+  if [[ ${BENCH_DB:-postgres} == mariadb ]]; then
+    pg=$(cat "$BENCH_ROOT/.services/mariadb/mariadb.pid" 2>/dev/null) || pg=down
+    kill -0 "$pg" 2>/dev/null || pg=down
+  else
+    pg=$("${PSQL[@]}" -c "SELECT pg_postmaster_start_time()" 2>/dev/null) || pg=down
+  fi
   kpid=$(cat "$BENCH_ROOT/.services/kafka/kafka.pid" 2>/dev/null) || kpid=down
   kill -0 "$kpid" 2>/dev/null || kpid=down
   printf '%s|%s\n' "$pg" "$kpid"
 }
 
-# bench_wait_up: wait (at most 120 s) until PostgreSQL answers again
+# bench_wait_up: wait (at most 120 s) until PostgreSQL (MariaDB with BENCH_DB=mariadb) answers again
 bench_wait_up() {
   local i
   for ((i = 0; i < 120; i++)); do
+    if [[ ${BENCH_DB:-postgres} == mariadb ]]; then
+      "${MARIA[@]}" -e "SELECT 1" >/dev/null 2>&1 && return 0
+      sleep 1
+      continue
+    fi
     "${PSQL[@]}" -c "SELECT 1" >/dev/null 2>&1 && return 0
     sleep 1
   done
-  bench_die "postgres: not answering for 120 s"
+  bench_die "${BENCH_DB:-postgres}: not answering for 120 s"
 }
 
 # bench_run IDX: run_once IDX in a subshell with cleanup_run on its exit; sets RESULT. Retries
@@ -213,3 +224,97 @@ END
 \$do\$;
 SQL
 }
+
+# ---------------------------------------------------------------- MariaDB (the MariaDB round)
+# bench_maria_services ROOT: MariaDB and Kafka answer; .services/env loaded; MARIA runs statements
+# as the `outbox` user (MYSQL_URL), MARIA_RELAY_* name the binlog user (MYSQL_RELAY_URL)
+# Debezium 3.6's MySQL connector refuses MariaDB 10.11 as it reports itself: it reads VERSION()
+# as MySQL 10.11 (>= 8.4) and wants `SHOW BINARY LOG STATUS`, which MariaDB lacks, and MySQL
+# Connector/J then asks for `transaction_isolation`, which MariaDB 10.11 calls `tx_isolation`.
+# So the MariaDB round runs the server reporting "5.7.19-<its own version>" (scripts/services,
+# OUTBOX_MARIADB_VERSION): the same server, binlog and rows for every contender; our relay still
+# sees "MariaDB" in it. A plain `scripts/services up` later restarts it with its own version.
+bench_maria_services() {
+  local own
+  own=$("$(command -v mariadbd || echo /usr/sbin/mariadbd)" --version 2>/dev/null | sed -n 's/.* Ver \([^ ]*\).*/\1/p')
+  [[ $own == *MariaDB* ]] || bench_die "mariadb: cannot read the server's version (mariadbd --version)"
+  export OUTBOX_MARIADB_VERSION=5.7.19-$own
+  "$1/scripts/services" up mariadb kafka >&2 || bench_die "scripts/services up mariadb kafka failed"
+  bench_services "$1" mariadb kafka
+  [[ ${MYSQL_URL:-} =~ ^mysql://([^:@/]+):([^@/]*)@([^:/]+):([0-9]+)/([^?]+) ]] ||
+    bench_die "cannot parse MYSQL_URL=${MYSQL_URL:-} (.services/env)"
+  MARIA_USER=${BASH_REMATCH[1]} MARIA_PASSWORD=${BASH_REMATCH[2]} MARIA_HOST=${BASH_REMATCH[3]}
+  MARIA_PORT=${BASH_REMATCH[4]} MARIA_DB=${BASH_REMATCH[5]}
+  [[ ${MYSQL_RELAY_URL:-} =~ ^mysql://([^:@/]+):([^@/]*)@ ]] ||
+    bench_die "cannot parse MYSQL_RELAY_URL=${MYSQL_RELAY_URL:-} (.services/env)"
+  MARIA_RELAY_USER=${BASH_REMATCH[1]} MARIA_RELAY_PASSWORD=${BASH_REMATCH[2]}
+  MARIA=(mariadb --no-defaults -h "$MARIA_HOST" -P "$MARIA_PORT" -u "$MARIA_USER" "-p$MARIA_PASSWORD"
+    -D "$MARIA_DB" -N -B)
+}
+
+# bench_maria_sql SQL...: run statements on MariaDB, fail loudly naming it
+bench_maria_sql() { "${MARIA[@]}" -e "$*" || bench_die "mariadb: statement failed: $*"; }
+
+# bench_maria_create_table TABLE: outbox-core's create_table_sql for MySQL/MariaDB (with the
+# AUTO_INCREMENT `seq` column the poll source orders by; the binlog source and Debezium ignore it)
+bench_maria_create_table() {
+  bench_maria_sql "CREATE TABLE \`$1\` (
+  \`id\` char(36) NOT NULL PRIMARY KEY,
+  \`aggregatetype\` varchar(255) NOT NULL,
+  \`aggregateid\` varchar(255) NOT NULL,
+  \`type\` varchar(255) NOT NULL,
+  \`schemaversion\` integer NULL,
+  \`payload\` json NULL,
+  \`timestamp\` datetime(6) NOT NULL,
+  \`tracingspancontext\` varchar(256) NULL,
+  \`seq\` BIGINT NOT NULL AUTO_INCREMENT,
+  UNIQUE KEY \`outbox_poll_seq\` (\`seq\`)
+)"
+}
+
+# bench_maria_rows_sql TABLE AGGREGATETYPE LO HI: bench_rows_sql's rows LO..HI in MariaDB's SQL
+# (the sequence engine's seq_LO_to_HI); the same ids (md5('outbox-bench-' || i) as a uuid), the
+# same aggregates and fields; the payload is the same object as MariaDB's JSON_OBJECT prints it
+# (keys in the order given, ~250 B), the timestamp datetime(6) in UTC.
+bench_maria_rows_sql() {
+  local table=$1 aggtype=$2 lo=$3 hi=$4
+  cat <<SQL
+INSERT INTO \`$table\`
+  (\`id\`, \`aggregatetype\`, \`aggregateid\`, \`type\`, \`schemaversion\`, \`payload\`, \`timestamp\`,
+   \`tracingspancontext\`)
+SELECT CONCAT_WS('-', SUBSTR(h, 1, 8), SUBSTR(h, 9, 4), SUBSTR(h, 13, 4), SUBSTR(h, 17, 4), SUBSTR(h, 21, 12)),
+       '$aggtype',
+       CONCAT('order-', LPAD(i % 10000, 5, '0')),
+       'OrderPlaced',
+       1,
+       JSON_OBJECT(
+         'orderId', CONCAT('ord-', LPAD(i, 10, '0')),
+         'customerId', CONCAT('cust-', LPAD(i % 10000, 5, '0')),
+         'status', 'PLACED',
+         'currency', 'EUR',
+         'total', ROUND((i % 997) * 1.25 + 0.99, 2),
+         'lines', JSON_ARRAY(
+           JSON_OBJECT('sku', CONCAT('SKU-', LPAD(i % 500, 4, '0')), 'qty', 1 + i % 5, 'price', 9.99),
+           JSON_OBJECT('sku', CONCAT('SKU-', LPAD(i % 321, 4, '0')), 'qty', 2, 'price', 19.5)),
+         'note', CONCAT('benchmark event ', LPAD(i, 10, '0'))),
+       TIMESTAMP '2026-01-01 00:00:00' + INTERVAL (i * 1000) MICROSECOND,
+       IF(i = 1, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', NULL)
+  FROM (SELECT seq AS i, MD5(CONCAT('outbox-bench-', seq)) AS h FROM seq_${lo}_to_${hi}) AS s;
+SQL
+}
+
+# bench_maria_insert TABLE AGGREGATETYPE N [BATCH]: N rows, one transaction (autocommit INSERT)
+# per BATCH (10,000) rows
+bench_maria_insert() {
+  local table=$1 aggtype=$2 n=$3 batch=${4:-10000} lo hi
+  {
+    for ((lo = 1; lo <= n; lo += batch)); do
+      hi=$((lo + batch - 1))
+      ((hi > n)) && hi=$n
+      bench_maria_rows_sql "$table" "$aggtype" "$lo" "$hi"
+    done
+  } | "${MARIA[@]}" || bench_die "mariadb: inserting $n rows into $table failed"
+}
+
+# bench_maria_drop_table TABLE
+bench_maria_drop_table() { "${MARIA[@]}" -e "DROP TABLE IF EXISTS \`$1\`" >/dev/null 2>&1 || true; }
