@@ -19,9 +19,11 @@ pub struct There<I>(PhantomData<I>);
 /// is where `E` is in the list; it is always inferred.
 ///
 /// A helper that records into its caller's collector names it in its bounds. `#[emits(E)]` on a
-/// function that takes `events: &mut Events` and no connection writes these bounds for you:
+/// function that takes `events: &mut Events` and no connection writes these bounds for you. (The
+/// example uses the facade crate `outbox`, which this crate cannot depend on; the facade's trybuild
+/// case `tests/ui/pass/emits-helper.rs` compiles both forms.)
 ///
-/// ```
+/// ```ignore
 /// use outbox::{Declares, DomainEvent, Events};
 /// # #[derive(serde::Serialize, outbox::DomainEvent)]
 /// # #[domain_event(aggregate = "Order")]
