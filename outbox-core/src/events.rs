@@ -19,31 +19,9 @@ pub struct There<I>(PhantomData<I>);
 /// is where `E` is in the list; it is always inferred.
 ///
 /// A helper that records into its caller's collector names it in its bounds. `#[emits(E)]` on a
-/// function that takes `events: &mut Events` and no connection writes these bounds for you. (The
-/// example uses the facade crate `outbox`, which this crate cannot depend on; the facade's trybuild
-/// case `tests/ui/pass/emits-helper.rs` compiles both forms.)
-///
-/// ```ignore
-/// use outbox::{Declares, DomainEvent, Events};
-/// # #[derive(serde::Serialize, outbox::DomainEvent)]
-/// # #[domain_event(aggregate = "Order")]
-/// # struct LineAdded { #[domain_event(aggregate_id)] order: u64, sku: String }
-///
-/// /// Callable with the `events` of any `#[emits(..., LineAdded, ...)]` function.
-/// fn add_lines<D, I>(events: &mut Events<D>, order: u64, skus: &[&str])
-/// where
-///     D: Declares<LineAdded, I>,
-/// {
-///     for sku in skus {
-///         events.record(LineAdded { order, sku: sku.to_string() });
-///     }
-/// }
-///
-/// #[outbox::emits(LineAdded)]
-/// fn add_line(events: &mut Events, order: u64, sku: &str) {
-///     events.record(LineAdded { order, sku: sku.to_string() });
-/// }
-/// ```
+/// function that takes `events: &mut Events` and no connection writes these bounds for you; the
+/// bounds written out are `D: Declares<E, I>` on the helper's `events: &mut Events<D>`. The facade
+/// crate's front page (`outbox`) shows both forms in a tested example.
 #[diagnostic::on_unimplemented(
     message = "`{E}` is not declared in this function's `#[emits(...)]`",
     label = "recorded here, but not declared",
