@@ -760,7 +760,7 @@ pub fn json_value(payload: Option<&crate::record::ColumnValue>, expand: bool) ->
 
 /// The message value as `JsonConverter` (schemas off) renders the Event Router's envelope:
 /// `payload`, then each `envelope` placement by its alias, a column's value rendered by its
-/// type as [`column_json`] renders it.
+/// type as `column_json` renders it.
 pub fn json_envelope(
     payload: Option<&crate::record::ColumnValue>,
     expand: bool,

@@ -1,16 +1,16 @@
 //! The Kafka sink: outbox records become Kafka messages in Debezium's Outbox Event Router
 //! format, sent by an idempotent (`acks=all`) rdkafka producer, pipelined.
 //!
-//! Format, Debezium's Outbox Event Router's (its option names in brackets): topic from the
-//! routing column through `topic_regex` and the `topic` replacement [`route.by.field`,
-//! `route.topic.regex`, `route.topic.replacement`]; key from the key column
-//! [`table.field.event.key`]; value = the payload column as stored (a NULL payload is a null
-//! value, as under Debezium) [`table.field.event.payload`], or rendered as `JsonConverter`
-//! renders it when it is expanded or enveloped [`table.expand.json.payload`, `envelope`
-//! placements]; header `id` [`table.field.event.id`]; placed columns as headers (a NULL column
+//! Format, Debezium's Outbox Event Router's (its option names in parentheses): topic from the
+//! routing column through `topic_regex` and the `topic` replacement (`route.by.field`,
+//! `route.topic.regex`, `route.topic.replacement`); key from the key column
+//! (`table.field.event.key`); value = the payload column as stored (a NULL payload is a null
+//! value, as under Debezium) (`table.field.event.payload`), or rendered as `JsonConverter`
+//! renders it when it is expanded or enveloped (`table.expand.json.payload`, `envelope`
+//! placements); header `id` (`table.field.event.id`); placed columns as headers (a NULL column
 //! is a header with a null value), envelope fields or the partition
-//! [`table.fields.additional.placement`]; the record timestamp from a column
-//! [`table.field.event.timestamp`]; `traceparent` (and `tracestate`) from `tracingspancontext`
+//! (`table.fields.additional.placement`); the record timestamp from a column
+//! (`table.field.event.timestamp`); `traceparent` (and `tracestate`) from `tracingspancontext`
 //! unless `kafka.trace_headers` is off.
 //!
 //! Errors are sorted by explicit lists (see [`classify`]): `QueueFull` is backpressure, a few
@@ -442,7 +442,7 @@ fn client_config(config: &KafkaConfig) -> ClientConfig {
 }
 
 /// A configured local delivery timeout, which can reorder the events of a key after a longer
-/// outage (see [`client_config`]); `None` when there is none.
+/// outage (see `client_config`); `None` when there is none.
 pub fn finite_delivery_timeout(config: &KafkaConfig) -> Option<(&'static str, &str)> {
     ["message.timeout.ms", "delivery.timeout.ms"]
         .into_iter()

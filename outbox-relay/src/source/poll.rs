@@ -1,4 +1,4 @@
-//! The `poll` source: PostgreSQL, MariaDB/MySQL and SQLite, behind the [`Source`] seam.
+//! The `poll` source: PostgreSQL, MariaDB/MySQL and SQLite, behind the [`crate::source::Source`] seam.
 //!
 //! Contract:
 //! - **No polling gap.** The relay keeps no cursor. Each cycle claims the oldest rows that exist
@@ -7,9 +7,9 @@
 //!   A row whose transaction commits late is simply still there on a later cycle.
 //! - **At least once.** A failure before the delete rolls the claim back; the rows are claimed
 //!   again (duplicates, which consumers drop by the `id` header). No row is ever skipped.
-//! - **Per-aggregate order.** One relay ships at a time ([`leader`]); a batch is shipped in the
+//! - **Per-aggregate order.** One relay ships at a time (`leader`); a batch is shipped in the
 //!   order of a sequence the database assigns at INSERT (`seq`, or SQLite's rowid; see
-//!   [`shape`]) and settled before the next is claimed. Never by `timestamp`, a client clock:
+//!   `shape`) and settled before the next is claimed. Never by `timestamp`, a client clock:
 //!   writers that lock an aggregate's row before inserting its event insert, hence number, its
 //!   events in commit order.
 //! - **The table as it is.** At start the relay reads the table's columns and types: Debezium's
