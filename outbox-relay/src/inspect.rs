@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::config::{AfterAck, Config, SourceKind};
 use crate::connection::{MySqlTarget, PgTarget, UrlError};
 use crate::metrics::Metrics;
-use crate::source::binlog::{self, BinlogError};
+use crate::source::binlog::{self, BinlogError, BinlogFiles};
 use crate::source::poll::RELAYED_AT;
 use crate::status::{State, StatusReport};
 
@@ -588,13 +588,7 @@ async fn read_binlog(
     use mysql_async::prelude::Queryable;
     let query = |step| move |source| BinlogError::Query { step, source };
     let (position_table, position_key, stored) = binlog::stored_position(config, conn).await?;
-    let files: Vec<(String, u64)> = conn
-        .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
-            (
-                row.get(0).unwrap_or_default(),
-                row.get(1).unwrap_or_default(),
-            )
-        })
+    let files = BinlogFiles::read(conn)
         .await
         .map_err(query("SHOW BINARY LOGS"))?;
     let variables: Vec<(String, String)> = conn
@@ -623,9 +617,7 @@ async fn read_binlog(
     let max_size = variable("max_binlog_total_size")
         .or_else(|| variable("binlog_space_limit"))
         .and_then(|v| v.parse().ok());
-    let on_server = stored
-        .as_ref()
-        .map(|p| files.iter().any(|(file, _)| *file == p.file));
+    let on_server = stored.as_ref().map(|p| files.contains(&p.file));
     let note = match (&stored, on_server) {
         (None, _) => Some(
             "no stored position: `outbox-relay setup --source binlog` stores the start, or \
@@ -657,10 +649,10 @@ async fn read_binlog(
             gtid: p.gtid.filter(|g| !g.is_empty()).map(|g| g.to_string()),
         }),
         on_server,
-        oldest_file: files.first().map(|(f, _)| f.clone()),
-        newest_file: files.last().map(|(f, _)| f.clone()),
-        files: files.len(),
-        bytes_on_server: files.iter().map(|(_, size)| size).sum(),
+        oldest_file: files.oldest().map(str::to_owned),
+        newest_file: files.newest().map(str::to_owned),
+        files: files.count(),
+        bytes_on_server: files.total_bytes(),
         expire_seconds,
         binlog_expire_logs_seconds: seconds,
         expire_logs_days: days,

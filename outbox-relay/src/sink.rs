@@ -66,14 +66,7 @@ impl KafkaMessage {
 
     /// The message carried back by a failed delivery.
     pub fn from_owned(message: &OwnedMessage) -> KafkaMessage {
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = headers_of(message);
         KafkaMessage {
             topic: message.topic().to_owned(),
             partition: None,
@@ -411,6 +404,19 @@ fn refusal_hint(code: RDKafkaErrorCode) -> &'static str {
              `sasl.password` (or `kafka.sasl_password_file`)"
         }
     }
+}
+
+/// A message's headers as [`KafkaMessage::headers`] holds them: in order, a null value kept as
+/// `None` (Debezium sends a NULL placed column as a header with a null value).
+pub fn headers_of<M: Message>(message: &M) -> Vec<(String, Option<Vec<u8>>)> {
+    message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The producer's settings: defaults, then every configured property, then the guarantees.

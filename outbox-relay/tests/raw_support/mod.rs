@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 
 use crate::common::{kafka_brokers, unique};
 
@@ -78,14 +78,7 @@ pub fn read_raw(topics: &[&str], timeout: Duration, done: impl Fn(&[Raw]) -> boo
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = outbox_relay::sink::headers_of(&m);
         messages.push(Raw {
             topic: m.topic().to_owned(),
             partition: m.partition(),

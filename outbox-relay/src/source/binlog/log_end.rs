@@ -46,6 +46,23 @@ impl BinlogFiles {
         self.files.first().map(|(name, _)| name.as_str())
     }
 
+    /// The file the server writes now.
+    pub fn newest(&self) -> Option<&str> {
+        self.files.last().map(|(name, _)| name.as_str())
+    }
+
+    /// How many files the server has.
+    pub fn count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// The bytes of every file the server has.
+    pub fn total_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .fold(0, |sum, (_, size)| sum.saturating_add(*size))
+    }
+
     /// Bytes of binlog after `offset` in `file`, to the end of the newest file; None when the
     /// server does not list `file`. An offset past a file's sampled size counts as its end (the
     /// sample is older than the position).
