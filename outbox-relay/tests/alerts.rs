@@ -1,8 +1,10 @@
 //! The alerting rules and the Grafana dashboard in `deploy/` (issue 13, part 5): Prometheus'
 //! own `promtool check rules` accepts every `deploy/*.yml`, and every metric that a rule or a
 //! dashboard panel names is one a live relay serves on `/metrics` (a renamed metric would
-//! otherwise leave an alert that can never fire).
+//! otherwise leave an alert that can never fire): a `wal` relay's, or a `binlog` relay's for the
+//! binlog's own gauges.
 
+mod binlog_support;
 mod common;
 
 use std::collections::BTreeSet;
@@ -10,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Fixture, free_local_addr, http_get};
+use binlog_support::{BinlogFixture, config_file, relay as binlog_command};
+use common::{Fixture, RelayProcess, create_topics, free_local_addr, http_get};
 use outbox_core::WriteMode;
 use yaml_rust2::YamlLoader;
 
@@ -245,27 +248,65 @@ fn served_names(exposition: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Waits for `addr` to answer `/readyz`, then for `/metrics` to serve a sample of every name in
+/// `wanted`; the names it serves.
+async fn served_by(addr: &str, wanted: &[&str], log: impl Fn() -> String) -> BTreeSet<String> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if std::net::TcpStream::connect(addr).is_ok() && http_get(addr, "/readyz").0 == 200 {
+            let (code, exposition) = http_get(addr, "/metrics");
+            assert_eq!(code, 200, "{exposition}");
+            let served = served_names(&exposition);
+            if wanted.iter().all(|name| served.contains(*name)) {
+                return served;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay at {addr} never served {wanted:?}:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_rules_and_the_dashboard_name_is_served() {
     let expressions = expressions();
     let fx = Fixture::new("alerts_metrics", WriteMode::Insert).await;
     let addr = free_local_addr();
     let mut relay = fx.start_relay(&["--metrics-listen", &addr]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(std::net::TcpStream::connect(&addr).is_ok() && http_get(&addr, "/readyz").0 == 200) {
-        assert!(
-            relay.is_running() && Instant::now() < deadline,
-            "the relay never became ready:\n{}",
-            relay.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (code, exposition) = http_get(&addr, "/metrics");
-    assert_eq!(code, 200, "{exposition}");
-    let served = served_names(&exposition);
+    let mut served = served_by(&addr, &["outbox_relay_connected"], || relay.log_text()).await;
+
+    // The binlog source's own gauges, from a binlog relay that has stored a position.
+    let binlog = BinlogFixture::new("alerts_binlog").await;
+    create_topics(&[
+        &format!("{}.Order", binlog.name),
+        &format!("{}.dlq", binlog.name),
+    ])
+    .await;
+    let binlog_addr = free_local_addr();
+    let config = config_file(
+        &binlog,
+        &format!("[metrics]\nlisten = \"{binlog_addr}\"\n"),
+    );
+    let setup = binlog_command(&config, "setup")
+        .output()
+        .expect("running outbox-relay setup");
+    assert!(setup.status.success(), "setup: {setup:?}");
+    let mut binlog_relay = RelayProcess::spawn(binlog_command(&config, "run"), "alerts-binlog");
+    binlog.insert("a", "{}").await;
+    served.extend(
+        served_by(
+            &binlog_addr,
+            &["outbox_relay_binlog_position_on_server"],
+            || binlog_relay.log_text(),
+        )
+        .await,
+    );
     assert!(
         served.iter().any(|n| n.starts_with("outbox_relay_")),
-        "no outbox_relay_ metric served:\n{exposition}"
+        "no outbox_relay_ metric served: {served:?}"
     );
 
     let mut missing = Vec::new();
@@ -284,5 +325,6 @@ async fn every_metric_the_rules_and_the_dashboard_name_is_served() {
         missing.join("\n")
     );
     relay.terminate(Duration::from_secs(30));
+    binlog_relay.terminate(Duration::from_secs(30));
     fx.teardown().await;
 }

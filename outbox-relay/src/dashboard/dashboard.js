@@ -16,7 +16,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const FIGURES = {
   published: "outbox_relay_events_published_total",
   dead_lettered: "outbox_relay_events_dead_lettered_total",
-  oldest_pending: "outbox_relay_lag_seconds",
+  oldest_pending: "outbox_relay_oldest_pending_age_seconds",
   lag_bytes: "outbox_relay_lag_bytes",
   retained_wal: "outbox_relay_slot_retained_wal_bytes",
   reconnects: "outbox_relay_reconnects_total",
