@@ -286,10 +286,7 @@ async fn every_metric_the_rules_and_the_dashboard_name_is_served() {
     ])
     .await;
     let binlog_addr = free_local_addr();
-    let config = config_file(
-        &binlog,
-        &format!("[metrics]\nlisten = \"{binlog_addr}\"\n"),
-    );
+    let config = config_file(&binlog, &format!("[metrics]\nlisten = \"{binlog_addr}\"\n"));
     let setup = binlog_command(&config, "setup")
         .output()
         .expect("running outbox-relay setup");
