@@ -68,9 +68,15 @@ pub async fn place_order(
     cmd: PlaceOrder,
 ) -> Result<Model, OrderError> {
     if cmd.lines.is_empty() {
-        return Err(OrderError::Invalid("an order needs at least one line".into()));
+        return Err(OrderError::Invalid(
+            "an order needs at least one line".into(),
+        ));
     }
-    if let Some(line) = cmd.lines.iter().find(|l| l.quantity <= 0 || l.price_cents < 0) {
+    if let Some(line) = cmd
+        .lines
+        .iter()
+        .find(|l| l.quantity <= 0 || l.price_cents < 0)
+    {
         return Err(OrderError::Invalid(format!(
             "line {:?}: the quantity must be positive and the price not negative",
             line.sku
@@ -85,8 +91,8 @@ pub async fn place_order(
                 .and_then(|line| sum.checked_add(line))
         })
         .ok_or_else(|| OrderError::Invalid("the total overflows".into()))?;
-    let lines = serde_json::to_value(&cmd.lines)
-        .map_err(|e| OrderError::Invalid(format!("lines: {e}")))?;
+    let lines =
+        serde_json::to_value(&cmd.lines).map_err(|e| OrderError::Invalid(format!("lines: {e}")))?;
     let order = ActiveModel {
         id: Set(Uuid::now_v7()),
         customer_id: Set(cmd.customer_id),
@@ -108,6 +114,7 @@ pub async fn place_order(
 pub async fn create_schema<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
     let mut orders = Schema::new(backend).create_table_from_entity(Entity);
-    db.execute_raw(backend.build(orders.if_not_exists())).await?;
+    db.execute_raw(backend.build(orders.if_not_exists()))
+        .await?;
     outbox::migration::create_table(db, &OutboxTable::default()).await
 }

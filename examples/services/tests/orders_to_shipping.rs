@@ -64,7 +64,14 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
     let shipping_db_conn = connect(&shipping_db.url).await;
     wait_for(
         "shipping to create its tables",
-        || async { count(&shipping_db_conn, "SELECT count(*) FROM pg_tables WHERE tablename = 'inbox'").await == 1 },
+        || async {
+            count(
+                &shipping_db_conn,
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'inbox'",
+            )
+            .await
+                == 1
+        },
         &[&shipping],
     )
     .await;
@@ -114,13 +121,24 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
     while let Some(ids) = posters.join_next().await {
         order_ids.extend(ids.expect("a poster panicked"));
     }
-    assert_eq!(order_ids.len(), ORDERS, "every POST returned a new order id");
+    assert_eq!(
+        order_ids.len(),
+        ORDERS,
+        "every POST returned a new order id"
+    );
     let watched = [&orders, &shipping, &relays[0], &relays[1]];
 
     // Shipping's database: exactly one shipment per order.
     wait_for(
         "a shipment for every order",
-        || async { count(&shipping_db_conn, "SELECT count(DISTINCT order_id) FROM shipments").await >= ORDERS as i64 },
+        || async {
+            count(
+                &shipping_db_conn,
+                "SELECT count(DISTINCT order_id) FROM shipments",
+            )
+            .await
+                >= ORDERS as i64
+        },
         &watched,
     )
     .await;
@@ -140,12 +158,22 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
         seq_of_shipment.insert(id, seq);
         *shipments_per_order.entry(order).or_default() += 1;
     }
-    let doubled: Vec<_> = shipments_per_order.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(doubled.is_empty(), "orders with more than one shipment: {doubled:?}");
+    let doubled: Vec<_> = shipments_per_order
+        .iter()
+        .filter(|(_, n)| **n != 1)
+        .collect();
+    assert!(
+        doubled.is_empty(),
+        "orders with more than one shipment: {doubled:?}"
+    );
     let shipped: HashSet<_> = shipments_per_order.keys().copied().collect();
     assert_eq!(shipped, order_ids, "the shipped orders are the posted ones");
     assert_eq!(
-        count(&shipping_db_conn, "SELECT count(*) FROM inbox WHERE consumer = 'shipping'").await,
+        count(
+            &shipping_db_conn,
+            "SELECT count(*) FROM inbox WHERE consumer = 'shipping'"
+        )
+        .await,
         ORDERS as i64,
         "one inbox row per OrderCreated"
     );
@@ -153,9 +181,11 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
     // Kafka, as a read_committed consumer sees it.
     let mut reader = Reader::new(&[&order_topic, &shipment_topic]);
     reader
-        .read_until(WAIT, |r| {
-            r.distinct(&order_topic) >= ORDERS && r.distinct(&shipment_topic) >= ORDERS
-        }, &watched)
+        .read_until(
+            WAIT,
+            |r| r.distinct(&order_topic) >= ORDERS && r.distinct(&shipment_topic) >= ORDERS,
+            &watched,
+        )
         .await;
     reader.settle(Duration::from_secs(5)).await;
 
@@ -166,7 +196,10 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
         .collect();
     assert_eq!(created, order_ids, "one OrderCreated per posted order");
     for m in &order_events {
-        assert_eq!(m.key.as_deref(), Some(m.json_uuid("order_id").to_string().as_str()));
+        assert_eq!(
+            m.key.as_deref(),
+            Some(m.json_uuid("order_id").to_string().as_str())
+        );
         assert_eq!(m.header("eventType"), Some("OrderCreated"));
     }
 
@@ -174,7 +207,12 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
     let mut shipment_of_order: HashMap<uuid::Uuid, HashSet<uuid::Uuid>> = HashMap::new();
     for m in &shipment_events {
         let order = m.json_uuid("order_id");
-        assert_eq!(m.key.as_deref(), Some(order.to_string().as_str()), "key of {}", m.id());
+        assert_eq!(
+            m.key.as_deref(),
+            Some(order.to_string().as_str()),
+            "key of {}",
+            m.id()
+        );
         assert_eq!(m.header("eventType"), Some("ShipmentCreated"));
         shipment_of_order
             .entry(order)
@@ -184,9 +222,16 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
     let kafka_orders: HashSet<_> = shipment_of_order.keys().copied().collect();
     assert_eq!(kafka_orders, order_ids, "a ShipmentCreated for every order");
     for (order, shipments) in &shipment_of_order {
-        assert_eq!(shipments.len(), 1, "order {order}: ShipmentCreated for {shipments:?}");
+        assert_eq!(
+            shipments.len(),
+            1,
+            "order {order}: ShipmentCreated for {shipments:?}"
+        );
         let shipment = shipments.iter().next().copied().unwrap_or_default();
-        assert!(seq_of_shipment.contains_key(&shipment), "order {order}: shipment {shipment} is not in the database");
+        assert!(
+            seq_of_shipment.contains_key(&shipment),
+            "order {order}: shipment {shipment} is not in the database"
+        );
     }
     // Shipments commit one at a time, numbered by `seq`: in each partition their first
     // deliveries follow that order (so do the events of each order, its key).
@@ -198,11 +243,17 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
         }
         let seq = seq_of_shipment[&m.json_uuid("shipment_id")];
         let last = last_seq.entry(m.partition).or_insert(0);
-        assert!(seq > *last, "partition {}: shipment #{seq} after #{last}", m.partition);
+        assert!(
+            seq > *last,
+            "partition {}: shipment #{seq} after #{last}",
+            m.partition
+        );
         *last = seq;
     }
 
-    let duplicates = |events: &[&Received]| events.len() - events.iter().map(|m| m.id()).collect::<HashSet<_>>().len();
+    let duplicates = |events: &[&Received]| {
+        events.len() - events.iter().map(|m| m.id()).collect::<HashSet<_>>().len()
+    };
     println!(
         "read_committed consumer, at-least-once relays SIGKILLed twice, shipping SIGKILLed once: \
          OrderCreated {} messages, {} distinct, {} duplicates; ShipmentCreated {} messages, {} \
@@ -218,7 +269,12 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
 
     for p in [orders, shipping].iter_mut().chain(relays.iter_mut()) {
         let status = p.terminate(Duration::from_secs(30));
-        assert!(status.success(), "{} stopped with {status}:\n{}", p.label, p.log_text());
+        assert!(
+            status.success(),
+            "{} stopped with {status}:\n{}",
+            p.label,
+            p.log_text()
+        );
     }
     drop(shipping_db_conn);
     order_relay.teardown();
@@ -270,11 +326,13 @@ async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
 }
 
 /// The relay of one service's outbox (table `outbox`), with its own slot and publication, routing
-/// `<aggregatetype>` to `<run>.<aggregatetype>`.
+/// `<aggregatetype>` to `<run>.<aggregatetype>`. Its slot is dropped when it is dropped (a failed
+/// run leaves no slot holding WAL); declare it before its processes, which must be gone first.
 struct Relay {
     slot: String,
     topic: String,
     url: String,
+    torn_down: bool,
 }
 
 impl Relay {
@@ -283,17 +341,37 @@ impl Relay {
             slot: format!("{run}_{service}"),
             topic: format!("{run}.${{routedByValue}}"),
             url: db.url.clone(),
+            torn_down: false,
         };
-        let out = relay.command("setup").output().expect("running the relay's setup");
-        assert!(out.status.success(), "relay setup for {service}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = relay
+            .command("setup")
+            .output()
+            .expect("running the relay's setup");
+        assert!(
+            out.status.success(),
+            "relay setup for {service}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         relay
     }
 
     fn command(&self, subcommand: &str) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_relay"));
         c.arg(subcommand)
-            .args(["--table", "outbox", "--slot", &self.slot, "--publication", &self.slot])
-            .args(["--topic", &self.topic, "--placement", "type:header:eventType"])
+            .args([
+                "--table",
+                "outbox",
+                "--slot",
+                &self.slot,
+                "--publication",
+                &self.slot,
+            ])
+            .args([
+                "--topic",
+                &self.topic,
+                "--placement",
+                "type:header:eventType",
+            ])
             .env("DATABASE_URL", &self.url)
             .env("KAFKA_BROKERS", support::kafka_brokers())
             .env("RUST_LOG", "info,sqlx=warn");
@@ -304,9 +382,26 @@ impl Relay {
         Process::spawn(&format!("relay-{}", self.slot), self.command("run"))
     }
 
-    fn teardown(&self) {
-        let out = self.command("teardown").output().expect("running the relay's teardown");
-        assert!(out.status.success(), "relay teardown {}: {}", self.slot, String::from_utf8_lossy(&out.stderr));
+    fn teardown(mut self) {
+        self.torn_down = true;
+        let out = self
+            .command("teardown")
+            .output()
+            .expect("running the relay's teardown");
+        assert!(
+            out.status.success(),
+            "relay teardown {}: {}",
+            self.slot,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if !self.torn_down {
+            let _ = self.command("teardown").output();
+        }
     }
 }
 
@@ -323,14 +418,21 @@ impl Process {
         static RUN: AtomicUsize = AtomicUsize::new(0);
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("services-e2e");
         std::fs::create_dir_all(&dir).expect("creating the log folder");
-        let log = dir.join(format!("{label}-{}.log", RUN.fetch_add(1, Ordering::Relaxed)));
+        let log = dir.join(format!(
+            "{label}-{}.log",
+            RUN.fetch_add(1, Ordering::Relaxed)
+        ));
         let file = std::fs::File::create(&log).expect("creating a log file");
         let child = command
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {label}: {e}"));
-        Process { label: label.to_owned(), child, log }
+        Process {
+            label: label.to_owned(),
+            child,
+            log,
+        }
     }
 
     fn log_text(&self) -> String {
@@ -360,7 +462,11 @@ impl Process {
             }
             if Instant::now() > deadline {
                 self.kill();
-                panic!("{} did not stop on SIGTERM:\n{}", self.label, self.log_text());
+                panic!(
+                    "{} did not stop on SIGTERM:\n{}",
+                    self.label,
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -382,7 +488,11 @@ where
 {
     let deadline = Instant::now() + WAIT;
     while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", logs(watched));
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            logs(watched)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -390,7 +500,14 @@ where
 fn logs(watched: &[&Process]) -> String {
     watched
         .iter()
-        .map(|p| format!("--- {} ({})\n{}", p.label, p.log.display(), tail(&p.log_text(), 40)))
+        .map(|p| {
+            format!(
+                "--- {} ({})\n{}",
+                p.label,
+                p.log.display(),
+                tail(&p.log_text(), 40)
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -417,9 +534,12 @@ async fn http(addr: &str, request: String) -> Option<(u16, String)> {
 }
 
 async fn get(addr: &str, path: &str) -> Option<u16> {
-    http(addr, format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"))
-        .await
-        .map(|(status, _)| status)
+    http(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"),
+    )
+    .await
+    .map(|(status, _)| status)
 }
 
 /// `POST /orders`; the new order's id.
@@ -504,7 +624,10 @@ impl Reader {
             .create()
             .expect("Kafka consumer");
         consumer.subscribe(topics).expect("subscribe");
-        Reader { consumer, messages: Vec::new() }
+        Reader {
+            consumer,
+            messages: Vec::new(),
+        }
     }
 
     fn on(&self, topic: &str) -> Vec<&Received> {
@@ -512,22 +635,43 @@ impl Reader {
     }
 
     fn distinct(&self, topic: &str) -> usize {
-        self.on(topic).iter().map(|m| m.id()).collect::<HashSet<_>>().len()
+        self.on(topic)
+            .iter()
+            .map(|m| m.id())
+            .collect::<HashSet<_>>()
+            .len()
     }
 
-    async fn read_until(&mut self, timeout: Duration, done: impl Fn(&Reader) -> bool, watched: &[&Process]) {
+    async fn read_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&Reader) -> bool,
+        watched: &[&Process],
+    ) {
         let deadline = Instant::now() + timeout;
         while !done(self) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out with {} messages\n{}", self.messages.len(), logs(watched));
-            let Ok(Ok(m)) = tokio::time::timeout(left.min(Duration::from_secs(1)), self.consumer.recv()).await else {
+            assert!(
+                !left.is_zero(),
+                "timed out with {} messages\n{}",
+                self.messages.len(),
+                logs(watched)
+            );
+            let Ok(Ok(m)) =
+                tokio::time::timeout(left.min(Duration::from_secs(1)), self.consumer.recv()).await
+            else {
                 continue;
             };
             let headers = m
                 .headers()
                 .map(|h| {
                     h.iter()
-                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -535,7 +679,8 @@ impl Reader {
                 topic: m.topic().to_owned(),
                 partition: m.partition(),
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                value: serde_json::from_slice(m.payload().unwrap_or(b"null")).expect("a JSON value"),
+                value: serde_json::from_slice(m.payload().unwrap_or(b"null"))
+                    .expect("a JSON value"),
                 headers,
             });
         }
@@ -544,6 +689,11 @@ impl Reader {
     /// Keeps reading for `quiet`, to catch late duplicates.
     async fn settle(&mut self, quiet: Duration) {
         let until = Instant::now() + quiet;
-        self.read_until(quiet + Duration::from_secs(5), |_| Instant::now() >= until, &[]).await;
+        self.read_until(
+            quiet + Duration::from_secs(5),
+            |_| Instant::now() >= until,
+            &[],
+        )
+        .await;
     }
 }
