@@ -1,0 +1,706 @@
+//! From one service to another, as deployed: the `orders` and `shipping` binaries and one relay
+//! binary per outbox run as processes against the real PostgreSQL (a database per service) and
+//! Kafka. 1,000 orders are posted over HTTP while both relays are SIGKILLed twice and the shipping
+//! consumer once. Then: one shipment per order in shipping's database, one `ShipmentCreated` per
+//! order on Kafka, in commit order, and the duplicates a `read_committed` consumer saw on each
+//! topic (the relays are at-least-once; the inbox makes them harmless) are printed.
+//!
+//! The binaries come from cargo: `orders`, `shipping` and `relay` (outbox-relay's main.rs) are
+//! targets of this package, so `cargo test` builds them and names them in `CARGO_BIN_EXE_*`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use outbox_testkit as support;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ORDERS: usize = 1_000;
+const POSTERS: usize = 8;
+const PARTITIONS: i32 = 3;
+const WAIT: Duration = Duration::from_secs(300);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
+    let name = support::unique("e2e");
+    let admin = support::postgres().await;
+    let orders_db = Db::create(&admin, &format!("{name}_orders")).await;
+    let shipping_db = Db::create(&admin, &format!("{name}_shipping")).await;
+    let order_topic = format!("{name}.Order");
+    let shipment_topic = format!("{name}.Shipment");
+    create_topics(&[&order_topic, &shipment_topic]).await;
+
+    let listen = free_local_addr();
+    let mut orders = Command::new(env!("CARGO_BIN_EXE_orders"));
+    orders
+        .env("DATABASE_URL", &orders_db.url)
+        .env("LISTEN", &listen);
+    let orders = Process::spawn("orders", orders);
+    wait_for(
+        "orders to serve",
+        || async { get(&listen, &format!("/orders/{}", uuid::Uuid::nil())).await == Some(404) },
+        &[&orders],
+    )
+    .await;
+
+    let shipping_command = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_shipping"));
+        c.env("DATABASE_URL", &shipping_db.url)
+            .env("KAFKA_BROKERS", support::kafka_brokers())
+            .env("ORDER_TOPIC", &order_topic)
+            .env("GROUP_ID", format!("{name}-shipping"));
+        c
+    };
+    let mut shipping = Process::spawn("shipping", shipping_command());
+    let shipping_db_conn = connect(&shipping_db.url).await;
+    wait_for(
+        "shipping to create its tables",
+        || async {
+            count(
+                &shipping_db_conn,
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'inbox'",
+            )
+            .await
+                == 1
+        },
+        &[&shipping],
+    )
+    .await;
+
+    let order_relay = Relay::setup(&name, "orders", &orders_db);
+    let shipping_relay = Relay::setup(&name, "shipping", &shipping_db);
+    let mut relays = [order_relay.start(), shipping_relay.start()];
+
+    // Post from several clients while the relays and the consumer are killed under them.
+    let posted = Arc::new(AtomicUsize::new(0));
+    let mut posters = tokio::task::JoinSet::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    for _ in 0..POSTERS {
+        let (listen, next, posted) = (listen.clone(), next.clone(), posted.clone());
+        posters.spawn(async move {
+            let mut ids = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < ORDERS {
+                let n = ids.len() as i64;
+                ids.push(post_order(&listen, n).await);
+                posted.fetch_add(1, Ordering::Relaxed);
+            }
+            ids
+        });
+    }
+    let until = |n: usize| {
+        let posted = posted.clone();
+        async move {
+            while posted.load(Ordering::Relaxed) < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    until(ORDERS / 4).await;
+    for relay in &mut relays {
+        relay.kill();
+    }
+    relays = [order_relay.start(), shipping_relay.start()];
+    until(ORDERS / 2).await;
+    shipping.kill();
+    shipping = Process::spawn("shipping", shipping_command());
+    until(ORDERS * 3 / 4).await;
+    for relay in &mut relays {
+        relay.kill();
+    }
+    relays = [order_relay.start(), shipping_relay.start()];
+    let mut order_ids = HashSet::new();
+    while let Some(ids) = posters.join_next().await {
+        order_ids.extend(ids.expect("a poster panicked"));
+    }
+    assert_eq!(
+        order_ids.len(),
+        ORDERS,
+        "every POST returned a new order id"
+    );
+    let watched = [&orders, &shipping, &relays[0], &relays[1]];
+
+    // Shipping's database: exactly one shipment per order.
+    wait_for(
+        "a shipment for every order",
+        || async {
+            count(
+                &shipping_db_conn,
+                "SELECT count(DISTINCT order_id) FROM shipments",
+            )
+            .await
+                >= ORDERS as i64
+        },
+        &watched,
+    )
+    .await;
+    let shipments = shipping_db_conn
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT id, order_id, seq FROM shipments",
+        ))
+        .await
+        .expect("reading the shipments");
+    let mut seq_of_shipment = HashMap::new();
+    let mut shipments_per_order: HashMap<uuid::Uuid, usize> = HashMap::new();
+    for row in &shipments {
+        let id: uuid::Uuid = row.try_get("", "id").expect("shipment id");
+        let order: uuid::Uuid = row.try_get("", "order_id").expect("order id");
+        let seq: i64 = row.try_get("", "seq").expect("seq");
+        seq_of_shipment.insert(id, seq);
+        *shipments_per_order.entry(order).or_default() += 1;
+    }
+    let doubled: Vec<_> = shipments_per_order
+        .iter()
+        .filter(|(_, n)| **n != 1)
+        .collect();
+    assert!(
+        doubled.is_empty(),
+        "orders with more than one shipment: {doubled:?}"
+    );
+    let shipped: HashSet<_> = shipments_per_order.keys().copied().collect();
+    assert_eq!(shipped, order_ids, "the shipped orders are the posted ones");
+    assert_eq!(
+        count(
+            &shipping_db_conn,
+            "SELECT count(*) FROM inbox WHERE consumer = 'shipping'"
+        )
+        .await,
+        ORDERS as i64,
+        "one inbox row per OrderCreated"
+    );
+
+    // Kafka, as a read_committed consumer sees it.
+    let mut reader = Reader::new(&[&order_topic, &shipment_topic]);
+    reader
+        .read_until(
+            WAIT,
+            |r| r.distinct(&order_topic) >= ORDERS && r.distinct(&shipment_topic) >= ORDERS,
+            &watched,
+        )
+        .await;
+    reader.settle(Duration::from_secs(5)).await;
+
+    let order_events = reader.on(&order_topic);
+    let created: HashSet<uuid::Uuid> = order_events
+        .iter()
+        .map(|m| m.json_uuid("order_id"))
+        .collect();
+    assert_eq!(created, order_ids, "one OrderCreated per posted order");
+    for m in &order_events {
+        assert_eq!(
+            m.key.as_deref(),
+            Some(m.json_uuid("order_id").to_string().as_str())
+        );
+        assert_eq!(m.header("eventType"), Some("OrderCreated"));
+    }
+
+    let shipment_events = reader.on(&shipment_topic);
+    let mut shipment_of_order: HashMap<uuid::Uuid, HashSet<uuid::Uuid>> = HashMap::new();
+    for m in &shipment_events {
+        let order = m.json_uuid("order_id");
+        assert_eq!(
+            m.key.as_deref(),
+            Some(order.to_string().as_str()),
+            "key of {}",
+            m.id()
+        );
+        assert_eq!(m.header("eventType"), Some("ShipmentCreated"));
+        shipment_of_order
+            .entry(order)
+            .or_default()
+            .insert(m.json_uuid("shipment_id"));
+    }
+    let kafka_orders: HashSet<_> = shipment_of_order.keys().copied().collect();
+    assert_eq!(kafka_orders, order_ids, "a ShipmentCreated for every order");
+    for (order, shipments) in &shipment_of_order {
+        assert_eq!(
+            shipments.len(),
+            1,
+            "order {order}: ShipmentCreated for {shipments:?}"
+        );
+        let shipment = shipments.iter().next().copied().unwrap_or_default();
+        assert!(
+            seq_of_shipment.contains_key(&shipment),
+            "order {order}: shipment {shipment} is not in the database"
+        );
+    }
+    // Shipments commit one at a time, numbered by `seq`: in each partition their first
+    // deliveries follow that order (so do the events of each order, its key).
+    let mut last_seq: HashMap<i32, i64> = HashMap::new();
+    let mut seen = HashSet::new();
+    for m in &shipment_events {
+        if !seen.insert(m.id()) {
+            continue;
+        }
+        let seq = seq_of_shipment[&m.json_uuid("shipment_id")];
+        let last = last_seq.entry(m.partition).or_insert(0);
+        assert!(
+            seq > *last,
+            "partition {}: shipment #{seq} after #{last}",
+            m.partition
+        );
+        *last = seq;
+    }
+
+    // Nothing came late: the redeliveries Kafka still held changed nothing in shipping.
+    assert_eq!(
+        count(&shipping_db_conn, "SELECT count(*) FROM shipments").await,
+        ORDERS as i64,
+        "shipments once the topics are read to the end"
+    );
+
+    let duplicates = |events: &[&Received]| {
+        events.len() - events.iter().map(|m| m.id()).collect::<HashSet<_>>().len()
+    };
+    println!(
+        "read_committed consumer, at-least-once relays SIGKILLed twice, shipping SIGKILLed once: \
+         OrderCreated {} messages, {} distinct, {} duplicates; ShipmentCreated {} messages, {} \
+         distinct, {} duplicates; shipments in the database {}, one per order",
+        order_events.len(),
+        ORDERS,
+        duplicates(&order_events),
+        shipment_events.len(),
+        ORDERS,
+        duplicates(&shipment_events),
+        shipments.len(),
+    );
+
+    for p in [orders, shipping].iter_mut().chain(relays.iter_mut()) {
+        let status = p.terminate(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "{} stopped with {status}:\n{}",
+            p.label,
+            p.log_text()
+        );
+    }
+    drop(shipping_db_conn);
+    order_relay.teardown();
+    shipping_relay.teardown();
+    orders_db.drop_with(&admin).await;
+    shipping_db.drop_with(&admin).await;
+}
+
+/// A database of one service, created for this run.
+struct Db {
+    name: String,
+    url: String,
+}
+
+impl Db {
+    async fn create(admin: &DatabaseConnection, name: &str) -> Db {
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+        let mut url = url::Url::parse(&support::database_url()).expect("DATABASE_URL is a URL");
+        url.set_path(name);
+        Db {
+            name: name.to_owned(),
+            url: url.to_string(),
+        }
+    }
+
+    async fn drop_with(self, admin: &DatabaseConnection) {
+        admin
+            .execute_unprepared(&format!("DROP DATABASE \"{}\" WITH (FORCE)", self.name))
+            .await
+            .unwrap_or_else(|e| panic!("dropping database {}: {e}", self.name));
+    }
+}
+
+async fn connect(url: &str) -> DatabaseConnection {
+    Database::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is unreachable: {e}"))
+}
+
+async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+    db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .and_then(|row| row.try_get_by_index::<i64>(0).ok())
+        .unwrap_or_else(|| panic!("{sql}: no count"))
+}
+
+/// The relay of one service's outbox (table `outbox`), with its own slot and publication, routing
+/// `<aggregatetype>` to `<run>.<aggregatetype>`. Its slot is dropped when it is dropped (a failed
+/// run leaves no slot holding WAL); declare it before its processes, which must be gone first.
+struct Relay {
+    slot: String,
+    topic: String,
+    url: String,
+    torn_down: bool,
+}
+
+impl Relay {
+    fn setup(run: &str, service: &str, db: &Db) -> Relay {
+        let relay = Relay {
+            slot: format!("{run}_{service}"),
+            topic: format!("{run}.${{routedByValue}}"),
+            url: db.url.clone(),
+            torn_down: false,
+        };
+        let out = relay
+            .command("setup")
+            .output()
+            .expect("running the relay's setup");
+        assert!(
+            out.status.success(),
+            "relay setup for {service}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        relay
+    }
+
+    fn command(&self, subcommand: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_relay"));
+        c.arg(subcommand)
+            .args([
+                "--table",
+                "outbox",
+                "--slot",
+                &self.slot,
+                "--publication",
+                &self.slot,
+            ])
+            .args([
+                "--topic",
+                &self.topic,
+                "--placement",
+                "type:header:eventType",
+            ])
+            .env("DATABASE_URL", &self.url)
+            .env("KAFKA_BROKERS", support::kafka_brokers())
+            .env("RUST_LOG", "info,sqlx=warn");
+        c
+    }
+
+    fn start(&self) -> Process {
+        Process::spawn(&format!("relay-{}", self.slot), self.command("run"))
+    }
+
+    fn teardown(mut self) {
+        self.torn_down = true;
+        let out = self
+            .command("teardown")
+            .output()
+            .expect("running the relay's teardown");
+        assert!(
+            out.status.success(),
+            "relay teardown {}: {}",
+            self.slot,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if !self.torn_down {
+            let _ = self.command("teardown").output();
+        }
+    }
+}
+
+/// A child process logging to `<CARGO_TARGET_TMPDIR>/services-e2e/<label>-<n>.log`; SIGKILLed
+/// when dropped.
+struct Process {
+    label: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(label: &str, mut command: Command) -> Process {
+        static RUN: AtomicUsize = AtomicUsize::new(0);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("services-e2e");
+        std::fs::create_dir_all(&dir).expect("creating the log folder");
+        let log = dir.join(format!(
+            "{label}-{}.log",
+            RUN.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::File::create(&log).expect("creating a log file");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {label}: {e}"));
+        Process {
+            label: label.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status (SIGKILL and a panic after `timeout`).
+    fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success(), "kill -TERM {}", self.label);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                panic!(
+                    "{} did not stop on SIGTERM:\n{}",
+                    self.label,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits up to `WAIT` for `done`; panics naming `what`, with the logs of `watched`, on timeout or
+/// when one of them exited.
+async fn wait_for<F, Fut>(what: &str, done: F, watched: &[&Process])
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !done().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            logs(watched)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn logs(watched: &[&Process]) -> String {
+    watched
+        .iter()
+        .map(|p| {
+            format!(
+                "--- {} ({})\n{}",
+                p.label,
+                p.log.display(),
+                tail(&p.log_text(), 40)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<_> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn free_local_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").to_string()
+}
+
+/// One HTTP/1.1 exchange; the status and the body, or None when nothing answered.
+async fn http(addr: &str, request: String) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+async fn get(addr: &str, path: &str) -> Option<u16> {
+    http(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"),
+    )
+    .await
+    .map(|(status, _)| status)
+}
+
+/// `POST /orders`; the new order's id.
+async fn post_order(addr: &str, n: i64) -> uuid::Uuid {
+    let body = serde_json::json!({
+        "customer_id": n % 50,
+        "lines": [{"sku": "apple", "quantity": 1 + n % 3, "price_cents": 250}],
+    })
+    .to_string();
+    let request = format!(
+        "POST /orders HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, body) = http(addr, request).await.expect("orders answered the POST");
+    assert_eq!(status, 201, "POST /orders: {body}");
+    let order: serde_json::Value = serde_json::from_str(&body).expect("the order as JSON");
+    order["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no order id in {order}"))
+}
+
+async fn create_topics(topics: &[&str]) {
+    let brokers = support::kafka_brokers();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("Kafka admin client");
+    let new: Vec<_> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+        .collect();
+    let created = admin
+        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .await
+        .unwrap_or_else(|e| panic!("Kafka at {brokers} did not create topics: {e}. Start it with `scripts/services up`."));
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+}
+
+#[derive(Debug)]
+struct Received {
+    topic: String,
+    partition: i32,
+    key: Option<String>,
+    value: serde_json::Value,
+    headers: HashMap<String, String>,
+}
+
+impl Received {
+    fn id(&self) -> String {
+        self.headers.get("id").cloned().unwrap_or_default()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    fn json_uuid(&self, field: &str) -> uuid::Uuid {
+        self.value[field]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("event {}: no uuid `{field}` in {}", self.id(), self.value))
+    }
+}
+
+/// A `read_committed` consumer of its own group, from the earliest offsets, keeping every message
+/// in the order of each partition.
+struct Reader {
+    consumer: StreamConsumer,
+    messages: Vec<Received>,
+}
+
+impl Reader {
+    fn new(topics: &[&str]) -> Reader {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", support::kafka_brokers())
+            .set("group.id", support::unique("reader"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("Kafka consumer");
+        consumer.subscribe(topics).expect("subscribe");
+        Reader {
+            consumer,
+            messages: Vec::new(),
+        }
+    }
+
+    fn on(&self, topic: &str) -> Vec<&Received> {
+        self.messages.iter().filter(|m| m.topic == topic).collect()
+    }
+
+    fn distinct(&self, topic: &str) -> usize {
+        self.on(topic)
+            .iter()
+            .map(|m| m.id())
+            .collect::<HashSet<_>>()
+            .len()
+    }
+
+    async fn read_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&Reader) -> bool,
+        watched: &[&Process],
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out with {} messages\n{}",
+                self.messages.len(),
+                logs(watched)
+            );
+            let Ok(Ok(m)) =
+                tokio::time::timeout(left.min(Duration::from_secs(1)), self.consumer.recv()).await
+            else {
+                continue;
+            };
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.messages.push(Received {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: serde_json::from_slice(m.payload().unwrap_or(b"null"))
+                    .expect("a JSON value"),
+                headers,
+            });
+        }
+    }
+
+    /// Keeps reading for `quiet`, to catch late duplicates.
+    async fn settle(&mut self, quiet: Duration) {
+        let until = Instant::now() + quiet;
+        self.read_until(
+            quiet + Duration::from_secs(5),
+            |_| Instant::now() >= until,
+            &[],
+        )
+        .await;
+    }
+}
