@@ -25,8 +25,12 @@ if ((!NO_BUILD)); then
   (cd "$ROOT" && cargo build --release -p outbox-relay --bin outbox-relay --example bench 2>&1 | tail -n 2) >&2 ||
     bench_die "cargo build failed"
 fi
-RELAY=$ROOT/target/release/outbox-relay
-HARNESS=$ROOT/target/release/examples/bench
+# OUTBOX_BENCH_BIN: another directory of the two binaries (target/debug, to smoke-test this
+# script while the release build runs; no figure from those binaries is a measurement)
+BIN=${OUTBOX_BENCH_BIN:-$ROOT/target/release}
+RELAY=$BIN/outbox-relay
+HARNESS=$BIN/examples/bench
+[[ $BIN == "$ROOT/target/release" ]] || bench_log "binaries from $BIN (OUTBOX_BENCH_BIN): a smoke test, not a measurement"
 
 cpu_of() { # utime+stime in seconds of a pid (0 if gone)
   awk -v t="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); print ($12 + $13) / t}' "/proc/$1/stat" 2>/dev/null || echo 0
