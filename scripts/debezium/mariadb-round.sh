@@ -255,7 +255,7 @@ r["cpu_s_per_m"] = (float(sys.argv[5]) - float(sys.argv[4])) / n * 1e6
 r["failed"] = sys.argv[6] != "0"
 print(json.dumps(r))
 PY
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("  -> p50 %.2f  p95 %.2f  p99 %.2f  max %.2f ms (%d events, %d missing, %.0f/s achieved), RSS %.1f MB, CPU %.1f s/M" % (r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"], r["measured"], r["missing"], r["achieved_rate"], r["rss_mb"], r["cpu_s_per_m"]))' "$OUT/lat_${who}_$rate.json" >&2
+  ((rc == 0)) && python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("  -> p50 %.2f  p95 %.2f  p99 %.2f  max %.2f ms (%d events, %d missing, %.0f/s achieved), RSS %.1f MB, CPU %.1f s/M" % (r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"], r["measured"], r["missing"], r["achieved_rate"], r["rss_mb"], r["cpu_s_per_m"]))' "$OUT/lat_${who}_$rate.json" >&2
   ((rc == 0)) || { bench_log "[P2 $who] FAILED: $(tail -n 1 "$OUT/lat_${who}_$rate.err")"; return 1; }
 }
 
@@ -325,9 +325,13 @@ if ((!SKIP_CMP && !SKIP_DBZ)); then
 fi
 
 # ---------------------------------------------------------------- summary
-python3 - "$OUT" "$RUNS" "$LAT_RATES" <<'PY' | tee "$OUT/summary.md" >&2
+# P2's rates and contenders as run (none with --skip-latency)
+LAT_WHO=${LAT_WHO:-}
+((SKIP_LAT)) && LAT_RATES='' LAT_WHO=''
+python3 - "$OUT" "$RUNS" "$LAT_RATES" "$LAT_WHO" <<'PY' | tee "$OUT/summary.md" >&2
 import glob, json, os, statistics, sys
 out, runs, rates = sys.argv[1], int(sys.argv[2]), [int(x) for x in sys.argv[3].split()]
+lat_who = sys.argv[4].split()
 names = [("ours_binlog", "ours, `binlog`"), ("ours_poll", "ours, `poll` (MariaDB)"),
          ("dbz_stock", "Debezium 3.6.1 MySQL connector, stock"), ("dbz_tuned", "Debezium 3.6.1 MySQL connector, tuned"),
          ("limit", "L: bare binlog reader (`bench binlog-read`, no Kafka)"),
@@ -399,13 +403,17 @@ for rate in rates:
     print("| contender | load | events measured (missing) | achieved rate /s | p50 ms | p95 ms | p99 ms | max ms | RSS MB | CPU s / M events |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for who, label in lat_names:
+        if who not in lat_who:
+            continue
         r = lat.get(rate, {}).get(who)
         if r is None:
             print(f"| {label} | - | FAILED (no figure) | | | | | | | |")
             continue
         flag = " **FAILED**" if r.get("failed") else ""
-        print(f"| {label} | {r['load']:.1f} | {r['measured']:,} ({r['missing']:,}){flag} | {r['achieved_rate']:,.0f} | "
-              f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['rss_mb']:.1f} | {r['cpu_s_per_m']:.1f} |")
+        # a failed contender's percentiles are withheld (no samples, or some missing)
+        ms = (lambda k: "-") if r.get("failed") else (lambda k: num(r.get(k), "{:.2f}"))
+        print(f"| {label} | {r['load']:.1f} | {r['measured']:,} ({r['missing']:,}){flag} | {num(r.get('achieved_rate'), '{:,.0f}')} | "
+              f"{ms('p50_ms')} | {ms('p95_ms')} | {ms('p99_ms')} | {ms('max_ms')} | {num(r.get('rss_mb'))} | {num(r.get('cpu_s_per_m'))} |")
 summary["latency"] = {str(k): v for k, v in lat.items()}
 if os.path.exists(f"{out}/compare.json"):
     try:
