@@ -6,6 +6,7 @@
 //! bench latency  --table T --aggregate-type A --topic T --rate 2000 --seconds 60 --warmup 5 --writers 16 [--raw FILE]
 //! bench compare  --topic T --rows K            # our relay's and Debezium's messages, pairwise
 //! bench distinct --topic T --rows N            # a drain's topic holds N distinct event ids
+//! bench binlog-read --table T --rows N --file F --pos P [--server-id S] [--clk-tck 100]
 //! ```
 //!
 //! Each prints one JSON object on stdout (progress goes to stderr). `scripts/bench` owns the
@@ -19,6 +20,15 @@
 //!   fixed schedule of RATE rows/s; the instant the INSERT returned is recorded by event; a
 //!   consumer in this process records when each message arrives; latency = receive − commit
 //!   returned, both `Instant`s of this process. The first WARMUP seconds are left out.
+//!   `DATABASE_URL` chooses the database: `postgres://…` or `mysql://…` (MariaDB: the same row
+//!   in MySQL syntax), so every contender of a round, Debezium included, is stamped by this one
+//!   writer and this one consumer. It exits non-zero when no event was measured or any event
+//!   is missing (after the JSON): a contender without samples never yields a figure.
+//! - `binlog-read`: the limit L of the MariaDB round without Kafka: one binlog connection
+//!   (`mysql_async`'s stream, as the `binlog` source uses, as the binlog user of
+//!   `MYSQL_RELAY_URL`) from file F, offset P until N rows of table T were decoded (each
+//!   INSERT row into `mysql_common`'s values, as the source does; then discarded). Prints the
+//!   time from connecting to the Nth row, and this process's CPU seconds.
 //! - `compare`: reads topic T from the beginning until every event id was seen twice, once from
 //!   Debezium (it carries `__debezium.*` headers) and once from our relay, and compares
 //!   partition, key bytes, value bytes (null included) and every header but `__debezium.*`. It
@@ -258,6 +268,13 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
     let total = rate * (seconds + warmup);
     let skip = rate * warmup;
     let url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
+    let backend = if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        DbBackend::MySql
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        DbBackend::Postgres
+    } else {
+        return Err("DATABASE_URL must be postgres://… or mysql://…".into());
+    };
     let mut opts = ConnectOptions::new(url);
     opts.max_connections(writers as u32)
         .min_connections(writers as u32)
@@ -273,6 +290,9 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
 
     // One warm-up row creates the topic (the relay auto-creates it), then the consumer assigns.
     let insert = move |seq: u64| {
+        if backend == DbBackend::MySql {
+            return maria_latency_insert(table, aggtype, seq);
+        }
         Statement::from_sql_and_values(
             DbBackend::Postgres,
             format!(
@@ -404,7 +424,7 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
         }
         std::fs::write(path, text)?;
     }
-    let mut sorted = lat.clone();
+    let mut sorted = lat;
     sorted.sort_by(|a, b| a.total_cmp(b));
     // histogram for the plot: 0.5 ms buckets up to 100 ms, then one overflow bucket
     let mut hist = vec![0u64; 201];
@@ -424,7 +444,45 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
             "hist_bucket_ms": 0.5, "hist": hist,
         })
     );
+    // A figure needs samples, and a percentile over the events that did arrive hides the ones
+    // that did not (lost, or later than the 30 s tail).
+    if sorted.is_empty() {
+        return Err(format!("no event measured: 0 of {} arrived", total - skip).into());
+    }
+    if missing > 0 {
+        return Err(format!("{missing} of {} measured events missing", total - skip).into());
+    }
     Ok(())
+}
+
+/// The P2 row `seq` for MariaDB/MySQL: the PostgreSQL row's fields (payload built here, as
+/// MariaDB stores the JSON text it is given), the timestamp the database's UTC clock.
+fn maria_latency_insert(table: &str, aggtype: &str, seq: u64) -> Statement {
+    let payload = format!(
+        "{{\"seq\": {seq}, \"orderId\": \"ord-{seq:010}\", \"customerId\": \"cust-{agg:05}\", \
+         \"status\": \"PLACED\", \"currency\": \"EUR\", \"total\": {total:.2}, \"lines\": \
+         [{{\"sku\": \"SKU-{s1:04}\", \"qty\": {q1}, \"price\": 9.99}}, \
+         {{\"sku\": \"SKU-{s2:04}\", \"qty\": 2, \"price\": 19.5}}], \
+         \"note\": \"benchmark event {seq:010}\"}}",
+        agg = seq % 10_000,
+        total = ((seq % 997) as f64) * 1.25 + 0.99,
+        s1 = seq % 500,
+        q1 = 1 + seq % 5,
+        s2 = seq % 321,
+    );
+    Statement::from_sql_and_values(
+        DbBackend::MySql,
+        format!(
+            "INSERT INTO `{table}` (`id`, `aggregatetype`, `aggregateid`, `type`, `schemaversion`, \
+             `payload`, `timestamp`) VALUES (?, ?, ?, 'OrderPlaced', 1, ?, UTC_TIMESTAMP(6))"
+        ),
+        vec![
+            seq_id(seq).into(),
+            aggtype.into(),
+            format!("order-{:05}", seq % 10_000).into(),
+            payload.into(),
+        ],
+    )
 }
 
 fn compare(args: &Args) -> Result<(), BoxError> {
@@ -602,6 +660,115 @@ fn distinct(args: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The CPU seconds (user + system) this process used so far, from `/proc/self/stat`.
+fn own_cpu_seconds(clk_tck: u64) -> Result<f64, BoxError> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest)
+        .ok_or("/proc/self/stat: no command name")?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks = |i: usize| -> Result<u64, BoxError> {
+        Ok(fields
+            .get(i)
+            .ok_or("/proc/self/stat: too few fields")?
+            .parse()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) as f64 / clk_tck.max(1) as f64)
+}
+
+async fn binlog_read(args: &Args) -> Result<(), BoxError> {
+    use mysql_async::binlog::events::{EventData, RowsEventData};
+    use mysql_async::prelude::Queryable;
+
+    let table = args.str("--table")?;
+    let rows = args.num("--rows", 0)?;
+    if rows == 0 {
+        return Err("--rows must be positive: a limit over zero rows measures nothing".into());
+    }
+    let file = args.str("--file")?;
+    let pos = args.num("--pos", 4)?;
+    let server_id = u32::try_from(args.num("--server-id", 48_700)?)?;
+    let clk_tck = args.num("--clk-tck", 100)?;
+    let timeout = Duration::from_secs(args.num("--timeout", 600)?);
+    let url = std::env::var("MYSQL_RELAY_URL").map_err(|_| "MYSQL_RELAY_URL is not set")?;
+    let opts = mysql_async::Opts::from_url(&url)?;
+    let cpu0 = own_cpu_seconds(clk_tck)?;
+    let start = Instant::now();
+    let mut conn = mysql_async::Conn::new(opts).await?;
+    // As the binlog source announces itself to MariaDB (its GTID events are then sent).
+    conn.query_drop("SET @mariadb_slave_capability = 4").await?;
+    let request = mysql_async::BinlogStreamRequest::new(server_id)
+        .with_filename(file.as_bytes())
+        .with_pos(pos);
+    let mut stream = conn.get_binlog_stream(request).await?;
+    let (mut seen, mut values, mut events) = (0u64, 0u64, 0u64);
+    let mut first: Option<f64> = None;
+    let mut samples = Vec::new();
+    let mut last_sample = Instant::now();
+    while seen < rows {
+        if start.elapsed() > timeout {
+            return Err(format!("{seen} of {rows} rows of {table} within {timeout:?}").into());
+        }
+        let event = match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+            Ok(Some(event)) => event?,
+            Ok(None) => return Err("the binlog stream ended".into()),
+            Err(_) => {
+                return Err(format!("no binlog event for 30 s after {seen} of {rows} rows").into());
+            }
+        };
+        events += 1;
+        let Some(EventData::RowsEvent(data)) = event.read_data()? else {
+            continue;
+        };
+        if !matches!(
+            data,
+            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_)
+        ) {
+            continue;
+        }
+        let tme = stream
+            .get_tme(data.table_id())
+            .ok_or("a row event without its table map")?;
+        if tme.table_name() != table.as_str() {
+            continue;
+        }
+        for row in data.rows(tme) {
+            let (_, after) = row?;
+            if let Some(after) = after {
+                values += after.unwrap().len() as u64;
+                seen += 1;
+            }
+        }
+        if first.is_none() {
+            first = Some(start.elapsed().as_secs_f64());
+        }
+        if last_sample.elapsed() >= Duration::from_millis(100) {
+            last_sample = Instant::now();
+            let t = start.elapsed().as_secs_f64();
+            samples.push((t, seen));
+            bar("binlog", seen, rows, t);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = own_cpu_seconds(clk_tck)? - cpu0;
+    eprintln!();
+    let first = first.unwrap_or(secs);
+    println!(
+        "{}",
+        serde_json::json!({
+            "rows": seen, "values": values, "binlog_events": events, "seconds": secs,
+            "t_first": first, "events_per_s": seen as f64 / secs,
+            "events_per_s_drain": if secs > first { Some(seen as f64 / (secs - first)) } else { None },
+            "cpu_s": cpu, "cpu_s_per_m": cpu / seen as f64 * 1e6, "samples": samples,
+        })
+    );
+    // Not a graceful close: a dump connection has no end; the server drops it.
+    drop(stream);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -611,8 +778,9 @@ async fn main() -> Result<(), BoxError> {
         Some("latency") => latency(&args).await,
         Some("compare") => tokio::task::spawn_blocking(move || compare(&args)).await?,
         Some("distinct") => tokio::task::spawn_blocking(move || distinct(&args)).await?,
+        Some("binlog-read") => binlog_read(&args).await,
         _ => Err(
-            "usage: bench producer|latency|compare|distinct ... (see the file's doc comment)"
+            "usage: bench producer|latency|compare|distinct|binlog-read ... (see the file's doc comment)"
                 .into(),
         ),
     }
