@@ -677,6 +677,9 @@ pub struct Overrides {
     /// The exactly-once producer's `transactional.id` (`kafka.transactional_id`).
     #[arg(long, env = "OUTBOX_RELAY_TRANSACTIONAL_ID")]
     pub transactional_id: Option<String>,
+    /// The exactly-once offsets topic (`kafka.offsets_topic`).
+    #[arg(long, env = "OUTBOX_RELAY_OFFSETS_TOPIC")]
+    pub offsets_topic: Option<String>,
 }
 
 impl Config {
@@ -780,6 +783,7 @@ impl Config {
         }
         set(&mut self.source.kind, &o.source);
         set(&mut self.delivery, &o.delivery);
+        set(&mut self.kafka.offsets_topic, &o.offsets_topic);
         if o.transactional_id.is_some() {
             self.kafka.transactional_id = o.transactional_id.clone();
         }

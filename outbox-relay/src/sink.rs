@@ -465,16 +465,21 @@ pub const PREFLIGHT_BOUND: Duration = Duration::from_secs(15);
 /// its transaction, which is then sent again whole, in order).
 fn transactional_config(config: &KafkaConfig, transactional_id: &str) -> ClientConfig {
     let mut client = client_config(config);
-    if !config.properties.contains_key("transaction.timeout.ms") {
-        client.set("transaction.timeout.ms", "60000");
-    }
-    if !config.properties.contains_key("message.timeout.ms") {
-        let timeout = client
-            .get("transaction.timeout.ms")
-            .unwrap_or("60000")
-            .to_owned();
-        client.set("message.timeout.ms", timeout);
-    }
+    let configured = |key: &str| {
+        config
+            .properties
+            .get(key)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    // The broker caps a transaction's timeout (`transaction.max.timeout.ms`, 15 min by default).
+    let message_timeout = configured("message.timeout.ms").filter(|t| *t > 0);
+    let transaction_timeout = configured("transaction.timeout.ms")
+        .unwrap_or_else(|| message_timeout.unwrap_or(60_000).clamp(60_000, 900_000));
+    client.set("transaction.timeout.ms", transaction_timeout.to_string());
+    let message_timeout = message_timeout
+        .filter(|t| *t <= transaction_timeout)
+        .unwrap_or(transaction_timeout);
+    client.set("message.timeout.ms", message_timeout.to_string());
     client.set("transactional.id", transactional_id);
     client
 }
