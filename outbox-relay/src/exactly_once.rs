@@ -219,10 +219,13 @@ pub async fn check_offsets_topic(kafka_config: &KafkaConfig) -> Result<(), Exact
             });
         }
     };
-    let policy = resource
+    // A topic the broker does not know comes back with no configuration at all.
+    let Some(policy) = resource
         .get("cleanup.policy")
         .and_then(|entry| entry.value.clone())
-        .unwrap_or_default();
+    else {
+        return Err(ExactlyOnceError::NoOffsetsTopic { topic });
+    };
     if !policy.split(',').any(|p| p.trim() == "compact") {
         return Err(ExactlyOnceError::NotCompacted { topic, policy });
     }
