@@ -987,7 +987,10 @@ impl Config {
             return Err(invalid("kafka.transactional_id", "must not be empty"));
         }
         if self.kafka.transaction_max_events == 0 {
-            return Err(invalid("kafka.transaction_max_events", "must be at least 1"));
+            return Err(invalid(
+                "kafka.transaction_max_events",
+                "must be at least 1",
+            ));
         }
         if self.kafka.transaction_interval.is_zero() {
             return Err(invalid("kafka.transaction_interval", "must be above zero"));

@@ -125,9 +125,7 @@ pub enum ExactlyOnceError {
 impl ExactlyOnceError {
     pub fn fault(&self) -> Fault {
         match self {
-            ExactlyOnceError::Kafka { .. } | ExactlyOnceError::Condemned { .. } => {
-                Fault::Transient
-            }
+            ExactlyOnceError::Kafka { .. } | ExactlyOnceError::Condemned { .. } => Fault::Transient,
             _ => Fault::Fatal,
         }
     }
@@ -297,17 +295,13 @@ fn read_stored_blocking(
             });
         }
         match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Ok(message)) => {
-                if message.key() == Some(id.as_bytes()) {
-                    last = message.payload().map(<[u8]>::to_vec);
-                }
+            Some(Ok(message)) if message.key() == Some(id.as_bytes()) => {
+                last = message.payload().map(<[u8]>::to_vec);
             }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                if !at_end.contains(&partition) {
-                    at_end.push(partition);
-                }
+            Some(Err(KafkaError::PartitionEOF(partition))) if !at_end.contains(&partition) => {
+                at_end.push(partition);
             }
+            None | Some(Ok(_)) | Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(error)) => {
                 return Err(ExactlyOnceError::Kafka {
                     step: "reading the offsets topic",
@@ -346,7 +340,10 @@ pub(crate) async fn sessions<C: Connector>(
         match checked {
             Ok(()) => break,
             Err(error) => {
-                if !pipeline.wait_out(error.into(), &mut backoff, shutdown).await? {
+                if !pipeline
+                    .wait_out(error.into(), &mut backoff, shutdown)
+                    .await?
+                {
                     return Ok(());
                 }
             }
@@ -365,12 +362,13 @@ pub(crate) async fn sessions<C: Connector>(
             let producer = match sink.take() {
                 Some(producer) => producer,
                 None => {
-                    let producer = KafkaSink::transactional(&config.kafka, &id).map_err(
-                        |source| RelayError::Kafka {
-                            stage: Stage::Producer,
-                            source,
-                        },
-                    )?;
+                    let producer =
+                        KafkaSink::transactional(&config.kafka, &id).map_err(|source| {
+                            RelayError::Kafka {
+                                stage: Stage::Producer,
+                                source,
+                            }
+                        })?;
                     producer
                         .preflight(crate::sink::PREFLIGHT_BOUND)
                         .await
@@ -410,7 +408,10 @@ pub(crate) async fn sessions<C: Connector>(
             Ok(source) => source,
             Err(error) => {
                 sink = Some(producer);
-                if !pipeline.wait_out(error.into(), &mut backoff, shutdown).await? {
+                if !pipeline
+                    .wait_out(error.into(), &mut backoff, shutdown)
+                    .await?
+                {
                     return Ok(());
                 }
                 continue;
@@ -700,7 +701,9 @@ where
                     }
                 }
                 if self.source_tx_events > 0 {
-                    self.pipeline.metrics.transaction_read(self.source_tx_events);
+                    self.pipeline
+                        .metrics
+                        .transaction_read(self.source_tx_events);
                 }
                 self.pending_end = Some(end);
                 let kafka = &self.pipeline.config.kafka;
@@ -833,11 +836,11 @@ where
                     Failure::Backpressure => {
                         // Deliveries free room; they are handled here so that a failure among
                         // them is seen.
-                        match tokio::time::timeout(Duration::from_millis(2), self.in_flight.next())
-                            .await
+                        if let Ok(Some(delivery)) =
+                            tokio::time::timeout(Duration::from_millis(2), self.in_flight.next())
+                                .await
                         {
-                            Ok(Some(delivery)) => self.delivered(delivery)?,
-                            _ => {}
+                            self.delivered(delivery)?;
                         }
                     }
                     Failure::Permanent if dead_letter.is_none() => {
@@ -849,9 +852,11 @@ where
                     }
                     _ => {
                         self.pipeline.metrics.event_failed(&error);
-                        if is_fenced(&error) || self.sink.fatal_error().is_some_and(|(code, _)| {
-                            is_fenced(&KafkaError::MessageProduction(code))
-                        }) {
+                        if is_fenced(&error)
+                            || self.sink.fatal_error().is_some_and(|(code, _)| {
+                                is_fenced(&KafkaError::MessageProduction(code))
+                            })
+                        {
                             return Err(ExactlyOnceError::Fenced {
                                 id: self.id.to_owned(),
                             }
@@ -905,8 +910,7 @@ where
                 }
                 if classify(&error) == Failure::Permanent && dead_letter.is_none() {
                     let reason = error.to_string();
-                    self.condemned
-                        .insert(origin_key(&origin), reason.clone());
+                    self.condemned.insert(origin_key(&origin), reason.clone());
                     return Err(ExactlyOnceError::Condemned {
                         event: origin_key(&origin),
                         reason,
@@ -1019,7 +1023,9 @@ where
             match tokio::time::timeout(bound, self.cut()).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(error)) => tracing::warn!(%error, "committing the last transaction at stop"),
-                Err(_) => tracing::warn!(?bound, "committing the last transaction at stop timed out"),
+                Err(_) => {
+                    tracing::warn!(?bound, "committing the last transaction at stop timed out")
+                }
             }
         }
         self.kafka_tx = None;

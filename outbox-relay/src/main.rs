@@ -219,9 +219,11 @@ fn fail(error: &dyn std::error::Error) -> ExitCode {
 /// `setup --delivery exactly-once`: the compacted offsets topic.
 async fn offsets_setup(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     if config.kafka.brokers.as_deref() == Some("unused") {
-        return Err("`setup --delivery exactly-once` creates the offsets topic in Kafka: set \
+        return Err(
+            "`setup --delivery exactly-once` creates the offsets topic in Kafka: set \
                     `kafka.brokers` (KAFKA_BROKERS / --kafka-brokers)"
-            .into());
+                .into(),
+        );
     }
     let created = outbox_relay::exactly_once::create_offsets_topic(&config.kafka).await?;
     println!(

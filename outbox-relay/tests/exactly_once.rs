@@ -5,6 +5,10 @@
 //! must not run beside other tests that use those services:
 //! `cargo test -p outbox-relay --test exactly_once -- --test-threads=1`.
 
+// Both support modules include the workspace's `tests/support` (the services' addresses).
+#![allow(clippy::duplicate_mod)]
+
+mod binlog_support;
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -165,7 +169,10 @@ async fn wal_every_event_exactly_once_across_kills_and_a_broker_restart() {
     let fx = Fixture::new("eos_wal_kills", WriteMode::Insert).await;
     setup_exactly_once(&fx);
     let (messages, distinct) = killed_repeatedly(&fx, true, (200, 500), 5, true).await;
-    println!("exactly-once, wal: {distinct} events, {messages} messages, {} duplicates", messages - distinct);
+    println!(
+        "exactly-once, wal: {distinct} events, {messages} messages, {} duplicates",
+        messages - distinct
+    );
     assert_eq!((messages, distinct), (100_000, 100_000));
     fx.teardown().await;
 }
@@ -177,7 +184,10 @@ async fn wal_at_least_once_duplicates_across_kills_measured() {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::new("alo_wal_kills", WriteMode::Insert).await;
     let (messages, distinct) = killed_repeatedly(&fx, false, (200, 500), 5, false).await;
-    println!("at-least-once, wal: {distinct} events, {messages} messages, {} duplicates", messages - distinct);
+    println!(
+        "at-least-once, wal: {distinct} events, {messages} messages, {} duplicates",
+        messages - distinct
+    );
     assert_eq!(distinct, 100_000);
     fx.teardown().await;
 }
@@ -297,7 +307,10 @@ async fn a_slot_past_the_stored_position_is_refused_as_a_gap() {
         .unwrap_or_else(|| panic!("the gap was not refused:\n{}", relay.log_text()));
     assert!(!status.success());
     let log = relay.log_text();
-    assert!(log.contains("gap") && log.contains("is past the position"), "{log}");
+    assert!(
+        log.contains("gap") && log.contains("is past the position"),
+        "{log}"
+    );
     fx.teardown().await;
 }
 
@@ -330,5 +343,82 @@ async fn poll_refuses_exactly_once_as_a_configuration_error() {
         .expect("running outbox-relay");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("`delivery`") && stderr.contains("poll"), "{stderr}");
+    assert!(
+        stderr.contains("`delivery`") && stderr.contains("poll"),
+        "{stderr}"
+    );
+}
+
+/// 5. The `binlog` source (MariaDB): a kill test; the position table follows the Kafka commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_source_exactly_once_across_kills() {
+    use sea_orm::ConnectionTrait;
+    let _serial = SERIAL.lock().await;
+    let fx = binlog_support::BinlogFixture::new("eos_binlog").await;
+    let topic = format!("{}.Order", fx.name);
+    create_topics(&[&topic, &format!("{}.dlq", fx.name)]).await;
+    let config = binlog_support::config_file(&fx, "");
+    let offsets = format!("{}.offsets", fx.name);
+    let eos = [
+        "--delivery",
+        "exactly-once",
+        "--offsets-topic",
+        offsets.as_str(),
+    ];
+    let out = binlog_support::relay(&config, "setup")
+        .args(eos)
+        .output()
+        .expect("outbox-relay setup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = || {
+        let mut command = binlog_support::relay(&config, "run");
+        command.args(eos);
+        RelayProcess::spawn(command, &fx.name)
+    };
+    let mut reader = Reader::new(&[&topic]);
+    let mut relay = start();
+    let db = fx.db.clone();
+    let table = fx.name.clone();
+    let writer = tokio::spawn(async move {
+        let mut ids = HashSet::new();
+        for batch in 0..100u32 {
+            let rows: Vec<String> = (0..20u32)
+                .map(|i| {
+                    let id = format!("{batch}-{i}");
+                    ids.insert(id.clone());
+                    format!(
+                        "('{id}', 'Order', 'a{}', 'T', '{{\"b\": {batch}, \"i\": {i}}}', NOW(6))",
+                        (batch * 20 + i) % 7
+                    )
+                })
+                .collect();
+            db.execute_unprepared(&format!(
+                "INSERT INTO `{table}` (id, aggregatetype, aggregateid, type, payload, `timestamp`) \
+                 VALUES {}",
+                rows.join(", ")
+            ))
+            .await
+            .expect("insert");
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        ids
+    });
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        relay.kill();
+        relay = start();
+    }
+    let ids = writer.await.expect("the writer");
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    reader.settle(Duration::from_secs(5)).await;
+    let (messages, distinct) = check(&reader.messages, &ids);
+    println!("exactly-once, binlog: {distinct} events, {messages} messages");
+    assert_eq!((messages, distinct), (2_000, 2_000));
+    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
 }

@@ -66,7 +66,11 @@ impl crate::source::StoredPosition for BinlogPosition {
             Some(Some(("mysql", set))) => Some(GtidState::MySql(
                 MySqlGtidSet::parse(set).map_err(|e| e.to_string())?,
             )),
-            Some(_) => return Err(format!("`{text}`: the GTID state is not `mariadb:` or `mysql:`")),
+            Some(_) => {
+                return Err(format!(
+                    "`{text}`: the GTID state is not `mariadb:` or `mysql:`"
+                ));
+            }
         };
         Ok(BinlogPosition {
             file: file.to_owned(),
@@ -381,7 +385,10 @@ mod stored_tests {
             at("mariadb-bin.000010", 4).order(&p),
             Some(Ordering::Greater)
         );
-        assert_eq!(p.order(&at("mariadb-bin.000009", 421)), Some(Ordering::Less));
+        assert_eq!(
+            p.order(&at("mariadb-bin.000009", 421)),
+            Some(Ordering::Less)
+        );
         assert_eq!(p.order(&at("other.000001", 4)), None);
         assert!(BinlogPosition::decode("nonsense").is_err());
     }
