@@ -403,12 +403,12 @@ async fn binlog_source_exactly_once_across_kills() {
             ))
             .await
             .expect("insert");
-            tokio::time::sleep(Duration::from_millis(40)).await;
+            tokio::time::sleep(Duration::from_millis(80)).await;
         }
         ids
     });
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         relay.kill();
         relay = start();
     }
