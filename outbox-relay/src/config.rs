@@ -369,7 +369,7 @@ pub struct KafkaConfig {
     #[serde(default = "default_transaction_max_events")]
     pub transaction_max_events: usize,
     /// `delivery = "exactly-once"`: ... or at the first source commit this long after the Kafka
-    /// transaction began, or when the source is idle. Default 100 ms.
+    /// transaction began, or when the source is idle. Default 500 ms.
     #[serde(default = "default_transaction_interval", with = "humantime_serde")]
     pub transaction_interval: Duration,
 }
@@ -381,7 +381,7 @@ fn default_transaction_max_events() -> usize {
     5_000
 }
 fn default_transaction_interval() -> Duration {
-    Duration::from_millis(100)
+    Duration::from_millis(500)
 }
 
 fn default_topic() -> String {
