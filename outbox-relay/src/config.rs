@@ -66,6 +66,32 @@ pub struct Config {
     /// The HTTP listener: Prometheus `/metrics`, the probes and the dashboard.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `at-least-once` (the default) or `exactly-once` (Kafka transactions, for
+    /// `read_committed` consumers). Env: `OUTBOX_RELAY_DELIVERY`.
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// What a consumer may rely on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Every committed event arrives, in order per aggregate; a restart can send some again
+    /// (consumers drop them by the `id` header).
+    #[default]
+    AtLeastOnce,
+    /// Every committed event is seen once by a `read_committed` consumer: events and the source
+    /// position are written in one Kafka transaction (see [`crate::exactly_once`]).
+    ExactlyOnce,
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Delivery::AtLeastOnce => "at-least-once",
+            Delivery::ExactlyOnce => "exactly-once",
+        })
+    }
 }
 
 impl fmt::Debug for Config {
@@ -80,6 +106,7 @@ impl fmt::Debug for Config {
             .field("kafka", &self.kafka)
             .field("retry", &self.retry)
             .field("metrics", &self.metrics)
+            .field("delivery", &self.delivery)
             .finish()
     }
 }
@@ -328,6 +355,33 @@ pub struct KafkaConfig {
     /// read by [`crate::load::load`]. Env: `KAFKA_SASL_PASSWORD_FILE`.
     #[serde(default)]
     pub sasl_password_file: Option<PathBuf>,
+    /// `delivery = "exactly-once"`: the producer's `transactional.id`, one per relay identity
+    /// (a second relay with it fences the first). Default: derived from the source's identity
+    /// (see [`Config::transactional_id`]).
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+    /// `delivery = "exactly-once"`: the compacted topic where each Kafka transaction also
+    /// writes the source position it ends at; `setup --delivery exactly-once` creates it.
+    #[serde(default = "default_offsets_topic")]
+    pub offsets_topic: String,
+    /// `delivery = "exactly-once"`: a Kafka transaction is committed at the first source commit
+    /// at or past this many events (a larger source transaction stays whole). Default 5,000.
+    #[serde(default = "default_transaction_max_events")]
+    pub transaction_max_events: usize,
+    /// `delivery = "exactly-once"`: ... or at the first source commit this long after the Kafka
+    /// transaction began, or when the source is idle. Default 500 ms.
+    #[serde(default = "default_transaction_interval", with = "humantime_serde")]
+    pub transaction_interval: Duration,
+}
+
+fn default_offsets_topic() -> String {
+    "outbox.relay.offsets".into()
+}
+fn default_transaction_max_events() -> usize {
+    5_000
+}
+fn default_transaction_interval() -> Duration {
+    Duration::from_millis(500)
 }
 
 fn default_topic() -> String {
@@ -378,6 +432,10 @@ impl Default for KafkaConfig {
             max_in_flight: default_max_in_flight(),
             properties: BTreeMap::new(),
             sasl_password_file: None,
+            transactional_id: None,
+            offsets_topic: default_offsets_topic(),
+            transaction_max_events: default_transaction_max_events(),
+            transaction_interval: default_transaction_interval(),
         }
     }
 }
@@ -419,6 +477,10 @@ impl fmt::Debug for KafkaConfig {
             .field("max_in_flight", &self.max_in_flight)
             .field("properties", &properties)
             .field("sasl_password_file", &self.sasl_password_file)
+            .field("transactional_id", &self.transactional_id)
+            .field("offsets_topic", &self.offsets_topic)
+            .field("transaction_max_events", &self.transaction_max_events)
+            .field("transaction_interval", &self.transaction_interval)
             .finish()
     }
 }
@@ -609,6 +671,15 @@ pub struct Overrides {
     /// A file holding the metrics listener's bearer token (`metrics.token_file`).
     #[arg(long, env = "OUTBOX_RELAY_METRICS_TOKEN_FILE")]
     pub metrics_token_file: Option<PathBuf>,
+    /// `at-least-once` (default) or `exactly-once` (`delivery`).
+    #[arg(long, env = "OUTBOX_RELAY_DELIVERY")]
+    pub delivery: Option<Delivery>,
+    /// The exactly-once producer's `transactional.id` (`kafka.transactional_id`).
+    #[arg(long, env = "OUTBOX_RELAY_TRANSACTIONAL_ID")]
+    pub transactional_id: Option<String>,
+    /// The exactly-once offsets topic (`kafka.offsets_topic`).
+    #[arg(long, env = "OUTBOX_RELAY_OFFSETS_TOPIC")]
+    pub offsets_topic: Option<String>,
 }
 
 impl Config {
@@ -711,6 +782,11 @@ impl Config {
             self.metrics.token_file = o.metrics_token_file.clone();
         }
         set(&mut self.source.kind, &o.source);
+        set(&mut self.delivery, &o.delivery);
+        set(&mut self.kafka.offsets_topic, &o.offsets_topic);
+        if o.transactional_id.is_some() {
+            self.kafka.transactional_id = o.transactional_id.clone();
+        }
         set(&mut self.source.slot, &o.slot);
         set(&mut self.source.publication, &o.publication);
         set(&mut self.source.table, &o.table);
@@ -847,6 +923,7 @@ impl Config {
                 "must be visible ASCII characters without spaces, and not empty",
             ));
         }
+        self.validate_delivery()?;
         for forced in ["enable.idempotence", "acks"] {
             if let Some(v) = self.kafka.properties.get(forced) {
                 let ok = matches!(
@@ -862,6 +939,90 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The combinations of `delivery` and its keys that cannot work.
+    fn validate_delivery(&self) -> Result<(), ConfigError> {
+        if self.kafka.properties.contains_key("transactional.id") {
+            return Err(invalid(
+                "kafka.properties",
+                "`transactional.id` is set by the relay: use `delivery = \"exactly-once\"` and \
+                 `kafka.transactional_id`",
+            ));
+        }
+        if self.delivery == Delivery::AtLeastOnce {
+            if self.kafka.transactional_id.is_some() {
+                return Err(invalid(
+                    "kafka.transactional_id",
+                    "is only used with `delivery = \"exactly-once\"`; the delivery is \
+                     at-least-once",
+                ));
+            }
+            return Ok(());
+        }
+        if self.source.kind == SourceKind::Poll {
+            return Err(invalid(
+                "delivery",
+                "`exactly-once` is not available for the `poll` source yet (its rows carry no \
+                 stored position); use `at-least-once`, or the `wal`, `message` or `binlog` \
+                 source",
+            ));
+        }
+        if let Some(problem) = crate::topic::topic_problem(&self.kafka.offsets_topic) {
+            return Err(invalid(
+                "kafka.offsets_topic",
+                format!(
+                    "`{}` is not a legal Kafka topic name: {problem}",
+                    self.kafka.offsets_topic
+                ),
+            ));
+        }
+        if self.kafka.offsets_topic == self.kafka.dead_letter_topic {
+            return Err(invalid(
+                "kafka.offsets_topic",
+                "must differ from `kafka.dead_letter_topic`",
+            ));
+        }
+        if self.kafka.transactional_id.as_deref() == Some("") {
+            return Err(invalid("kafka.transactional_id", "must not be empty"));
+        }
+        if self.kafka.transaction_max_events == 0 {
+            return Err(invalid(
+                "kafka.transaction_max_events",
+                "must be at least 1",
+            ));
+        }
+        if self.kafka.transaction_interval.is_zero() {
+            return Err(invalid("kafka.transaction_interval", "must be above zero"));
+        }
+        Ok(())
+    }
+
+    /// The exactly-once producer's `transactional.id`: `kafka.transactional_id`, or one derived
+    /// from what makes the relay one relay: its slot (`wal`, `message`), its table (`poll`), its
+    /// stored-position key (`binlog`).
+    pub fn transactional_id(&self) -> String {
+        if let Some(id) = &self.kafka.transactional_id {
+            return id.clone();
+        }
+        match self.source.kind {
+            SourceKind::Wal | SourceKind::Message => {
+                format!("outbox-relay.slot.{}", self.source.slot)
+            }
+            SourceKind::Poll => format!(
+                "outbox-relay.poll.{}{}",
+                self.source
+                    .schema
+                    .as_deref()
+                    .map(|s| format!("{s}."))
+                    .unwrap_or_default(),
+                self.source.table
+            ),
+            SourceKind::Binlog => format!(
+                "outbox-relay.binlog.{}",
+                crate::source::binlog::position_key_of(self)
+            ),
+        }
     }
 
     /// How long a stop (or a failed session) waits for the events in flight to be acknowledged

@@ -27,6 +27,7 @@ pub mod dashboard;
 pub mod dead_letter;
 pub mod debezium;
 pub mod dlq;
+pub mod exactly_once;
 pub mod format;
 pub mod inspect;
 pub mod listener;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use outbox_relay::config::{Config, ConfigError, Overrides};
+use outbox_relay::config::{Config, ConfigError, Delivery, Overrides};
 use outbox_relay::{Metrics, Relay, admin, dlq};
 
 /// Relays committed outbox events from PostgreSQL's log to Kafka (Debezium-compatible format).
@@ -129,6 +129,10 @@ fn main() -> ExitCode {
             }
         };
         tracing::debug!(?config, "configuration");
+        // `setup --delivery exactly-once` also creates the offsets topic.
+        let offsets = (matches!(cli.command, Command::Setup(_))
+            && config.delivery == Delivery::ExactlyOnce)
+            .then(|| config.clone());
         let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
             Command::Dlq(command) => dlq_command(&config, command).await,
             Command::Run(_) => run(config).await,
@@ -151,6 +155,13 @@ fn main() -> ExitCode {
                 );
             }),
             Command::Teardown(_) => admin::teardown(&config).await.map_err(Into::into),
+        };
+        let result = match result {
+            Ok(()) => match &offsets {
+                Some(config) => offsets_setup(config).await,
+                None => Ok(()),
+            },
+            other => other,
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -203,6 +214,25 @@ fn fail(error: &dyn std::error::Error) -> ExitCode {
     }
     eprintln!("{message}");
     ExitCode::FAILURE
+}
+
+/// `setup --delivery exactly-once`: the compacted offsets topic.
+async fn offsets_setup(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    if config.kafka.brokers.as_deref() == Some("unused") {
+        return Err(
+            "`setup --delivery exactly-once` creates the offsets topic in Kafka: set \
+                    `kafka.brokers` (KAFKA_BROKERS / --kafka-brokers)"
+                .into(),
+        );
+    }
+    let created = outbox_relay::exactly_once::create_offsets_topic(&config.kafka).await?;
+    println!(
+        "offsets topic {:?} {} (compacted); transactional id {:?}",
+        config.kafka.offsets_topic,
+        if created { "created" } else { "is there" },
+        config.transactional_id()
+    );
+    Ok(())
 }
 
 /// `outbox-relay status [--json]`: see [`outbox_relay::inspect::status`].

@@ -28,7 +28,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::DeliveryFuture;
 
 use crate::backoff::Backoff;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Delivery as DeliveryMode};
 use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
 use crate::position::{Position, TxId, now_micros};
@@ -46,6 +46,8 @@ pub enum RelayError {
     Source(#[from] SourceError),
     #[error("kafka ({stage}): {source}")]
     Kafka { stage: Stage, source: KafkaError },
+    #[error("exactly-once: {0}")]
+    ExactlyOnce(#[from] crate::exactly_once::ExactlyOnceError),
 }
 
 /// Where a Kafka error met the pipeline.
@@ -82,28 +84,29 @@ impl RelayError {
                 ..
             } => Fault::Fatal,
             RelayError::Kafka { .. } => Fault::Transient,
+            RelayError::ExactlyOnce(error) => error.fault(),
         }
     }
 }
 
 /// The pipeline of one relay: its configuration, router, metrics and status.
 pub struct Pipeline<'c> {
-    config: &'c Config,
-    router: Router,
-    metrics: Metrics,
-    status: Status,
+    pub(crate) config: &'c Config,
+    pub(crate) router: Router,
+    pub(crate) metrics: Metrics,
+    pub(crate) status: Status,
 }
 
-struct Delivery {
-    tx: TxId,
-    origin: Origin,
+pub(crate) struct Delivery {
+    pub(crate) tx: TxId,
+    pub(crate) origin: Origin,
     /// Set on a dead letter's own delivery: why the event was dead-lettered.
-    dead_letter: Option<String>,
+    pub(crate) dead_letter: Option<String>,
     /// Err(Canceled) when the producer went away.
-    result: <DeliveryFuture as Future>::Output,
+    pub(crate) result: <DeliveryFuture as Future>::Output,
 }
 
-type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Delivery> + Send>>>;
+pub(crate) type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Delivery> + Send>>>;
 
 struct Session<'p, 'c, S: Source> {
     pipeline: &'p Pipeline<'c>,
@@ -186,6 +189,9 @@ impl<'c> Pipeline<'c> {
             }
         }
         backoff.reset();
+        if self.config.delivery == DeliveryMode::ExactlyOnce {
+            return crate::exactly_once::sessions(self, connector, shutdown, backoff).await;
+        }
         let mut resume: Option<<C::Source as Source>::Position> = None;
         let mut sink: Option<KafkaSink> = None;
         loop {
@@ -262,7 +268,7 @@ impl<'c> Pipeline<'c> {
 
     /// A failure: fatal ones are returned; transient ones are recorded and waited out (with
     /// the backoff). `Ok(false)` when `shutdown` came first.
-    async fn wait_out(
+    pub(crate) async fn wait_out(
         &self,
         error: RelayError,
         backoff: &mut Backoff,
@@ -571,7 +577,7 @@ impl<S: Source> Session<'_, '_, S> {
     }
 }
 
-fn track(
+pub(crate) fn track(
     future: DeliveryFuture,
     tx: TxId,
     origin: Origin,

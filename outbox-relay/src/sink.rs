@@ -24,7 +24,7 @@ use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 
 use crate::config::{KafkaConfig, Placement, PlacementTarget, ValueConverter};
 use crate::format::{self, TopicRoute};
@@ -460,11 +460,109 @@ pub fn finite_delivery_timeout(config: &KafkaConfig) -> Option<(&'static str, &s
 /// leaves an unreachable cluster to the run loop's retries.
 pub const PREFLIGHT_BOUND: Duration = Duration::from_secs(15);
 
+/// The exactly-once producer's settings: [`client_config`]'s, with a `transactional.id` and a
+/// finite local delivery timeout within the transaction's own (an expired message only aborts
+/// its transaction, which is then sent again whole, in order).
+fn transactional_config(config: &KafkaConfig, transactional_id: &str) -> ClientConfig {
+    let mut client = client_config(config);
+    let configured = |key: &str| {
+        config
+            .properties
+            .get(key)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    // The broker caps a transaction's timeout (`transaction.max.timeout.ms`, 15 min by default).
+    let message_timeout = configured("message.timeout.ms").filter(|t| *t > 0);
+    let transaction_timeout = configured("transaction.timeout.ms")
+        .unwrap_or_else(|| message_timeout.unwrap_or(60_000).clamp(60_000, 900_000));
+    client.set("transaction.timeout.ms", transaction_timeout.to_string());
+    let message_timeout = message_timeout
+        .filter(|t| *t <= transaction_timeout)
+        .unwrap_or(transaction_timeout);
+    client.set("message.timeout.ms", message_timeout.to_string());
+    client.set("transactional.id", transactional_id);
+    client
+}
+
+/// Whether `error` (or the producer's own fatal state) says another producer took the
+/// transactional id: this one is fenced for good.
+pub fn is_fenced(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::TransactionCoordinatorFenced
+        )
+    )
+}
+
 impl KafkaSink {
+    /// The exactly-once producer for `transactional_id`; call
+    /// [`KafkaSink::init_transactions`] before its first transaction.
+    pub fn transactional(
+        config: &KafkaConfig,
+        transactional_id: &str,
+    ) -> Result<KafkaSink, KafkaError> {
+        KafkaSink::with_client(transactional_config(config, transactional_id))
+    }
+
+    /// Registers the transactional id with its coordinator: a producer that held it before
+    /// (a zombie relay) is fenced, and its open transaction aborted.
+    pub async fn init_transactions(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.blocking(timeout, |p, t| p.init_transactions(t)).await
+    }
+
+    /// Begins a transaction (local to the producer; it does not block).
+    pub fn begin_transaction(&self) -> Result<(), KafkaError> {
+        use rdkafka::producer::Producer;
+        self.producer.begin_transaction()
+    }
+
+    /// Flushes and commits the open transaction.
+    pub async fn commit_transaction(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.blocking(timeout, |p, t| p.commit_transaction(t)).await
+    }
+
+    /// Aborts the open transaction; its undelivered messages are purged.
+    pub async fn abort_transaction(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.blocking(timeout, |p, t| p.abort_transaction(t)).await
+    }
+
+    /// The producer's fatal error, when it has one (a fenced producer has).
+    pub fn fatal_error(&self) -> Option<(RDKafkaErrorCode, String)> {
+        use rdkafka::producer::Producer;
+        self.producer.client().fatal_error()
+    }
+
+    /// Runs one of librdkafka's blocking transaction calls off the async workers, bounded by
+    /// `timeout` (passed to the call, and a little more around it).
+    async fn blocking(
+        &self,
+        timeout: Duration,
+        call: impl FnOnce(&FutureProducer<SinkContext>, Duration) -> Result<(), KafkaError>
+        + Send
+        + 'static,
+    ) -> Result<(), KafkaError> {
+        let producer = self.producer.clone();
+        let task = tokio::task::spawn_blocking(move || call(&producer, timeout));
+        match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
+            Ok(Ok(result)) => result,
+            // The call outlived its own timeout (or its thread died): treated as a timeout.
+            Ok(Err(_)) | Err(_) => Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::OperationTimedOut,
+            )),
+        }
+    }
+
     /// Builds the producer: every configured property passes through, then the guarantees are
     /// forced.
     pub fn new(config: &KafkaConfig) -> Result<KafkaSink, KafkaError> {
-        let client = client_config(config);
+        KafkaSink::with_client(client_config(config))
+    }
+
+    fn with_client(client: ClientConfig) -> Result<KafkaSink, KafkaError> {
         let refusal = Arc::new(Mutex::new(None));
         let context = SinkContext {
             refusal: Arc::clone(&refusal),

@@ -639,6 +639,35 @@ impl Connector for BinlogConnector {
     async fn open(&mut self, resume: Option<BinlogPosition>) -> Result<BinlogSource, SourceError> {
         Ok(self.open_session(resume).await?)
     }
+
+    /// The row of the position table.
+    async fn durable_position(&mut self) -> Result<Option<BinlogPosition>, SourceError> {
+        let (mut conn, _) = connect(&self.target, "connecting to MariaDB/MySQL").await?;
+        let result = async {
+            let server = Server::read(&mut conn).await?;
+            let table = store::qualified(&server.database, &self.config.position_table);
+            let key = self.key(&self.schema(&server));
+            store::read(&mut conn, &table, &key, server.dialect.mariadb).await
+        }
+        .await;
+        let _ = conn.disconnect().await;
+        Ok(result?)
+    }
+}
+
+/// The key of the relay's row in the position table, as the connector derives it from
+/// `config` (`source.binlog.position_key`, else `<schema>.<table>`, the schema defaulting to
+/// the URL's database): the relay's identity.
+pub fn position_key_of(config: &Config) -> String {
+    if let Some(key) = &config.source.binlog.position_key {
+        return key.clone();
+    }
+    let schema = config.source.schema.clone().unwrap_or_else(|| {
+        MySqlTarget::parse(config.database_url.as_deref().unwrap_or_default())
+            .map(|t| t.database)
+            .unwrap_or_default()
+    });
+    format!("{schema}.{}", config.source.table)
 }
 
 /// The GTID of the transaction being read, applied to the position at its end.

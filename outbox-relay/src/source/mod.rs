@@ -120,7 +120,14 @@ impl SourceError {
 /// One session of a source.
 pub trait Source: Send {
     /// An LSN (`wal`), a binlog position (`binlog`), a claimed batch (`poll`).
-    type Position: Clone + PartialEq + std::fmt::Debug + std::fmt::Display + Send + Sync + 'static;
+    type Position: Clone
+        + PartialEq
+        + std::fmt::Debug
+        + std::fmt::Display
+        + StoredPosition
+        + Send
+        + Sync
+        + 'static;
 
     /// The next event. Cancel-safe: the pipeline polls it in `select!`, and a dropped future
     /// loses nothing.
@@ -144,6 +151,20 @@ pub trait Source: Send {
     }
 }
 
+/// A source position as the exactly-once mode stores it in Kafka, beside the events it ends
+/// (see [`crate::exactly_once`]), and reads it back: a text form, and the source's commit order.
+pub trait StoredPosition: Sized {
+    /// The text stored; [`StoredPosition::decode`] reads it back to an equal position.
+    fn encode(&self) -> String;
+
+    /// The position stored as `text`; the error says what is wrong with it.
+    fn decode(text: &str) -> Result<Self, String>;
+
+    /// Where `self` lies against `other` in the source's commit order; None when the two cannot
+    /// be compared (positions of different logs).
+    fn order(&self, other: &Self) -> Option<std::cmp::Ordering>;
+}
+
 /// Opens the sessions of one source.
 pub trait Connector: Send {
     type Source: Source;
@@ -162,6 +183,17 @@ pub trait Connector: Send {
         &mut self,
         resume: Option<<Self::Source as Source>::Position>,
     ) -> impl Future<Output = Result<Self::Source, SourceError>> + Send;
+
+    /// The source's own durable position (the slot's confirmed LSN, the stored binlog
+    /// position), when it has one: the exactly-once mode refuses to start when it lies past the
+    /// position stored in Kafka (events in between were acknowledged without being committed
+    /// there: a gap). Called after `preflight`.
+    fn durable_position(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<<Self::Source as Source>::Position>, SourceError>> + Send
+    {
+        async { Ok(None) }
+    }
 
     /// After the last session: releases what the connector holds across sessions (the
     /// leadership).

@@ -649,6 +649,21 @@ impl Connector for WalConnector {
         })
     }
 
+    /// The slot's `confirmed_flush_lsn`.
+    async fn durable_position(&mut self) -> Result<Option<Lsn>, SourceError> {
+        let Some(preflight) = &self.preflight else {
+            return Ok(None);
+        };
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&self.config.source.slot)
+        .fetch_optional(&preflight.catalog)
+        .await
+        .map_err(SourceError::transient)?;
+        Ok(row.and_then(|(lsn,)| lsn).and_then(|lsn| Lsn::parse(&lsn)))
+    }
+
     /// Makes sure the slot confirmed the last acknowledged position: the last standby status
     /// before a stop may not have reached the server.
     async fn finish(&mut self) {

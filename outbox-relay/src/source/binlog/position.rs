@@ -32,6 +32,67 @@ impl fmt::Display for BinlogPosition {
     }
 }
 
+/// Stored as `file:offset`, then ` mariadb:<pos>` or ` mysql:<set>` when the position has a GTID
+/// state. Ordered by file (its sequence number, the suffix after the last `.`) and offset: the
+/// file+offset is what the relay resumes from on the same server; positions of two differently
+/// named logs are not comparable.
+impl crate::source::StoredPosition for BinlogPosition {
+    fn encode(&self) -> String {
+        let mut text = format!("{}:{}", self.file, self.offset);
+        match &self.gtid {
+            Some(GtidState::MariaDb(pos)) => text.push_str(&format!(" mariadb:{pos}")),
+            Some(GtidState::MySql(set)) => text.push_str(&format!(" mysql:{set}")),
+            None => {}
+        }
+        text
+    }
+
+    fn decode(text: &str) -> Result<BinlogPosition, String> {
+        let (place, gtid) = match text.split_once(' ') {
+            Some((place, gtid)) => (place, Some(gtid)),
+            None => (text, None),
+        };
+        let (file, offset) = place
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{text}` is not a binlog position (`file:offset`)"))?;
+        let offset = offset
+            .parse()
+            .map_err(|_| format!("`{offset}` in `{text}` is not a binlog offset"))?;
+        let gtid = match gtid.map(|g| g.split_once(':')) {
+            None => None,
+            Some(Some(("mariadb", pos))) => Some(GtidState::MariaDb(
+                MariaDbGtidPos::parse(pos).map_err(|e| e.to_string())?,
+            )),
+            Some(Some(("mysql", set))) => Some(GtidState::MySql(
+                MySqlGtidSet::parse(set).map_err(|e| e.to_string())?,
+            )),
+            Some(_) => {
+                return Err(format!(
+                    "`{text}`: the GTID state is not `mariadb:` or `mysql:`"
+                ));
+            }
+        };
+        Ok(BinlogPosition {
+            file: file.to_owned(),
+            offset,
+            gtid,
+        })
+    }
+
+    fn order(&self, other: &BinlogPosition) -> Option<std::cmp::Ordering> {
+        let split = |file: &str| {
+            let (base, number) = file.rsplit_once('.')?;
+            Some((base.to_owned(), number.parse::<u64>().ok()?))
+        };
+        if self.file == other.file {
+            return Some(self.offset.cmp(&other.offset));
+        }
+        let ((base, number), (other_base, other_number)) =
+            (split(&self.file)?, split(&other.file)?);
+        (base == other_base).then(|| (number, self.offset).cmp(&(other_number, other.offset)))
+    }
+}
+
 /// A server's GTID state, in its own flavour.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GtidState {
@@ -299,5 +360,36 @@ mod tests {
             gtid: Some(GtidState::MariaDb(MariaDbGtidPos::parse("0-1-9").unwrap())),
         };
         assert_eq!(pos.to_string(), "mariadb-bin.000003:1234 (gtid 0-1-9)");
+    }
+}
+
+#[cfg(test)]
+mod stored_tests {
+    use super::*;
+    use crate::source::StoredPosition;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn stored_form_reads_back_and_orders_by_file_number() {
+        let at = |file: &str, offset| BinlogPosition {
+            file: file.to_owned(),
+            offset,
+            gtid: None,
+        };
+        let mut p = at("mariadb-bin.000009", 420);
+        p.gtid = Some(GtidState::MariaDb(
+            MariaDbGtidPos::parse("0-1-100,1-2-7").unwrap_or_default(),
+        ));
+        assert_eq!(BinlogPosition::decode(&p.encode()), Ok(p.clone()));
+        assert_eq!(
+            at("mariadb-bin.000010", 4).order(&p),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(
+            p.order(&at("mariadb-bin.000009", 421)),
+            Some(Ordering::Less)
+        );
+        assert_eq!(p.order(&at("other.000001", 4)), None);
+        assert!(BinlogPosition::decode("nonsense").is_err());
     }
 }

@@ -29,6 +29,24 @@ impl std::fmt::Display for Batch {
     }
 }
 
+/// A batch number means nothing to another process: the exactly-once mode is refused for the
+/// `poll` source at start (see `Config::validate`); this form serves the status alone.
+impl crate::source::StoredPosition for Batch {
+    fn encode(&self) -> String {
+        self.0.to_string()
+    }
+
+    fn decode(text: &str) -> Result<Batch, String> {
+        text.parse()
+            .map(Batch)
+            .map_err(|e| format!("`{text}` is not a batch number: {e}"))
+    }
+
+    fn order(&self, other: &Batch) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 type Yield = Result<SourceEvent<Batch>, SourceError>;
 
 /// A claiming session, leading.

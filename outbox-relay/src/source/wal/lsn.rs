@@ -12,7 +12,30 @@ impl std::fmt::Display for Lsn {
     }
 }
 
+impl crate::source::StoredPosition for Lsn {
+    /// As PostgreSQL prints it: `X/Y`.
+    fn encode(&self) -> String {
+        self.to_string()
+    }
+
+    fn decode(text: &str) -> Result<Lsn, String> {
+        Lsn::parse(text).ok_or_else(|| format!("`{text}` is not an LSN (`X/Y`, hexadecimal)"))
+    }
+
+    fn order(&self, other: &Lsn) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl Lsn {
+    /// `X/Y` as PostgreSQL prints an LSN.
+    pub fn parse(text: &str) -> Option<Lsn> {
+        let (high, low) = text.trim().split_once('/')?;
+        let high = u32::from_str_radix(high, 16).ok()?;
+        let low = u32::from_str_radix(low, 16).ok()?;
+        Some(Lsn((u64::from(high) << 32) | u64::from(low)))
+    }
+
     /// Where an event at this position was read, as its dead letter says.
     pub fn origin(self) -> Origin {
         Origin {

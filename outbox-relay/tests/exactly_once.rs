@@ -1,0 +1,424 @@
+//! The exactly-once delivery mode on the real broker, the real binary and real PostgreSQL: a
+//! `read_committed` consumer sees every event once across SIGKILLs, a broker restart, a fenced
+//! twin and a source transaction larger than a Kafka transaction. These tests kill relays and
+//! restart the shared Kafka, so they run one at a time (a lock in this binary), and this binary
+//! must not run beside other tests that use those services:
+//! `cargo test -p outbox-relay --test exactly_once -- --test-threads=1`.
+
+// Both support modules include the workspace's `tests/support` (the services' addresses).
+#![allow(clippy::duplicate_mod)]
+
+mod binlog_support;
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::*;
+use outbox_core::{DomainEvent, WriteMode};
+
+const WAIT: Duration = Duration::from_secs(300);
+
+fn offsets_topic(fx: &Fixture) -> String {
+    format!("{}.offsets", fx.name)
+}
+
+/// `outbox-relay setup --delivery exactly-once`: the compacted offsets topic.
+fn setup_exactly_once(fx: &Fixture) {
+    let out = fx
+        .command("setup")
+        .args(["--delivery", "exactly-once"])
+        .args(["--offsets-topic", &offsets_topic(fx)])
+        .output()
+        .expect("running outbox-relay setup");
+    assert!(
+        out.status.success(),
+        "setup --delivery exactly-once failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn exactly_once_args(fx: &Fixture) -> Vec<String> {
+    vec![
+        "--delivery".into(),
+        "exactly-once".into(),
+        "--offsets-topic".into(),
+        offsets_topic(fx),
+    ]
+}
+
+fn start(fx: &Fixture, exactly_once: bool) -> RelayProcess {
+    let args = if exactly_once {
+        exactly_once_args(fx)
+    } else {
+        Vec::new()
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fx.start_relay(&args)
+}
+
+/// Writes `batches` transactions of `size` events over `aggregates` aggregates, in a task of its
+/// own; returns the ids written.
+fn write_in_background(
+    fx: &Fixture,
+    batches: std::ops::Range<u32>,
+    size: u32,
+    aggregates: u32,
+    pause: Duration,
+) -> tokio::task::JoinHandle<HashSet<String>> {
+    use sea_orm::TransactionTrait;
+    let db = fx.db.clone();
+    let outbox = fx.outbox();
+    tokio::spawn(async move {
+        let mut ids = HashSet::new();
+        for batch in batches {
+            let events: Vec<_> = (0..size)
+                .map(|i| {
+                    event(
+                        format!("a{}", (batch * size + i) % aggregates),
+                        serde_json::json!({"b": batch, "i": i}),
+                    )
+                })
+                .collect();
+            let txn = db.begin().await.expect("begin");
+            let written = outbox_core::write_events(
+                &txn,
+                &outbox,
+                events.iter().map(|e| e as &dyn DomainEvent),
+            )
+            .await
+            .expect("write_events");
+            txn.commit().await.expect("commit");
+            ids.extend(written.into_iter().map(|r| r.id.to_string()));
+            tokio::time::sleep(pause).await;
+        }
+        ids
+    })
+}
+
+/// Every event's copies, and the per-aggregate order: each aggregate's events in the order
+/// written (batch, then index). Returns (messages, distinct ids).
+fn check(messages: &[Received], expected: &HashSet<String>) -> (usize, usize) {
+    let ids: HashSet<String> = messages.iter().map(Received::id).collect();
+    let missing = expected.difference(&ids).count();
+    assert_eq!(missing, 0, "{missing} events never arrived");
+    let mut last: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut seen = HashSet::new();
+    for m in messages {
+        // Order is judged on first copies: a duplicate (at-least-once) repeats an older one.
+        if !seen.insert(m.id()) {
+            continue;
+        }
+        let json = m.json();
+        let at = (
+            json["b"].as_u64().expect("b"),
+            json["i"].as_u64().expect("i"),
+        );
+        let key = m.key.clone().expect("a key");
+        if let Some(previous) = last.insert(key.clone(), at) {
+            assert!(
+                previous < at,
+                "aggregate {key}: {at:?} arrived after {previous:?}"
+            );
+        }
+    }
+    (messages.len(), ids.len())
+}
+
+/// The kill harness: `batches` x `size` events written while the relay is SIGKILLed `kills`
+/// times (and Kafka restarted once, halfway, when `broker_restart`). Returns (messages read
+/// `read_committed`, distinct events).
+async fn killed_repeatedly(
+    fx: &Fixture,
+    exactly_once: bool,
+    (batches, size): (u32, u32),
+    kills: u32,
+    broker_restart: bool,
+) -> (usize, usize) {
+    let mut relay = start(fx, exactly_once);
+    let mut reader = Reader::new(&[&fx.topic()]);
+    let writer = write_in_background(fx, 0..batches, size, 97, Duration::from_millis(20));
+    for k in 0..kills {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        relay.kill();
+        if broker_restart && k == kills / 2 {
+            let restart = Restart("kafka");
+            services("stop", "kafka");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            services("start", "kafka");
+            drop(restart);
+        }
+        relay = start(fx, exactly_once);
+    }
+    let ids = writer.await.expect("the writer");
+    assert_eq!(ids.len() as u32, batches * size);
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    reader.settle(Duration::from_secs(5)).await;
+    let counts = check(&reader.messages, &ids);
+    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    counts
+}
+
+/// 1. 100,000 events while the relay is SIGKILLed 5 times and Kafka restarts once: a
+/// `read_committed` consumer sees each exactly once, in order per aggregate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_every_event_exactly_once_across_kills_and_a_broker_restart() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new("eos_wal_kills", WriteMode::Insert).await;
+    setup_exactly_once(&fx);
+    let (messages, distinct) = killed_repeatedly(&fx, true, (200, 500), 5, true).await;
+    println!(
+        "exactly-once, wal: {distinct} events, {messages} messages, {} duplicates",
+        messages - distinct
+    );
+    assert_eq!((messages, distinct), (100_000, 100_000));
+    fx.teardown().await;
+}
+
+/// The same harness in at-least-once mode, for the duplicate count beside exactly-once's
+/// (nothing lost, order kept; duplicates are the mode's contract).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_at_least_once_duplicates_across_kills_measured() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new("alo_wal_kills", WriteMode::Insert).await;
+    let (messages, distinct) = killed_repeatedly(&fx, false, (200, 500), 5, false).await;
+    println!(
+        "at-least-once, wal: {distinct} events, {messages} messages, {} duplicates",
+        messages - distinct
+    );
+    assert_eq!(distinct, 100_000);
+    fx.teardown().await;
+}
+
+/// 2. A second relay with the same identity fences the first: the first exits non-zero naming
+/// the transactional id, the second carries on, nothing is duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twin_fences_the_older_relay_and_nothing_is_duplicated() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new("eos_twin", WriteMode::Insert).await;
+    setup_exactly_once(&fx);
+    let mut reader = Reader::new(&[&fx.topic()]);
+    let mut older = start(&fx, true);
+    let writer = write_in_background(&fx, 0..100, 100, 13, Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let newer = start(&fx, true);
+    let status = older
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the older relay was not fenced:\n{}", older.log_text()));
+    assert!(!status.success(), "a fenced relay exits non-zero");
+    let id = format!("outbox-relay.slot.{}", fx.name);
+    let log = older.log_text();
+    assert!(
+        log.contains("fenced") && log.contains(&id),
+        "the fenced relay names its transactional id `{id}`:\n{log}"
+    );
+    let ids = writer.await.expect("the writer");
+    reader
+        .read_until(WAIT, has_all(&ids), || newer.log_text())
+        .await;
+    reader.settle(Duration::from_secs(5)).await;
+    let (messages, distinct) = check(&reader.messages, &ids);
+    assert_eq!((messages, distinct), (10_000, 10_000), "no duplicates");
+    let mut newer = newer;
+    assert_eq!(newer.terminate(Duration::from_secs(60)).code(), Some(0));
+    fx.teardown().await;
+}
+
+/// 3. One source transaction of 30,000 events, six times the Kafka transaction's batch (5,000):
+/// it stays whole in one Kafka transaction, and arrives once, even with a kill while it ships.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_transaction_larger_than_the_batch_stays_whole() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new("eos_large", WriteMode::Insert).await;
+    setup_exactly_once(&fx);
+    let mut reader = Reader::new(&[&fx.topic()]);
+    let mut relay = start(&fx, true);
+    let writer = write_in_background(&fx, 0..1, 30_000, 31, Duration::ZERO);
+    let mut ids = writer.await.expect("the writer");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    relay.kill();
+    let mut relay = start(&fx, true);
+    let small = write_in_background(&fx, 1..4, 10, 31, Duration::ZERO);
+    let small_ids = small.await.expect("the writer");
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    ids.extend(small_ids);
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    reader.settle(Duration::from_secs(5)).await;
+    let (messages, distinct) = check(&reader.messages, &ids);
+    assert_eq!(
+        (messages, distinct),
+        (30_030, 30_030),
+        "the large transaction (and three small ones) once"
+    );
+    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    fx.teardown().await;
+}
+
+/// 4a. `run` without the offsets topic stops at start, naming it and the command that creates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_without_the_offsets_topic_stops_naming_it_and_setup() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new("eos_no_topic", WriteMode::Insert).await;
+    let mut relay = start(&fx, true);
+    let status = relay
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the relay kept running:\n{}", relay.log_text()));
+    assert!(!status.success());
+    let log = relay.log_text();
+    assert!(
+        log.contains(&format!("`{}` does not exist", offsets_topic(&fx)))
+            && log.contains("setup --delivery exactly-once"),
+        "{log}"
+    );
+    fx.teardown().await;
+}
+
+/// 4b. A slot ahead of the position stored in Kafka (an at-least-once run in between) is a gap:
+/// refused at start, naming both positions, never skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_past_the_stored_position_is_refused_as_a_gap() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new("eos_gap", WriteMode::Insert).await;
+    setup_exactly_once(&fx);
+    let mut reader = Reader::new(&[&fx.topic()]);
+    let mut ids = HashSet::new();
+    let mut relay = start(&fx, true);
+    fx.write_batches(&mut ids, 0..2, 10, ("g", 3)).await;
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    let mut relay = start(&fx, false);
+    fx.write_batches(&mut ids, 2..4, 10, ("g", 3)).await;
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    fx.write_batches(&mut ids, 4..5, 10, ("g", 3)).await;
+    let mut relay = start(&fx, true);
+    let status = relay
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the gap was not refused:\n{}", relay.log_text()));
+    assert!(!status.success());
+    let log = relay.log_text();
+    assert!(
+        log.contains("gap") && log.contains("is past the position"),
+        "{log}"
+    );
+    fx.teardown().await;
+}
+
+/// 5. The `message` source (tableless logical messages): a kill test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_source_exactly_once_across_kills() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new(
+        "eos_message",
+        WriteMode::LogicalMessage {
+            prefix: "eos_message".into(),
+        },
+    )
+    .await;
+    setup_exactly_once(&fx);
+    let (messages, distinct) = killed_repeatedly(&fx, true, (100, 100), 3, false).await;
+    println!("exactly-once, message: {distinct} events, {messages} messages");
+    assert_eq!((messages, distinct), (10_000, 10_000));
+    fx.teardown().await;
+}
+
+/// The `poll` source refuses the mode at start, as a configuration error that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_refuses_exactly_once_as_a_configuration_error() {
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--source", "poll", "--delivery", "exactly-once"])
+        .env("DATABASE_URL", database_url())
+        .env("KAFKA_BROKERS", kafka_brokers())
+        .output()
+        .expect("running outbox-relay");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`delivery`") && stderr.contains("poll"),
+        "{stderr}"
+    );
+}
+
+/// 5. The `binlog` source (MariaDB): a kill test; the position table follows the Kafka commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_source_exactly_once_across_kills() {
+    use sea_orm::ConnectionTrait;
+    let _serial = SERIAL.lock().await;
+    let fx = binlog_support::BinlogFixture::new("eos_binlog").await;
+    let topic = format!("{}.Order", fx.name);
+    create_topics(&[&topic, &format!("{}.dlq", fx.name)]).await;
+    let config = binlog_support::config_file(&fx, "");
+    let offsets = format!("{}.offsets", fx.name);
+    let eos = [
+        "--delivery",
+        "exactly-once",
+        "--offsets-topic",
+        offsets.as_str(),
+    ];
+    let out = binlog_support::relay(&config, "setup")
+        .args(eos)
+        .output()
+        .expect("outbox-relay setup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = || {
+        let mut command = binlog_support::relay(&config, "run");
+        command.args(eos);
+        RelayProcess::spawn(command, &fx.name)
+    };
+    let mut reader = Reader::new(&[&topic]);
+    let mut relay = start();
+    let db = fx.db.clone();
+    let table = fx.name.clone();
+    let writer = tokio::spawn(async move {
+        let mut ids = HashSet::new();
+        for batch in 0..100u32 {
+            let rows: Vec<String> = (0..20u32)
+                .map(|i| {
+                    let id = format!("{batch}-{i}");
+                    ids.insert(id.clone());
+                    format!(
+                        "('{id}', 'Order', 'a{}', 'T', '{{\"b\": {batch}, \"i\": {i}}}', NOW(6))",
+                        (batch * 20 + i) % 7
+                    )
+                })
+                .collect();
+            db.execute_unprepared(&format!(
+                "INSERT INTO `{table}` (id, aggregatetype, aggregateid, type, payload, `timestamp`) \
+                 VALUES {}",
+                rows.join(", ")
+            ))
+            .await
+            .expect("insert");
+            tokio::time::sleep(Duration::from_millis(80)).await;
+        }
+        ids
+    });
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        relay.kill();
+        relay = start();
+    }
+    let ids = writer.await.expect("the writer");
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    reader.settle(Duration::from_secs(5)).await;
+    let (messages, distinct) = check(&reader.messages, &ids);
+    println!("exactly-once, binlog: {distinct} events, {messages} messages");
+    assert_eq!((messages, distinct), (2_000, 2_000));
+    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+}
