@@ -18,7 +18,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::config::KafkaConfig;
@@ -97,21 +97,9 @@ pub fn redriven_topic(kafka: &KafkaConfig) -> String {
     format!("{}.redriven", kafka.dead_letter_topic)
 }
 
-fn client_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    if let Some(brokers) = &kafka.brokers {
-        client.set("bootstrap.servers", brokers);
-    }
-    // TLS and SASL settings pass through; producer-only properties are ignored by consumers.
-    for (k, v) in &kafka.properties {
-        client.set(k, v);
-    }
-    client
-}
-
 /// Every message of `topic`, up to its end when read; Ok(None) when the topic does not exist.
 fn read_topic(kafka: &KafkaConfig, topic: &str) -> Result<Option<Vec<OwnedMessage>>, DlqError> {
-    let consumer: BaseConsumer = client_config(kafka)
+    let consumer: BaseConsumer = crate::sink::other_client_config(kafka)
         .set("group.id", "outbox-relay-dlq")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -365,7 +353,7 @@ async fn deliver(
 
 /// Creates the compacted redrive record topic unless it exists.
 async fn ensure_redriven_topic(kafka_config: &KafkaConfig) -> Result<(), DlqError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(kafka_config)
+    let admin: AdminClient<DefaultClientContext> = crate::sink::other_client_config(kafka_config)
         .create()
         .map_err(kafka_step("creating an admin client"))?;
     let topic = redriven_topic(kafka_config);

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::backoff::Backoff;
 use crate::config::{Config, KafkaConfig};
 use crate::dead_letter::DeadLetter;
-use crate::pipeline::{Delivery, InFlight, Pipeline, RelayError, Stage, State, track};
+use crate::pipeline::{Delivery, InFlight, Outgoing, Pipeline, RelayError, Stage, State, track};
 use crate::record::Origin;
 use crate::sink::{Failure, KafkaMessage, KafkaSink, classify, is_fenced, is_size_error};
 use crate::source::{Connector, Fault, Source, SourceEvent, StoredPosition};
@@ -144,15 +144,9 @@ pub struct StoredRecord {
     pub position: String,
 }
 
+/// [`crate::sink::other_client_config`], with librdkafka's own log quiet below errors.
 fn client_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    if let Some(brokers) = &kafka.brokers {
-        client.set("bootstrap.servers", brokers);
-    }
-    // TLS and SASL pass through; producer-only properties are ignored with a warning.
-    for (k, v) in &kafka.properties {
-        client.set(k, v);
-    }
+    let mut client = crate::sink::other_client_config(kafka);
     client.set("log_level", "3");
     client
 }
@@ -746,9 +740,8 @@ where
         Ok(())
     }
 
-    /// Sends one event (or its dead letter) inside the open Kafka transaction.
-    async fn ship(&mut self, event: SourceEvent<S::Position>) -> Result<(), RelayError> {
-        self.source_tx_events += 1;
+    /// Begins a Kafka transaction unless one is open.
+    fn open_kafka_tx(&mut self) -> Result<(), RelayError> {
         if self.kafka_tx.is_none() {
             self.sink
                 .begin_transaction()
@@ -760,48 +753,28 @@ where
                 dead_lettered: Vec::new(),
             });
         }
+        Ok(())
+    }
+
+    /// Sends one event (or its dead letter) inside the open Kafka transaction.
+    async fn ship(&mut self, event: SourceEvent<S::Position>) -> Result<(), RelayError> {
+        self.source_tx_events += 1;
+        self.open_kafka_tx()?;
         if let Some(tx) = &mut self.kafka_tx {
             tx.events += 1;
         }
-        match event {
-            SourceEvent::Event(record) => {
-                if let Some(reason) = self.condemned.get(&origin_key(&record.origin)).cloned() {
-                    let message = KafkaMessage::unroutable(&record);
-                    let message = match self.pipeline.router.route(&record) {
-                        Ok(routed) => routed,
-                        Err(_) => message,
-                    };
-                    return self.dead_letter(record.origin, message, reason).await;
-                }
-                match self.pipeline.router.route(&record) {
-                    Ok(message) => self.send(record.origin, message, None).await,
-                    Err(unroutable) => {
-                        let message = KafkaMessage::unroutable(&record);
-                        self.dead_letter(record.origin, message, unroutable.to_string())
-                            .await
-                    }
+        match Outgoing::of(&self.pipeline.router, event) {
+            // Refused for good in an earlier attempt: its dead letter replaces it.
+            Some(Outgoing::Publish(origin, message)) => {
+                match self.condemned.get(&origin_key(&origin)).cloned() {
+                    Some(reason) => self.dead_letter(origin, message, reason).await,
+                    None => self.send(origin, message, None).await,
                 }
             }
-            SourceEvent::Undecodable {
-                origin,
-                content,
-                reason,
-            } => {
-                let message = KafkaMessage {
-                    topic: String::new(),
-                    partition: None,
-                    timestamp: None,
-                    key: None,
-                    value: Some(content),
-                    headers: Vec::new(),
-                };
+            Some(Outgoing::DeadLetter(origin, message, reason)) => {
                 self.dead_letter(origin, message, reason).await
             }
-            SourceEvent::Unreadable { record, reason } => {
-                let message = KafkaMessage::unroutable(&record);
-                self.dead_letter(record.origin, message, reason).await
-            }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
@@ -939,17 +912,7 @@ where
         let Some(end) = self.pending_end.clone() else {
             return Ok(());
         };
-        if self.kafka_tx.is_none() {
-            self.sink
-                .begin_transaction()
-                .map_err(|source| transaction_error(self.id, "begin_transaction", source))?;
-            self.kafka_tx = Some(KafkaTx {
-                began: Instant::now(),
-                events: 0,
-                published: 0,
-                dead_lettered: Vec::new(),
-            });
-        }
+        self.open_kafka_tx()?;
         while let Some(delivery) = self.in_flight.next().await {
             self.delivered(delivery)?;
         }

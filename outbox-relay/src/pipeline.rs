@@ -89,6 +89,56 @@ impl RelayError {
     }
 }
 
+/// Where one event read from a source goes, decided once for both delivery modes.
+pub(crate) enum Outgoing {
+    /// Its routed message.
+    Publish(Origin, KafkaMessage),
+    /// To the dead letters: the message as far as it could be built, and why.
+    DeadLetter(Origin, KafkaMessage, String),
+}
+
+impl Outgoing {
+    /// The message of an `Event`, `Undecodable` or `Unreadable` (None for the transaction
+    /// boundaries and keepalives).
+    pub(crate) fn of<P>(router: &Router, event: SourceEvent<P>) -> Option<Outgoing> {
+        Some(match event {
+            SourceEvent::Event(record) => match router.route(&record) {
+                Ok(message) => Outgoing::Publish(record.origin, message),
+                Err(unroutable) => Outgoing::DeadLetter(
+                    record.origin.clone(),
+                    KafkaMessage::unroutable(&record),
+                    unroutable.to_string(),
+                ),
+            },
+            SourceEvent::Undecodable {
+                origin,
+                content,
+                reason,
+            } => {
+                let message = KafkaMessage {
+                    topic: String::new(),
+                    partition: None,
+                    timestamp: None,
+                    key: None,
+                    value: Some(content),
+                    headers: Vec::new(),
+                };
+                Outgoing::DeadLetter(origin, message, reason)
+            }
+            SourceEvent::Unreadable { record, reason } => Outgoing::DeadLetter(
+                record.origin.clone(),
+                KafkaMessage::unroutable(&record),
+                reason,
+            ),
+            SourceEvent::Begin { .. }
+            | SourceEvent::Commit { .. }
+            | SourceEvent::KeepAlive { .. } => {
+                return None;
+            }
+        })
+    }
+}
+
 /// The pipeline of one relay: its configuration, router, metrics and status.
 pub struct Pipeline<'c> {
     pub(crate) config: &'c Config,
@@ -364,38 +414,6 @@ impl<S: Source> Session<'_, '_, S> {
             } => {
                 self.open = Some((self.position.begin(committed_at_micros), 0));
             }
-            SourceEvent::Event(record) => {
-                let tx = self.tx_for_event();
-                match self.pipeline.router.route(&record) {
-                    Ok(message) => self.send(tx, record.origin, message, None).await?,
-                    Err(unroutable) => {
-                        let message = KafkaMessage::unroutable(&record);
-                        self.dead_letter(tx, record.origin, message, unroutable.to_string())
-                            .await?;
-                    }
-                }
-            }
-            SourceEvent::Undecodable {
-                origin,
-                content,
-                reason,
-            } => {
-                let tx = self.tx_for_event();
-                let message = KafkaMessage {
-                    topic: String::new(),
-                    partition: None,
-                    timestamp: None,
-                    key: None,
-                    value: Some(content),
-                    headers: Vec::new(),
-                };
-                self.dead_letter(tx, origin, message, reason).await?;
-            }
-            SourceEvent::Unreadable { record, reason } => {
-                let tx = self.tx_for_event();
-                let message = KafkaMessage::unroutable(&record);
-                self.dead_letter(tx, record.origin, message, reason).await?;
-            }
             SourceEvent::Commit { end } => {
                 if let Some((tx, events)) = self.open.take() {
                     // Heartbeats and transactions of other tables carry no event: they move the
@@ -410,6 +428,18 @@ impl<S: Source> Session<'_, '_, S> {
             SourceEvent::KeepAlive { end } => {
                 let moved = self.position.idle_at(end);
                 self.acknowledge(moved);
+            }
+            event => {
+                let tx = self.tx_for_event();
+                match Outgoing::of(&self.pipeline.router, event) {
+                    Some(Outgoing::Publish(origin, message)) => {
+                        self.send(tx, origin, message, None).await?
+                    }
+                    Some(Outgoing::DeadLetter(origin, message, reason)) => {
+                        self.dead_letter(tx, origin, message, reason).await?
+                    }
+                    None => {}
+                }
             }
         }
         Ok(())

@@ -420,6 +420,20 @@ pub fn headers_of<M: Message>(message: &M) -> Vec<(String, Option<Vec<u8>>)> {
 }
 
 /// The producer's settings: defaults, then every configured property, then the guarantees.
+/// The settings of the relay's other Kafka clients (the admin client, the consumers of the
+/// dead letters and of the offsets topic): the brokers and `kafka.properties` (TLS and SASL pass
+/// through; producer-only properties are ignored by them).
+pub fn other_client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    if let Some(brokers) = &kafka.brokers {
+        client.set("bootstrap.servers", brokers);
+    }
+    for (k, v) in &kafka.properties {
+        client.set(k, v);
+    }
+    client
+}
+
 fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     // Defaults, each overridable by `kafka.properties`.

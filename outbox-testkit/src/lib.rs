@@ -83,28 +83,66 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Creates a one-partition topic with a name no other test uses (from `prefix`) on the test
-/// Kafka, and returns its name; fails naming the service when the broker does not create it.
-pub async fn new_topic(prefix: &str) -> String {
+/// Creates `topics` with `partitions` each on the test Kafka (one that exists already is
+/// fine); fails naming the service when the broker is unreachable or refuses one.
+pub async fn create_topics(topics: &[&str], partitions: i32) {
     use rdkafka::ClientConfig;
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
 
     let brokers = kafka_brokers();
-    let topic = unique(prefix);
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()
-        .expect("admin client");
+        .expect("Kafka admin client");
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
     let created = admin
         .create_topics(
-            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &new,
             &AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30))),
         )
         .await
         .unwrap_or_else(|e| {
-            panic!("Kafka at {brokers} did not create a topic: {e}. Start it with `scripts/services up`.")
+            panic!("Kafka at {brokers} did not create topics: {e}. Start it with `scripts/services up`.")
         });
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    for result in created {
+        if let Err((topic, code)) = result {
+            assert_eq!(
+                code,
+                RDKafkaErrorCode::TopicAlreadyExists,
+                "creating {topic}"
+            );
+        }
+    }
+}
+
+/// Creates a one-partition topic with a name no other test uses (from `prefix`) on the test
+/// Kafka, and returns its name.
+pub async fn new_topic(prefix: &str) -> String {
+    let topic = unique(prefix);
+    create_topics(&[&topic], 1).await;
     topic
+}
+
+/// A message's headers as text (a header without a value reads as empty), by name.
+pub fn text_headers<M: rdkafka::Message>(message: &M) -> std::collections::HashMap<String, String> {
+    use rdkafka::message::Headers;
+    message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -17,10 +17,8 @@ use std::time::{Duration, Instant};
 
 use outbox_testkit as support;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -37,7 +35,7 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
     let shipping_db = Db::create(&admin, &format!("{name}_shipping")).await;
     let order_topic = format!("{name}.Order");
     let shipment_topic = format!("{name}.Shipment");
-    create_topics(&[&order_topic, &shipment_topic]).await;
+    support::create_topics(&[&order_topic, &shipment_topic], PARTITIONS).await;
 
     let listen = free_local_addr();
     let mut orders = Command::new(env!("CARGO_BIN_EXE_orders"));
@@ -570,23 +568,6 @@ async fn post_order(addr: &str, n: i64) -> uuid::Uuid {
         .unwrap_or_else(|| panic!("no order id in {order}"))
 }
 
-async fn create_topics(topics: &[&str]) {
-    let brokers = support::kafka_brokers();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .expect("Kafka admin client");
-    let new: Vec<_> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
-        .collect();
-    let created = admin
-        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
-        .await
-        .unwrap_or_else(|e| panic!("Kafka at {brokers} did not create topics: {e}. Start it with `scripts/services up`."));
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
-}
-
 #[derive(Debug)]
 struct Received {
     topic: String,
@@ -669,19 +650,7 @@ impl Reader {
             else {
                 continue;
             };
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let headers = support::text_headers(&m);
             self.messages.push(Received {
                 topic: m.topic().to_owned(),
                 partition: m.partition(),

@@ -13,12 +13,10 @@ use std::time::{Duration, Instant};
 
 use outbox_core::{DomainEvent, Outbox, OutboxEvent, OutboxTable, WriteMode};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
-};
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_outbox-relay");
@@ -344,36 +342,9 @@ pub async fn set_max_message_bytes(topic: &str, bytes: usize) {
     }
 }
 
+/// `topics` with 4 partitions each.
 pub async fn create_topics(topics: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .create()
-        .expect("Kafka admin client");
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, 4, TopicReplication::Fixed(1)))
-        .collect();
-    let results = admin
-        .create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "Kafka at {} is unreachable: {e}. Start it with `scripts/services up`.",
-                kafka_brokers()
-            )
-        });
-    for r in results {
-        if let Err((topic, code)) = r {
-            assert_eq!(
-                code,
-                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
-                "creating {topic}"
-            );
-        }
-    }
+    outbox_testkit::create_topics(topics, 4).await;
 }
 
 /// One message read back from Kafka.
@@ -443,19 +414,7 @@ impl Reader {
                 continue;
             };
             let Ok(m) = next else { continue };
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let headers = outbox_testkit::text_headers(&m);
             self.messages.push(Received {
                 topic: m.topic().to_owned(),
                 partition: m.partition(),
