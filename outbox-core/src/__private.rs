@@ -240,7 +240,9 @@ fn is_postgres_pool<C: std::any::Any>(conn: &C) -> bool {
         matches!(
             conn.downcast_ref::<sea_orm::DatabaseConnection>()
                 .map(|db| &db.inner),
-            Some(sea_orm::DatabaseConnectionType::SqlxPostgresPoolConnection(_))
+            Some(sea_orm::DatabaseConnectionType::SqlxPostgresPoolConnection(
+                _
+            ))
         )
     }
     #[cfg(not(feature = "postgres"))]

@@ -324,7 +324,9 @@ fn literal_messages(prefix: &str, rows: &[OutboxEvent]) -> Result<Option<String>
         let Some(message) = typed(&json, "text") else {
             return Ok(None);
         };
-        sql.push_str(&format!("pg_logical_emit_message(true, {prefix}, {message})"));
+        sql.push_str(&format!(
+            "pg_logical_emit_message(true, {prefix}, {message})"
+        ));
     }
     Ok(Some(sql))
 }
@@ -382,7 +384,10 @@ mod tests {
         assert_eq!(quote("it's").as_deref(), Some("E'it''s'"));
         assert_eq!(quote("a\\'b").as_deref(), Some("E'a\\\\''b'"));
         assert_eq!(quote("$1 ? ::text").as_deref(), Some("E'$1 ? ::text'"));
-        assert_eq!(quote("tab\tnew\nline").as_deref(), Some("E'tab\tnew\nline'"));
+        assert_eq!(
+            quote("tab\tnew\nline").as_deref(),
+            Some("E'tab\tnew\nline'")
+        );
         assert_eq!(quote("nul\0"), None);
     }
 
@@ -446,17 +451,23 @@ mod tests {
     #[test]
     fn every_mode_has_its_batch() {
         let rows = rows(2);
-        let quoted = Outbox::new(OutboxTable::new("we\"ird")).with_mode(WriteMode::RemoveAfterInsert);
-        let batch = commit_batch(&quoted, &rows).expect("batch").expect("literals");
+        let quoted =
+            Outbox::new(OutboxTable::new("we\"ird")).with_mode(WriteMode::RemoveAfterInsert);
+        let batch = commit_batch(&quoted, &rows)
+            .expect("batch")
+            .expect("literals");
         assert!(batch.starts_with("INSERT INTO \"we\"\"ird\" "), "{batch}");
         assert!(
             batch.contains("; DELETE FROM \"we\"\"ird\" WHERE \"id\" IN ("),
             "{batch}"
         );
         assert!(batch.ends_with("; COMMIT; BEGIN"), "{batch}");
-        let batch = commit_batch(&Outbox::default().with_mode(WriteMode::logical_message()), &rows)
-            .expect("batch")
-            .expect("literals");
+        let batch = commit_batch(
+            &Outbox::default().with_mode(WriteMode::logical_message()),
+            &rows,
+        )
+        .expect("batch")
+        .expect("literals");
         assert!(
             batch.starts_with("SELECT pg_logical_emit_message(true, E'outbox'::text, E'{"),
             "{batch}"
