@@ -213,6 +213,8 @@ fn emit_messages(prefix: &str, rows: &[OutboxEvent]) -> Result<Statement, Error>
 ///
 /// Every value is a literal cast to the type the bound path sends (`uuid`, `text`, `int4`,
 /// `jsonb`, `timestamptz`), so the column types, the casts to them and the errors stay the same.
+/// One difference a user can see: sqlx's statement log (SeaORM's `sqlx_logging`) prints the
+/// batch with the event values in it, where the bound INSERT shows only `$1`, `$2`, ...
 pub(crate) fn commit_batch(outbox: &Outbox, rows: &[OutboxEvent]) -> Result<Option<String>, Error> {
     let backend = DbBackend::Postgres;
     if rows.is_empty() || rows.len() > rows_per_statement(backend, &outbox.mode) {
