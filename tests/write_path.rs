@@ -964,7 +964,7 @@ async fn write_note_to_a_missing_table(
 async fn one_connection_pool() -> (DatabaseConnection, DatabaseConnection) {
     let db = private_postgres_database().await;
     schema(&db).await;
-    let url = db
+    let name = db
         .query_one_raw(Statement::from_string(
             DbBackend::Postgres,
             "SELECT current_database() AS name",
@@ -976,7 +976,7 @@ async fn one_connection_pool() -> (DatabaseConnection, DatabaseConnection) {
         .unwrap();
     let base = support::database_url();
     let base = base.rsplit_once('/').map(|(base, _)| base).unwrap_or(&base);
-    let mut options = sea_orm::ConnectOptions::new(format!("{base}/{url}"));
+    let mut options = sea_orm::ConnectOptions::new(format!("{base}/{name}"));
     options.max_connections(1).min_connections(1);
     let pool = sea_orm::Database::connect(options).await.unwrap();
     (db, pool)
