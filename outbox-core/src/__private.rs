@@ -214,19 +214,19 @@ where
     C: std::any::Any,
 {
     let rows = events.into_rows()?;
-    if is_postgres_pool(conn) {
-        if let Some(batch) = crate::write::commit_batch(outbox, &rows)? {
-            txn.execute_unprepared(&batch)
-                .await
-                .map_err(|source| Error::Database {
-                    target: format!("{} (the events with the COMMIT)", outbox.table),
-                    source,
-                })?;
-            // Ends the empty transaction the batch reopened, without a round trip: see
-            // `commit_batch`.
-            drop(txn);
-            return Ok(());
-        }
+    if is_postgres_pool(conn)
+        && let Some(batch) = crate::write::commit_batch(outbox, &rows)?
+    {
+        txn.execute_unprepared(&batch)
+            .await
+            .map_err(|source| Error::Database {
+                target: format!("{} (the events with the COMMIT)", outbox.table),
+                source,
+            })?;
+        // Ends the empty transaction the batch reopened, without a round trip: see
+        // `commit_batch`.
+        drop(txn);
+        return Ok(());
     }
     crate::write::write_rows(&txn, outbox, &rows).await?;
     commit(txn).await
