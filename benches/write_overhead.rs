@@ -1,6 +1,10 @@
 //! P3, the write overhead of the outbox: the same business transaction (an order plus 3 lines)
 //! with and without `#[emits]`, with 1 and with 10 events, against the PostgreSQL of
-//! `scripts/services up`. Runs are interleaved (A, B, C, A, B, C, ...) so that the machine's
+//! `scripts/services up`. Two shapes of `#[emits]` function: on the caller's
+//! `&DatabaseTransaction` (the events are one INSERT of their own, before the caller's COMMIT),
+//! and on `&DatabaseConnection` (`#[emits]` begins the transaction, and the events travel with its
+//! COMMIT: one round trip for both). The baseline is the same for both: BEGIN, the order, its
+//! lines, COMMIT. Runs are interleaved (A, B, C, A, B, C, ...) so that the machine's
 //! noise hits all variants alike; the figure is the ratio of medians.
 //!
 //! `cargo bench --bench write_overhead [-- ITERATIONS]`
@@ -18,6 +22,8 @@ enum Variant {
     WithoutOutbox,
     OneEvent,
     TenEvents,
+    OneEventWithCommit,
+    TenEventsWithCommit,
 }
 
 async fn run_once(db: &DatabaseConnection, variant: Variant) -> Duration {
@@ -26,14 +32,24 @@ async fn run_once(db: &DatabaseConnection, variant: Variant) -> Duration {
         lines: shop::three_lines(),
     };
     let start = Instant::now();
-    let txn = db.begin().await.expect("begin");
     let result = match variant {
-        Variant::WithoutOutbox => shop::place_order_without_outbox(&txn, cmd).await,
-        Variant::OneEvent => shop::place_order(&txn, cmd).await,
-        Variant::TenEvents => shop::place_and_ship(&txn, cmd, 9).await,
+        // `#[emits]` begins and commits the transaction itself.
+        Variant::OneEventWithCommit => shop::place_order_on_pool(db, cmd).await,
+        Variant::TenEventsWithCommit => shop::place_and_ship_on_pool(db, cmd, 9).await,
+        // The caller's transaction.
+        Variant::WithoutOutbox | Variant::OneEvent | Variant::TenEvents => {
+            let txn = db.begin().await.expect("begin");
+            let result = match variant {
+                Variant::OneEvent => shop::place_order(&txn, cmd).await,
+                Variant::TenEvents => shop::place_and_ship(&txn, cmd, 9).await,
+                _ => shop::place_order_without_outbox(&txn, cmd).await,
+            };
+            result.expect("the business transaction");
+            txn.commit().await.expect("commit");
+            return start.elapsed();
+        }
     };
     result.expect("the business transaction");
-    txn.commit().await.expect("commit");
     start.elapsed()
 }
 
@@ -56,6 +72,8 @@ async fn main() {
         Variant::WithoutOutbox,
         Variant::OneEvent,
         Variant::TenEvents,
+        Variant::OneEventWithCommit,
+        Variant::TenEventsWithCommit,
     ];
     // Warm up connections, plans and caches.
     for _ in 0..100 {

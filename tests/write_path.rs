@@ -915,3 +915,219 @@ on_every_backend!(
     mariadb_outbox_table_has_a_database_assigned_sequence,
     sqlite_outbox_table_keeps_its_rowid
 );
+
+/// An event whose key and text are whatever the caller passes, hostile SQL included.
+#[derive(Clone, Debug, serde::Serialize, outbox::DomainEvent)]
+#[domain_event(aggregate = "Note", version = 3)]
+struct NoteWritten {
+    #[domain_event(aggregate_id)]
+    key: String,
+    text: String,
+}
+
+/// The shape of SeaORM's example services: `#[emits]` begins the transaction on the pool, and on
+/// PostgreSQL sends the events with its COMMIT.
+#[outbox::emits(NoteWritten)]
+async fn write_note(
+    db: &DatabaseConnection,
+    events: &mut outbox::Events,
+    key: &str,
+    text: &str,
+) -> Result<Uuid, ShopError> {
+    let order = shop::place_order_without_outbox(db, order(77)).await?;
+    events.record(NoteWritten {
+        key: key.to_owned(),
+        text: text.to_owned(),
+    });
+    Ok(order.id)
+}
+
+static MISSING_OUTBOX: std::sync::LazyLock<Outbox> =
+    std::sync::LazyLock::new(|| Outbox::new(OutboxTable::new("no_such_outbox_table")));
+
+#[outbox::emits(NoteWritten, outbox = &*MISSING_OUTBOX)]
+async fn write_note_to_a_missing_table(
+    db: &DatabaseConnection,
+    events: &mut outbox::Events,
+    key: &str,
+) -> Result<Uuid, ShopError> {
+    let order = shop::place_order_without_outbox(db, order(78)).await?;
+    events.record(NoteWritten {
+        key: key.to_owned(),
+        text: String::new(),
+    });
+    Ok(order.id)
+}
+
+/// A private database (for `pg_stat_statements`) through a pool of ONE connection, so that what
+/// follows a call runs on the very connection the call committed on.
+async fn one_connection_pool() -> (DatabaseConnection, DatabaseConnection) {
+    let db = private_postgres_database().await;
+    schema(&db).await;
+    let name = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT current_database() AS name",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "name")
+        .unwrap();
+    let base = support::database_url();
+    let base = base.rsplit_once('/').map(|(base, _)| base).unwrap_or(&base);
+    let mut options = sea_orm::ConnectOptions::new(format!("{base}/{name}"));
+    options.max_connections(1).min_connections(1);
+    let pool = sea_orm::Database::connect(options).await.unwrap();
+    (db, pool)
+}
+
+/// After a call, the pool's one connection is outside any transaction: an autocommit statement on
+/// it is visible at once from another connection.
+async fn assert_next_statement_autocommits(pool: &DatabaseConnection, other: &DatabaseConnection) {
+    let id = Uuid::now_v7();
+    shop::order::ActiveModel {
+        id: Set(id),
+        customer_id: Set(1),
+        total_cents: Set(0),
+        status: Set("probe".into()),
+    }
+    .insert(pool)
+    .await
+    .expect("an autocommit statement after the call");
+    assert!(
+        shop::order::Entity::find_by_id(id)
+            .one(other)
+            .await
+            .unwrap()
+            .is_some(),
+        "the statement after the call committed on its own: the connection was not left in a \
+         transaction"
+    );
+}
+
+/// Item 3 of issue 15: on `&DatabaseConnection`, the events travel with the COMMIT as literals.
+/// Every value arrives byte-exact, hostile SQL included, the write is the literal batch (not the
+/// bound INSERT), and the pooled connection is clean afterwards.
+#[tokio::test]
+async fn events_sent_with_the_commit_arrive_exactly_and_leave_the_connection_clean() {
+    let (db, pool) = one_connection_pool().await;
+    let hostile = [
+        "'); DELETE FROM outbox; --",
+        "\\'; SELECT pg_sleep(10); --",
+        "E'\\x41' $1 $$ ? :name ::text",
+        "ünï\ncode\t\r\u{1F980} \"quoted\"",
+        "\\",
+        "''",
+        "",
+    ];
+    for (i, text) in hostile.iter().enumerate() {
+        let key = format!("{}-{i}-{text}", support::unique("note"));
+        let before = unix_micros();
+        let order_id = write_note(&pool, &key, text).await.expect("write the note");
+        let after = unix_micros();
+        let rows = outbox_rows(&db, "outbox", &key).await;
+        assert_eq!(rows.len(), 1, "one event for {text:?}");
+        let row = &rows[0];
+        assert_eq!(row.aggregate_id, key);
+        assert_eq!(row.aggregate_type, "Note");
+        assert_eq!(row.event_type, "NoteWritten");
+        assert_eq!(row.schema_version, Some(3));
+        assert_eq!(row.payload, json!({"key": key, "text": text}));
+        Uuid::parse_str(&row.id).expect("a uuid id");
+        let ts: DateTimeUtc = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT \"timestamp\" AS ts FROM outbox WHERE id = $1::uuid",
+                [row.id.clone().into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "ts")
+            .unwrap();
+        assert!(
+            before <= ts.timestamp_micros() && ts.timestamp_micros() <= after,
+            "timestamp {ts} between {before} and {after}: {}",
+            row.timestamp
+        );
+        assert!(
+            shop::order::Entity::find_by_id(order_id)
+                .one(&db)
+                .await
+                .unwrap()
+                .is_some(),
+            "the order committed with its event"
+        );
+        assert_next_statement_autocommits(&pool, &db).await;
+    }
+    let outbox_intact: i64 = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM outbox WHERE aggregatetype = 'Note'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    assert_eq!(outbox_intact, hostile.len() as i64, "nothing was deleted");
+
+    // The events went as the literal batch, never as the bound INSERT.
+    let inserts: Vec<String> = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT query FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND query LIKE 'INSERT INTO \"outbox\"%'",
+        ))
+        .await
+        .expect("pg_stat_statements")
+        .iter()
+        .map(|r| r.try_get("", "query").unwrap())
+        .collect();
+    assert!(!inserts.is_empty(), "the events' INSERT was recorded");
+    assert!(
+        inserts.iter().all(|q| q.contains("::uuid")),
+        "every events' INSERT is the literal one sent with the COMMIT: {inserts:?}"
+    );
+}
+
+/// When the events' INSERT fails inside the batch, nothing after it runs: the order rolls back,
+/// the error names the outbox table, and the pooled connection is clean afterwards.
+#[tokio::test]
+async fn a_failed_insert_sent_with_the_commit_rolls_back_the_business_rows() {
+    let (db, pool) = one_connection_pool().await;
+    let key = support::unique("note_missing");
+    let err = write_note_to_a_missing_table(&pool, &key)
+        .await
+        .expect_err("the outbox table does not exist");
+    let message = err.to_string();
+    assert!(
+        message.contains("no_such_outbox_table") && message.contains("does not exist"),
+        "{message}"
+    );
+    let orders: i64 = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM orders WHERE customer_id = 78",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    assert_eq!(orders, 0, "the order rolled back with its failed event");
+    assert_next_statement_autocommits(&pool, &db).await;
+    // And the next call on the same connection commits normally.
+    let ok = support::unique("note_after");
+    write_note(&pool, &ok, "after").await.expect("write after");
+    assert_eq!(outbox_rows(&db, "outbox", &ok).await.len(), 1);
+}
+
+fn unix_micros() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970");
+    i64::try_from(since.as_micros()).expect("microseconds fit in i64")
+}

@@ -9,7 +9,7 @@
 
 use outbox::{DomainEvent, Events, emits};
 use sea_orm::entity::prelude::*;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, Schema};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction, Schema};
 use serde::Serialize;
 
 pub mod order {
@@ -254,6 +254,47 @@ pub async fn place_and_ship(
     extra: usize,
 ) -> Result<order::Model, ShopError> {
     let order = insert_order(txn, &cmd).await?;
+    events.record(OrderCreated {
+        order_id: order.id,
+        customer_id: cmd.customer_id,
+        lines: cmd.lines,
+    });
+    for i in 0..extra {
+        events.record(OrderEvent::Shipped {
+            id: order.id,
+            carrier: format!("carrier-{i}"),
+        });
+    }
+    Ok(order)
+}
+
+/// `place_order` on the pool, the shape of SeaORM's example services: `#[emits]` begins the
+/// transaction and commits it with the events (on PostgreSQL the events travel with the COMMIT,
+/// so they cost no round trip of their own).
+#[emits(OrderCreated)]
+pub async fn place_order_on_pool(
+    db: &DatabaseConnection,
+    events: &mut Events,
+    cmd: PlaceOrder,
+) -> Result<order::Model, ShopError> {
+    let order = insert_order(db, &cmd).await?;
+    events.record(OrderCreated {
+        order_id: order.id,
+        customer_id: cmd.customer_id,
+        lines: cmd.lines,
+    });
+    Ok(order)
+}
+
+/// `place_and_ship` on the pool: the 10-event case with the events sent with the COMMIT.
+#[emits(OrderCreated, OrderEvent)]
+pub async fn place_and_ship_on_pool(
+    db: &DatabaseConnection,
+    events: &mut Events,
+    cmd: PlaceOrder,
+    extra: usize,
+) -> Result<order::Model, ShopError> {
+    let order = insert_order(db, &cmd).await?;
     events.record(OrderCreated {
         order_id: order.id,
         customer_id: cmd.customer_id,

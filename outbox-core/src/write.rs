@@ -196,9 +196,147 @@ fn emit_messages(prefix: &str, rows: &[OutboxEvent]) -> Result<Statement, Error>
     ))
 }
 
+/// PostgreSQL, when `#[emits]` began the transaction itself: the events' statement and the
+/// COMMIT as **one** simple-query batch, so the events cost no round trip of their own.
+///
+/// `None` when the events must take the ordinary path instead (bound parameters, then a COMMIT of
+/// its own): no events; another backend; more events than one statement carries; or a value the
+/// batch cannot carry as a literal (a NUL character, which the bound path reports as the database's
+/// own error).
+///
+/// The batch is `<events>; COMMIT; BEGIN`. PostgreSQL runs a simple-query batch statement by
+/// statement and stops at the first error, so the events and the business rows commit together
+/// or not at all, exactly as with a separate COMMIT. The closing `BEGIN` leaves the connection in
+/// the (empty) transaction that sqlx's bookkeeping still counts: dropping SeaORM's transaction then
+/// queues sqlx's ROLLBACK of it, which ends it without a round trip of its own and without a
+/// "no transaction in progress" warning. An empty transaction takes no snapshot and no xid.
+///
+/// Every value is a literal cast to the type the bound path sends (`uuid`, `text`, `int4`,
+/// `jsonb`, `timestamptz`), so the column types, the casts to them and the errors stay the same.
+/// One difference a user can see: sqlx's statement log (SeaORM's `sqlx_logging`) prints the
+/// batch with the event values in it, where the bound INSERT shows only `$1`, `$2`, ...
+pub(crate) fn commit_batch(outbox: &Outbox, rows: &[OutboxEvent]) -> Result<Option<String>, Error> {
+    let backend = DbBackend::Postgres;
+    if rows.is_empty() || rows.len() > rows_per_statement(backend, &outbox.mode) {
+        return Ok(None);
+    }
+    outbox.table.validate()?;
+    let events = match &outbox.mode {
+        WriteMode::Insert => literal_insert(outbox, rows),
+        WriteMode::RemoveAfterInsert => literal_insert(outbox, rows).and_then(|insert| {
+            literal_delete(outbox, rows).map(|delete| format!("{insert}; {delete}"))
+        }),
+        WriteMode::LogicalMessage { prefix } => literal_messages(prefix, rows)?,
+    };
+    Ok(events.map(|events| format!("{events}; COMMIT; BEGIN")))
+}
+
+/// `s` as a PostgreSQL escape-string literal, `E'...'`: backslashes and quotes doubled, nothing
+/// else special, whatever `standard_conforming_strings` says (sqlx connects with
+/// `client_encoding` UTF8, so no multibyte sequence can hide a quote). `None` for a NUL, which no
+/// PostgreSQL string can hold and which would end the query message early.
+fn quote(s: &str) -> Option<String> {
+    if s.contains('\0') {
+        return None;
+    }
+    let mut literal = String::with_capacity(s.len() + 3);
+    literal.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\\' => literal.push_str("\\\\"),
+            '\'' => literal.push_str("''"),
+            c => literal.push(c),
+        }
+    }
+    literal.push('\'');
+    Some(literal)
+}
+
+fn typed(s: &str, ty: &str) -> Option<String> {
+    quote(s).map(|literal| format!("{literal}::{ty}"))
+}
+
+fn optional_text(s: Option<&str>) -> Option<String> {
+    match s {
+        Some(s) => typed(s, "text"),
+        None => Some("NULL::text".to_owned()),
+    }
+}
+
+/// The literal columns of one row, in [`COLUMNS`] order.
+fn literal_row(row: &OutboxEvent) -> Option<[String; 8]> {
+    use chrono::SecondsFormat;
+    Some([
+        typed(&row.id.hyphenated().to_string(), "uuid")?,
+        typed(&row.aggregate_type, "text")?,
+        typed(&row.aggregate_id, "text")?,
+        typed(&row.event_type, "text")?,
+        match row.schema_version {
+            Some(version) => format!("{version}::int4"),
+            None => "NULL::int4".to_owned(),
+        },
+        typed(&row.payload.to_string(), "jsonb")?,
+        // Microseconds, truncated, as sqlx encodes a bound `timestamptz`.
+        typed(
+            &row.timestamp.to_rfc3339_opts(SecondsFormat::Micros, true),
+            "timestamptz",
+        )?,
+        optional_text(row.tracing_span_context.as_deref())?,
+    ])
+}
+
+fn literal_insert(outbox: &Outbox, rows: &[OutboxEvent]) -> Option<String> {
+    let mut query = Query::insert();
+    query
+        .into_table(outbox.table.table_ref())
+        .columns(COLUMNS.map(Alias::new));
+    for row in rows {
+        query.values_panic(literal_row(row)?.map(Expr::cust));
+    }
+    Some(DbBackend::Postgres.build(&query).sql)
+}
+
+fn literal_delete(outbox: &Outbox, rows: &[OutboxEvent]) -> Option<String> {
+    let ids = rows
+        .iter()
+        .map(|row| typed(&row.id.hyphenated().to_string(), "uuid").map(Expr::cust))
+        .collect::<Option<Vec<_>>>()?;
+    let query = Query::delete()
+        .from_table(outbox.table.table_ref())
+        .and_where(Expr::col(Alias::new("id")).is_in(ids))
+        .to_owned();
+    Some(DbBackend::Postgres.build(&query).sql)
+}
+
+/// As [`emit_messages`], with literals.
+fn literal_messages(prefix: &str, rows: &[OutboxEvent]) -> Result<Option<String>, Error> {
+    let Some(prefix) = typed(prefix, "text") else {
+        return Ok(None);
+    };
+    let mut sql = String::from("SELECT ");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let json = serde_json::to_string(row).map_err(|source| Error::Serialize {
+            aggregate_type: row.aggregate_type.clone(),
+            event_type: row.event_type.clone(),
+            source,
+        })?;
+        let Some(message) = typed(&json, "text") else {
+            return Ok(None);
+        };
+        sql.push_str(&format!(
+            "pg_logical_emit_message(true, {prefix}, {message})"
+        ));
+    }
+    Ok(Some(sql))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::OutboxTable;
 
     fn rows(n: usize) -> Vec<OutboxEvent> {
         (0..n)
@@ -241,5 +379,101 @@ mod tests {
             statement.sql.matches("pg_logical_emit_message(").count(),
             MAX_TARGET_LIST_ENTRIES
         );
+    }
+
+    #[test]
+    fn a_literal_doubles_quotes_and_backslashes_and_refuses_a_nul() {
+        assert_eq!(quote("it's").as_deref(), Some("E'it''s'"));
+        assert_eq!(quote("a\\'b").as_deref(), Some("E'a\\\\''b'"));
+        assert_eq!(quote("$1 ? ::text").as_deref(), Some("E'$1 ? ::text'"));
+        assert_eq!(
+            quote("tab\tnew\nline").as_deref(),
+            Some("E'tab\tnew\nline'")
+        );
+        assert_eq!(quote("nul\0"), None);
+    }
+
+    /// Every quote inside a literal is doubled, so a literal ends only at its closing quote:
+    /// scanning the batch, quotes outside the literals are exactly the literals' delimiters.
+    #[test]
+    fn a_hostile_value_stays_inside_its_literal() {
+        let hostile = "x'); DELETE FROM outbox; --\\'";
+        let rows = vec![OutboxEvent::new(
+            "Order",
+            hostile,
+            "OrderCreated",
+            Some(2),
+            serde_json::json!({ "note": hostile }),
+        )];
+        let batch = commit_batch(&Outbox::default(), &rows)
+            .expect("batch")
+            .expect("literals");
+        // Strip the literals; what is left is the statement skeleton.
+        let mut skeleton = String::new();
+        let mut chars = batch.chars().peekable();
+        let mut in_literal = false;
+        while let Some(c) = chars.next() {
+            match (in_literal, c) {
+                (false, 'E') if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    in_literal = true;
+                    skeleton.push('L');
+                }
+                (true, '\\') => {
+                    chars.next();
+                }
+                (true, '\'') if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                }
+                (true, '\'') => in_literal = false,
+                (true, _) => {}
+                (false, c) => skeleton.push(c),
+            }
+        }
+        assert!(!in_literal, "every literal is closed: {batch}");
+        assert_eq!(
+            skeleton,
+            "INSERT INTO \"outbox\" (\"id\", \"aggregatetype\", \"aggregateid\", \"type\", \
+             \"schemaversion\", \"payload\", \"timestamp\", \"tracingspancontext\") VALUES \
+             (L::uuid, L::text, L::text, L::text, 2::int4, L::jsonb, L::timestamptz, NULL::text); \
+             COMMIT; BEGIN"
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_a_literal_takes_the_bound_path() {
+        let outbox = Outbox::default();
+        assert!(commit_batch(&outbox, &[]).expect("no events").is_none());
+        let nul = OutboxEvent::new("Order", "a\0b", "OrderCreated", None, "{}".into());
+        assert!(commit_batch(&outbox, &[nul]).expect("a NUL").is_none());
+        let too_many = rows(rows_per_statement(DbBackend::Postgres, &WriteMode::Insert) + 1);
+        assert!(commit_batch(&outbox, &too_many).expect("many").is_none());
+    }
+
+    #[test]
+    fn every_mode_has_its_batch() {
+        let rows = rows(2);
+        let quoted =
+            Outbox::new(OutboxTable::new("we\"ird")).with_mode(WriteMode::RemoveAfterInsert);
+        let batch = commit_batch(&quoted, &rows)
+            .expect("batch")
+            .expect("literals");
+        assert!(batch.starts_with("INSERT INTO \"we\"\"ird\" "), "{batch}");
+        assert!(
+            batch.contains("; DELETE FROM \"we\"\"ird\" WHERE \"id\" IN ("),
+            "{batch}"
+        );
+        assert!(batch.ends_with("; COMMIT; BEGIN"), "{batch}");
+        let batch = commit_batch(
+            &Outbox::default().with_mode(WriteMode::logical_message()),
+            &rows,
+        )
+        .expect("batch")
+        .expect("literals");
+        assert!(
+            batch.starts_with("SELECT pg_logical_emit_message(true, E'outbox'::text, E'{"),
+            "{batch}"
+        );
+        assert_eq!(batch.matches("pg_logical_emit_message(").count(), 2);
     }
 }

@@ -10,7 +10,8 @@
 //! - `&DatabaseConnection`, `&DbConn`, `&C` with `C: TransactionTrait`, or `autocommit`: one that
 //!   #[emits] begins before the body (SeaORM makes it a SAVEPOINT when `C` is a transaction) and
 //!   commits after the events; the body sees it under the parameter's name, and on any `Err` it is
-//!   dropped, which rolls it back;
+//!   dropped, which rolls it back; on `&DatabaseConnection` the transaction is top-level, and the
+//!   events are written with its COMMIT (`__private::flush_and_commit`);
 //! - `&C` with only `C: ConnectionTrait`: that one, refused at run time before the body when it
 //!   is not inside a transaction.
 //!
@@ -118,6 +119,10 @@ pub fn service(function: &Function, args: &Args) -> TokenStream {
             ConnectionKind::Autocommit | ConnectionKind::Generic { can_begin: true }
         );
 
+    // A transaction begun on `&DatabaseConnection` is top-level, so its COMMIT may carry the
+    // events (one round trip for both, on PostgreSQL); a generic `C` may be a transaction, whose
+    // `begin` is a SAVEPOINT, so it keeps the separate write and release.
+    let top_level = begins && connection.kind == ConnectionKind::Autocommit;
     let (prologue, rebind, target, commit) = if begins {
         (
             quote! {
@@ -165,6 +170,24 @@ pub fn service(function: &Function, args: &Args) -> TokenStream {
     } else {
         quote!(async move #block.await)
     };
+    let finish = if top_level {
+        quote! {
+            if let ::core::result::Result::Err(#error) =
+                #krate::__private::flush_and_commit(#conn, #txn, #outbox, #events).await
+            {
+                return #fail(#error);
+            }
+        }
+    } else {
+        quote! {
+            if let ::core::result::Result::Err(#error) =
+                #krate::__private::flush(#target, #outbox, #events).await
+            {
+                return #fail(#error);
+            }
+            #commit
+        }
+    };
     let steps = quote! {
         #prologue
         let mut #events = #krate::__private::collector::<#declared>();
@@ -174,12 +197,7 @@ pub fn service(function: &Function, args: &Args) -> TokenStream {
             #run_body
         };
         if #is_ok(&#result) {
-            if let ::core::result::Result::Err(#error) =
-                #krate::__private::flush(#target, #outbox, #events).await
-            {
-                return #fail(#error);
-            }
-            #commit
+            #finish
         }
         #result
     };
