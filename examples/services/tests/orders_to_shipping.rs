@@ -29,6 +29,19 @@ const WAIT: Duration = Duration::from_secs(300);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
+    orders_to_shipping("at-least-once").await;
+}
+
+/// The same with both relays in exactly-once mode: a read_committed consumer sees every event
+/// once, across the kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_once_relays_show_a_read_committed_consumer_no_duplicates() {
+    orders_to_shipping("exactly-once").await;
+}
+
+/// Posts [`ORDERS`] orders while the relays (in `delivery` mode) are SIGKILLed twice and
+/// shipping once, then checks both databases and both topics.
+async fn orders_to_shipping(delivery: &'static str) {
     let name = support::unique("e2e");
     let admin = support::postgres().await;
     let orders_db = Db::create(&admin, &format!("{name}_orders")).await;
@@ -74,8 +87,8 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
     )
     .await;
 
-    let order_relay = Relay::setup(&name, "orders", &orders_db);
-    let shipping_relay = Relay::setup(&name, "shipping", &shipping_db);
+    let order_relay = Relay::setup(&name, "orders", &orders_db, delivery);
+    let shipping_relay = Relay::setup(&name, "shipping", &shipping_db, delivery);
     let mut relays = [order_relay.start(), shipping_relay.start()];
 
     // Post from several clients while the relays and the consumer are killed under them.
@@ -260,7 +273,7 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
         events.len() - events.iter().map(|m| m.id()).collect::<HashSet<_>>().len()
     };
     println!(
-        "read_committed consumer, at-least-once relays SIGKILLed twice, shipping SIGKILLed once: \
+        "read_committed consumer, {delivery} relays SIGKILLed twice, shipping SIGKILLed once: \
          OrderCreated {} messages, {} distinct, {} duplicates; ShipmentCreated {} messages, {} \
          distinct, {} duplicates; shipments in the database {}, one per order",
         order_events.len(),
@@ -271,6 +284,14 @@ async fn orders_reach_shipping_once_across_relay_and_consumer_crashes() {
         duplicates(&shipment_events),
         shipments.len(),
     );
+    if delivery == "exactly-once" {
+        assert_eq!(duplicates(&order_events), 0, "OrderCreated duplicates");
+        assert_eq!(
+            duplicates(&shipment_events),
+            0,
+            "ShipmentCreated duplicates"
+        );
+    }
 
     for p in [orders, shipping].iter_mut().chain(relays.iter_mut()) {
         let status = p.terminate(Duration::from_secs(30));
@@ -335,15 +356,18 @@ async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
 /// run leaves no slot holding WAL); declare it before its processes, which must be gone first.
 struct Relay {
     slot: String,
+    /// `at-least-once` or `exactly-once`.
+    delivery: &'static str,
     topic: String,
     url: String,
     torn_down: bool,
 }
 
 impl Relay {
-    fn setup(run: &str, service: &str, db: &Db) -> Relay {
+    fn setup(run: &str, service: &str, db: &Db, delivery: &'static str) -> Relay {
         let relay = Relay {
             slot: format!("{run}_{service}"),
+            delivery,
             topic: format!("{run}.${{routedByValue}}"),
             url: db.url.clone(),
             torn_down: false,
@@ -376,6 +400,8 @@ impl Relay {
                 &self.topic,
                 "--placement",
                 "type:header:eventType",
+                "--delivery",
+                self.delivery,
             ])
             .env("DATABASE_URL", &self.url)
             .env("KAFKA_BROKERS", support::kafka_brokers())
