@@ -1018,11 +1018,22 @@ impl Config {
                     .unwrap_or_default(),
                 self.source.table
             ),
-            SourceKind::Binlog => format!(
-                "outbox-relay.binlog.{}",
-                crate::source::binlog::position_key_of(self)
-            ),
+            SourceKind::Binlog => format!("outbox-relay.binlog.{}", self.binlog_position_key()),
         }
+    }
+
+    /// The `binlog` source's row in its position table: `source.binlog.position_key`, else
+    /// `<schema>.<table>`, the schema defaulting to the database of the URL.
+    pub fn binlog_position_key(&self) -> String {
+        if let Some(key) = &self.source.binlog.position_key {
+            return key.clone();
+        }
+        let schema = self.source.schema.clone().unwrap_or_else(|| {
+            crate::connection::MySqlTarget::parse(self.database_url.as_deref().unwrap_or_default())
+                .map(|t| t.database)
+                .unwrap_or_default()
+        });
+        format!("{schema}.{}", self.source.table)
     }
 
     /// How long a stop (or a failed session) waits for the events in flight to be acknowledged

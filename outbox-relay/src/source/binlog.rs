@@ -659,15 +659,7 @@ impl Connector for BinlogConnector {
 /// `config` (`source.binlog.position_key`, else `<schema>.<table>`, the schema defaulting to
 /// the URL's database): the relay's identity.
 pub fn position_key_of(config: &Config) -> String {
-    if let Some(key) = &config.source.binlog.position_key {
-        return key.clone();
-    }
-    let schema = config.source.schema.clone().unwrap_or_else(|| {
-        MySqlTarget::parse(config.database_url.as_deref().unwrap_or_default())
-            .map(|t| t.database)
-            .unwrap_or_default()
-    });
-    format!("{schema}.{}", config.source.table)
+    config.binlog_position_key()
 }
 
 /// The GTID of the transaction being read, applied to the position at its end.
