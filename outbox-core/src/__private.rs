@@ -198,7 +198,7 @@ pub async fn commit<T: TransactionSession>(txn: T) -> Result<(), Error> {
 
 /// `#[emits]` on `&DatabaseConnection` (or `&DbConn`), which began a top-level transaction for
 /// the body: writes the events and commits. On a PostgreSQL pool the events travel **with** the
-/// COMMIT, one round trip for both (see [`crate::write::commit_batch`]); everywhere else (other
+/// COMMIT, one round trip for both (see `write::commit_batch`); everywhere else (other
 /// backends, SeaORM's mock and proxy connections, events that need bound parameters) it is
 /// [`flush`] then [`commit`].
 ///
