@@ -3,6 +3,8 @@
 //! one statement can carry (8,191 rows on PostgreSQL and MySQL, 4,095 on SQLite, 1,664 logical
 //! messages) is split into several statements, in recording order, and only inside a transaction.
 
+use std::convert::Infallible;
+
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 
@@ -72,24 +74,22 @@ where
         target: target.clone(),
         source,
     };
+    let bound = Bound::new(backend);
     // In recording order: chunk after chunk, row after row within each statement.
     for chunk in rows.chunks(per_statement) {
         match &outbox.mode {
             WriteMode::Insert => {
-                conn.execute_raw(insert(backend, outbox, chunk))
-                    .await
-                    .map_err(db)?;
+                let Ok(insert) = insert(&bound, outbox, chunk);
+                conn.execute_raw(insert).await.map_err(db)?;
             }
             WriteMode::RemoveAfterInsert => {
-                conn.execute_raw(insert(backend, outbox, chunk))
-                    .await
-                    .map_err(db)?;
-                conn.execute_raw(delete(backend, outbox, chunk))
-                    .await
-                    .map_err(db)?;
+                let Ok(insert) = insert(&bound, outbox, chunk);
+                conn.execute_raw(insert).await.map_err(db)?;
+                let Ok(delete) = delete(&bound, outbox, chunk);
+                conn.execute_raw(delete).await.map_err(db)?;
             }
             WriteMode::LogicalMessage { prefix } => {
-                conn.execute_raw(emit_messages(prefix, chunk)?)
+                conn.execute_raw(bound_messages(prefix, chunk)?)
                     .await
                     .map_err(|source| Error::Database {
                         target: "pg_logical_emit_message".into(),
@@ -130,27 +130,65 @@ pub(crate) fn rows_per_statement(backend: DbBackend, mode: &WriteMode) -> usize 
     }
 }
 
-/// The id as the column type of each backend: `uuid` on PostgreSQL, its text form elsewhere.
-fn id_value(backend: DbBackend, row: &OutboxEvent) -> Value {
-    match backend {
-        DbBackend::Postgres => row.id.into(),
-        _ => row.id.to_string().into(),
+/// How a statement carries the events' values: as bound parameters (the ordinary write, on every
+/// backend), or as PostgreSQL literals in its text (the batch sent with the COMMIT, a simple query,
+/// which carries no parameters). Each statement has one builder, generic over the form, so the two
+/// forms cannot drift apart: the same columns, in the same order, of the same types.
+trait ValueForm {
+    /// Why a value cannot take this form; a bound value always can.
+    type Refusal;
+
+    fn backend(&self) -> DbBackend;
+
+    /// The values of one row, in [`COLUMNS`] order.
+    fn row(&self, row: &OutboxEvent) -> Result<[Expr; COLUMNS.len()], Self::Refusal>;
+
+    /// The id, as the `id` column holds it.
+    fn id(&self, row: &OutboxEvent) -> Result<Expr, Self::Refusal>;
+
+    /// A `text` value of a statement written by hand: the next `$n`, or the literal.
+    fn text(&mut self, text: String) -> Result<String, Self::Refusal>;
+}
+
+/// Bound parameters, typed as each backend's columns are.
+struct Bound {
+    backend: DbBackend,
+    /// The values of a statement written by hand, `$1` first.
+    values: Vec<Value>,
+}
+
+impl Bound {
+    fn new(backend: DbBackend) -> Self {
+        Bound {
+            backend,
+            values: Vec::new(),
+        }
+    }
+
+    /// The id as the column type of each backend: `uuid` on PostgreSQL, its text form elsewhere.
+    fn id_value(&self, row: &OutboxEvent) -> Value {
+        match self.backend {
+            DbBackend::Postgres => row.id.into(),
+            _ => row.id.to_string().into(),
+        }
     }
 }
 
-fn insert(backend: DbBackend, outbox: &Outbox, rows: &[OutboxEvent]) -> Statement {
-    let mut query = Query::insert();
-    query
-        .into_table(outbox.table.table_ref())
-        .columns(COLUMNS.map(Alias::new));
-    for row in rows {
-        let payload: Value = match backend {
+impl ValueForm for Bound {
+    type Refusal = Infallible;
+
+    fn backend(&self) -> DbBackend {
+        self.backend
+    }
+
+    fn row(&self, row: &OutboxEvent) -> Result<[Expr; COLUMNS.len()], Infallible> {
+        let payload: Value = match self.backend {
             DbBackend::Postgres => row.payload.clone().into(),
             // MySQL's JSON and SQLite's TEXT take the JSON text.
             _ => row.payload.to_string().into(),
         };
-        query.values_panic([
-            Expr::val(id_value(backend, row)),
+        Ok([
+            Expr::val(self.id_value(row)),
             Expr::val(row.aggregate_type.as_str()),
             Expr::val(row.aggregate_id.as_str()),
             Expr::val(row.event_type.as_str()),
@@ -158,41 +196,151 @@ fn insert(backend: DbBackend, outbox: &Outbox, rows: &[OutboxEvent]) -> Statemen
             Expr::val(payload),
             Expr::val(row.timestamp),
             Expr::val(row.tracing_span_context.clone()),
-        ]);
+        ])
     }
-    backend.build(&query)
+
+    fn id(&self, row: &OutboxEvent) -> Result<Expr, Infallible> {
+        Ok(Expr::val(self.id_value(row)))
+    }
+
+    fn text(&mut self, text: String) -> Result<String, Infallible> {
+        self.values.push(text.into());
+        Ok(format!("${}", self.values.len()))
+    }
 }
 
-fn delete(backend: DbBackend, outbox: &Outbox, rows: &[OutboxEvent]) -> Statement {
+/// PostgreSQL literals, each cast to the type the bound form sends (`uuid`, `text`, `int4`,
+/// `jsonb`, `timestamptz`), so the column types, the casts to them and the errors stay the same.
+struct Literal;
+
+/// A value that no PostgreSQL literal can hold: a NUL character (see [`quote`]).
+struct NotALiteral;
+
+impl ValueForm for Literal {
+    type Refusal = NotALiteral;
+
+    fn backend(&self) -> DbBackend {
+        DbBackend::Postgres
+    }
+
+    fn row(&self, row: &OutboxEvent) -> Result<[Expr; COLUMNS.len()], NotALiteral> {
+        use chrono::SecondsFormat;
+        Ok([
+            self.id(row)?,
+            typed(&row.aggregate_type, "text")?,
+            typed(&row.aggregate_id, "text")?,
+            typed(&row.event_type, "text")?,
+            Expr::cust(match row.schema_version {
+                Some(version) => format!("{version}::int4"),
+                None => "NULL::int4".to_owned(),
+            }),
+            typed(&row.payload.to_string(), "jsonb")?,
+            // Microseconds, truncated, as sqlx encodes a bound `timestamptz`.
+            typed(
+                &row.timestamp.to_rfc3339_opts(SecondsFormat::Micros, true),
+                "timestamptz",
+            )?,
+            match row.tracing_span_context.as_deref() {
+                Some(context) => typed(context, "text")?,
+                None => Expr::cust("NULL::text"),
+            },
+        ])
+    }
+
+    fn id(&self, row: &OutboxEvent) -> Result<Expr, NotALiteral> {
+        typed(&row.id.hyphenated().to_string(), "uuid")
+    }
+
+    fn text(&mut self, text: String) -> Result<String, NotALiteral> {
+        quote(&text)
+            .map(|literal| format!("{literal}::text"))
+            .ok_or(NotALiteral)
+    }
+}
+
+/// `s` as a literal of type `ty`.
+fn typed(s: &str, ty: &str) -> Result<Expr, NotALiteral> {
+    quote(s)
+        .map(|literal| Expr::cust(format!("{literal}::{ty}")))
+        .ok_or(NotALiteral)
+}
+
+/// The events' multi-row INSERT, in recording order.
+fn insert<F: ValueForm>(
+    form: &F,
+    outbox: &Outbox,
+    rows: &[OutboxEvent],
+) -> Result<Statement, F::Refusal> {
+    let mut query = Query::insert();
+    query
+        .into_table(outbox.table.table_ref())
+        .columns(COLUMNS.map(Alias::new));
+    for row in rows {
+        query.values_panic(form.row(row)?);
+    }
+    Ok(form.backend().build(&query))
+}
+
+/// Remove-after-insert's DELETE of the rows just inserted.
+fn delete<F: ValueForm>(
+    form: &F,
+    outbox: &Outbox,
+    rows: &[OutboxEvent],
+) -> Result<Statement, F::Refusal> {
+    let ids = rows
+        .iter()
+        .map(|row| form.id(row))
+        .collect::<Result<Vec<_>, _>>()?;
     let query = Query::delete()
         .from_table(outbox.table.table_ref())
-        .and_where(Expr::col(Alias::new("id")).is_in(rows.iter().map(|r| id_value(backend, r))))
+        .and_where(Expr::col(Alias::new("id")).is_in(ids))
         .to_owned();
-    backend.build(&query)
+    Ok(form.backend().build(&query))
 }
 
-/// One `SELECT` of `pg_logical_emit_message(true, prefix, json)` per event, evaluated left to
-/// right, so the messages enter the log in recording order. The JSON carries every outbox column
-/// (see [`OutboxEvent`]'s serde form), which the relay's `message` source decodes.
-fn emit_messages(prefix: &str, rows: &[OutboxEvent]) -> Result<Statement, Error> {
+/// Each event as the logical message carries it: the JSON of every outbox column (see
+/// [`OutboxEvent`]'s serde form), which the relay's `message` source decodes.
+fn message_texts(rows: &[OutboxEvent]) -> Result<Vec<String>, Error> {
+    rows.iter()
+        .map(|row| {
+            serde_json::to_string(row).map_err(|source| Error::Serialize {
+                aggregate_type: row.aggregate_type.clone(),
+                event_type: row.event_type.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// One `SELECT` of `pg_logical_emit_message(true, prefix, message)` per event, evaluated left to
+/// right, so the messages enter the log in recording order. The prefix is one value, shared.
+fn emit_messages<F: ValueForm>(
+    form: &mut F,
+    prefix: &str,
+    messages: Vec<String>,
+) -> Result<String, F::Refusal> {
+    let prefix = form.text(prefix.to_owned())?;
     let mut sql = String::from("SELECT ");
-    let mut values: Vec<Value> = vec![prefix.into()];
-    for (i, row) in rows.iter().enumerate() {
+    for (i, message) in messages.into_iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
-        let json = serde_json::to_string(row).map_err(|source| Error::Serialize {
-            aggregate_type: row.aggregate_type.clone(),
-            event_type: row.event_type.clone(),
-            source,
-        })?;
-        values.push(json.into());
-        sql.push_str(&format!("pg_logical_emit_message(true, $1, ${})", i + 2));
+        let message = form.text(message)?;
+        sql.push_str(&format!(
+            "pg_logical_emit_message(true, {prefix}, {message})"
+        ));
     }
+    Ok(sql)
+}
+
+/// [`emit_messages`] with bound values, on PostgreSQL.
+fn bound_messages(prefix: &str, rows: &[OutboxEvent]) -> Result<Statement, Error> {
+    let mut form = Bound::new(DbBackend::Postgres);
+    let Ok(sql) = emit_messages(&mut form, prefix, message_texts(rows)?);
     Ok(Statement::from_sql_and_values(
         DbBackend::Postgres,
         sql,
-        values,
+        form.values,
     ))
 }
 
@@ -211,10 +359,9 @@ fn emit_messages(prefix: &str, rows: &[OutboxEvent]) -> Result<Statement, Error>
 /// queues sqlx's ROLLBACK of it, which ends it without a round trip of its own and without a
 /// "no transaction in progress" warning. An empty transaction takes no snapshot and no xid.
 ///
-/// Every value is a literal cast to the type the bound path sends (`uuid`, `text`, `int4`,
-/// `jsonb`, `timestamptz`), so the column types, the casts to them and the errors stay the same.
-/// One difference a user can see: sqlx's statement log (SeaORM's `sqlx_logging`) prints the
-/// batch with the event values in it, where the bound INSERT shows only `$1`, `$2`, ...
+/// The statements are those of the bound path, with [`Literal`] values. One difference a user can
+/// see: sqlx's statement log (SeaORM's `sqlx_logging`) prints the batch with the event values in
+/// it, where the bound INSERT shows only `$1`, `$2`, ...
 pub(crate) fn commit_batch(outbox: &Outbox, rows: &[OutboxEvent]) -> Result<Option<String>, Error> {
     let backend = DbBackend::Postgres;
     if rows.is_empty() || rows.len() > rows_per_statement(backend, &outbox.mode) {
@@ -222,13 +369,15 @@ pub(crate) fn commit_batch(outbox: &Outbox, rows: &[OutboxEvent]) -> Result<Opti
     }
     outbox.table.validate()?;
     let events = match &outbox.mode {
-        WriteMode::Insert => literal_insert(outbox, rows),
-        WriteMode::RemoveAfterInsert => literal_insert(outbox, rows).and_then(|insert| {
-            literal_delete(outbox, rows).map(|delete| format!("{insert}; {delete}"))
+        WriteMode::Insert => insert(&Literal, outbox, rows).map(|insert| insert.sql),
+        WriteMode::RemoveAfterInsert => insert(&Literal, outbox, rows).and_then(|insert| {
+            delete(&Literal, outbox, rows).map(|delete| format!("{}; {}", insert.sql, delete.sql))
         }),
-        WriteMode::LogicalMessage { prefix } => literal_messages(prefix, rows)?,
+        WriteMode::LogicalMessage { prefix } => {
+            emit_messages(&mut Literal, prefix, message_texts(rows)?)
+        }
     };
-    Ok(events.map(|events| format!("{events}; COMMIT; BEGIN")))
+    Ok(events.ok().map(|events| format!("{events}; COMMIT; BEGIN")))
 }
 
 /// `s` as a PostgreSQL escape-string literal, `E'...'`: backslashes and quotes doubled, nothing
@@ -252,87 +401,6 @@ fn quote(s: &str) -> Option<String> {
     Some(literal)
 }
 
-fn typed(s: &str, ty: &str) -> Option<String> {
-    quote(s).map(|literal| format!("{literal}::{ty}"))
-}
-
-fn optional_text(s: Option<&str>) -> Option<String> {
-    match s {
-        Some(s) => typed(s, "text"),
-        None => Some("NULL::text".to_owned()),
-    }
-}
-
-/// The literal columns of one row, in [`COLUMNS`] order.
-fn literal_row(row: &OutboxEvent) -> Option<[String; 8]> {
-    use chrono::SecondsFormat;
-    Some([
-        typed(&row.id.hyphenated().to_string(), "uuid")?,
-        typed(&row.aggregate_type, "text")?,
-        typed(&row.aggregate_id, "text")?,
-        typed(&row.event_type, "text")?,
-        match row.schema_version {
-            Some(version) => format!("{version}::int4"),
-            None => "NULL::int4".to_owned(),
-        },
-        typed(&row.payload.to_string(), "jsonb")?,
-        // Microseconds, truncated, as sqlx encodes a bound `timestamptz`.
-        typed(
-            &row.timestamp.to_rfc3339_opts(SecondsFormat::Micros, true),
-            "timestamptz",
-        )?,
-        optional_text(row.tracing_span_context.as_deref())?,
-    ])
-}
-
-fn literal_insert(outbox: &Outbox, rows: &[OutboxEvent]) -> Option<String> {
-    let mut query = Query::insert();
-    query
-        .into_table(outbox.table.table_ref())
-        .columns(COLUMNS.map(Alias::new));
-    for row in rows {
-        query.values_panic(literal_row(row)?.map(Expr::cust));
-    }
-    Some(DbBackend::Postgres.build(&query).sql)
-}
-
-fn literal_delete(outbox: &Outbox, rows: &[OutboxEvent]) -> Option<String> {
-    let ids = rows
-        .iter()
-        .map(|row| typed(&row.id.hyphenated().to_string(), "uuid").map(Expr::cust))
-        .collect::<Option<Vec<_>>>()?;
-    let query = Query::delete()
-        .from_table(outbox.table.table_ref())
-        .and_where(Expr::col(Alias::new("id")).is_in(ids))
-        .to_owned();
-    Some(DbBackend::Postgres.build(&query).sql)
-}
-
-/// As [`emit_messages`], with literals.
-fn literal_messages(prefix: &str, rows: &[OutboxEvent]) -> Result<Option<String>, Error> {
-    let Some(prefix) = typed(prefix, "text") else {
-        return Ok(None);
-    };
-    let mut sql = String::from("SELECT ");
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let json = serde_json::to_string(row).map_err(|source| Error::Serialize {
-            aggregate_type: row.aggregate_type.clone(),
-            event_type: row.event_type.clone(),
-            source,
-        })?;
-        let Some(message) = typed(&json, "text") else {
-            return Ok(None);
-        };
-        sql.push_str(&format!(
-            "pg_logical_emit_message(true, {prefix}, {message})"
-        ));
-    }
-    Ok(Some(sql))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,7 +419,7 @@ mod tests {
         let outbox = Outbox::default();
         for backend in [DbBackend::Postgres, DbBackend::MySql, DbBackend::Sqlite] {
             let per_statement = rows_per_statement(backend, &WriteMode::Insert);
-            let statement = insert(backend, &outbox, &rows(per_statement));
+            let Ok(statement) = insert(&Bound::new(backend), &outbox, &rows(per_statement));
             let bound = statement.values.map(|v| v.0.len()).unwrap_or(0);
             assert_eq!(bound, per_statement * COLUMNS.len(), "{backend:?}");
             assert!(bound <= max_bind_parameters(backend), "{backend:?}");
@@ -374,7 +442,7 @@ mod tests {
     fn a_full_logical_message_statement_fills_the_target_list() {
         let per_statement = rows_per_statement(DbBackend::Postgres, &WriteMode::logical_message());
         assert_eq!(per_statement, MAX_TARGET_LIST_ENTRIES);
-        let statement = emit_messages("outbox", &rows(per_statement)).expect("statement");
+        let statement = bound_messages("outbox", &rows(per_statement)).expect("statement");
         assert_eq!(
             statement.sql.matches("pg_logical_emit_message(").count(),
             MAX_TARGET_LIST_ENTRIES
