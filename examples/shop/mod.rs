@@ -7,7 +7,7 @@
 //!   and its addresses on every save and delete, like a Hibernate entity listener.
 #![allow(dead_code)] // each user of this module uses a part of it
 
-use outbox::{DomainEvent, Events, emits};
+use outbox::{Declares, DomainEvent, Events, emits};
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction, Schema};
 use serde::Serialize;
@@ -228,13 +228,7 @@ pub async fn place_order(
     events: &mut Events,
     cmd: PlaceOrder,
 ) -> Result<order::Model, ShopError> {
-    let order = insert_order(txn, &cmd).await?;
-    events.record(OrderCreated {
-        order_id: order.id,
-        customer_id: cmd.customer_id,
-        lines: cmd.lines,
-    });
-    Ok(order)
+    place(txn, events, cmd).await
 }
 
 /// The same business transaction without the outbox: the baseline of the write-overhead figure.
@@ -253,18 +247,8 @@ pub async fn place_and_ship(
     cmd: PlaceOrder,
     extra: usize,
 ) -> Result<order::Model, ShopError> {
-    let order = insert_order(txn, &cmd).await?;
-    events.record(OrderCreated {
-        order_id: order.id,
-        customer_id: cmd.customer_id,
-        lines: cmd.lines,
-    });
-    for i in 0..extra {
-        events.record(OrderEvent::Shipped {
-            id: order.id,
-            carrier: format!("carrier-{i}"),
-        });
-    }
+    let order = place(txn, events, cmd).await?;
+    record_shipments(events, &order, extra);
     Ok(order)
 }
 
@@ -277,13 +261,7 @@ pub async fn place_order_on_pool(
     events: &mut Events,
     cmd: PlaceOrder,
 ) -> Result<order::Model, ShopError> {
-    let order = insert_order(db, &cmd).await?;
-    events.record(OrderCreated {
-        order_id: order.id,
-        customer_id: cmd.customer_id,
-        lines: cmd.lines,
-    });
-    Ok(order)
+    place(db, events, cmd).await
 }
 
 /// `place_and_ship` on the pool: the 10-event case with the events sent with the COMMIT.
@@ -294,19 +272,45 @@ pub async fn place_and_ship_on_pool(
     cmd: PlaceOrder,
     extra: usize,
 ) -> Result<order::Model, ShopError> {
-    let order = insert_order(db, &cmd).await?;
+    let order = place(db, events, cmd).await?;
+    record_shipments(events, &order, extra);
+    Ok(order)
+}
+
+/// What every way of placing an order does, on the transaction its `#[emits]` function runs in:
+/// the order row, its lines, and `OrderCreated`. The callers differ only in where that
+/// transaction comes from (the caller's, or one that `#[emits]` begins on the pool and commits
+/// with the events), so each keeps its signature and they share this body.
+///
+/// A helper written by hand, recording into its caller's `events`: any caller whose
+/// `#[emits(...)]` declares `OrderCreated` may pass them (`I`, its place in the list, is inferred).
+async fn place<D, I>(
+    txn: &DatabaseTransaction,
+    events: &mut Events<D>,
+    cmd: PlaceOrder,
+) -> Result<order::Model, ShopError>
+where
+    D: Declares<OrderCreated, I>,
+{
+    let order = insert_order(txn, &cmd).await?;
     events.record(OrderCreated {
         order_id: order.id,
         customer_id: cmd.customer_id,
         lines: cmd.lines,
     });
-    for i in 0..extra {
+    Ok(order)
+}
+
+/// Records `count` `Shipped` events of `order`. An `#[emits]` helper: it takes no connection, so
+/// it writes nothing itself; its caller, which must declare `OrderEvent` too, writes them.
+#[emits(OrderEvent)]
+fn record_shipments(events: &mut Events, order: &order::Model, count: usize) {
+    for i in 0..count {
         events.record(OrderEvent::Shipped {
             id: order.id,
             carrier: format!("carrier-{i}"),
         });
     }
-    Ok(order)
 }
 
 /// Ships an order; fails with `NotFound`, recording nothing, for an unknown order.
