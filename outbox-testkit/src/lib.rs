@@ -1,12 +1,17 @@
 //! What the workspace's tests, benches and examples share (a private crate, never published):
-//! the real services' addresses, names no other test uses, and the drain benchmarks' event.
+//! the real services' addresses, names no other test uses, the programs under test as child
+//! processes, a Kafka reader, and the drain benchmarks' event.
 //!
 //! Services are never optional here. A missing address or an unreachable server fails the test
 //! with the service's name and the command that starts it; nothing is skipped.
 
 mod bench;
+mod process;
+mod reader;
 
 pub use bench::Bench;
+pub use process::{Process, log_dir, run_successfully};
+pub use reader::{Reader, Received, on};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -145,4 +150,10 @@ pub fn text_headers<M: rdkafka::Message>(message: &M) -> std::collections::HashM
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A local address nothing listens on (yet): for a server under test to listen on.
+pub fn free_local_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free local port");
+    listener.local_addr().expect("its address").to_string()
 }

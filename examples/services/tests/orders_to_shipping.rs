@@ -9,16 +9,12 @@
 //! targets of this package, so `cargo test` builds them and names them in `CARGO_BIN_EXE_*`.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use outbox_testkit as support;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use outbox_testkit::{self as support, Process, Reader, Received};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -50,12 +46,12 @@ async fn orders_to_shipping(delivery: &'static str) {
     let shipment_topic = format!("{name}.Shipment");
     support::create_topics(&[&order_topic, &shipment_topic], PARTITIONS).await;
 
-    let listen = free_local_addr();
+    let listen = support::free_local_addr();
     let mut orders = Command::new(env!("CARGO_BIN_EXE_orders"));
     orders
         .env("DATABASE_URL", &orders_db.url)
         .env("LISTEN", &listen);
-    let orders = Process::spawn("orders", orders);
+    let orders = Process::spawn(orders, "orders");
     wait_for(
         "orders to serve",
         || async { get(&listen, &format!("/orders/{}", uuid::Uuid::nil())).await == Some(404) },
@@ -71,7 +67,7 @@ async fn orders_to_shipping(delivery: &'static str) {
             .env("GROUP_ID", format!("{name}-shipping"));
         c
     };
-    let mut shipping = Process::spawn("shipping", shipping_command());
+    let mut shipping = Process::spawn(shipping_command(), "shipping");
     let shipping_db_conn = connect(&shipping_db.url).await;
     wait_for(
         "shipping to create its tables",
@@ -122,7 +118,7 @@ async fn orders_to_shipping(delivery: &'static str) {
     relays = [order_relay.start(), shipping_relay.start()];
     until(ORDERS / 2).await;
     shipping.kill();
-    shipping = Process::spawn("shipping", shipping_command());
+    shipping = Process::spawn(shipping_command(), "shipping");
     until(ORDERS * 3 / 4).await;
     for relay in &mut relays {
         relay.kill();
@@ -194,8 +190,8 @@ async fn orders_to_shipping(delivery: &'static str) {
     reader
         .read_until(
             WAIT,
-            |r| r.distinct(&order_topic) >= ORDERS && r.distinct(&shipment_topic) >= ORDERS,
-            &watched,
+            |m| distinct(m, &order_topic) >= ORDERS && distinct(m, &shipment_topic) >= ORDERS,
+            || logs(&watched),
         )
         .await;
     reader.settle(Duration::from_secs(5)).await;
@@ -203,13 +199,13 @@ async fn orders_to_shipping(delivery: &'static str) {
     let order_events = reader.on(&order_topic);
     let created: HashSet<uuid::Uuid> = order_events
         .iter()
-        .map(|m| m.json_uuid("order_id"))
+        .map(|m| uuid_field(m, "order_id"))
         .collect();
     assert_eq!(created, order_ids, "one OrderCreated per posted order");
     for m in &order_events {
         assert_eq!(
             m.key.as_deref(),
-            Some(m.json_uuid("order_id").to_string().as_str())
+            Some(uuid_field(m, "order_id").to_string().as_str())
         );
         assert_eq!(m.header("eventType"), Some("OrderCreated"));
     }
@@ -217,7 +213,7 @@ async fn orders_to_shipping(delivery: &'static str) {
     let shipment_events = reader.on(&shipment_topic);
     let mut shipment_of_order: HashMap<uuid::Uuid, HashSet<uuid::Uuid>> = HashMap::new();
     for m in &shipment_events {
-        let order = m.json_uuid("order_id");
+        let order = uuid_field(m, "order_id");
         assert_eq!(
             m.key.as_deref(),
             Some(order.to_string().as_str()),
@@ -228,7 +224,7 @@ async fn orders_to_shipping(delivery: &'static str) {
         shipment_of_order
             .entry(order)
             .or_default()
-            .insert(m.json_uuid("shipment_id"));
+            .insert(uuid_field(m, "shipment_id"));
     }
     let kafka_orders: HashSet<_> = shipment_of_order.keys().copied().collect();
     assert_eq!(kafka_orders, order_ids, "a ShipmentCreated for every order");
@@ -252,7 +248,7 @@ async fn orders_to_shipping(delivery: &'static str) {
         if !seen.insert(m.id()) {
             continue;
         }
-        let seq = seq_of_shipment[&m.json_uuid("shipment_id")];
+        let seq = seq_of_shipment[&uuid_field(m, "shipment_id")];
         let last = last_seq.entry(m.partition).or_insert(0);
         assert!(
             seq > *last,
@@ -372,14 +368,9 @@ impl Relay {
             url: db.url.clone(),
             torn_down: false,
         };
-        let out = relay
-            .command("setup")
-            .output()
-            .expect("running the relay's setup");
-        assert!(
-            out.status.success(),
-            "relay setup for {service}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        support::run_successfully(
+            relay.command("setup"),
+            &format!("relay setup for {service}"),
         );
         relay
     }
@@ -410,20 +401,14 @@ impl Relay {
     }
 
     fn start(&self) -> Process {
-        Process::spawn(&format!("relay-{}", self.slot), self.command("run"))
+        Process::spawn(self.command("run"), &format!("relay-{}", self.slot))
     }
 
     fn teardown(mut self) {
         self.torn_down = true;
-        let out = self
-            .command("teardown")
-            .output()
-            .expect("running the relay's teardown");
-        assert!(
-            out.status.success(),
-            "relay teardown {}: {}",
-            self.slot,
-            String::from_utf8_lossy(&out.stderr)
+        support::run_successfully(
+            self.command("teardown"),
+            &format!("relay teardown {}", self.slot),
         );
     }
 }
@@ -433,80 +418,6 @@ impl Drop for Relay {
         if !self.torn_down {
             let _ = self.command("teardown").output();
         }
-    }
-}
-
-/// A child process logging to `<CARGO_TARGET_TMPDIR>/services-e2e/<label>-<n>.log`; SIGKILLed
-/// when dropped.
-struct Process {
-    label: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(label: &str, mut command: Command) -> Process {
-        static RUN: AtomicUsize = AtomicUsize::new(0);
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("services-e2e");
-        std::fs::create_dir_all(&dir).expect("creating the log folder");
-        let log = dir.join(format!(
-            "{label}-{}.log",
-            RUN.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = std::fs::File::create(&log).expect("creating a log file");
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {label}: {e}"));
-        Process {
-            label: label.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then the exit status (SIGKILL and a panic after `timeout`).
-    fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(sent.success(), "kill -TERM {}", self.label);
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                panic!(
-                    "{} did not stop on SIGTERM:\n{}",
-                    self.label,
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -546,11 +457,6 @@ fn logs(watched: &[&Process]) -> String {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<_> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn free_local_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").to_string()
 }
 
 /// One HTTP/1.1 exchange; the status and the body, or None when nothing answered.
@@ -594,108 +500,19 @@ async fn post_order(addr: &str, n: i64) -> uuid::Uuid {
         .unwrap_or_else(|| panic!("no order id in {order}"))
 }
 
-#[derive(Debug)]
-struct Received {
-    topic: String,
-    partition: i32,
-    key: Option<String>,
-    value: serde_json::Value,
-    headers: HashMap<String, String>,
+/// The distinct events of `topic` among `messages`.
+fn distinct(messages: &[Received], topic: &str) -> usize {
+    support::on(messages, topic)
+        .map(Received::id)
+        .collect::<HashSet<_>>()
+        .len()
 }
 
-impl Received {
-    fn id(&self) -> String {
-        self.headers.get("id").cloned().unwrap_or_default()
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-
-    fn json_uuid(&self, field: &str) -> uuid::Uuid {
-        self.value[field]
-            .as_str()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("event {}: no uuid `{field}` in {}", self.id(), self.value))
-    }
-}
-
-/// A `read_committed` consumer of its own group, from the earliest offsets, keeping every message
-/// in the order of each partition.
-struct Reader {
-    consumer: StreamConsumer,
-    messages: Vec<Received>,
-}
-
-impl Reader {
-    fn new(topics: &[&str]) -> Reader {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", support::kafka_brokers())
-            .set("group.id", support::unique("reader"))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .create()
-            .expect("Kafka consumer");
-        consumer.subscribe(topics).expect("subscribe");
-        Reader {
-            consumer,
-            messages: Vec::new(),
-        }
-    }
-
-    fn on(&self, topic: &str) -> Vec<&Received> {
-        self.messages.iter().filter(|m| m.topic == topic).collect()
-    }
-
-    fn distinct(&self, topic: &str) -> usize {
-        self.on(topic)
-            .iter()
-            .map(|m| m.id())
-            .collect::<HashSet<_>>()
-            .len()
-    }
-
-    async fn read_until(
-        &mut self,
-        timeout: Duration,
-        done: impl Fn(&Reader) -> bool,
-        watched: &[&Process],
-    ) {
-        let deadline = Instant::now() + timeout;
-        while !done(self) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out with {} messages\n{}",
-                self.messages.len(),
-                logs(watched)
-            );
-            let Ok(Ok(m)) =
-                tokio::time::timeout(left.min(Duration::from_secs(1)), self.consumer.recv()).await
-            else {
-                continue;
-            };
-            let headers = support::text_headers(&m);
-            self.messages.push(Received {
-                topic: m.topic().to_owned(),
-                partition: m.partition(),
-                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                value: serde_json::from_slice(m.payload().unwrap_or(b"null"))
-                    .expect("a JSON value"),
-                headers,
-            });
-        }
-    }
-
-    /// Keeps reading for `quiet`, to catch late duplicates.
-    async fn settle(&mut self, quiet: Duration) {
-        let until = Instant::now() + quiet;
-        self.read_until(
-            quiet + Duration::from_secs(5),
-            |_| Instant::now() >= until,
-            &[],
-        )
-        .await;
-    }
+/// The uuid in field `field` of the event's JSON value; panics naming the event without one.
+fn uuid_field(m: &Received, field: &str) -> uuid::Uuid {
+    let value = m.json();
+    value[field]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("event {}: no uuid `{field}` in {value}", m.id()))
 }

@@ -6,25 +6,25 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::atomic::Ordering;
 
 use outbox_core::{DomainEvent, Outbox, OutboxEvent, OutboxTable, WriteMode};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_outbox-relay");
 pub const AGGREGATE_TYPE: &str = "Order";
 
-// The service lookup and unique names are the workspace's test support (`outbox-testkit`).
+// The service lookup, unique names, the child process and the Kafka reader are the workspace's
+// test support (`outbox-testkit`), shared with the services example's end-to-end test.
 #[allow(unused_imports)] // each test binary uses a different part
-pub use outbox_testkit::{database_url, kafka_brokers, service_env, unique};
+pub use outbox_testkit::{
+    Process as RelayProcess, Reader, Received, database_url, free_local_addr, kafka_brokers,
+    run_successfully, service_env, unique,
+};
 
 /// A domain event for tests: aggregate `Order`, any id, type and payload.
 #[derive(Debug, Clone)]
@@ -91,15 +91,7 @@ impl Fixture {
                 .expect("creating the outbox table");
         }
         create_topics(&[&fixture.topic(), &fixture.dlq_topic()]).await;
-        let out = fixture
-            .command("setup")
-            .output()
-            .expect("running outbox-relay setup");
-        assert!(
-            out.status.success(),
-            "setup failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_successfully(fixture.command("setup"), "outbox-relay setup");
         fixture
     }
 
@@ -145,24 +137,11 @@ impl Fixture {
 
     /// Starts `outbox-relay run`, logging to `target/relay-logs/<name>-<n>.log`.
     pub fn start_relay(&self, extra: &[&str]) -> RelayProcess {
-        static RUN: AtomicU32 = AtomicU32::new(0);
-        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/relay-logs"));
-        std::fs::create_dir_all(&dir).expect("creating target/relay-logs");
-        let log = dir.join(format!(
-            "{}-{}.log",
-            self.name,
-            RUN.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = std::fs::File::create(&log).expect("creating the relay log");
-        let child = self
-            .command("run")
+        let mut command = self.command("run");
+        command
             .args(["-X", "message.timeout.ms=600000"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawning outbox-relay run");
-        RelayProcess { child, log }
+            .args(extra);
+        RelayProcess::spawn(command, &self.name)
     }
 
     /// Writes `events` in one transaction through `outbox_core::write_events`.
@@ -181,15 +160,7 @@ impl Fixture {
 
     /// Drops the slot, publication and table.
     pub async fn teardown(&self) {
-        let out = self
-            .command("teardown")
-            .output()
-            .expect("running outbox-relay teardown");
-        assert!(
-            out.status.success(),
-            "teardown failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_successfully(self.command("teardown"), "outbox-relay teardown");
         if !self.tableless() {
             let _ =
                 outbox_core::migration::drop_table(&self.db, &OutboxTable::new(&self.name)).await;
@@ -275,56 +246,6 @@ pub fn best_effort_sql(db: Option<DatabaseConnection>, statements: Vec<String>) 
     .join();
 }
 
-/// A running `outbox-relay run`; killed when dropped.
-pub struct RelayProcess {
-    child: Child,
-    pub log: PathBuf,
-}
-
-impl RelayProcess {
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// SIGKILL.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then waits for the exit (at most `timeout`).
-    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
-        assert!(sent.success());
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "relay did not stop after SIGTERM:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Sets `topic`'s `max.message.bytes` on the broker (to make an event oversize, or fit again).
 pub async fn set_max_message_bytes(topic: &str, bytes: usize) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -345,102 +266,6 @@ pub async fn set_max_message_bytes(topic: &str, bytes: usize) {
 /// `topics` with 4 partitions each.
 pub async fn create_topics(topics: &[&str]) {
     outbox_testkit::create_topics(topics, 4).await;
-}
-
-/// One message read back from Kafka.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<String>,
-    pub value: Option<Vec<u8>>,
-    pub headers: HashMap<String, String>,
-}
-
-impl Received {
-    pub fn id(&self) -> String {
-        self.headers.get("id").cloned().unwrap_or_default()
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(self.value.as_deref().unwrap_or(b"null")).expect("value is JSON")
-    }
-}
-
-/// Reads `topics` from the beginning.
-pub struct Reader {
-    consumer: StreamConsumer,
-    pub messages: Vec<Received>,
-}
-
-impl Reader {
-    pub fn new(topics: &[&str]) -> Reader {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", kafka_brokers())
-            .set("group.id", unique("reader"))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("topic.metadata.refresh.interval.ms", "1000")
-            .create()
-            .expect("Kafka consumer");
-        consumer.subscribe(topics).expect("subscribe");
-        Reader {
-            consumer,
-            messages: Vec::new(),
-        }
-    }
-
-    /// Reads until `done(messages)` holds; panics after `timeout`, printing what `context` says.
-    pub async fn read_until(
-        &mut self,
-        timeout: Duration,
-        done: impl Fn(&[Received]) -> bool,
-        context: impl Fn() -> String,
-    ) {
-        let deadline = Instant::now() + timeout;
-        while !done(&self.messages) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out with {} messages\n{}",
-                self.messages.len(),
-                context()
-            );
-            let Ok(next) =
-                tokio::time::timeout(left.min(Duration::from_secs(1)), self.consumer.recv()).await
-            else {
-                continue;
-            };
-            let Ok(m) = next else { continue };
-            let headers = outbox_testkit::text_headers(&m);
-            self.messages.push(Received {
-                topic: m.topic().to_owned(),
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers,
-            });
-        }
-    }
-
-    /// Keeps reading for `quiet` to catch anything extra (duplicates).
-    pub async fn settle(&mut self, quiet: Duration) {
-        let deadline = Instant::now() + quiet;
-        self.read_until(
-            quiet + Duration::from_secs(5),
-            |_| Instant::now() >= deadline,
-            String::new,
-        )
-        .await;
-    }
-
-    /// Distinct event ids read.
-    pub fn ids(&self) -> std::collections::HashSet<String> {
-        self.messages.iter().map(Received::id).collect()
-    }
 }
 
 /// Reads until every id in `expected` was seen. Incremental: each call looks only at the
@@ -531,12 +356,6 @@ impl Drop for Restart {
     }
 }
 
-/// A local address nothing listens on.
-pub fn free_local_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").to_string()
-}
-
 /// A plain HTTP/1.1 GET: (status code, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let (code, _, body) = http_get_authorized(addr, path, None);
@@ -569,40 +388,4 @@ pub fn http_get_authorized(
         .unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (code, head.to_owned(), body.to_owned())
-}
-
-// ---- For tests on the users' own tables (tests/wal_user_tables.rs).
-
-impl RelayProcess {
-    /// Spawns `command` (an `outbox-relay run ...`), logging to `target/relay-logs/<label>-<n>.log`.
-    pub fn spawn(mut command: Command, label: &str) -> RelayProcess {
-        static RUN: AtomicU32 = AtomicU32::new(0);
-        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/relay-logs"));
-        std::fs::create_dir_all(&dir).expect("creating target/relay-logs");
-        let log = dir.join(format!(
-            "{label}-spawned-{}.log",
-            RUN.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = std::fs::File::create(&log).expect("creating the relay log");
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawning outbox-relay");
-        RelayProcess { child, log }
-    }
-
-    /// Waits up to `timeout` for the process to exit on its own; None if it still runs.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }

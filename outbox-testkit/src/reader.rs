@@ -1,0 +1,123 @@
+//! Reading back what a relay delivered: a `read_committed` Kafka consumer of a group of its own,
+//! from the earliest offsets, keeping every message in the order of each partition (duplicates
+//! included: the tests count them).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+
+use crate::{kafka_brokers, text_headers, unique};
+
+/// One message read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+}
+
+impl Received {
+    /// The event id, from the `id` header (empty without one).
+    pub fn id(&self) -> String {
+        self.headers.get("id").cloned().unwrap_or_default()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The value as JSON (`null` for none); panics naming the event when it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.value.as_deref().unwrap_or(b"null"))
+            .unwrap_or_else(|e| panic!("event {}: the value is not JSON: {e}", self.id()))
+    }
+}
+
+/// Reads `topics` from the beginning, as a `read_committed` consumer sees them.
+pub struct Reader {
+    consumer: StreamConsumer,
+    pub messages: Vec<Received>,
+}
+
+impl Reader {
+    pub fn new(topics: &[&str]) -> Reader {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", kafka_brokers())
+            .set("group.id", unique("reader"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("topic.metadata.refresh.interval.ms", "1000")
+            .create()
+            .expect("Kafka consumer");
+        consumer.subscribe(topics).expect("subscribe");
+        Reader {
+            consumer,
+            messages: Vec::new(),
+        }
+    }
+
+    /// Reads until `done(messages)` holds; panics after `timeout`, printing what `context` says.
+    pub async fn read_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[Received]) -> bool,
+        context: impl Fn() -> String,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.messages) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out with {} messages\n{}",
+                self.messages.len(),
+                context()
+            );
+            let Ok(Ok(m)) =
+                tokio::time::timeout(left.min(Duration::from_secs(1)), self.consumer.recv()).await
+            else {
+                continue;
+            };
+            self.messages.push(Received {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: text_headers(&m),
+            });
+        }
+    }
+
+    /// Keeps reading for `quiet`, to catch anything extra (late duplicates).
+    pub async fn settle(&mut self, quiet: Duration) {
+        let deadline = Instant::now() + quiet;
+        self.read_until(
+            quiet + Duration::from_secs(5),
+            |_| Instant::now() >= deadline,
+            String::new,
+        )
+        .await;
+    }
+
+    /// Distinct event ids read.
+    pub fn ids(&self) -> HashSet<String> {
+        self.messages.iter().map(Received::id).collect()
+    }
+
+    /// The messages read from `topic`, in the order they arrived.
+    pub fn on(&self, topic: &str) -> Vec<&Received> {
+        self.messages.iter().filter(|m| m.topic == topic).collect()
+    }
+}
+
+/// The messages of `topic` among `messages`.
+pub fn on<'a>(messages: &'a [Received], topic: &'a str) -> impl Iterator<Item = &'a Received> {
+    messages.iter().filter(move |m| m.topic == topic)
+}
