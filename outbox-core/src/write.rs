@@ -477,6 +477,18 @@ mod tests {
             .expect("batch")
             .expect("literals");
         // Strip the literals; what is left is the statement skeleton.
+        let skeleton = skeleton(&batch, 'L');
+        assert_eq!(
+            skeleton,
+            "INSERT INTO \"outbox\" (\"id\", \"aggregatetype\", \"aggregateid\", \"type\", \
+             \"schemaversion\", \"payload\", \"timestamp\", \"tracingspancontext\") VALUES \
+             (L::uuid, L::text, L::text, L::text, 2::int4, L::jsonb, L::timestamptz, NULL::text); \
+             COMMIT; BEGIN"
+        );
+    }
+
+    /// `batch` with each literal replaced by `marker`; panics on a literal left open.
+    fn skeleton(batch: &str, marker: char) -> String {
         let mut skeleton = String::new();
         let mut chars = batch.chars().peekable();
         let mut in_literal = false;
@@ -485,7 +497,7 @@ mod tests {
                 (false, 'E') if chars.peek() == Some(&'\'') => {
                     chars.next();
                     in_literal = true;
-                    skeleton.push('L');
+                    skeleton.push(marker);
                 }
                 (true, '\\') => {
                     chars.next();
@@ -499,13 +511,56 @@ mod tests {
             }
         }
         assert!(!in_literal, "every literal is closed: {batch}");
-        assert_eq!(
-            skeleton,
-            "INSERT INTO \"outbox\" (\"id\", \"aggregatetype\", \"aggregateid\", \"type\", \
-             \"schemaversion\", \"payload\", \"timestamp\", \"tracingspancontext\") VALUES \
-             (L::uuid, L::text, L::text, L::text, 2::int4, L::jsonb, L::timestamptz, NULL::text); \
-             COMMIT; BEGIN"
-        );
+        skeleton
+    }
+
+    /// The two value forms build the same statements: the batch sent with the COMMIT is the bound
+    /// path's statements, each `$n` a literal (cast to the type of the bound value), then the
+    /// COMMIT.
+    #[test]
+    fn the_batch_is_the_bound_statements_with_literals() {
+        let rows = rows(3);
+        let backend = DbBackend::Postgres;
+        let bound_sql = |outbox: &Outbox| -> Vec<String> {
+            let Ok(insert) = insert(&Bound::new(backend), outbox, &rows);
+            let Ok(delete) = delete(&Bound::new(backend), outbox, &rows);
+            match &outbox.mode {
+                WriteMode::Insert => vec![insert.sql],
+                WriteMode::RemoveAfterInsert => vec![insert.sql, delete.sql],
+                WriteMode::LogicalMessage { prefix } => {
+                    vec![bound_messages(prefix, &rows).expect("messages").sql]
+                }
+            }
+        };
+        for mode in [
+            WriteMode::Insert,
+            WriteMode::RemoveAfterInsert,
+            WriteMode::logical_message(),
+        ] {
+            let outbox = Outbox::default().with_mode(mode);
+            let mut expected = String::new();
+            let bound = bound_sql(&outbox).join("; ");
+            let mut chars = bound.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '$' {
+                    while chars.next_if(char::is_ascii_digit).is_some() {}
+                    expected.push('?');
+                } else {
+                    expected.push(c);
+                }
+            }
+            expected.push_str("; COMMIT; BEGIN");
+            let batch = commit_batch(&outbox, &rows)
+                .expect("batch")
+                .expect("literals");
+            let mut literal = skeleton(&batch, '?');
+            for ty in ["uuid", "text", "int4", "jsonb", "timestamptz"] {
+                literal = literal
+                    .replace(&format!("?::{ty}"), "?")
+                    .replace(&format!("NULL::{ty}"), "?");
+            }
+            assert_eq!(literal, expected, "{:?}", outbox.mode);
+        }
     }
 
     #[test]
