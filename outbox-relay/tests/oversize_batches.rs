@@ -136,3 +136,97 @@ async fn only_the_oversize_event_is_dead_lettered_when_small_ones_batch_with_it(
     assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
     fx.teardown().await;
 }
+
+/// The size the relay computes for an event alone is the size the broker measures: an event of
+/// exactly its topic's limit is delivered, one byte more is refused by the broker, and the
+/// relay's sink refuses that one itself, before producing it, and delivers the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_refused_before_producing_exactly_when_the_broker_refuses_it_alone() {
+    use outbox_relay::config::KafkaConfig;
+    use outbox_relay::sink::{KafkaMessage, KafkaSink, single_batch_size};
+    use rdkafka::error::RDKafkaErrorCode;
+
+    const LIMIT: usize = 4_000;
+    let topic = outbox_testkit::new_topic("oversize_exact").await;
+    set_max_message_bytes(&topic, LIMIT).await;
+    let config = KafkaConfig {
+        brokers: Some(kafka_brokers()),
+        dead_letter_topic: format!("{topic}.dlq"),
+        ..KafkaConfig::default()
+    };
+    // Headers as the relay sends them, a null one among them.
+    let at = |size: usize| {
+        let mut message = KafkaMessage {
+            topic: topic.clone(),
+            partition: None,
+            timestamp: None,
+            key: Some(b"agg-1".to_vec()),
+            value: Some(Vec::new()),
+            headers: vec![
+                ("id".to_owned(), Some(b"0190a1b2-0000-7000-8000-000000000001".to_vec())),
+                ("eventType".to_owned(), None),
+            ],
+        };
+        // Varint lengths grow with the value: find the value length that gives `size`.
+        while single_batch_size(&message) < size {
+            message.value.get_or_insert_with(Vec::new).push(b'v');
+        }
+        assert_eq!(single_batch_size(&message), size, "no value length gives {size}");
+        message
+    };
+    let fits = at(LIMIT);
+    let over = at(LIMIT + 1);
+
+    // The broker's own judgement (a sink that knows no limits leaves it to the broker).
+    for (message, accepted) in [(&fits, true), (&over, false)] {
+        let unchecked = KafkaSink::new(&config).expect("producer");
+        let delivery = unchecked.send(message).expect("produced");
+        let result = tokio::time::timeout(WAIT, delivery)
+            .await
+            .expect("delivered in time")
+            .expect("not canceled");
+        let code = result.as_ref().err().and_then(|(e, _)| e.rdkafka_error_code());
+        match accepted {
+            true => assert!(result.is_ok(), "the broker refused {LIMIT} bytes: {code:?}"),
+            false => assert_eq!(
+                code,
+                Some(RDKafkaErrorCode::MessageSizeTooLarge),
+                "the broker took {} bytes over a limit of {LIMIT}",
+                LIMIT + 1
+            ),
+        }
+    }
+
+    // The relay's sink refuses the one over before producing it, and delivers the other.
+    let sink = KafkaSink::connect(&config).await.expect("sink");
+    let refused = sink.send(&over).err();
+    assert_eq!(
+        refused.and_then(|e| e.rdkafka_error_code()),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge)
+    );
+    let delivery = sink.send(&fits).expect("produced");
+    let result = tokio::time::timeout(WAIT, delivery)
+        .await
+        .expect("delivered in time")
+        .expect("not canceled");
+    assert!(result.is_ok(), "{:?}", result.err().map(|(e, _)| e));
+}
+
+/// A `message.max.bytes` over the brokers' is a configuration mistake: the relay stops at start,
+/// naming both values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_limit_over_the_brokers_stops_the_relay_naming_both() {
+    let fx = Fixture::new("oversize_config", WriteMode::Insert).await;
+    let mut relay = fx.start_relay(&["-X", "message.max.bytes=5000000"]);
+    let status = relay.wait_exit(Duration::from_secs(60));
+    let log = relay.log_text();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the relay did not stop: {status:?}\n{log}"
+    );
+    assert!(
+        log.contains("`message.max.bytes`=5000000") && log.contains("`message.max.bytes`=1048588"),
+        "the error names neither value:\n{log}"
+    );
+    fx.teardown().await;
+}
