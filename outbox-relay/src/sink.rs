@@ -1235,6 +1235,82 @@ mod tests {
     }
 
     #[test]
+    fn batches_are_capped_by_the_smallest_limit_of_the_topics_the_relay_may_route_to() {
+        let config = KafkaConfig {
+            topic: "shop.${routedByValue}.events".to_owned(),
+            dead_letter_topic: "shop-dlq".to_owned(),
+            ..KafkaConfig::default()
+        };
+        let limits = SizeLimits {
+            broker: Some(1_048_588),
+            topics: [
+                ("shop.Order.events", 500_000),
+                ("shop-dlq", 900_000),
+                ("metrics", 1_000),
+                ("shop.events", 2_000),
+            ]
+            .into_iter()
+            .map(|(t, l)| (t.to_owned(), l))
+            .collect(),
+        };
+        let cap = limits.batch_cap(|t| may_route_to(&config, t));
+        assert_eq!(cap, Some((500_000, Some("shop.Order.events"))));
+        // Under a route the relay cannot invert, every topic may be routed to.
+        let custom = KafkaConfig {
+            topic_regex: "(.*)-v1".to_owned(),
+            topic: "shop.$1".to_owned(),
+            ..config.clone()
+        };
+        let cap = limits.batch_cap(|t| may_route_to(&custom, t));
+        assert_eq!(cap, Some((1_000, Some("metrics"))));
+        // Nothing known: no cap.
+        assert_eq!(SizeLimits::default().batch_cap(|_| true), None);
+    }
+
+    #[test]
+    fn a_producer_limit_over_the_brokers_is_a_mistake_naming_both() {
+        let mut config = KafkaConfig::default();
+        let limits = SizeLimits {
+            broker: Some(1_048_588),
+            topics: HashMap::new(),
+        };
+        assert_eq!(limits.check(&config), Ok(()));
+        config
+            .properties
+            .insert("message.max.bytes".into(), "2000000".into());
+        let error = limits.check(&config).err().map(|e| e.to_string());
+        assert!(
+            error.as_deref().is_some_and(
+                |e| e.contains("`message.max.bytes`=2000000") && e.contains("=1048588")
+            ),
+            "{error:?}"
+        );
+        // Unknown broker limit: nothing to compare with.
+        assert_eq!(SizeLimits::default().check(&config), Ok(()));
+    }
+
+    #[test]
+    fn the_size_of_an_event_alone_counts_varint_lengths_and_null_headers() {
+        let message = KafkaMessage {
+            topic: "t".into(),
+            partition: None,
+            timestamp: None,
+            key: None,
+            value: Some(vec![b'x'; 10]),
+            headers: vec![("id".into(), None)],
+        };
+        // 61 + length(1) + attributes, deltas (3) + null key (1) + value (1 + 10) + one header
+        // (count 1, name 1 + 2, null value 1).
+        assert_eq!(single_batch_size(&message), 61 + 1 + 3 + 1 + 11 + 1 + 3 + 1);
+        let longer = KafkaMessage {
+            value: Some(vec![b'x'; 64]),
+            ..message
+        };
+        // A 64-byte value takes a 2-byte length (zigzag 128), and so does the 75-byte record.
+        assert_eq!(single_batch_size(&longer), 61 + 2 + 3 + 1 + 66 + 1 + 3 + 1);
+    }
+
+    #[test]
     fn no_local_delivery_timeout_unless_configured_and_the_guarantees_always() {
         let mut config = KafkaConfig::default();
         let client = super::client_config(&config);

@@ -31,7 +31,9 @@ fn per_aggregate(messages: &[Received]) -> HashMap<String, Vec<u64>> {
         if !seen.insert(m.id()) {
             continue;
         }
-        let seq = m.json()["seq"].as_u64().expect("a seq in every small event");
+        let seq = m.json()["seq"]
+            .as_u64()
+            .expect("a seq in every small event");
         order
             .entry(m.key.clone().unwrap_or_default())
             .or_default()
@@ -108,7 +110,11 @@ async fn only_the_oversize_event_is_dead_lettered_when_small_ones_batch_with_it(
         .iter()
         .find(|m| m.id() == oversize_id)
         .expect("the oversize event's dead letter");
-    let reason = letter.headers.get("dlq.reason").cloned().unwrap_or_default();
+    let reason = letter
+        .headers
+        .get("dlq.reason")
+        .cloned()
+        .unwrap_or_default();
     assert!(
         reason.to_lowercase().contains("too large"),
         "reason: {reason}"
@@ -163,7 +169,10 @@ async fn an_event_is_refused_before_producing_exactly_when_the_broker_refuses_it
             key: Some(b"agg-1".to_vec()),
             value: Some(Vec::new()),
             headers: vec![
-                ("id".to_owned(), Some(b"0190a1b2-0000-7000-8000-000000000001".to_vec())),
+                (
+                    "id".to_owned(),
+                    Some(b"0190a1b2-0000-7000-8000-000000000001".to_vec()),
+                ),
                 ("eventType".to_owned(), None),
             ],
         };
@@ -171,7 +180,11 @@ async fn an_event_is_refused_before_producing_exactly_when_the_broker_refuses_it
         while single_batch_size(&message) < size {
             message.value.get_or_insert_with(Vec::new).push(b'v');
         }
-        assert_eq!(single_batch_size(&message), size, "no value length gives {size}");
+        assert_eq!(
+            single_batch_size(&message),
+            size,
+            "no value length gives {size}"
+        );
         message
     };
     let fits = at(LIMIT);
@@ -185,7 +198,10 @@ async fn an_event_is_refused_before_producing_exactly_when_the_broker_refuses_it
             .await
             .expect("delivered in time")
             .expect("not canceled");
-        let code = result.as_ref().err().and_then(|(e, _)| e.rdkafka_error_code());
+        let code = result
+            .as_ref()
+            .err()
+            .and_then(|(e, _)| e.rdkafka_error_code());
         match accepted {
             true => assert!(result.is_ok(), "the broker refused {LIMIT} bytes: {code:?}"),
             false => assert_eq!(
