@@ -788,7 +788,23 @@ impl KafkaSink {
     /// `message.max.bytes` over the brokers' is an error here too, and the producer that is kept
     /// builds no batch over the smallest limit of the topics the relay may route to.
     pub async fn connect(config: &KafkaConfig) -> Result<KafkaSink, KafkaError> {
-        let sink = KafkaSink::new(config)?;
+        KafkaSink::connect_with(config, client_config(config)).await
+    }
+
+    /// [`KafkaSink::transactional`], checked and capped as [`KafkaSink::connect`] does; call
+    /// [`KafkaSink::init_transactions`] before its first transaction.
+    pub async fn connect_transactional(
+        config: &KafkaConfig,
+        transactional_id: &str,
+    ) -> Result<KafkaSink, KafkaError> {
+        KafkaSink::connect_with(config, transactional_config(config, transactional_id)).await
+    }
+
+    async fn connect_with(
+        config: &KafkaConfig,
+        mut client: ClientConfig,
+    ) -> Result<KafkaSink, KafkaError> {
+        let sink = KafkaSink::with_client(client.clone())?;
         sink.preflight(PREFLIGHT_BOUND).await?;
         let limits = match SizeLimits::read(config, PREFLIGHT_BOUND).await {
             Ok(limits) => limits,
@@ -804,7 +820,6 @@ impl KafkaSink {
         limits
             .check(config)
             .map_err(|mismatch| KafkaError::ClientCreation(mismatch.to_string()))?;
-        let mut client = client_config(config);
         if let Some((cap, topic)) = limits.batch_cap(|topic| may_route_to(config, topic)) {
             let batch = client
                 .get("batch.size")

@@ -44,9 +44,44 @@ fn per_aggregate(messages: &[Received]) -> HashMap<String, Vec<u64>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_oversize_event_is_dead_lettered_when_small_ones_batch_with_it() {
+    oversize_among_small_ones(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_oversize_event_is_dead_lettered_when_small_ones_batch_with_it_exactly_once() {
+    oversize_among_small_ones(true).await;
+}
+
+async fn oversize_among_small_ones(exactly_once: bool) {
     let fx = Fixture::new("oversize_batch", WriteMode::Insert).await;
     set_max_message_bytes(&fx.topic(), TOPIC_LIMIT).await;
-    let mut relay = fx.start_relay(&[]);
+    let offsets_topic = format!("{}.offsets", fx.name);
+    let mode: Vec<&str> = if exactly_once {
+        let out = fx
+            .command("setup")
+            .args([
+                "--delivery",
+                "exactly-once",
+                "--offsets-topic",
+                &offsets_topic,
+            ])
+            .output()
+            .expect("running outbox-relay setup");
+        assert!(
+            out.status.success(),
+            "setup --delivery exactly-once failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        vec![
+            "--delivery",
+            "exactly-once",
+            "--offsets-topic",
+            &offsets_topic,
+        ]
+    } else {
+        Vec::new()
+    };
+    let mut relay = fx.start_relay(&mode);
 
     // One burst, so that the producer batches: small events (about 300 bytes each, 600 kB in
     // all over 4 partitions) and, among them, one over the topic's limit but under the
