@@ -356,15 +356,7 @@ pub(crate) async fn sessions<C: Connector>(
             let producer = match sink.take() {
                 Some(producer) => producer,
                 None => {
-                    let producer =
-                        KafkaSink::transactional(&config.kafka, &id).map_err(|source| {
-                            RelayError::Kafka {
-                                stage: Stage::Producer,
-                                source,
-                            }
-                        })?;
-                    producer
-                        .preflight(crate::sink::PREFLIGHT_BOUND)
+                    let producer = KafkaSink::connect_transactional(&config.kafka, &id)
                         .await
                         .map_err(|source| RelayError::Kafka {
                             stage: Stage::Producer,

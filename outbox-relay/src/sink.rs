@@ -16,12 +16,21 @@
 //! Errors are sorted by explicit lists (see [`classify`]): `QueueFull` is backpressure, a few
 //! codes condemn one message (dead-letter), everything else is transient: the session restarts
 //! from the acknowledged position and nothing is skipped.
+//!
+//! Size limits: Kafka checks `max.message.bytes` (a topic's, else the broker's
+//! `message.max.bytes`) against a whole record batch, and refuses every event of a batch over
+//! it. So that a size refusal always condemns one event alone, [`KafkaSink::connect`] reads the
+//! limits from the cluster ([`SizeLimits`]): the producer's batches are kept within the smallest
+//! limit of the topics the relay may route to, and an event whose own batch would be over its
+//! topic's limit is refused before it is produced.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::client::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
@@ -342,6 +351,182 @@ impl Router {
 pub struct KafkaSink {
     producer: FutureProducer<SinkContext>,
     refusal: Arc<Mutex<Option<Refusal>>>,
+    /// The topics' size limits, when read ([`KafkaSink::connect`]); empty, nothing is refused
+    /// before the broker refuses it.
+    limits: SizeLimits,
+    /// Whether batches are compressed: an event's size on the wire is then not known before it
+    /// is sent, and only the broker judges it.
+    compressed: bool,
+}
+
+/// The size limits Kafka enforces on record batches, as read from the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SizeLimits {
+    /// The broker's `message.max.bytes`: the limit of every topic that sets none of its own.
+    pub broker: Option<usize>,
+    /// Each topic's `max.message.bytes` (the broker's value for a topic that sets none).
+    pub topics: HashMap<String, usize>,
+}
+
+/// Why the producer's size settings cannot work with the brokers': a configuration mistake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeMismatch {
+    #[error(
+        "`message.max.bytes`={producer} in `kafka.properties` is larger than the brokers' \
+         `message.max.bytes`={broker}: an event between the two is refused by the brokers, and \
+         a record batch over {broker} bytes fails every event in it. Set `message.max.bytes` to \
+         at most {broker} (or raise the brokers' limit)"
+    )]
+    ProducerOverBroker { producer: usize, broker: usize },
+}
+
+impl SizeLimits {
+    /// The limit of `topic`, when known.
+    pub fn of(&self, topic: &str) -> Option<usize> {
+        self.topics.get(topic).copied()
+    }
+
+    /// The largest record batch the producer may build: the smallest limit among the broker's
+    /// and those of the topics `may_route_to` accepts (with the topic that sets it), so that a
+    /// batch of small events is never refused whole. None when nothing is known.
+    pub fn batch_cap(&self, may_route_to: impl Fn(&str) -> bool) -> Option<(usize, Option<&str>)> {
+        let topics = self
+            .topics
+            .iter()
+            .filter(|(topic, _)| may_route_to(topic))
+            .map(|(topic, limit)| (*limit, Some(topic.as_str())));
+        self.broker
+            .map(|limit| (limit, None))
+            .into_iter()
+            .chain(topics)
+            .min_by_key(|(limit, _)| *limit)
+    }
+
+    /// A user's `message.max.bytes` over the broker's is a mistake (see [`SizeMismatch`]).
+    pub fn check(&self, config: &KafkaConfig) -> Result<(), SizeMismatch> {
+        let producer = config
+            .properties
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        match (producer, self.broker) {
+            (Some(producer), Some(broker)) if producer > broker => {
+                Err(SizeMismatch::ProducerOverBroker { producer, broker })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the broker's `message.max.bytes` and every topic's `max.message.bytes`, within
+    /// `bound`. Resources the relay may not describe are left out (unknown, so unchecked).
+    pub async fn read(config: &KafkaConfig, bound: Duration) -> Result<SizeLimits, KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = other_client_config(config).create()?;
+        let admin = Arc::new(admin);
+        let metadata = {
+            let admin = Arc::clone(&admin);
+            tokio::task::spawn_blocking(move || {
+                admin.inner().fetch_metadata(None, bound).map(|m| {
+                    let broker = m.brokers().first().map(|b| b.id());
+                    let topics: Vec<String> = m
+                        .topics()
+                        .iter()
+                        .map(|t| t.name().to_owned())
+                        // Kafka's own (`__consumer_offsets`, `__transaction_state`).
+                        .filter(|t| !t.starts_with("__"))
+                        .collect();
+                    (broker, topics)
+                })
+            })
+            .await
+            .map_err(|_| KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut))??
+        };
+        let (broker, topics) = metadata;
+        let mut resources: Vec<ResourceSpecifier<'_>> =
+            topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+        if let Some(id) = broker {
+            resources.push(ResourceSpecifier::Broker(id));
+        }
+        let options = AdminOptions::new().request_timeout(Some(bound));
+        let described = admin.describe_configs(&resources, &options).await?;
+        let mut limits = SizeLimits::default();
+        for resource in described.into_iter().flatten() {
+            let (name, key) = match &resource.specifier {
+                rdkafka::admin::OwnedResourceSpecifier::Topic(topic) => {
+                    (Some(topic.clone()), "max.message.bytes")
+                }
+                rdkafka::admin::OwnedResourceSpecifier::Broker(_) => (None, "message.max.bytes"),
+                rdkafka::admin::OwnedResourceSpecifier::Group(_) => continue,
+            };
+            let Some(limit) = resource
+                .get(key)
+                .and_then(|e| e.value.as_deref())
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            else {
+                continue;
+            };
+            match name {
+                Some(topic) => {
+                    limits.topics.insert(topic, limit);
+                }
+                None => limits.broker = Some(limit),
+            }
+        }
+        Ok(limits)
+    }
+}
+
+/// Whether the relay may route an event to `topic` under `config`: the dead-letter topic, and,
+/// under Debezium's default regex with a replacement of one `${routedByValue}` between literal
+/// text, the topics of that shape; under any other route, every topic.
+fn may_route_to(config: &KafkaConfig, topic: &str) -> bool {
+    if topic == config.dead_letter_topic {
+        return true;
+    }
+    let default_regex = config.topic_regex == crate::format::TopicRoute::DEFAULT_REGEX;
+    let shape = config.topic.split_once("${routedByValue}");
+    match shape {
+        Some((prefix, suffix))
+            if default_regex
+                && ![prefix, suffix]
+                    .iter()
+                    .any(|part| part.contains(['$', '\\'])) =>
+        {
+            topic.len() >= prefix.len() + suffix.len()
+                && topic.starts_with(prefix)
+                && topic.ends_with(suffix)
+        }
+        _ => true,
+    }
+}
+
+/// The size of the record batch that holds `message` alone, as the broker measures it against
+/// `max.message.bytes` (uncompressed, record format v2): the 61-byte batch header and the
+/// record, whose lengths are zigzag varints.
+pub fn single_batch_size(message: &KafkaMessage) -> usize {
+    fn varint(value: i64) -> usize {
+        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+        let mut bytes = 1;
+        while zigzag >= 0x80 {
+            zigzag >>= 7;
+            bytes += 1;
+        }
+        bytes
+    }
+    fn field(bytes: Option<&[u8]>) -> usize {
+        match bytes {
+            Some(b) => varint(b.len() as i64) + b.len(),
+            None => varint(-1),
+        }
+    }
+    const BATCH_HEADER: usize = 61;
+    // Attributes, and timestamp and offset deltas of 0 (the first record of its batch).
+    let mut record = 1 + varint(0) + varint(0);
+    record += field(message.key.as_deref());
+    record += field(message.value.as_deref());
+    record += varint(message.headers.len() as i64);
+    for (name, value) in &message.headers {
+        record += field(Some(name.as_bytes())) + field(value.as_deref());
+    }
+    BATCH_HEADER + varint(record as i64) + record
 }
 
 /// Why the brokers refused the relay's connections: a mistake of configuration (credentials,
@@ -470,6 +655,9 @@ pub fn finite_delivery_timeout(config: &KafkaConfig) -> Option<(&'static str, &s
         .filter(|(_, v)| v.trim() != "0")
 }
 
+/// librdkafka's default `batch.size`.
+const DEFAULT_BATCH_SIZE: usize = 1_000_000;
+
 /// How long [`KafkaSink::connect`] waits for the brokers' first answer before it goes on and
 /// leaves an unreachable cluster to the run loop's retries.
 pub const PREFLIGHT_BOUND: Duration = Duration::from_secs(15);
@@ -581,18 +769,76 @@ impl KafkaSink {
         let context = SinkContext {
             refusal: Arc::clone(&refusal),
         };
+        let compressed = ["compression.type", "compression.codec"].iter().any(|key| {
+            client
+                .get(key)
+                .is_some_and(|codec| !codec.trim().eq_ignore_ascii_case("none"))
+        });
         Ok(KafkaSink {
             producer: client.create_with_context(context)?,
             refusal,
+            limits: SizeLimits::default(),
+            compressed,
         })
     }
 
     /// [`KafkaSink::new`], then [`KafkaSink::preflight`] within [`PREFLIGHT_BOUND`]: a sink whose
     /// brokers refuse its credentials or certificates is an error here, at start, instead of an
-    /// endless reconnect later.
+    /// endless reconnect later. Then the size limits are read ([`SizeLimits`]): a configured
+    /// `message.max.bytes` over the brokers' is an error here too, and the producer that is kept
+    /// builds no batch over the smallest limit of the topics the relay may route to.
     pub async fn connect(config: &KafkaConfig) -> Result<KafkaSink, KafkaError> {
-        let sink = KafkaSink::new(config)?;
+        KafkaSink::connect_with(config, client_config(config)).await
+    }
+
+    /// [`KafkaSink::transactional`], checked and capped as [`KafkaSink::connect`] does; call
+    /// [`KafkaSink::init_transactions`] before its first transaction.
+    pub async fn connect_transactional(
+        config: &KafkaConfig,
+        transactional_id: &str,
+    ) -> Result<KafkaSink, KafkaError> {
+        KafkaSink::connect_with(config, transactional_config(config, transactional_id)).await
+    }
+
+    async fn connect_with(
+        config: &KafkaConfig,
+        mut client: ClientConfig,
+    ) -> Result<KafkaSink, KafkaError> {
+        let sink = KafkaSink::with_client(client.clone())?;
         sink.preflight(PREFLIGHT_BOUND).await?;
+        let limits = match SizeLimits::read(config, PREFLIGHT_BOUND).await {
+            Ok(limits) => limits,
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "kafka: the brokers' size limits could not be read; a record batch over a \
+                     topic's `max.message.bytes` fails every event in it"
+                );
+                return Ok(sink);
+            }
+        };
+        limits
+            .check(config)
+            .map_err(|mismatch| KafkaError::ClientCreation(mismatch.to_string()))?;
+        if let Some((cap, topic)) = limits.batch_cap(|topic| may_route_to(config, topic)) {
+            let batch = client
+                .get("batch.size")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(DEFAULT_BATCH_SIZE);
+            if cap < batch {
+                tracing::info!(
+                    batch_size = cap,
+                    limit_of = topic.unwrap_or("the brokers (`message.max.bytes`)"),
+                    "kafka: record batches kept within the smallest size limit of the topics \
+                     the relay may route to"
+                );
+                client.set("batch.size", cap.to_string());
+            }
+        }
+        // The checked producer is replaced by one with the same settings and the batch cap.
+        drop(sink);
+        let mut sink = KafkaSink::with_client(client)?;
+        sink.limits = limits;
         Ok(sink)
     }
 
@@ -638,8 +884,25 @@ impl KafkaSink {
     }
 
     /// Hands `message` to the producer. The future resolves when Kafka acknowledged it (or
-    /// gave up on it).
+    /// gave up on it). A message whose batch alone would be over its topic's known
+    /// `max.message.bytes` is refused here (`MessageSizeTooLarge`), before it is produced.
     pub fn send(&self, message: &KafkaMessage) -> Result<DeliveryFuture, KafkaError> {
+        if !self.compressed
+            && let Some(limit) = self.limits.of(&message.topic)
+        {
+            let size = single_batch_size(message);
+            if size > limit {
+                tracing::warn!(
+                    topic = %message.topic,
+                    bytes = size,
+                    limit,
+                    "kafka: the event is over its topic's `max.message.bytes`"
+                );
+                return Err(KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageSizeTooLarge,
+                ));
+            }
+        }
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
         for (key, value) in &message.headers {
             headers = headers.insert(Header {
@@ -984,6 +1247,82 @@ mod tests {
             Failure::Permanent
         );
         assert!(is_fatal(&e(RDKafkaErrorCode::OutOfOrderSequenceNumber)));
+    }
+
+    #[test]
+    fn batches_are_capped_by_the_smallest_limit_of_the_topics_the_relay_may_route_to() {
+        let config = KafkaConfig {
+            topic: "shop.${routedByValue}.events".to_owned(),
+            dead_letter_topic: "shop-dlq".to_owned(),
+            ..KafkaConfig::default()
+        };
+        let limits = SizeLimits {
+            broker: Some(1_048_588),
+            topics: [
+                ("shop.Order.events", 500_000),
+                ("shop-dlq", 900_000),
+                ("metrics", 1_000),
+                ("shop.events", 2_000),
+            ]
+            .into_iter()
+            .map(|(t, l)| (t.to_owned(), l))
+            .collect(),
+        };
+        let cap = limits.batch_cap(|t| may_route_to(&config, t));
+        assert_eq!(cap, Some((500_000, Some("shop.Order.events"))));
+        // Under a route the relay cannot invert, every topic may be routed to.
+        let custom = KafkaConfig {
+            topic_regex: "(.*)-v1".to_owned(),
+            topic: "shop.$1".to_owned(),
+            ..config.clone()
+        };
+        let cap = limits.batch_cap(|t| may_route_to(&custom, t));
+        assert_eq!(cap, Some((1_000, Some("metrics"))));
+        // Nothing known: no cap.
+        assert_eq!(SizeLimits::default().batch_cap(|_| true), None);
+    }
+
+    #[test]
+    fn a_producer_limit_over_the_brokers_is_a_mistake_naming_both() {
+        let mut config = KafkaConfig::default();
+        let limits = SizeLimits {
+            broker: Some(1_048_588),
+            topics: HashMap::new(),
+        };
+        assert_eq!(limits.check(&config), Ok(()));
+        config
+            .properties
+            .insert("message.max.bytes".into(), "2000000".into());
+        let error = limits.check(&config).err().map(|e| e.to_string());
+        assert!(
+            error.as_deref().is_some_and(
+                |e| e.contains("`message.max.bytes`=2000000") && e.contains("=1048588")
+            ),
+            "{error:?}"
+        );
+        // Unknown broker limit: nothing to compare with.
+        assert_eq!(SizeLimits::default().check(&config), Ok(()));
+    }
+
+    #[test]
+    fn the_size_of_an_event_alone_counts_varint_lengths_and_null_headers() {
+        let message = KafkaMessage {
+            topic: "t".into(),
+            partition: None,
+            timestamp: None,
+            key: None,
+            value: Some(vec![b'x'; 10]),
+            headers: vec![("id".into(), None)],
+        };
+        // 61 + length(1) + attributes, deltas (3) + null key (1) + value (1 + 10) + one header
+        // (count 1, name 1 + 2, null value 1).
+        assert_eq!(single_batch_size(&message), 61 + 1 + 3 + 1 + 11 + 1 + 3 + 1);
+        let longer = KafkaMessage {
+            value: Some(vec![b'x'; 64]),
+            ..message
+        };
+        // A 64-byte value takes a 2-byte length (zigzag 128), and so does the 75-byte record.
+        assert_eq!(single_batch_size(&longer), 61 + 2 + 3 + 1 + 66 + 1 + 3 + 1);
     }
 
     #[test]
