@@ -459,13 +459,20 @@ async fn poll_rows_committed_to_kafka_before_a_crash_are_settled_not_shipped_aga
         .unwrap_or_else(|| panic!("the relay did not crash:\n{}", crashing.log_text()));
     assert!(!status.success());
     let crash_log = crashing.log_text();
-    assert!(crash_log.contains("aborting after the Kafka commit"), "{crash_log}");
+    assert!(
+        crash_log.contains("aborting after the Kafka commit"),
+        "{crash_log}"
+    );
     // The 500 rows are in Kafka (committed) and still in the table: the crash fell in between.
     reader
         .read_until(WAIT, has_all(&ids), || crashing.log_text())
         .await;
     // (The late row is not visible yet: its writer has not committed.)
-    assert_eq!(fx.row_count().await, 500, "the shipped rows were not settled");
+    assert_eq!(
+        fx.row_count().await,
+        500,
+        "the shipped rows were not settled"
+    );
     late.commit().await.expect("commit the late writer");
     let mut relay = start_poll(&fx, &[]);
     ids.extend(late_ids);

@@ -302,7 +302,10 @@ impl Claimer {
         // A batch is settled in one statement: its rows are all pending, or none is.
         let first = found.first().map(|(id, _)| id.as_str()).unwrap_or_default();
         let last = found.last().map(|(id, _)| id.as_str()).unwrap_or_default();
-        if found.len() != batch.rows.count || first != batch.rows.first_id || last != batch.rows.last_id {
+        if found.len() != batch.rows.count
+            || first != batch.rows.first_id
+            || last != batch.rows.last_id
+        {
             return Err(PollError::NotShipped {
                 table: table.key(),
                 batch: batch.to_string(),
@@ -451,7 +454,10 @@ mod tests {
         };
         assert_eq!(batch.rows.seqs, vec![(1, 3), (5, 7), (9, 9)]);
         assert_eq!(batch.rows.count, 7);
-        assert_eq!((batch.rows.first_id.as_str(), batch.rows.last_id.as_str()), ("e1", "e9"));
+        assert_eq!(
+            (batch.rows.first_id.as_str(), batch.rows.last_id.as_str()),
+            ("e1", "e9")
+        );
         assert_eq!(batch.to_string(), "batch 7 (7 rows, seq 1..=9)");
         let stored = batch.encode();
         assert_eq!(Batch::decode(&stored), Ok(batch.clone()));
