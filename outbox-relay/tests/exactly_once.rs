@@ -10,6 +10,7 @@
 
 mod binlog_support;
 mod common;
+mod poll_support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -493,6 +494,99 @@ async fn poll_rows_committed_to_kafka_before_a_crash_are_settled_not_shipped_aga
         "the restart says it settled the 500 shipped rows without shipping them:\n{log}"
     );
     assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    assert_eq!(fx.row_count().await, 0, "every row settled");
+    fx.teardown().await;
+}
+
+/// 7b. The replay skip on MariaDB (the settle there is one `DELETE` per row, in the claim's
+/// transaction): the same crash between the Kafka commit and the settle, and a late writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_on_mariadb_rows_committed_to_kafka_before_a_crash_are_settled_not_shipped_again() {
+    use poll_support::{Backend, PollFixture, RelayChild};
+    use sea_orm::TransactionTrait;
+    let _serial = SERIAL.lock().await;
+    let fx = PollFixture::new(Backend::MariaDb, "eos_poll_maria").await;
+    let offsets = format!("{}.offsets", fx.name);
+    let eos = [
+        "--delivery",
+        "exactly-once",
+        "--offsets-topic",
+        offsets.as_str(),
+    ];
+    let out = fx
+        .command("setup")
+        .args(eos)
+        .output()
+        .expect("outbox-relay setup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut reader = Reader::new(&[&fx.topic()]);
+    let late = fx.db.begin().await.expect("begin");
+    let late_ids: HashSet<String> = fx
+        .write_in(&late, &[event("late", serde_json::json!({"b": 0, "i": 0}))])
+        .await
+        .into_iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let mut ids = HashSet::new();
+    for batch in 0..3u32 {
+        let events: Vec<_> = (0..100u32)
+            .map(|i| {
+                event(
+                    format!("m{}", i % 7),
+                    serde_json::json!({"b": batch, "i": i}),
+                )
+            })
+            .collect();
+        ids.extend(
+            fx.write(&events)
+                .await
+                .into_iter()
+                .map(|r| r.id.to_string()),
+        );
+    }
+    let mut crashing = RelayChild::spawn_env(
+        &fx,
+        "crashing",
+        &eos,
+        &[(outbox_relay::exactly_once::CRASH_AFTER_COMMIT_ENV, "1")],
+    );
+    assert!(
+        crashing.exit_within(Duration::from_secs(120)) != Some(0) && !crashing.is_running(),
+        "the relay did not crash:\n{}",
+        crashing.log_text()
+    );
+    reader
+        .read_until(WAIT, has_all(&ids), || crashing.log_text())
+        .await;
+    assert_eq!(
+        fx.row_count().await,
+        300,
+        "the shipped rows were not settled"
+    );
+    late.commit().await.expect("commit the late writer");
+    let mut relay = RelayChild::spawn_with(&fx, "resumed", &eos);
+    ids.extend(late_ids);
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    reader.settle(Duration::from_secs(5)).await;
+    let (messages, distinct) = check(&reader.messages, &ids);
+    assert_eq!(
+        (messages, distinct),
+        (301, 301),
+        "each once, the late row included"
+    );
+    let log = without_colours(&relay.log_text());
+    assert!(
+        log.contains("settled rows already shipped, without shipping them again")
+            && log.contains("rows=300"),
+        "the restart says it settled the 300 shipped rows without shipping them:\n{log}"
+    );
+    assert_eq!(relay.terminate(Duration::from_secs(60)), Some(0));
     assert_eq!(fx.row_count().await, 0, "every row settled");
     fx.teardown().await;
 }
