@@ -960,14 +960,6 @@ impl Config {
             }
             return Ok(());
         }
-        if self.source.kind == SourceKind::Poll {
-            return Err(invalid(
-                "delivery",
-                "`exactly-once` is not available for the `poll` source yet (its rows carry no \
-                 stored position); use `at-least-once`, or the `wal`, `message` or `binlog` \
-                 source",
-            ));
-        }
         if let Some(problem) = crate::topic::topic_problem(&self.kafka.offsets_topic) {
             return Err(invalid(
                 "kafka.offsets_topic",

@@ -47,6 +47,12 @@ use crate::source::{Connector, Fault, Source, SourceEvent, StoredPosition};
 const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long reading the offsets topic (or its metadata) may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Fault injection for the tests only: when set to N, the process aborts right after the N-th
+/// Kafka commit that carries events, before the source is acknowledged — a crash in the window
+/// that the stored position covers (see `tests/exactly_once.rs`). Not a setting: never set it
+/// in production.
+pub const CRASH_AFTER_COMMIT_ENV: &str = "OUTBOX_RELAY_TEST_CRASH_AFTER_KAFKA_COMMIT";
+
 /// While the source is idle, how often a transaction of only the position moves the stored
 /// (and so the acknowledged) position to the source's end: the slot then releases its WAL.
 const IDLE_ADVANCE: Duration = Duration::from_secs(10);
@@ -138,7 +144,7 @@ fn kafka(step: &'static str) -> impl FnOnce(KafkaError) -> ExactlyOnceError {
 /// The value of a record on the offsets topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredRecord {
-    /// The source's name (`wal`, `message`, `binlog`).
+    /// The source's name (`wal`, `message`, `binlog`, `poll`).
     pub source: String,
     /// [`StoredPosition::encode`]'s form.
     pub position: String,
@@ -554,6 +560,30 @@ fn transaction_error(id: &str, step: &'static str, source: KafkaError) -> RelayE
     ExactlyOnceError::Kafka { step, source }.into()
 }
 
+/// [`CRASH_AFTER_COMMIT_ENV`]: counts the Kafka commits with events, and aborts the process at
+/// the one it names.
+fn crash_if_injected() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static AT: OnceLock<Option<u64>> = OnceLock::new();
+    static COMMITS: AtomicU64 = AtomicU64::new(0);
+    let Some(at) = *AT.get_or_init(|| {
+        std::env::var(CRASH_AFTER_COMMIT_ENV)
+            .ok()
+            .and_then(|n| n.parse().ok())
+    }) else {
+        return;
+    };
+    if COMMITS.fetch_add(1, Ordering::Relaxed) + 1 == at {
+        tracing::error!(
+            commits = at,
+            "{CRASH_AFTER_COMMIT_ENV}: aborting after the Kafka commit, before acknowledging the \
+             source (test fault injection)"
+        );
+        std::process::abort();
+    }
+}
+
 /// The open Kafka transaction.
 struct KafkaTx {
     began: Instant,
@@ -942,6 +972,9 @@ where
             .await
             .map_err(|source| transaction_error(self.id, "commit_transaction", source))?;
         let tx = self.kafka_tx.take();
+        if tx.as_ref().is_some_and(|tx| tx.events > 0) {
+            crash_if_injected();
+        }
         self.last_cut = Instant::now();
         let metrics = &self.pipeline.metrics;
         if let Some(tx) = tx {

@@ -10,6 +10,7 @@
 
 mod binlog_support;
 mod common;
+mod poll_support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -66,6 +67,18 @@ fn write_in_background(
     aggregates: u32,
     pause: Duration,
 ) -> tokio::task::JoinHandle<HashSet<String>> {
+    write_in_background_as(fx, "a", batches, size, aggregates, pause)
+}
+
+/// [`write_in_background`], with aggregates named `<prefix><n>`.
+fn write_in_background_as(
+    fx: &Fixture,
+    prefix: &'static str,
+    batches: std::ops::Range<u32>,
+    size: u32,
+    aggregates: u32,
+    pause: Duration,
+) -> tokio::task::JoinHandle<HashSet<String>> {
     use sea_orm::TransactionTrait;
     let db = fx.db.clone();
     let outbox = fx.outbox();
@@ -75,7 +88,7 @@ fn write_in_background(
             let events: Vec<_> = (0..size)
                 .map(|i| {
                     event(
-                        format!("a{}", (batch * size + i) % aggregates),
+                        format!("{prefix}{}", (batch * size + i) % aggregates),
                         serde_json::json!({"b": batch, "i": i}),
                     )
                 })
@@ -332,21 +345,250 @@ async fn message_source_exactly_once_across_kills() {
     fx.teardown().await;
 }
 
-/// The `poll` source refuses the mode at start, as a configuration error that says why.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poll_refuses_exactly_once_as_a_configuration_error() {
-    let out = std::process::Command::new(BIN)
-        .args(["run", "--source", "poll", "--delivery", "exactly-once"])
-        .env("DATABASE_URL", database_url())
-        .env("KAFKA_BROKERS", kafka_brokers())
+/// `outbox-relay setup --source poll --delivery exactly-once`: the table's sequence and trigger,
+/// and the offsets topic.
+fn setup_poll(fx: &Fixture) {
+    let out = fx
+        .command("setup")
+        .args(["--source", "poll"])
+        .args(exactly_once_args(fx))
         .output()
-        .expect("running outbox-relay");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .expect("running outbox-relay setup");
     assert!(
-        stderr.contains("`delivery`") && stderr.contains("poll"),
-        "{stderr}"
+        out.status.success(),
+        "setup --source poll --delivery exactly-once failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `text` without its ANSI colour sequences (the relay's log is coloured).
+fn without_colours(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+fn start_poll(fx: &Fixture, env: &[(&str, &str)]) -> RelayProcess {
+    let mut args = vec!["--source".to_owned(), "poll".to_owned()];
+    args.extend(exactly_once_args(fx));
+    let mut command = fx.command("run");
+    command.args(["-X", "message.timeout.ms=600000"]).args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    RelayProcess::spawn(command, &fx.name)
+}
+
+/// 6. The `poll` source on PostgreSQL: 10,000 events from two concurrent writers (so sequence
+/// values commit out of order across them) while the relay is SIGKILLed 3 times: a
+/// `read_committed` consumer sees each once, in order per aggregate, and the table is emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_every_event_exactly_once_across_kills() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new("eos_poll", WriteMode::Insert).await;
+    setup_poll(&fx);
+    let mut reader = Reader::new(&[&fx.topic()]);
+    let mut relay = start_poll(&fx, &[]);
+    // Aggregates `a*` and `b*`: each writer has its own, so each aggregate's order is its
+    // writer's.
+    let first = write_in_background_as(&fx, "a", 0..50, 100, 41, Duration::from_millis(40));
+    let second = write_in_background_as(&fx, "b", 50..100, 100, 43, Duration::from_millis(40));
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        relay.kill();
+        relay = start_poll(&fx, &[]);
+    }
+    let mut ids = first.await.expect("the first writer");
+    ids.extend(second.await.expect("the second writer"));
+    assert_eq!(ids.len(), 10_000);
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    reader.settle(Duration::from_secs(5)).await;
+    let (messages, distinct) = check(&reader.messages, &ids);
+    println!("exactly-once, poll: {distinct} events, {messages} messages");
+    assert_eq!((messages, distinct), (10_000, 10_000));
+    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    assert_eq!(fx.row_count().await, 0, "every row settled");
+    fx.teardown().await;
+}
+
+/// 7. The replay skip: the relay crashes right after a Kafka commit, before settling the rows
+/// (fault injection). The next run settles those rows without shipping them again (it says
+/// so), and still ships a row with a LOWER sequence value whose writer committed only after the
+/// crash: the stored position names the shipped rows, it is not a high-water mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_rows_committed_to_kafka_before_a_crash_are_settled_not_shipped_again() {
+    use sea_orm::TransactionTrait;
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new("eos_poll_skip", WriteMode::Insert).await;
+    setup_poll(&fx);
+    let mut reader = Reader::new(&[&fx.topic()]);
+    // The late writer takes its sequence value first and commits last.
+    let late = fx.db.begin().await.expect("begin");
+    let late_events = [event("late", serde_json::json!({"b": 0, "i": 0}))];
+    let late_ids: HashSet<String> = outbox_core::write_events(
+        &late,
+        &fx.outbox(),
+        late_events.iter().map(|e| e as &dyn DomainEvent),
+    )
+    .await
+    .expect("write_events")
+    .into_iter()
+    .map(|r| r.id.to_string())
+    .collect();
+    let mut ids = HashSet::new();
+    fx.write_batches(&mut ids, 0..5, 100, ("s", 7)).await;
+    let mut crashing = start_poll(
+        &fx,
+        &[(outbox_relay::exactly_once::CRASH_AFTER_COMMIT_ENV, "1")],
+    );
+    let status = crashing
+        .wait_exit(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("the relay did not crash:\n{}", crashing.log_text()));
+    assert!(!status.success());
+    let crash_log = crashing.log_text();
+    assert!(
+        crash_log.contains("aborting after the Kafka commit"),
+        "{crash_log}"
+    );
+    // The 500 rows are in Kafka (committed) and still in the table: the crash fell in between.
+    reader
+        .read_until(WAIT, has_all(&ids), || crashing.log_text())
+        .await;
+    // (The late row is not visible yet: its writer has not committed.)
+    assert_eq!(
+        fx.row_count().await,
+        500,
+        "the shipped rows were not settled"
+    );
+    late.commit().await.expect("commit the late writer");
+    let mut relay = start_poll(&fx, &[]);
+    ids.extend(late_ids);
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    reader.settle(Duration::from_secs(5)).await;
+    let (messages, distinct) = check(&reader.messages, &ids);
+    assert_eq!(
+        (messages, distinct),
+        (501, 501),
+        "each once, the late row included"
+    );
+    let log = without_colours(&relay.log_text());
+    assert!(
+        log.contains("settled rows already shipped, without shipping them again")
+            && log.contains("rows=500"),
+        "the restart says it settled the 500 shipped rows without shipping them:\n{log}"
+    );
+    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    assert_eq!(fx.row_count().await, 0, "every row settled");
+    fx.teardown().await;
+}
+
+/// 7b. The replay skip on MariaDB (the settle there is one `DELETE` per row, in the claim's
+/// transaction): the same crash between the Kafka commit and the settle, and a late writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_on_mariadb_rows_committed_to_kafka_before_a_crash_are_settled_not_shipped_again() {
+    use poll_support::{Backend, PollFixture, RelayChild};
+    use sea_orm::TransactionTrait;
+    let _serial = SERIAL.lock().await;
+    let fx = PollFixture::new(Backend::MariaDb, "eos_poll_maria").await;
+    let offsets = format!("{}.offsets", fx.name);
+    let eos = [
+        "--delivery",
+        "exactly-once",
+        "--offsets-topic",
+        offsets.as_str(),
+    ];
+    let out = fx
+        .command("setup")
+        .args(eos)
+        .output()
+        .expect("outbox-relay setup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut reader = Reader::new(&[&fx.topic()]);
+    let late = fx.db.begin().await.expect("begin");
+    let late_ids: HashSet<String> = fx
+        .write_in(&late, &[event("late", serde_json::json!({"b": 0, "i": 0}))])
+        .await
+        .into_iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let mut ids = HashSet::new();
+    for batch in 0..3u32 {
+        let events: Vec<_> = (0..100u32)
+            .map(|i| {
+                event(
+                    format!("m{}", i % 7),
+                    serde_json::json!({"b": batch, "i": i}),
+                )
+            })
+            .collect();
+        ids.extend(
+            fx.write(&events)
+                .await
+                .into_iter()
+                .map(|r| r.id.to_string()),
+        );
+    }
+    let mut crashing = RelayChild::spawn_env(
+        &fx,
+        "crashing",
+        &eos,
+        &[(outbox_relay::exactly_once::CRASH_AFTER_COMMIT_ENV, "1")],
+    );
+    assert!(
+        crashing.exit_within(Duration::from_secs(120)) != Some(0) && !crashing.is_running(),
+        "the relay did not crash:\n{}",
+        crashing.log_text()
+    );
+    reader
+        .read_until(WAIT, has_all(&ids), || crashing.log_text())
+        .await;
+    assert_eq!(
+        fx.row_count().await,
+        300,
+        "the shipped rows were not settled"
+    );
+    late.commit().await.expect("commit the late writer");
+    let mut relay = RelayChild::spawn_with(&fx, "resumed", &eos);
+    ids.extend(late_ids);
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    reader.settle(Duration::from_secs(5)).await;
+    let (messages, distinct) = check(&reader.messages, &ids);
+    assert_eq!(
+        (messages, distinct),
+        (301, 301),
+        "each once, the late row included"
+    );
+    let log = without_colours(&relay.log_text());
+    assert!(
+        log.contains("settled rows already shipped, without shipping them again")
+            && log.contains("rows=300"),
+        "the restart says it settled the 300 shipped rows without shipping them:\n{log}"
+    );
+    assert_eq!(relay.terminate(Duration::from_secs(60)), Some(0));
+    assert_eq!(fx.row_count().await, 0, "every row settled");
+    fx.teardown().await;
 }
 
 /// 5. The `binlog` source (MariaDB): a kill test; the position table follows the Kafka commit.

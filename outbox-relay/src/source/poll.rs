@@ -54,7 +54,7 @@ use crate::format;
 use crate::source::{Classified, ColumnValue, Connector, Fault, OutboxRecord, SourceError};
 use crate::status::{State, Status};
 use leader::Leader;
-pub use session::{Batch, PollSession};
+pub use session::{Batch, BatchRows, PollSession};
 pub use shape::SEQUENCE;
 use shape::{Catalog, Kind, Shape, Wanted};
 pub use store::RELAYED_AT;
@@ -100,6 +100,21 @@ pub enum PollError {
     ClaimTimeout(Duration),
     #[error("the claiming task ended")]
     Ended,
+    #[error(
+        "the outbox table `{table}` does not hold the rows of {batch}, which the stored position \
+         says were shipped: {found} of its {count} rows are pending, with ids {ids} where \
+         {expected} were claimed; was the table recreated, or its sequence reset? Settling or \
+         shipping them could drop or repeat events: give the relay a new \
+         `kafka.transactional_id` (a new stored position) once the table is as it should be"
+    )]
+    NotShipped {
+        table: String,
+        batch: String,
+        found: usize,
+        count: usize,
+        expected: String,
+        ids: String,
+    },
 }
 
 impl PollError {
@@ -115,7 +130,8 @@ impl PollError {
             | PollError::NoTable { .. }
             | PollError::MissingColumns { .. }
             | PollError::NotReady { .. }
-            | PollError::Unfit { .. } => false,
+            | PollError::Unfit { .. }
+            | PollError::NotShipped { .. } => false,
         }
     }
 
@@ -302,13 +318,13 @@ impl Outbox {
         }
     }
 
-    /// The oldest pending rows, in sequence order, as records.
+    /// The oldest pending rows, in sequence order, as records with their sequence values.
     async fn claim<C: ConnectionTrait>(
         &self,
         shape: &Shape,
         conn: &C,
         limit: usize,
-    ) -> Result<Vec<OutboxRecord>, PollError> {
+    ) -> Result<Vec<Claimed>, PollError> {
         let mut rows = conn.query_all_raw(self.table.claim(shape, limit)).await?;
         if self.table.claims_ids() {
             let ids = rows
@@ -342,18 +358,33 @@ impl Outbox {
                             .map(|v| v.map(ColumnValue::Bytes)),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(self.table.record(shape, values))
+                let seq = row.try_get_by_index::<i64>(shape.columns.len())?;
+                Ok(Claimed {
+                    seq,
+                    record: self.table.record(shape, values),
+                })
             })
             .collect()
     }
 
-    fn settle(&self, shape: &Shape, records: &[OutboxRecord]) -> sea_orm::Statement {
-        let ids: Vec<String> = records
+    fn settle(&self, shape: &Shape, claimed: &[Claimed]) -> sea_orm::Statement {
+        let ids: Vec<String> = claimed
             .iter()
-            .filter_map(|r| r.get(&self.config.kafka.event_id_field).map(str::to_owned))
+            .filter_map(|c| self.event_id(&c.record).map(str::to_owned))
             .collect();
         self.table.settle(shape, &ids, Utc::now())
     }
+
+    fn event_id<'r>(&self, record: &'r OutboxRecord) -> Option<&'r str> {
+        record.get(&self.config.kafka.event_id_field)
+    }
+}
+
+/// A claimed row: its record, and the sequence value the database gave it at INSERT.
+#[derive(Debug, Clone)]
+pub(crate) struct Claimed {
+    seq: i64,
+    record: OutboxRecord,
 }
 
 /// Opens claiming sessions on the outbox table, while this relay holds the leadership.
@@ -420,7 +451,15 @@ impl Connector for PollConnector {
         Ok(())
     }
 
-    async fn open(&mut self, _resume: Option<Batch>) -> Result<PollSession, SourceError> {
+    /// `resume`: the last batch acknowledged in this process, or the one stored in Kafka (the
+    /// exactly-once mode); its rows still pending are settled without shipping them again.
+    ///
+    /// The poll source has no durable position of its own (no `durable_position`, so no gap
+    /// check): the table is its position. A pending row is unshipped unless the stored batch
+    /// names it; rows settled by an at-least-once run were acknowledged by Kafka first, so none
+    /// is missing. A stored batch past the lowest pending sequence value is normal (a row
+    /// whose writer committed late, or a crash before the settle), not a gap.
+    async fn open(&mut self, resume: Option<Batch>) -> Result<PollSession, SourceError> {
         let Some(shape) = self.shape.clone() else {
             return Err(SourceError::fatal(PollError::Ended));
         };
@@ -463,6 +502,7 @@ impl Connector for PollConnector {
             leader,
             self.wake.clone(),
             self.batches.clone(),
+            resume,
         ))
     }
 

@@ -41,11 +41,18 @@ impl Table {
     /// (InnoDB secondary indexes carry the primary key), so the locking read walks that index;
     /// with every column MariaDB may prefer a full scan and a filesort, locking every row of the
     /// table on the way. [`Table::fetch`] reads the rest.
+    ///
+    /// Without [`Table::claims_ids`], the row's sequence follows its columns (see
+    /// [`Table::sequence_value`]).
     pub fn claim(&self, shape: &Shape, limit: usize) -> Statement {
         let select = if self.claims_ids() {
             self.select(&shape.columns[..1])
         } else {
-            self.select(&shape.columns)
+            format!(
+                "{}, {}",
+                self.select(&shape.columns),
+                self.sequence_value(shape)
+            )
         };
         let pending = if self.marks() {
             format!(" WHERE {} IS NULL", self.q(RELAYED_AT))
@@ -69,8 +76,8 @@ impl Table {
         self.backend == DbBackend::MySql
     }
 
-    /// The claimed rows `ids`, every column, in the claim's order. A plain (consistent) read:
-    /// the claiming transaction already holds the rows' locks.
+    /// The claimed rows `ids`, every column and then the sequence, in the claim's order. A
+    /// plain (consistent) read: the claiming transaction already holds the rows' locks.
     pub fn fetch(&self, shape: &Shape, ids: &[String]) -> Statement {
         let list = (1..=ids.len())
             .map(|n| self.id_param(shape, n))
@@ -78,12 +85,67 @@ impl Table {
             .join(", ");
         let table = self.qualified();
         let sql = format!(
-            "SELECT {} FROM {table} WHERE {} IN ({list}) ORDER BY {table}.{}",
+            "SELECT {}, {} FROM {table} WHERE {} IN ({list}) ORDER BY {table}.{}",
             self.select(&shape.columns),
+            self.sequence_value(shape),
             self.q(&shape.columns[0].actual),
             shape.sequence,
         );
         Statement::from_sql_and_values(self.backend, sql, ids.iter().map(|id| id_value(id)))
+    }
+
+    /// The row's sequence as a 64-bit integer (an `integer` serial or an `AUTO_INCREMENT` of
+    /// any width reads alike): the claimed rows are named by it in the exactly-once mode's
+    /// stored position.
+    pub fn sequence_value(&self, shape: &Shape) -> String {
+        let sequence = format!("{}.{}", self.qualified(), shape.sequence);
+        match self.backend {
+            DbBackend::Postgres => format!("CAST({sequence} AS BIGINT)"),
+            DbBackend::MySql => format!("CAST({sequence} AS SIGNED)"),
+            _ => sequence,
+        }
+    }
+
+    /// The rows of the sequence `ranges` (inclusive) that are still pending, as `(id,
+    /// sequence)` in sequence order, locked `FOR UPDATE` (waiting for a lock, never skipping a
+    /// row) on PostgreSQL and MariaDB. These are rows the stored position says were shipped: the
+    /// exactly-once mode settles them without shipping them again.
+    pub fn shipped(&self, shape: &Shape, ranges: &[(i64, i64)]) -> Statement {
+        let text = if self.backend == DbBackend::MySql {
+            "CHAR"
+        } else {
+            "TEXT"
+        };
+        let sequence = format!("{}.{}", self.qualified(), shape.sequence);
+        let within = (0..ranges.len())
+            .map(|i| {
+                format!(
+                    "{sequence} BETWEEN {} AND {}",
+                    self.param(2 * i + 1),
+                    self.param(2 * i + 2)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let pending = if self.marks() {
+            format!(" AND {} IS NULL", self.q(RELAYED_AT))
+        } else {
+            String::new()
+        };
+        let lock = match self.backend {
+            DbBackend::Sqlite => "",
+            _ => " FOR UPDATE",
+        };
+        let sql = format!(
+            "SELECT CAST({} AS {text}), {} FROM {} WHERE ({within}){pending} ORDER BY {sequence}{lock}",
+            self.q(&shape.columns[0].actual),
+            self.sequence_value(shape),
+            self.qualified(),
+        );
+        let values = ranges
+            .iter()
+            .flat_map(|&(low, high)| [Value::from(low), Value::from(high)]);
+        Statement::from_sql_and_values(self.backend, sql, values)
     }
 
     /// Each column as it is read: text columns `CAST(c AS TEXT)`, binary columns as they are.
@@ -303,7 +365,7 @@ mod tests {
         let fetch = my.fetch(&s, &["a".to_owned(), "b".to_owned()]).sql;
         assert!(
             fetch.contains(
-                "CAST(`extra` AS CHAR) FROM `outbox` WHERE `id` IN (?, ?) ORDER BY `outbox`.`seq`"
+                "CAST(`extra` AS CHAR), CAST(`outbox`.`seq` AS SIGNED) FROM `outbox` WHERE `id` IN (?, ?) ORDER BY `outbox`.`seq`"
             ),
             "{fetch}"
         );
@@ -358,6 +420,22 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    #[test]
+    fn shipped_rows_are_selected_by_their_sequence_ranges_and_locked() {
+        let pg = Table::new(DbBackend::Postgres, None, "outbox", true);
+        let s = pg.shipped(&shape(None, "\"seq\""), &[(1, 3), (9, 9)]);
+        assert_eq!(
+            s.sql,
+            "SELECT CAST(\"id\" AS TEXT), CAST(\"outbox\".\"seq\" AS BIGINT) FROM \"outbox\" \
+             WHERE (\"outbox\".\"seq\" BETWEEN $1 AND $2 OR \"outbox\".\"seq\" BETWEEN $3 AND $4) \
+             AND \"relayed_at\" IS NULL ORDER BY \"outbox\".\"seq\" FOR UPDATE"
+        );
+        assert_eq!(s.values.map(|v| v.0.len()), Some(4));
+        let lite = Table::new(DbBackend::Sqlite, None, "outbox", false);
+        let s = lite.shipped(&shape(None, "rowid"), &[(1, 3)]);
+        assert!(s.sql.ends_with("ORDER BY \"outbox\".rowid"), "{}", s.sql);
     }
 
     #[test]
