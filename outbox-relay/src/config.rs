@@ -991,18 +991,24 @@ impl Config {
     }
 
     /// The exactly-once producer's `transactional.id`: `kafka.transactional_id`, or one derived
-    /// from what makes the relay one relay: its slot (`wal`, `message`), its table (`poll`), its
-    /// stored-position key (`binlog`).
+    /// from what makes the relay one relay: its database and slot (`wal`, `message`), its
+    /// database and table (`poll`), its stored-position key (`binlog`, which names the database).
+    /// The database is in the default because a transactional id is global to the Kafka cluster:
+    /// two services with the default slot or table name would otherwise fence each other.
     pub fn transactional_id(&self) -> String {
         if let Some(id) = &self.kafka.transactional_id {
             return id.clone();
         }
+        let database = self
+            .database_name()
+            .map(|d| format!("{d}."))
+            .unwrap_or_default();
         match self.source.kind {
             SourceKind::Wal | SourceKind::Message => {
-                format!("outbox-relay.slot.{}", self.source.slot)
+                format!("outbox-relay.slot.{database}{}", self.source.slot)
             }
             SourceKind::Poll => format!(
-                "outbox-relay.poll.{}{}",
+                "outbox-relay.poll.{database}{}{}",
                 self.source
                     .schema
                     .as_deref()
@@ -1012,6 +1018,20 @@ impl Config {
             ),
             SourceKind::Binlog => format!("outbox-relay.binlog.{}", self.binlog_position_key()),
         }
+    }
+
+    /// The database the URL names: PostgreSQL's and MySQL's database, SQLite's file name.
+    fn database_name(&self) -> Option<String> {
+        let url = self.database_url.as_deref()?;
+        let name = if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.split('?').next().unwrap_or_default();
+            path.rsplit('/').next().unwrap_or_default().to_owned()
+        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            crate::connection::MySqlTarget::parse(url).ok()?.database
+        } else {
+            crate::connection::PgTarget::parse(url).ok()?.database
+        };
+        (!name.is_empty()).then_some(name)
     }
 
     /// The `binlog` source's row in its position table: `source.binlog.position_key`, else
@@ -1294,6 +1314,37 @@ mod tests {
                 "outbox.event.${routedByValue}".to_owned()
             ))
         );
+    }
+
+    #[test]
+    fn default_transactional_ids_name_the_database() {
+        let id = |kind: SourceKind, url: &str| {
+            let mut c = Config::default();
+            c.source.kind = kind;
+            c.source.table = "outbox".into();
+            c.database_url = Some(url.into());
+            c.transactional_id()
+        };
+        let slot = Config::default().source.slot;
+        assert_eq!(
+            id(SourceKind::Wal, "postgres://u:p@db:5432/orders"),
+            format!("outbox-relay.slot.orders.{slot}")
+        );
+        assert_eq!(
+            id(SourceKind::Poll, "postgres://u:p@db/shipping"),
+            "outbox-relay.poll.shipping.outbox"
+        );
+        assert_eq!(
+            id(SourceKind::Poll, "sqlite://data/shop.db?mode=rwc"),
+            "outbox-relay.poll.shop.db.outbox"
+        );
+        assert_eq!(
+            id(SourceKind::Binlog, "mysql://u:p@db/shop"),
+            "outbox-relay.binlog.shop.outbox"
+        );
+        let mut c = Config::default();
+        c.kafka.transactional_id = Some("mine".into());
+        assert_eq!(c.transactional_id(), "mine");
     }
 
     #[test]
