@@ -286,7 +286,7 @@ async fn the_page_shows_relayed_events_and_dead_letters_without_console_errors()
 
     let mut topic = Reader::new(&[&fx.topic()]);
     relay_events(&fx, &mut topic, &relay, 12).await;
-    // Alone in its transaction: an event batched with the oversize one is refused with it.
+    // Alone in its transaction, so the dead-letter count is exactly one.
     let big = fx
         .write(&[event("order-big", json!({"blob": "x".repeat(20_000)}))])
         .await;

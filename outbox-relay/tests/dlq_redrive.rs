@@ -56,8 +56,7 @@ async fn an_oversize_event_is_redriven_once_after_the_limit_is_raised() {
     let fx = Fixture::new("dlq_redrive", WriteMode::Insert).await;
     set_max_message_bytes(&fx.topic(), 4000).await;
     let relay = fx.start_relay(&[]);
-    // One at a time: an event that shares a producer batch with the oversize one is refused
-    // with it (see the report), and this test is about the one event.
+    // One at a time: this test is about the one oversize event and its redrive.
     let mut topic = Reader::new(&[&fx.topic()]);
     let before = fx.write(&[event("k1", json!({"n": 1}))]).await;
     topic

@@ -103,8 +103,7 @@ async fn wal_status_shows_the_running_relay_and_the_slot() {
         c
     };
 
-    // Three shipped events, one at a time (an event sharing a producer batch with the oversize
-    // one would be refused with it), then one dead letter.
+    // Three shipped events, one at a time, then one dead letter.
     let mut topic = Reader::new(&[&fx.topic()]);
     for n in 0..3 {
         let written = fx.write(&[event(format!("k{n}"), json!({"n": n}))]).await;
