@@ -54,6 +54,13 @@ impl Reader {
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("topic.metadata.refresh.interval.ms", "1000")
+            // Outage tests stop the broker for a minute or more. With the default 45 s session
+            // the broker drops this member from its group while it is down; it may not rejoin,
+            // and a rejoin would start again from `earliest` (nothing is committed), counting
+            // every message twice. The group is this reader's alone, so a long session costs
+            // nothing: no other member waits on it.
+            .set("session.timeout.ms", "600000")
+            .set("max.poll.interval.ms", "600000")
             .create()
             .expect("Kafka consumer");
         consumer.subscribe(topics).expect("subscribe");
