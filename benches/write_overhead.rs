@@ -1,11 +1,11 @@
 //! P3, the write overhead of the outbox: the same business transaction (an order plus 3 lines)
 //! with and without `#[emits]`, with 1 and with 10 events, against the PostgreSQL of
 //! `scripts/services up`. Two shapes of `#[emits]` function: on the caller's
-//! `&DatabaseTransaction` (the events are one INSERT of their own, before the caller's COMMIT),
-//! and on `&DatabaseConnection` (`#[emits]` begins the transaction, and the events travel with its
-//! COMMIT: one round trip for both). The baseline is the same for both: BEGIN, the order, its
-//! lines, COMMIT. Runs are interleaved (A, B, C, A, B, C, ...) so that the machine's
-//! noise hits all variants alike; the figure is the ratio of medians.
+//! `&DatabaseTransaction`, and on `&DatabaseConnection` (`*OwnedTxn`: `#[emits]` begins the
+//! transaction and commits it). Both write the events as one bound INSERT of their own before the
+//! COMMIT; the `*OwnedTxn` variants show what taking `&DbConn` adds to that. The baseline is the
+//! same for both: BEGIN, the order, its lines, COMMIT. Runs are interleaved (A, B, C, A, B, C,
+//! ...) so that the machine's noise hits all variants alike; the figure is the ratio of medians.
 //!
 //! `cargo bench --bench write_overhead [-- ITERATIONS]`
 
@@ -22,8 +22,8 @@ enum Variant {
     WithoutOutbox,
     OneEvent,
     TenEvents,
-    OneEventWithCommit,
-    TenEventsWithCommit,
+    OneEventOwnedTxn,
+    TenEventsOwnedTxn,
 }
 
 async fn run_once(db: &DatabaseConnection, variant: Variant) -> Duration {
@@ -34,8 +34,8 @@ async fn run_once(db: &DatabaseConnection, variant: Variant) -> Duration {
     let start = Instant::now();
     let result = match variant {
         // `#[emits]` begins and commits the transaction itself.
-        Variant::OneEventWithCommit => shop::place_order_on_pool(db, cmd).await,
-        Variant::TenEventsWithCommit => shop::place_and_ship_on_pool(db, cmd, 9).await,
+        Variant::OneEventOwnedTxn => shop::place_order_on_pool(db, cmd).await,
+        Variant::TenEventsOwnedTxn => shop::place_and_ship_on_pool(db, cmd, 9).await,
         // The caller's transaction.
         Variant::WithoutOutbox | Variant::OneEvent | Variant::TenEvents => {
             let txn = db.begin().await.expect("begin");
@@ -72,8 +72,8 @@ async fn main() {
         Variant::WithoutOutbox,
         Variant::OneEvent,
         Variant::TenEvents,
-        Variant::OneEventWithCommit,
-        Variant::TenEventsWithCommit,
+        Variant::OneEventOwnedTxn,
+        Variant::TenEventsOwnedTxn,
     ];
     // Warm up connections, plans and caches.
     for _ in 0..100 {

@@ -925,8 +925,8 @@ struct NoteWritten {
     text: String,
 }
 
-/// The shape of SeaORM's example services: `#[emits]` begins the transaction on the pool, and on
-/// PostgreSQL sends the events with its COMMIT.
+/// The shape of SeaORM's example services: `#[emits]` begins the transaction on the pool, writes
+/// the events on it and commits.
 #[outbox::emits(NoteWritten)]
 async fn write_note(
     db: &DatabaseConnection,
@@ -1006,11 +1006,13 @@ async fn assert_next_statement_autocommits(pool: &DatabaseConnection, other: &Da
     );
 }
 
-/// Item 3 of issue 15: on `&DatabaseConnection`, the events travel with the COMMIT as literals.
-/// Every value arrives byte-exact, hostile SQL included, the write is the literal batch (not the
-/// bound INSERT), and the pooled connection is clean afterwards.
+/// Item 3 of issue 15: on `&DatabaseConnection`, `#[emits]` begins the transaction, writes the
+/// events with the same bound INSERT as in a caller's transaction, then commits. Every value
+/// arrives byte-exact (hostile SQL included), the order commits with its event, the pooled
+/// connection is clean afterwards, and the events' INSERT is the prepared statement with bound
+/// parameters, never the values spelled into the SQL text.
 #[tokio::test]
-async fn events_sent_with_the_commit_arrive_exactly_and_leave_the_connection_clean() {
+async fn events_on_an_owned_connection_are_the_bound_insert_and_commit_with_the_rows() {
     let (db, pool) = one_connection_pool().await;
     let hostile = [
         "'); DELETE FROM outbox; --",
@@ -1073,31 +1075,87 @@ async fn events_sent_with_the_commit_arrive_exactly_and_leave_the_connection_cle
         .unwrap();
     assert_eq!(outbox_intact, hostile.len() as i64, "nothing was deleted");
 
-    // The events went as the literal batch, never as the bound INSERT.
-    let inserts: Vec<String> = db
+    // One INSERT statement, run once per call, with its values as parameters: the bound form
+    // (a literal form would show each value as a cast constant, `$n::uuid`, once normalized).
+    let inserts: Vec<(String, i64)> = db
         .query_all_raw(Statement::from_string(
             DbBackend::Postgres,
-            "SELECT query FROM pg_stat_statements \
+            "SELECT query, calls FROM pg_stat_statements \
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
              AND query LIKE 'INSERT INTO \"outbox\"%'",
         ))
         .await
         .expect("pg_stat_statements")
         .iter()
-        .map(|r| r.try_get("", "query").unwrap())
+        .map(|r| {
+            (
+                r.try_get("", "query").unwrap(),
+                r.try_get("", "calls").unwrap(),
+            )
+        })
         .collect();
-    assert!(!inserts.is_empty(), "the events' INSERT was recorded");
+    assert_eq!(
+        inserts.len(),
+        1,
+        "one events' INSERT statement: {inserts:?}"
+    );
+    let (insert, calls) = &inserts[0];
+    assert_eq!(
+        *calls,
+        hostile.len() as i64,
+        "one INSERT per call: {insert}"
+    );
     assert!(
-        inserts.iter().all(|q| q.contains("::uuid")),
-        "every events' INSERT is the literal one sent with the COMMIT: {inserts:?}"
+        !insert.contains("::"),
+        "the events' INSERT binds its values, uncast: {insert}"
+    );
+    // And it is the statement the pool's connection prepared, as in a caller's transaction.
+    let prepared: Vec<String> = pool
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT statement FROM pg_prepared_statements \
+             WHERE statement LIKE 'INSERT INTO \"outbox\"%'",
+        ))
+        .await
+        .expect("pg_prepared_statements")
+        .iter()
+        .map(|r| r.try_get("", "statement").unwrap())
+        .collect();
+    assert_eq!(
+        prepared.len(),
+        1,
+        "the events' INSERT is a prepared statement of the connection: {prepared:?}"
+    );
+    assert!(
+        prepared[0].contains("$8") && !prepared[0].contains("E'"),
+        "prepared with its eight values bound: {prepared:?}"
     );
 }
 
-/// When the events' INSERT fails inside the batch, nothing after it runs: the order rolls back,
-/// the error names the outbox table, and the pooled connection is clean afterwards.
+/// A failure on a connection that `#[emits]` owns rolls back the business rows with the events:
+/// the events' INSERT failing on a missing table (the error names it) or on a value PostgreSQL
+/// refuses (a NUL in `text`; the error names the outbox table). The pooled connection is clean
+/// afterwards, and the next call on it commits normally.
 #[tokio::test]
-async fn a_failed_insert_sent_with_the_commit_rolls_back_the_business_rows() {
+async fn a_failed_events_insert_on_an_owned_connection_rolls_back_the_business_rows() {
     let (db, pool) = one_connection_pool().await;
+    let count = |sql: String| {
+        let db = db.clone();
+        async move {
+            db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get::<i64>("", "n")
+                .unwrap()
+        }
+    };
+    let orders = |customer_id: i64| {
+        count(format!(
+            "SELECT count(*) AS n FROM orders WHERE customer_id = {customer_id}"
+        ))
+    };
+    let notes = || count("SELECT count(*) AS n FROM outbox WHERE aggregatetype = 'Note'".into());
     let key = support::unique("note_missing");
     let err = write_note_to_a_missing_table(&pool, &key)
         .await
@@ -1107,22 +1165,40 @@ async fn a_failed_insert_sent_with_the_commit_rolls_back_the_business_rows() {
         message.contains("no_such_outbox_table") && message.contains("does not exist"),
         "{message}"
     );
-    let orders: i64 = db
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT count(*) AS n FROM orders WHERE customer_id = 78",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get("", "n")
-        .unwrap();
-    assert_eq!(orders, 0, "the order rolled back with its failed event");
+    assert_eq!(
+        orders(78).await,
+        0,
+        "the order rolled back with its failed event"
+    );
     assert_next_statement_autocommits(&pool, &db).await;
+
+    let key = format!("{}-nul\0", support::unique("note_nul"));
+    let (before, notes_before) = (orders(77).await, notes().await);
+    let err = write_note(&pool, &key, "nul")
+        .await
+        .expect_err("PostgreSQL refuses a NUL in text");
+    let message = err.to_string();
+    assert!(
+        message.contains("\"outbox\""),
+        "the error names the table: {message}"
+    );
+    assert_eq!(
+        orders(77).await,
+        before,
+        "the order rolled back with its failed event"
+    );
+    assert_eq!(
+        notes().await,
+        notes_before,
+        "no event of the rolled-back order"
+    );
+    assert_next_statement_autocommits(&pool, &db).await;
+
     // And the next call on the same connection commits normally.
     let ok = support::unique("note_after");
     write_note(&pool, &ok, "after").await.expect("write after");
     assert_eq!(outbox_rows(&db, "outbox", &ok).await.len(), 1);
+    assert_eq!(orders(77).await, before + 1);
 }
 
 fn unix_micros() -> i64 {

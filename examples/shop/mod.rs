@@ -253,8 +253,8 @@ pub async fn place_and_ship(
 }
 
 /// `place_order` on the pool, the shape of SeaORM's example services: `#[emits]` begins the
-/// transaction and commits it with the events (on PostgreSQL the events travel with the COMMIT,
-/// so they cost no round trip of their own).
+/// transaction, writes the events on it (the same INSERT as in a caller's transaction) and
+/// commits it, so the events commit with the order or not at all.
 #[emits(OrderCreated)]
 pub async fn place_order_on_pool(
     db: &DatabaseConnection,
@@ -264,7 +264,7 @@ pub async fn place_order_on_pool(
     place(db, events, cmd).await
 }
 
-/// `place_and_ship` on the pool: the 10-event case with the events sent with the COMMIT.
+/// `place_and_ship` on the pool: the 10-event case on a transaction that `#[emits]` owns.
 #[emits(OrderCreated, OrderEvent)]
 pub async fn place_and_ship_on_pool(
     db: &DatabaseConnection,

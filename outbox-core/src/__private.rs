@@ -175,9 +175,10 @@ pub fn default_outbox() -> &'static Outbox {
 }
 
 /// `#[emits]` on a connection (`&DatabaseConnection`, `&DbConn`, a generic `C: TransactionTrait`,
-/// or with `autocommit`): begin the transaction that the body and the events share. On a
-/// `DatabaseTransaction` (a generic `C` may be one) SeaORM makes this a SAVEPOINT, so the events
-/// still commit with the caller's outer transaction.
+/// or with `autocommit`): begin the transaction that the body and the events share. The events
+/// are then written on it by [`flush`], the same bound INSERT as in a caller's transaction, and
+/// [`commit`] commits both. On a `DatabaseTransaction` (a generic `C` may be one) SeaORM makes
+/// this a SAVEPOINT, so the events still commit with the caller's outer transaction.
 pub async fn begin<C>(conn: &C) -> Result<C::Transaction, Error>
 where
     C: TransactionTrait + ?Sized,
@@ -194,62 +195,6 @@ pub async fn commit<T: TransactionSession>(txn: T) -> Result<(), Error> {
         target: "COMMIT".into(),
         source,
     })
-}
-
-/// `#[emits]` on `&DatabaseConnection` (or `&DbConn`), which began a top-level transaction for
-/// the body: writes the events and commits. On a PostgreSQL pool the events travel **with** the
-/// COMMIT, one round trip for both (see `write::commit_batch`); everywhere else (other
-/// backends, SeaORM's mock and proxy connections, events that need bound parameters) it is
-/// [`flush`] then [`commit`].
-///
-/// Only a transaction begun on a `DatabaseConnection` is known to be top-level: a generic `C` may
-/// be a `DatabaseTransaction`, whose `begin` is a SAVEPOINT, so those keep `flush` and `commit`.
-pub async fn flush_and_commit<C, D>(
-    conn: &C,
-    txn: DatabaseTransaction,
-    outbox: &Outbox,
-    events: Events<D>,
-) -> Result<(), Error>
-where
-    C: std::any::Any,
-{
-    let rows = events.into_rows()?;
-    if is_postgres_pool(conn)
-        && let Some(batch) = crate::write::commit_batch(outbox, &rows)?
-    {
-        txn.execute_unprepared(&batch)
-            .await
-            .map_err(|source| Error::Database {
-                target: format!("{} (the events with the COMMIT)", outbox.table),
-                source,
-            })?;
-        // Ends the empty transaction the batch reopened, without a round trip: see
-        // `commit_batch`.
-        drop(txn);
-        return Ok(());
-    }
-    crate::write::write_rows(&txn, outbox, &rows).await?;
-    commit(txn).await
-}
-
-/// Whether `conn` is a `DatabaseConnection` on sqlx's PostgreSQL pool.
-fn is_postgres_pool<C: std::any::Any>(conn: &C) -> bool {
-    #[cfg(feature = "postgres")]
-    {
-        let conn: &dyn std::any::Any = conn;
-        matches!(
-            conn.downcast_ref::<sea_orm::DatabaseConnection>()
-                .map(|db| &db.inner),
-            Some(sea_orm::DatabaseConnectionType::SqlxPostgresPoolConnection(
-                _
-            ))
-        )
-    }
-    #[cfg(not(feature = "postgres"))]
-    {
-        let _ = conn;
-        false
-    }
 }
 
 /// `#[emits]` on a connection type that cannot begin a transaction (a generic `C: ConnectionTrait`

@@ -10,8 +10,8 @@
 //! - `&DatabaseConnection`, `&DbConn`, `&C` with `C: TransactionTrait`, or `autocommit`: one that
 //!   #[emits] begins before the body (SeaORM makes it a SAVEPOINT when `C` is a transaction) and
 //!   commits after the events; the body sees it under the parameter's name, and on any `Err` it is
-//!   dropped, which rolls it back; on `&DatabaseConnection` the transaction is top-level, and the
-//!   events are written with its COMMIT (`__private::flush_and_commit`);
+//!   dropped, which rolls it back. The events are written on it with the same bound INSERT as on a
+//!   caller's transaction, then it commits: one write path whoever owns the transaction;
 //! - `&C` with only `C: ConnectionTrait`: that one, refused at run time before the body when it
 //!   is not inside a transaction.
 //!
@@ -119,10 +119,6 @@ pub fn service(function: &Function, args: &Args) -> TokenStream {
             ConnectionKind::Autocommit | ConnectionKind::Generic { can_begin: true }
         );
 
-    // A transaction begun on `&DatabaseConnection` is top-level, so its COMMIT may carry the
-    // events (one round trip for both, on PostgreSQL); a generic `C` may be a transaction, whose
-    // `begin` is a SAVEPOINT, so it keeps the separate write and release.
-    let top_level = begins && connection.kind == ConnectionKind::Autocommit;
     let (prologue, rebind, target, commit) = if begins {
         (
             quote! {
@@ -170,23 +166,13 @@ pub fn service(function: &Function, args: &Args) -> TokenStream {
     } else {
         quote!(async move #block.await)
     };
-    let finish = if top_level {
-        quote! {
-            if let ::core::result::Result::Err(#error) =
-                #krate::__private::flush_and_commit(#conn, #txn, #outbox, #events).await
-            {
-                return #fail(#error);
-            }
+    let finish = quote! {
+        if let ::core::result::Result::Err(#error) =
+            #krate::__private::flush(#target, #outbox, #events).await
+        {
+            return #fail(#error);
         }
-    } else {
-        quote! {
-            if let ::core::result::Result::Err(#error) =
-                #krate::__private::flush(#target, #outbox, #events).await
-            {
-                return #fail(#error);
-            }
-            #commit
-        }
+        #commit
     };
     let steps = quote! {
         #prologue
