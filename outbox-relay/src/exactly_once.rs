@@ -1,10 +1,16 @@
 //! The exactly-once delivery mode (`delivery = "exactly-once"`): for `read_committed`
 //! consumers, each committed outbox event appears once, across crashes and restarts.
 //!
+//! It is a [`DeliveryPolicy`] of the pipeline's one session loop ([`ExactlyOnce`], chosen by
+//! [`crate::relay`]): the loop routes, sends, dead-letters, waits out backpressure, retries and
+//! acknowledges the source; this module says when a Kafka transaction is cut and what it
+//! commits, and owns the offsets topic.
+//!
 //! Contract:
 //! - The producer is transactional, with one `transactional.id` per relay identity
-//!   ([`Config::transactional_id`]); `init_transactions` at start fences a zombie relay with the
-//!   same id and aborts its open transaction. A fenced relay stops ([`ExactlyOnceError::Fenced`]),
+//!   ([`Config::transactional_id`]); `init_transactions`, once the connector took its turn
+//!   (a `poll` standby waits for the leadership first), fences a zombie relay with the same id
+//!   and aborts its open transaction. A fenced relay stops ([`ExactlyOnceError::Fenced`]),
 //!   never retrying.
 //! - A Kafka transaction holds the events of whole source transactions only (and their dead
 //!   letters), then one record on the compacted offsets topic: key = the transactional id, value
@@ -654,4 +660,3 @@ fn crash_if_injected() {
         std::process::abort();
     }
 }
-

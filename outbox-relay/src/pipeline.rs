@@ -6,7 +6,7 @@
 //! order and forgets what it is told was acknowledged. A [`DeliveryPolicy`] is the delivery
 //! mode: its producer, where a session resumes, and whether sends are grouped in Kafka
 //! transactions that end with the position ([`AtLeastOnce`] here; the exactly-once mode in
-//! [`crate::exactly_once`], chosen by [`crate::relay`]). Everything else is here, once, for every
+//! `exactly_once`, chosen by `relay`). Everything else is here, once, for every
 //! source and both modes: the session loop, routing, the dead letters, backpressure, the
 //! pipelined in-flight window, the acknowledged [`Position`], the replay skip, retry with
 //! backoff, producer rebuilds, the bounded drain, the status and the metrics.
@@ -131,7 +131,7 @@ impl RelayError {
 }
 
 /// Where one event read from a source goes, decided once for both delivery modes.
-pub(crate) enum Outgoing {
+enum Outgoing {
     /// Its routed message.
     Publish(Origin, KafkaMessage),
     /// To the dead letters: the message as far as it could be built, and why.
@@ -141,7 +141,7 @@ pub(crate) enum Outgoing {
 impl Outgoing {
     /// The message of an `Event`, `Undecodable` or `Unreadable` (None for the transaction
     /// boundaries and keepalives).
-    pub(crate) fn of<P>(router: &Router, event: SourceEvent<P>) -> Option<Outgoing> {
+    fn of<P>(router: &Router, event: SourceEvent<P>) -> Option<Outgoing> {
         Some(match event {
             SourceEvent::Event(record) => match router.route(&record) {
                 Ok(message) => Outgoing::Publish(record.origin, message),
@@ -459,10 +459,14 @@ impl<'c> Pipeline<'c> {
         let mut acknowledged: Option<<C::Source as Source>::Position> = None;
         let mut sink: Option<KafkaSink> = None;
         loop {
-            // The connector's turn first (a standby waits for the leadership here, touching
-            // nothing in Kafka), then the producer: a transactional one's `init_transactions`
-            // fences whoever held its id, which only the relay that leads may do.
+            // The connector's turn (a standby waits for the leadership here), then a
+            // transactional producer: its `init_transactions` fences whoever held its id, which
+            // only the relay that leads may do. Any other producer is built first, so that a
+            // standby with a producer no retry fixes stops at start too.
             let attempt = async {
+                if sink.is_none() && !policy.transactional() {
+                    sink = Some(policy.producer(config).await?);
+                }
                 connector.lead().await?;
                 let producer = match sink.take() {
                     Some(producer) => producer,
@@ -570,7 +574,7 @@ impl<'c> Pipeline<'c> {
 
     /// A failure: fatal ones are returned; transient ones are recorded and waited out (with
     /// the backoff). `Ok(false)` when `shutdown` came first.
-    pub(crate) async fn wait_out(
+    async fn wait_out(
         &self,
         error: RelayError,
         backoff: &mut Backoff,
@@ -604,7 +608,10 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
     ) -> Result<(), RelayError> {
         let config = self.pipeline.config;
         let max_in_flight = config.kafka.max_in_flight;
-        let every = config.kafka.transaction_interval.min(Duration::from_secs(1));
+        let every = config
+            .kafka
+            .transaction_interval
+            .min(Duration::from_secs(1));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported = Instant::now();
@@ -665,12 +672,17 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
         aborted
     }
 
-    /// Waits for every delivery in flight (a failure's dead letter included); returns the first
-    /// failure once all came back, so that the position moves over what Kafka acknowledged.
+    /// Waits for every delivery in flight (a failure's dead letter included). Outside a Kafka
+    /// transaction the first failure is returned once all came back, so that the position moves
+    /// over what Kafka acknowledged; inside one, at once: the transaction is aborted, and its
+    /// deliveries with it.
     async fn settle(&mut self) -> Result<(), RelayError> {
         let mut failed = None;
         while let Some(delivery) = self.in_flight.next().await {
             if let Err(error) = self.delivered(delivery).await {
+                if self.policy.transactional() {
+                    return Err(error);
+                }
                 match failed {
                     None => failed = Some(error),
                     Some(_) => tracing::debug!(%error, "delivery failed while draining"),
@@ -718,10 +730,7 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
             .position
             .oldest_pending_commit()
             .map_or(0.0, |commit| ((now_micros() - commit).max(0) as f64) / 1e6);
-        let open = self
-            .policy
-            .open_age()
-            .map_or(0.0, |age| age.as_secs_f64());
+        let open = self.policy.open_age().map_or(0.0, |age| age.as_secs_f64());
         self.pipeline
             .metrics
             .lag(self.source.lag_bytes(), pending.max(open));

@@ -11,10 +11,10 @@ use crate::exactly_once::ExactlyOnce;
 use crate::metrics::Metrics;
 pub use crate::pipeline::RelayError;
 use crate::pipeline::{AtLeastOnce, Pipeline, Status};
-use crate::source::{Connector, SourceError};
 use crate::source::binlog::BinlogConnector;
 use crate::source::poll::{Outbox, PollConnector, PollError, PollStatus};
 use crate::source::wal::WalConnector;
+use crate::source::{Connector, SourceError};
 pub use crate::status::{State, StatusReport};
 
 /// The relay: the configured source, one Kafka producer.
