@@ -1,10 +1,16 @@
 //! The exactly-once delivery mode (`delivery = "exactly-once"`): for `read_committed`
 //! consumers, each committed outbox event appears once, across crashes and restarts.
 //!
+//! It is a [`DeliveryPolicy`] of the pipeline's one session loop ([`ExactlyOnce`], chosen by
+//! [`crate::relay`]): the loop routes, sends, dead-letters, waits out backpressure, retries and
+//! acknowledges the source; this module says when a Kafka transaction is cut and what it
+//! commits, and owns the offsets topic.
+//!
 //! Contract:
 //! - The producer is transactional, with one `transactional.id` per relay identity
-//!   ([`Config::transactional_id`]); `init_transactions` at start fences a zombie relay with the
-//!   same id and aborts its open transaction. A fenced relay stops ([`ExactlyOnceError::Fenced`]),
+//!   ([`Config::transactional_id`]); `init_transactions`, once the connector took its turn
+//!   (a `poll` standby waits for the leadership first), fences a zombie relay with the same id
+//!   and aborts its open transaction. A fenced relay stops ([`ExactlyOnceError::Fenced`]),
 //!   never retrying.
 //! - A Kafka transaction holds the events of whole source transactions only (and their dead
 //!   letters), then one record on the compacted offsets topic: key = the transactional id, value
@@ -21,11 +27,8 @@
 //!   the dead letters in the next attempt, inside that attempt's transaction.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -35,13 +38,11 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use crate::backoff::Backoff;
 use crate::config::{Config, KafkaConfig};
-use crate::dead_letter::DeadLetter;
-use crate::pipeline::{Delivery, InFlight, Outgoing, Pipeline, RelayError, Stage, State, track};
+use crate::pipeline::{DeliveryError, DeliveryPolicy, Moment, RelayError, Resume, Stage};
 use crate::record::Origin;
-use crate::sink::{Failure, KafkaMessage, KafkaSink, classify, is_fenced, is_size_error};
-use crate::source::{Connector, Fault, Source, SourceEvent, StoredPosition};
+use crate::sink::{KafkaMessage, KafkaSink, is_fenced};
+use crate::source::{Connector, Fault, Source, StoredPosition};
 
 /// How long one of librdkafka's transaction calls may block.
 const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -134,6 +135,12 @@ impl ExactlyOnceError {
             ExactlyOnceError::Kafka { .. } | ExactlyOnceError::Condemned { .. } => Fault::Transient,
             _ => Fault::Fatal,
         }
+    }
+}
+
+impl From<ExactlyOnceError> for RelayError {
+    fn from(error: ExactlyOnceError) -> RelayError {
+        RelayError::Delivery(DeliveryError::new("exactly-once", error.fault(), error))
     }
 }
 
@@ -320,151 +327,221 @@ fn read_stored_blocking(
     .transpose()
 }
 
-/// The sessions of the exactly-once mode, after the connector's preflight.
-pub(crate) async fn sessions<C: Connector>(
-    pipeline: &Pipeline<'_>,
-    connector: &mut C,
-    shutdown: &mut Pin<&mut impl std::future::Future<Output = ()>>,
-    mut backoff: Backoff,
-) -> Result<(), RelayError> {
-    let config = pipeline.config;
-    let id = config.transactional_id();
-    let topic = config.kafka.offsets_topic.clone();
-    // A missing or deleting offsets topic stops the relay at start; an unreachable broker is
-    // waited for.
-    loop {
-        let checked = tokio::select! {
-            checked = check_offsets_topic(&config.kafka) => checked,
-            _ = shutdown.as_mut() => return Ok(()),
-        };
-        match checked {
-            Ok(()) => break,
-            Err(error) => {
-                if !pipeline
-                    .wait_out(error.into(), &mut backoff, shutdown)
-                    .await?
-                {
-                    return Ok(());
-                }
-            }
-        }
-    }
-    tracing::info!(
-        transactional_id = %id,
-        offsets_topic = %topic,
-        "exactly-once delivery: events and the source position are committed in one Kafka \
-         transaction"
-    );
-    let mut sink: Option<KafkaSink> = None;
-    let mut condemned: HashMap<String, String> = HashMap::new();
-    loop {
-        let attempt = async {
-            let producer = match sink.take() {
-                Some(producer) => producer,
-                None => {
-                    let producer = KafkaSink::connect_transactional(&config.kafka, &id)
-                        .await
-                        .map_err(|source| RelayError::Kafka {
-                            stage: Stage::Producer,
-                            source,
-                        })?;
-                    producer
-                        .init_transactions(TRANSACTION_CALL_TIMEOUT)
-                        .await
-                        .map_err(|source| transaction_error(&id, "init_transactions", source))?;
-                    producer
-                }
-            };
-            let stored = stored_position::<C>(config, &id, connector.name()).await?;
-            check_gap(config, &id, connector, stored.as_ref()).await?;
-            Ok::<_, RelayError>((producer, stored))
-        };
-        let prepared = tokio::select! {
-            prepared = attempt => prepared,
-            _ = shutdown.as_mut() => return Ok(()),
-        };
-        let (producer, stored) = match prepared {
-            Ok(prepared) => prepared,
-            Err(error) => {
-                if !pipeline.wait_out(error, &mut backoff, shutdown).await? {
-                    return Ok(());
-                }
-                continue;
-            }
-        };
-        let opened = tokio::select! {
-            opened = connector.open(stored.clone()) => opened,
-            _ = shutdown.as_mut() => return Ok(()),
-        };
-        let source = match opened {
-            Ok(source) => source,
-            Err(error) => {
-                sink = Some(producer);
-                if !pipeline
-                    .wait_out(error.into(), &mut backoff, shutdown)
-                    .await?
-                {
-                    return Ok(());
-                }
-                continue;
-            }
-        };
-        tracing::info!(
-            source = connector.name(),
-            from = %stored.as_ref().map_or_else(|| "the source's stored position".to_owned(), ToString::to_string),
-            "session started (exactly-once)"
-        );
-        pipeline.status.set_state(State::Leading);
-        let mut session = TxSession {
-            pipeline,
-            name: connector.name(),
-            sink: &producer,
-            id: &id,
-            source,
-            stored: stored.clone(),
-            pending_end: None,
-            in_flight: FuturesUnordered::new(),
-            kafka_tx: None,
-            in_source_tx: false,
-            replay_check: stored.is_some(),
-            held: None,
-            condemned: &mut condemned,
+/// The exactly-once mode, as the pipeline's session loop runs it (see the module's contract).
+pub struct ExactlyOnce {
+    /// The producer's `transactional.id`, and the key of the stored position.
+    id: String,
+    /// Events Kafka refused for good, by origin: they go to the dead letters.
+    condemned: HashMap<String, String>,
+    /// The open Kafka transaction.
+    tx: Option<KafkaTx>,
+    last_cut: Instant,
+}
+
+/// The open Kafka transaction.
+struct KafkaTx {
+    began: Instant,
+    events: usize,
+}
+
+impl ExactlyOnce {
+    pub fn new(config: &Config) -> ExactlyOnce {
+        ExactlyOnce {
+            id: config.transactional_id(),
+            condemned: HashMap::new(),
+            tx: None,
             last_cut: Instant::now(),
-            source_tx_events: 0,
-            skipped: 0,
-        };
-        let outcome = session.stream(shutdown).await;
-        let finished = session.finish(outcome.is_ok()).await;
-        let progressed = session.stored != stored;
-        let TxSession { source, .. } = session;
-        source.close().await;
-        // A producer that failed or may hold a half-ended transaction is rebuilt; its successor's
-        // `init_transactions` aborts whatever it left open.
-        let healthy = finished.is_ok() && producer.fatal_error().is_none();
-        let outcome = match (outcome, finished) {
-            (Ok(()), Err(error)) if error.fault() == Fault::Fatal => Err(error),
-            (Ok(()), _) => return Ok(()),
-            (Err(error), Err(fatal)) if fatal.fault() == Fault::Fatal => {
-                tracing::debug!(%error, "the session ended");
-                Err(fatal)
-            }
-            (Err(error), _) => Err(error),
-        };
-        match outcome {
-            Ok(()) => return Ok(()),
-            Err(error) => {
-                if healthy {
-                    sink = Some(producer);
-                }
-                if progressed {
-                    backoff.reset();
-                }
-                if !pipeline.wait_out(error, &mut backoff, shutdown).await? {
-                    return Ok(());
-                }
-            }
         }
     }
+
+    /// Begins a Kafka transaction unless one is open.
+    fn open(&mut self, sink: &KafkaSink) -> Result<&mut KafkaTx, RelayError> {
+        if self.tx.is_none() {
+            sink.begin_transaction()
+                .map_err(|source| transaction_error(&self.id, "begin_transaction", source))?;
+        }
+        Ok(self.tx.get_or_insert_with(|| KafkaTx {
+            began: Instant::now(),
+            events: 0,
+        }))
+    }
+}
+
+impl DeliveryPolicy for ExactlyOnce {
+    fn name(&self) -> &'static str {
+        "exactly-once"
+    }
+
+    /// A missing or deleting offsets topic stops the relay at start; an unreachable broker is
+    /// waited for.
+    async fn check(&mut self, config: &Config) -> Result<(), RelayError> {
+        check_offsets_topic(&config.kafka).await?;
+        tracing::info!(
+            transactional_id = %self.id,
+            offsets_topic = %config.kafka.offsets_topic,
+            "exactly-once delivery: events and the source position are committed in one Kafka \
+             transaction"
+        );
+        Ok(())
+    }
+
+    /// A transactional producer; its `init_transactions` fences a zombie with the same id and
+    /// aborts its open transaction.
+    async fn producer(&mut self, config: &Config) -> Result<KafkaSink, RelayError> {
+        self.tx = None;
+        let producer = KafkaSink::connect_transactional(&config.kafka, &self.id)
+            .await
+            .map_err(|source| RelayError::Kafka {
+                stage: Stage::Producer,
+                source,
+            })?;
+        producer
+            .init_transactions(TRANSACTION_CALL_TIMEOUT)
+            .await
+            .map_err(|source| transaction_error(&self.id, "init_transactions", source))?;
+        Ok(producer)
+    }
+
+    /// Every session resumes after the position stored in Kafka, read back `read_committed`
+    /// (after `init_transactions`, so that no transaction of a zombie is pending), and skips
+    /// what the source replays at or below it.
+    async fn resume<C: Connector>(
+        &mut self,
+        config: &Config,
+        connector: &mut C,
+        _acknowledged: Option<<C::Source as Source>::Position>,
+    ) -> Result<Resume<<C::Source as Source>::Position>, RelayError> {
+        let stored = stored_position::<C>(config, &self.id, connector.name()).await?;
+        check_gap(config, &self.id, connector, stored.as_ref()).await?;
+        Ok(Resume {
+            from: stored.clone(),
+            skip_through: stored,
+        })
+    }
+
+    fn transactional(&self) -> bool {
+        true
+    }
+
+    fn sending(&mut self, sink: &KafkaSink) -> Result<(), RelayError> {
+        self.open(sink)?.events += 1;
+        Ok(())
+    }
+
+    fn condemned(&self, origin: &Origin) -> Option<String> {
+        self.condemned.get(&origin_key(origin)).cloned()
+    }
+
+    fn condemn(&mut self, origin: &Origin, error: &KafkaError) -> RelayError {
+        let reason = error.to_string();
+        self.condemned.insert(origin_key(origin), reason.clone());
+        ExactlyOnceError::Condemned {
+            event: origin_key(origin),
+            reason,
+        }
+        .into()
+    }
+
+    fn stopped(&self, sink: &KafkaSink, error: &KafkaError) -> Option<RelayError> {
+        let fenced = is_fenced(error)
+            || sink
+                .fatal_error()
+                .is_some_and(|(code, _)| is_fenced(&KafkaError::MessageProduction(code)));
+        fenced.then(|| {
+            ExactlyOnceError::Fenced {
+                id: self.id.clone(),
+            }
+            .into()
+        })
+    }
+
+    fn is_open(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    fn open_age(&self) -> Option<Duration> {
+        self.tx.as_ref().map(|tx| tx.began.elapsed())
+    }
+
+    /// Cut only between source transactions: once `kafka.transaction_max_events` or
+    /// `kafka.transaction_interval` is reached, when the source is idle, and now and then while
+    /// it is idle, to move the stored (and so the acknowledged) position to its end.
+    fn cut_due(&self, config: &Config, at: Moment) -> bool {
+        let kafka = &config.kafka;
+        match (at, &self.tx) {
+            (Moment::Commit, Some(tx)) => {
+                tx.events >= kafka.transaction_max_events
+                    || tx.began.elapsed() >= kafka.transaction_interval
+            }
+            (Moment::KeepAlive, Some(_)) => true,
+            (Moment::Tick { .. }, Some(tx)) => tx.began.elapsed() >= kafka.transaction_interval,
+            (Moment::Tick { unstored }, None) => {
+                unstored && self.last_cut.elapsed() >= IDLE_ADVANCE
+            }
+            (_, None) => false,
+        }
+    }
+
+    /// The position record, then the Kafka commit.
+    async fn commit<P: StoredPosition + Sync>(
+        &mut self,
+        config: &Config,
+        sink: &KafkaSink,
+        source: &'static str,
+        end: &P,
+    ) -> Result<(), RelayError> {
+        self.open(sink)?;
+        let record = StoredRecord {
+            source: source.to_owned(),
+            position: end.encode(),
+        };
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        let message = KafkaMessage {
+            topic: config.kafka.offsets_topic.clone(),
+            partition: None,
+            timestamp: None,
+            key: Some(self.id.as_bytes().to_vec()),
+            value: Some(value),
+            headers: Vec::new(),
+        };
+        let delivery = sink
+            .send(&message)
+            .map_err(|source| transaction_error(&self.id, "sending the position", source))?;
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((source, _))) => {
+                return Err(transaction_error(&self.id, "sending the position", source));
+            }
+            Err(_) => {
+                return Err(RelayError::Kafka {
+                    stage: Stage::Delivery,
+                    source: KafkaError::Canceled,
+                });
+            }
+        }
+        sink.commit_transaction(TRANSACTION_CALL_TIMEOUT)
+            .await
+            .map_err(|source| transaction_error(&self.id, "commit_transaction", source))?;
+        let tx = self.tx.take();
+        if tx.is_some_and(|tx| tx.events > 0) {
+            crash_if_injected();
+        }
+        self.last_cut = Instant::now();
+        Ok(())
+    }
+
+    async fn abort(&mut self, sink: &KafkaSink) -> Result<(), RelayError> {
+        if self.tx.take().is_none() {
+            return Ok(());
+        }
+        sink.abort_transaction(TRANSACTION_CALL_TIMEOUT)
+            .await
+            .map_err(|source| transaction_error(&self.id, "abort_transaction", source))
+    }
+}
+
+fn origin_key(origin: &Origin) -> String {
+    format!("{}={}", origin.header, origin.value)
 }
 
 /// The stored position of `id`, decoded, or None on a first start.
@@ -581,453 +658,5 @@ fn crash_if_injected() {
              source (test fault injection)"
         );
         std::process::abort();
-    }
-}
-
-/// The open Kafka transaction.
-struct KafkaTx {
-    began: Instant,
-    events: usize,
-    published: u64,
-    dead_lettered: Vec<(String, String)>,
-}
-
-struct TxSession<'p, 'c, 's, S: Source> {
-    pipeline: &'p Pipeline<'c>,
-    /// The source's name, stored with its position.
-    name: &'static str,
-    sink: &'s KafkaSink,
-    id: &'s str,
-    source: S,
-    /// The position committed to Kafka (and acknowledged to the source).
-    stored: Option<S::Position>,
-    /// The end of the last source transaction (or keepalive) read, not yet stored.
-    pending_end: Option<S::Position>,
-    in_flight: InFlight,
-    kafka_tx: Option<KafkaTx>,
-    in_source_tx: bool,
-    /// Until the first source transaction past `stored`, each one is held whole and judged at its
-    /// `Commit`: one at or below `stored` was shipped before, and is skipped.
-    replay_check: bool,
-    held: Option<Vec<SourceEvent<S::Position>>>,
-    /// Events Kafka refused for good, by origin: they go to the dead letters.
-    condemned: &'s mut HashMap<String, String>,
-    last_cut: Instant,
-    source_tx_events: usize,
-    skipped: u64,
-}
-
-fn origin_key(origin: &Origin) -> String {
-    format!("{}={}", origin.header, origin.value)
-}
-
-impl<S: Source> TxSession<'_, '_, '_, S>
-where
-    S::Position: StoredPosition,
-{
-    async fn stream(
-        &mut self,
-        shutdown: &mut Pin<&mut impl std::future::Future<Output = ()>>,
-    ) -> Result<(), RelayError> {
-        let max_in_flight = self.pipeline.config.kafka.max_in_flight;
-        let interval = self.pipeline.config.kafka.transaction_interval;
-        let mut tick = tokio::time::interval(interval.min(Duration::from_secs(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut report = Instant::now();
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.as_mut() => return Ok(()),
-                Some(delivery) = self.in_flight.next(), if !self.in_flight.is_empty() => self.delivered(delivery)?,
-                event = self.source.next(), if self.in_flight.len() < max_in_flight => self.read(event?).await?,
-                _ = tick.tick() => {
-                    self.on_tick().await?;
-                    if report.elapsed() >= Duration::from_secs(1) {
-                        report = Instant::now();
-                        self.report();
-                    }
-                }
-            }
-        }
-    }
-
-    fn report(&self) {
-        let age = self
-            .kafka_tx
-            .as_ref()
-            .map_or(0.0, |tx| tx.began.elapsed().as_secs_f64());
-        self.pipeline.metrics.lag(self.source.lag_bytes(), age);
-    }
-
-    /// Between source transactions: an open Kafka transaction past its interval is committed
-    /// (the source is idle); an idle source's newer end is stored now and then.
-    async fn on_tick(&mut self) -> Result<(), RelayError> {
-        if self.in_source_tx {
-            return Ok(());
-        }
-        let interval = self.pipeline.config.kafka.transaction_interval;
-        match &self.kafka_tx {
-            Some(tx) if tx.began.elapsed() >= interval => self.cut().await,
-            None if self.last_cut.elapsed() >= IDLE_ADVANCE && self.pending_is_new() => {
-                self.cut().await
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn pending_is_new(&self) -> bool {
-        match (&self.pending_end, &self.stored) {
-            (Some(pending), Some(stored)) => {
-                pending.order(stored) == Some(std::cmp::Ordering::Greater)
-            }
-            (Some(_), None) => true,
-            (None, _) => false,
-        }
-    }
-
-    async fn read(&mut self, event: SourceEvent<S::Position>) -> Result<(), RelayError> {
-        match event {
-            SourceEvent::Begin { .. } => {
-                self.in_source_tx = true;
-                self.source_tx_events = 0;
-                if self.replay_check {
-                    self.held = Some(Vec::new());
-                }
-            }
-            SourceEvent::Commit { end } => {
-                self.in_source_tx = false;
-                if let Some(held) = self.held.take() {
-                    let replayed = self.stored.as_ref().is_some_and(|stored| {
-                        end.order(stored) != Some(std::cmp::Ordering::Greater)
-                    });
-                    if replayed {
-                        self.skipped += held.len() as u64;
-                        tracing::debug!(end = %end, events = held.len(), "skipped a source transaction already committed to Kafka");
-                        return Ok(());
-                    }
-                    self.replay_check = false;
-                    if self.skipped > 0 {
-                        tracing::info!(
-                            skipped = self.skipped,
-                            "skipped the events of source transactions already committed to Kafka"
-                        );
-                    }
-                    for event in held {
-                        self.ship(event).await?;
-                    }
-                }
-                if self.source_tx_events > 0 {
-                    self.pipeline
-                        .metrics
-                        .transaction_read(self.source_tx_events);
-                }
-                self.pending_end = Some(end);
-                let kafka = &self.pipeline.config.kafka;
-                if let Some(tx) = &self.kafka_tx
-                    && (tx.events >= kafka.transaction_max_events
-                        || tx.began.elapsed() >= kafka.transaction_interval)
-                {
-                    self.cut().await?;
-                }
-            }
-            SourceEvent::KeepAlive { end } => {
-                if self.in_source_tx {
-                    return Ok(());
-                }
-                let newer = |than: &Option<S::Position>| {
-                    than.as_ref()
-                        .is_none_or(|p| end.order(p) == Some(std::cmp::Ordering::Greater))
-                };
-                if newer(&self.stored) && newer(&self.pending_end) {
-                    self.pending_end = Some(end);
-                }
-                // Idle: what is open is committed now.
-                if self.kafka_tx.is_some() {
-                    self.cut().await?;
-                }
-            }
-            event => {
-                if !self.in_source_tx {
-                    // A source puts every event in a transaction; one that did not holds the
-                    // cut until its next `Commit`.
-                    self.in_source_tx = true;
-                    self.source_tx_events = 0;
-                }
-                match &mut self.held {
-                    Some(held) => held.push(event),
-                    None => self.ship(event).await?,
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Begins a Kafka transaction unless one is open.
-    fn open_kafka_tx(&mut self) -> Result<(), RelayError> {
-        if self.kafka_tx.is_none() {
-            self.sink
-                .begin_transaction()
-                .map_err(|source| transaction_error(self.id, "begin_transaction", source))?;
-            self.kafka_tx = Some(KafkaTx {
-                began: Instant::now(),
-                events: 0,
-                published: 0,
-                dead_lettered: Vec::new(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Sends one event (or its dead letter) inside the open Kafka transaction.
-    async fn ship(&mut self, event: SourceEvent<S::Position>) -> Result<(), RelayError> {
-        self.source_tx_events += 1;
-        self.open_kafka_tx()?;
-        if let Some(tx) = &mut self.kafka_tx {
-            tx.events += 1;
-        }
-        match Outgoing::of(&self.pipeline.router, event) {
-            // Refused for good in an earlier attempt: its dead letter replaces it.
-            Some(Outgoing::Publish(origin, message)) => {
-                match self.condemned.get(&origin_key(&origin)).cloned() {
-                    Some(reason) => self.dead_letter(origin, message, reason).await,
-                    None => self.send(origin, message, None).await,
-                }
-            }
-            Some(Outgoing::DeadLetter(origin, message, reason)) => {
-                self.dead_letter(origin, message, reason).await
-            }
-            None => Ok(()),
-        }
-    }
-
-    async fn dead_letter(
-        &mut self,
-        origin: Origin,
-        original: KafkaMessage,
-        reason: String,
-    ) -> Result<(), RelayError> {
-        let letter = DeadLetter {
-            reason: reason.clone(),
-            origin: origin.clone(),
-            drop_value: false,
-        };
-        let message = letter.message(&self.pipeline.config.kafka.dead_letter_topic, original);
-        self.send(origin, message, Some(reason)).await
-    }
-
-    async fn send(
-        &mut self,
-        origin: Origin,
-        mut message: KafkaMessage,
-        dead_letter: Option<String>,
-    ) -> Result<(), RelayError> {
-        loop {
-            match self.sink.send(&message) {
-                Ok(future) => {
-                    self.in_flight.push(track(future, 0, origin, dead_letter));
-                    return Ok(());
-                }
-                Err(error) => match classify(&error) {
-                    Failure::Backpressure => {
-                        // Deliveries free room; they are handled here so that a failure among
-                        // them is seen.
-                        if let Ok(Some(delivery)) =
-                            tokio::time::timeout(Duration::from_millis(2), self.in_flight.next())
-                                .await
-                        {
-                            self.delivered(delivery)?;
-                        }
-                    }
-                    Failure::Permanent if dead_letter.is_none() => {
-                        return Box::pin(self.dead_letter(origin, message, error.to_string()))
-                            .await;
-                    }
-                    Failure::Permanent if is_size_error(&error) && message.value.is_some() => {
-                        message = DeadLetter::without_value(message);
-                    }
-                    _ => {
-                        self.pipeline.metrics.event_failed(&error);
-                        if is_fenced(&error)
-                            || self.sink.fatal_error().is_some_and(|(code, _)| {
-                                is_fenced(&KafkaError::MessageProduction(code))
-                            })
-                        {
-                            return Err(ExactlyOnceError::Fenced {
-                                id: self.id.to_owned(),
-                            }
-                            .into());
-                        }
-                        return Err(RelayError::Kafka {
-                            stage: if dead_letter.is_some() {
-                                Stage::DeadLetter
-                            } else {
-                                Stage::Send
-                            },
-                            source: error,
-                        });
-                    }
-                },
-            }
-        }
-    }
-
-    /// A delivery inside the open transaction. Any failure makes the transaction abortable: a
-    /// permanent refusal of an event is remembered, so that its retry dead-letters it.
-    fn delivered(&mut self, delivery: Delivery) -> Result<(), RelayError> {
-        let Delivery {
-            origin,
-            dead_letter,
-            result,
-            ..
-        } = delivery;
-        match result {
-            Ok(Ok(_)) => {
-                if let Some(tx) = &mut self.kafka_tx {
-                    match dead_letter {
-                        Some(reason) => tx.dead_lettered.push((reason, origin.value)),
-                        None => tx.published += 1,
-                    }
-                }
-                Ok(())
-            }
-            Ok(Err((error, _))) => {
-                self.pipeline.metrics.event_failed(&error);
-                let fenced = is_fenced(&error)
-                    || self
-                        .sink
-                        .fatal_error()
-                        .is_some_and(|(code, _)| is_fenced(&KafkaError::MessageProduction(code)));
-                if fenced {
-                    return Err(ExactlyOnceError::Fenced {
-                        id: self.id.to_owned(),
-                    }
-                    .into());
-                }
-                if classify(&error) == Failure::Permanent && dead_letter.is_none() {
-                    let reason = error.to_string();
-                    self.condemned.insert(origin_key(&origin), reason.clone());
-                    return Err(ExactlyOnceError::Condemned {
-                        event: origin_key(&origin),
-                        reason,
-                    }
-                    .into());
-                }
-                Err(RelayError::Kafka {
-                    stage: if dead_letter.is_some() {
-                        Stage::DeadLetter
-                    } else {
-                        Stage::Delivery
-                    },
-                    source: error,
-                })
-            }
-            Err(_) => Err(RelayError::Kafka {
-                stage: Stage::Delivery,
-                source: KafkaError::Canceled,
-            }),
-        }
-    }
-
-    /// Commits the open Kafka transaction with the position it ends at (or, with none open, a
-    /// transaction of the position alone), then acknowledges the source.
-    async fn cut(&mut self) -> Result<(), RelayError> {
-        let Some(end) = self.pending_end.clone() else {
-            return Ok(());
-        };
-        self.open_kafka_tx()?;
-        while let Some(delivery) = self.in_flight.next().await {
-            self.delivered(delivery)?;
-        }
-        let record = StoredRecord {
-            source: self.name.to_owned(),
-            position: end.encode(),
-        };
-        let value = serde_json::to_vec(&record).unwrap_or_default();
-        let message = KafkaMessage {
-            topic: self.pipeline.config.kafka.offsets_topic.clone(),
-            partition: None,
-            timestamp: None,
-            key: Some(self.id.as_bytes().to_vec()),
-            value: Some(value),
-            headers: Vec::new(),
-        };
-        let delivery = self
-            .sink
-            .send(&message)
-            .map_err(|source| transaction_error(self.id, "sending the position", source))?;
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((source, _))) => {
-                return Err(transaction_error(self.id, "sending the position", source));
-            }
-            Err(_) => {
-                return Err(RelayError::Kafka {
-                    stage: Stage::Delivery,
-                    source: KafkaError::Canceled,
-                });
-            }
-        }
-        self.sink
-            .commit_transaction(TRANSACTION_CALL_TIMEOUT)
-            .await
-            .map_err(|source| transaction_error(self.id, "commit_transaction", source))?;
-        let tx = self.kafka_tx.take();
-        if tx.as_ref().is_some_and(|tx| tx.events > 0) {
-            crash_if_injected();
-        }
-        self.last_cut = Instant::now();
-        let metrics = &self.pipeline.metrics;
-        if let Some(tx) = tx {
-            for _ in 0..tx.published {
-                metrics.event_published();
-            }
-            for (reason, origin) in &tx.dead_lettered {
-                metrics.event_dead_lettered(
-                    &self.pipeline.config.kafka.dead_letter_topic,
-                    reason,
-                    origin,
-                );
-            }
-        }
-        self.source.acknowledge(&end);
-        let shown = end.to_string();
-        self.stored = Some(end);
-        self.pending_end = None;
-        self.pipeline.status.update(|s| {
-            s.confirmed = Some(shown);
-            s.attempts = 0;
-        });
-        Ok(())
-    }
-
-    /// Ends the session's Kafka side: on a clean stop between source transactions the open
-    /// transaction is committed; otherwise it is aborted (and sent again by the next session).
-    async fn finish(&mut self, clean: bool) -> Result<(), RelayError> {
-        if self.kafka_tx.is_none() {
-            return Ok(());
-        }
-        if clean && !self.in_source_tx {
-            let bound = self.pipeline.config.drain_timeout();
-            match tokio::time::timeout(bound, self.cut()).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(error)) => tracing::warn!(%error, "committing the last transaction at stop"),
-                Err(_) => {
-                    tracing::warn!(?bound, "committing the last transaction at stop timed out")
-                }
-            }
-        }
-        self.kafka_tx = None;
-        self.in_flight = FuturesUnordered::new();
-        match self.sink.abort_transaction(TRANSACTION_CALL_TIMEOUT).await {
-            Ok(()) => Ok(()),
-            Err(source) => {
-                let error = transaction_error(self.id, "abort_transaction", source);
-                if error.fault() == Fault::Fatal {
-                    return Err(error);
-                }
-                tracing::warn!(%error, "aborting the Kafka transaction; the producer is rebuilt");
-                Err(error)
-            }
-        }
     }
 }

@@ -1,15 +1,21 @@
 //! The one pipeline, for every source: read → route → send → track the position → acknowledge
 //! the source after Kafka's acknowledgement.
 //!
-//! Who owns what: a [`Connector`] checks its source at start and opens sessions; a [`Source`]
-//! session yields transactions in commit order and forgets what it is told was acknowledged.
-//! Everything else is here, once: routing, the dead letters, backpressure, the pipelined
-//! in-flight window, the acknowledged [`Position`], retry with backoff, producer rebuilds, the
-//! bounded drain, the status and the metrics.
+//! Who owns what: a [`Connector`] checks its source at start, takes its turn (a standby waits
+//! for the leadership) and opens sessions; a [`Source`] session yields transactions in commit
+//! order and forgets what it is told was acknowledged. A [`DeliveryPolicy`] is the delivery
+//! mode: its producer, where a session resumes, and whether sends are grouped in Kafka
+//! transactions that end with the position ([`AtLeastOnce`] here; the exactly-once mode in
+//! `exactly_once`, chosen by `relay`). Everything else is here, once, for every
+//! source and both modes: the session loop, routing, the dead letters, backpressure, the
+//! pipelined in-flight window, the acknowledged [`Position`], the replay skip, retry with
+//! backoff, producer rebuilds, the bounded drain, the status and the metrics.
 //!
 //! Contract: a source position is acknowledged only after Kafka acknowledged (delivered or
-//! dead-lettered) every event before it, in commit order; so a crash replays the unacknowledged
-//! tail (duplicates, which consumers drop by the `id` header) and never loses an event.
+//! dead-lettered) every event before it, in commit order, and, in a transactional mode, only
+//! after the Kafka transaction holding them committed; so a crash replays the unacknowledged
+//! tail (at-least-once: duplicates, which consumers drop by the `id` header; exactly-once: the
+//! replay is skipped up to the position stored in Kafka) and never loses an event.
 //!
 //! A session hands each event to the producer without waiting (up to `kafka.max_in_flight`
 //! unacknowledged). A transient failure ends the session: in-flight deliveries are drained (up
@@ -20,7 +26,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -28,13 +34,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::DeliveryFuture;
 
 use crate::backoff::Backoff;
-use crate::config::{Config, ConfigError, Delivery as DeliveryMode};
+use crate::config::{Config, ConfigError};
 use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
 use crate::position::{Position, TxId, now_micros};
 use crate::record::Origin;
 use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal, is_size_error};
-use crate::source::{Connector, Fault, Source, SourceError, SourceEvent};
+use crate::source::{Connector, Fault, Source, SourceError, SourceEvent, StoredPosition};
 pub use crate::status::{State, Status, StatusReport};
 
 /// Why the relay stopped.
@@ -46,8 +52,43 @@ pub enum RelayError {
     Source(#[from] SourceError),
     #[error("kafka ({stage}): {source}")]
     Kafka { stage: Stage, source: KafkaError },
-    #[error("exactly-once: {0}")]
-    ExactlyOnce(#[from] crate::exactly_once::ExactlyOnceError),
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+}
+
+/// A delivery mode's own failure (the exactly-once mode's: a fenced producer, a missing offsets
+/// topic, a gap), sorted by its type like a [`SourceError`].
+#[derive(Debug, thiserror::Error)]
+#[error("{mode}: {error}")]
+pub struct DeliveryError {
+    mode: &'static str,
+    fault: Fault,
+    #[source]
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl DeliveryError {
+    /// `error` of the delivery mode `mode` (`exactly-once`), handled as `fault` says.
+    pub fn new(
+        mode: &'static str,
+        fault: Fault,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> DeliveryError {
+        DeliveryError {
+            mode,
+            fault,
+            error: error.into(),
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        self.fault
+    }
+
+    /// The mode's own error, to inspect by type.
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.error.as_ref()
+    }
 }
 
 /// Where a Kafka error met the pipeline.
@@ -84,13 +125,13 @@ impl RelayError {
                 ..
             } => Fault::Fatal,
             RelayError::Kafka { .. } => Fault::Transient,
-            RelayError::ExactlyOnce(error) => error.fault(),
+            RelayError::Delivery(error) => error.fault(),
         }
     }
 }
 
 /// Where one event read from a source goes, decided once for both delivery modes.
-pub(crate) enum Outgoing {
+enum Outgoing {
     /// Its routed message.
     Publish(Origin, KafkaMessage),
     /// To the dead letters: the message as far as it could be built, and why.
@@ -100,7 +141,7 @@ pub(crate) enum Outgoing {
 impl Outgoing {
     /// The message of an `Event`, `Undecodable` or `Unreadable` (None for the transaction
     /// boundaries and keepalives).
-    pub(crate) fn of<P>(router: &Router, event: SourceEvent<P>) -> Option<Outgoing> {
+    fn of<P>(router: &Router, event: SourceEvent<P>) -> Option<Outgoing> {
         Some(match event {
             SourceEvent::Event(record) => match router.route(&record) {
                 Ok(message) => Outgoing::Publish(record.origin, message),
@@ -139,6 +180,155 @@ impl Outgoing {
     }
 }
 
+/// Where a session starts.
+#[derive(Debug, Clone)]
+pub struct Resume<P> {
+    /// Handed to [`Connector::open`]: None resumes from the source's own durable position.
+    pub from: Option<P>,
+    /// Source transactions the source replays at or below it were shipped before: the session
+    /// skips them, and ships from the first one past it.
+    pub skip_through: Option<P>,
+}
+
+/// The moment at which the session asks whether to end the open Kafka transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// A source transaction was read whole.
+    Commit,
+    /// The source is idle.
+    KeepAlive,
+    /// Between source transactions, now and then; `unstored`: the source has moved past the
+    /// position last acknowledged to it.
+    Tick { unstored: bool },
+}
+
+/// A delivery mode, as the one session loop sees it: what it needs of Kafka, its producer,
+/// where a session resumes, and whether sends are grouped in Kafka transactions that end with
+/// the position (then the source is acknowledged only after their commit).
+pub trait DeliveryPolicy: Send {
+    /// The mode's name in logs and errors.
+    fn name(&self) -> &'static str;
+
+    /// Once, after the source's preflight: what the mode needs of Kafka. Fatal errors stop the
+    /// relay; transient ones are waited out.
+    fn check(&mut self, _config: &Config) -> impl Future<Output = Result<(), RelayError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// A producer for the next session (at start, and after a rebuild). Called only once the
+    /// connector took its turn ([`Connector::lead`]).
+    fn producer(
+        &mut self,
+        config: &Config,
+    ) -> impl Future<Output = Result<KafkaSink, RelayError>> + Send;
+
+    /// Where the next session of `connector` resumes, given the position last acknowledged to
+    /// the source in this process (None at start).
+    fn resume<C: Connector>(
+        &mut self,
+        config: &Config,
+        connector: &mut C,
+        acknowledged: Option<<C::Source as Source>::Position>,
+    ) -> impl Future<Output = Result<Resume<<C::Source as Source>::Position>, RelayError>> + Send;
+
+    /// Whether sends are grouped in Kafka transactions: a failed delivery then ends the session
+    /// (the transaction is aborted), and the source is acknowledged only at [`Self::commit`].
+    fn transactional(&self) -> bool {
+        false
+    }
+
+    /// One more event is about to be sent with `sink` (a transactional mode opens its Kafka
+    /// transaction here).
+    fn sending(&mut self, _sink: &KafkaSink) -> Result<(), RelayError> {
+        Ok(())
+    }
+
+    /// Why the event of `origin` goes to the dead letters instead: Kafka refused it for good in
+    /// an earlier attempt (see [`Self::condemn`]).
+    fn condemned(&self, _origin: &Origin) -> Option<String> {
+        None
+    }
+
+    /// Kafka refused the event of `origin` for good inside a Kafka transaction (which is now
+    /// abortable): remembers it for [`Self::condemned`], and returns the error that ends the
+    /// session.
+    fn condemn(&mut self, _origin: &Origin, error: &KafkaError) -> RelayError {
+        RelayError::Kafka {
+            stage: Stage::Delivery,
+            source: error.clone(),
+        }
+    }
+
+    /// A Kafka error that stops the relay in this mode (a fenced transactional producer).
+    fn stopped(&self, _sink: &KafkaSink, _error: &KafkaError) -> Option<RelayError> {
+        None
+    }
+
+    /// Whether a Kafka transaction is open.
+    fn is_open(&self) -> bool {
+        false
+    }
+
+    /// How long the open Kafka transaction has been open (the lag's age while it is).
+    fn open_age(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Whether to commit now, at `at`, between source transactions.
+    fn cut_due(&self, _config: &Config, _at: Moment) -> bool {
+        false
+    }
+
+    /// Commits the open Kafka transaction (or, with none open, one of the position alone)
+    /// together with the position `end` of the `source` named. Every delivery of it came back.
+    fn commit<P: StoredPosition + Sync>(
+        &mut self,
+        _config: &Config,
+        _sink: &KafkaSink,
+        _source: &'static str,
+        _end: &P,
+    ) -> impl Future<Output = Result<(), RelayError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Aborts the open Kafka transaction; its events are sent again by the next session.
+    fn abort(&mut self, _sink: &KafkaSink) -> impl Future<Output = Result<(), RelayError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// The at-least-once mode (the default): each event is sent as it is read, and the source is
+/// acknowledged as soon as Kafka acknowledged every event before the position. A crash replays
+/// the unacknowledged tail: duplicates, never loss.
+pub struct AtLeastOnce;
+
+impl DeliveryPolicy for AtLeastOnce {
+    fn name(&self) -> &'static str {
+        "at-least-once"
+    }
+
+    async fn producer(&mut self, config: &Config) -> Result<KafkaSink, RelayError> {
+        KafkaSink::connect(&config.kafka)
+            .await
+            .map_err(|source| RelayError::Kafka {
+                stage: Stage::Producer,
+                source,
+            })
+    }
+
+    async fn resume<C: Connector>(
+        &mut self,
+        _config: &Config,
+        _connector: &mut C,
+        acknowledged: Option<<C::Source as Source>::Position>,
+    ) -> Result<Resume<<C::Source as Source>::Position>, RelayError> {
+        Ok(Resume {
+            from: acknowledged,
+            skip_through: None,
+        })
+    }
+}
+
 /// The pipeline of one relay: its configuration, router, metrics and status.
 pub struct Pipeline<'c> {
     pub(crate) config: &'c Config,
@@ -147,26 +337,44 @@ pub struct Pipeline<'c> {
     pub(crate) status: Status,
 }
 
-pub(crate) struct Delivery {
-    pub(crate) tx: TxId,
-    pub(crate) origin: Origin,
+struct Delivery {
+    tx: TxId,
+    origin: Origin,
     /// Set on a dead letter's own delivery: why the event was dead-lettered.
-    pub(crate) dead_letter: Option<String>,
+    dead_letter: Option<String>,
     /// Err(Canceled) when the producer went away.
-    pub(crate) result: <DeliveryFuture as Future>::Output,
+    result: <DeliveryFuture as Future>::Output,
 }
 
-pub(crate) type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Delivery> + Send>>>;
+type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Delivery> + Send>>>;
 
-struct Session<'p, 'c, S: Source> {
+/// A delivered event, counted in the metrics once its delivery counts (at once, or at the Kafka
+/// commit): None published, or its dead letter's reason and origin.
+type Counted = Option<(String, String)>;
+
+struct Session<'p, 'c, S: Source, D: DeliveryPolicy> {
     pipeline: &'p Pipeline<'c>,
+    policy: &'p mut D,
     sink: &'p KafkaSink,
+    /// The source's name, stored with its position.
+    name: &'static str,
     source: S,
     position: Position<S::Position>,
+    /// The position last acknowledged to the source.
+    acknowledged: Option<S::Position>,
     in_flight: InFlight,
     /// The open transaction and its event count.
     open: Option<(TxId, usize)>,
+    /// The replay skip: until the first source transaction past it, each one is held whole in
+    /// `held` and judged at its `Commit`.
+    skip_through: Option<S::Position>,
+    held: Vec<SourceEvent<S::Position>>,
+    skipped: u64,
+    /// Delivered in the open Kafka transaction, counted at its commit.
+    uncounted: Vec<Counted>,
     rebuild_producer: bool,
+    /// Whether every delivery came back at the end.
+    drained: bool,
 }
 
 impl<'c> Pipeline<'c> {
@@ -182,11 +390,12 @@ impl<'c> Pipeline<'c> {
         })
     }
 
-    /// Runs `connector`'s source until `shutdown` resolves (then drains and returns `Ok`) or a
-    /// fatal error.
-    pub async fn run<C: Connector>(
+    /// Runs `connector`'s source with the delivery mode `policy` until `shutdown` resolves
+    /// (then drains and returns `Ok`) or a fatal error.
+    pub async fn run<C: Connector, D: DeliveryPolicy>(
         &self,
         mut connector: C,
+        mut policy: D,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), RelayError> {
         let name = connector.name();
@@ -196,7 +405,9 @@ impl<'c> Pipeline<'c> {
         // The source's facts that the metrics show besides the pipeline's (aborted on return).
         let _watch = crate::inspect::Watch::start(self.config, &self.metrics);
         let mut shutdown = std::pin::pin!(shutdown);
-        let result = self.sessions(&mut connector, &mut shutdown).await;
+        let result = self
+            .sessions(&mut connector, &mut policy, &mut shutdown)
+            .await;
         connector.finish().await;
         self.status.set_state(State::Stopped);
         let report = self.status.snapshot();
@@ -213,25 +424,31 @@ impl<'c> Pipeline<'c> {
         result
     }
 
-    async fn sessions<C: Connector>(
+    async fn sessions<C: Connector, D: DeliveryPolicy>(
         &self,
         connector: &mut C,
+        policy: &mut D,
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), RelayError> {
-        let mut backoff = Backoff::new(
-            self.config.retry.initial_backoff,
-            self.config.retry.max_backoff,
-        );
-        // Mistakes no retry fixes stop the relay here, before it streams anything.
+        let config = self.config;
+        let mut backoff = Backoff::new(config.retry.initial_backoff, config.retry.max_backoff);
+        // Mistakes no retry fixes stop the relay here, before it streams anything: the
+        // source's, then the delivery mode's.
         loop {
             let checked = tokio::select! {
-                checked = connector.preflight() => checked,
+                checked = connector.preflight() => checked.map_err(RelayError::from),
                 _ = shutdown.as_mut() => return Ok(()),
+            };
+            let checked = match checked {
+                Ok(()) => tokio::select! {
+                    checked = policy.check(config) => checked,
+                    _ = shutdown.as_mut() => return Ok(()),
+                },
+                Err(error) => Err(error),
             };
             match checked {
                 Ok(()) => break,
                 Err(error) => {
-                    let error = RelayError::from(error);
                     if !self.wait_out(error, &mut backoff, shutdown).await? {
                         return Ok(());
                     }
@@ -239,28 +456,48 @@ impl<'c> Pipeline<'c> {
             }
         }
         backoff.reset();
-        if self.config.delivery == DeliveryMode::ExactlyOnce {
-            return crate::exactly_once::sessions(self, connector, shutdown, backoff).await;
-        }
-        let mut resume: Option<<C::Source as Source>::Position> = None;
+        let mut acknowledged: Option<<C::Source as Source>::Position> = None;
         let mut sink: Option<KafkaSink> = None;
         loop {
-            let producer = match &sink {
-                Some(producer) => producer,
-                None => sink.insert(KafkaSink::connect(&self.config.kafka).await.map_err(
-                    |source| RelayError::Kafka {
-                        stage: Stage::Producer,
-                        source,
-                    },
-                )?),
+            // The connector's turn (a standby waits for the leadership here), then a
+            // transactional producer: its `init_transactions` fences whoever held its id, which
+            // only the relay that leads may do. Any other producer is built first, so that a
+            // standby with a producer no retry fixes stops at start too.
+            let attempt = async {
+                if sink.is_none() && !policy.transactional() {
+                    sink = Some(policy.producer(config).await?);
+                }
+                connector.lead().await?;
+                let producer = match sink.take() {
+                    Some(producer) => producer,
+                    None => policy.producer(config).await?,
+                };
+                let resume = policy
+                    .resume(config, connector, acknowledged.clone())
+                    .await?;
+                Ok::<_, RelayError>((producer, resume))
+            };
+            let prepared = tokio::select! {
+                prepared = attempt => prepared,
+                _ = shutdown.as_mut() => return Ok(()),
+            };
+            let (producer, resume) = match prepared {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    if !self.wait_out(error, &mut backoff, shutdown).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
             };
             let opened = tokio::select! {
-                opened = connector.open(resume.clone()) => opened,
+                opened = connector.open(resume.from.clone()) => opened,
                 _ = shutdown.as_mut() => return Ok(()),
             };
             let source = match opened {
                 Ok(source) => source,
                 Err(error) => {
+                    sink = Some(producer);
                     if !self.wait_out(error.into(), &mut backoff, shutdown).await? {
                         return Ok(());
                     }
@@ -269,23 +506,32 @@ impl<'c> Pipeline<'c> {
             };
             tracing::info!(
                 source = connector.name(),
-                from = %resume.as_ref().map_or_else(|| "the source's stored position".to_owned(), ToString::to_string),
+                delivery = policy.name(),
+                from = %resume.from.as_ref().map_or_else(|| "the source's stored position".to_owned(), ToString::to_string),
                 "session started"
             );
             self.status.set_state(State::Leading);
             let mut session = Session {
                 pipeline: self,
-                sink: producer,
+                policy: &mut *policy,
+                sink: &producer,
+                name: connector.name(),
                 source,
-                position: Position::new(resume.clone()),
+                position: Position::new(resume.from.clone()),
+                acknowledged: resume.from.clone(),
                 in_flight: FuturesUnordered::new(),
                 open: None,
+                skip_through: resume.skip_through,
+                held: Vec::new(),
+                skipped: 0,
+                uncounted: Vec::new(),
                 rebuild_producer: false,
+                drained: true,
             };
             let outcome = session.stream(shutdown).await;
-            let drained = session.drain(self.config.drain_timeout()).await;
-            let progressed = session.position.confirmed() != resume.as_ref();
-            resume = session.position.confirmed().cloned();
+            let finished = session.finish(outcome.is_ok()).await;
+            let progressed = session.acknowledged != resume.from;
+            acknowledged = session.acknowledged.clone();
             // A failed delivery (a message timed out) also leaves the idempotent producer in a
             // state it may not leave while the next session keeps it busy: start afresh.
             let failed_delivery = matches!(
@@ -295,30 +541,40 @@ impl<'c> Pipeline<'c> {
                     ..
                 })
             );
-            let rebuild = session.rebuild_producer || !drained || failed_delivery;
-            session.source.close().await;
-            if rebuild {
-                // A fatal producer, or one still holding undelivered copies of events that the
-                // next session sends again: the copies go with it.
-                sink = None;
+            // A fatal producer, one still holding undelivered copies of events that the next
+            // session sends again, or one that may hold a half-ended transaction (its
+            // successor's `init_transactions` aborts it): the copies go with it.
+            let rebuild = session.rebuild_producer
+                || !session.drained
+                || failed_delivery
+                || finished.is_err()
+                || producer.fatal_error().is_some();
+            let Session { source, .. } = session;
+            source.close().await;
+            if !rebuild {
+                sink = Some(producer);
             }
-            match outcome {
-                Ok(()) => return Ok(()),
-                Err(error) => {
-                    if progressed {
-                        backoff.reset();
-                    }
-                    if !self.wait_out(error, &mut backoff, shutdown).await? {
-                        return Ok(());
-                    }
+            let error = match (outcome, finished) {
+                (Ok(()), Err(fatal)) if fatal.fault() == Fault::Fatal => fatal,
+                (Ok(()), _) => return Ok(()),
+                (Err(error), Err(fatal)) if fatal.fault() == Fault::Fatal => {
+                    tracing::debug!(%error, "the session ended");
+                    fatal
                 }
+                (Err(error), _) => error,
+            };
+            if progressed {
+                backoff.reset();
+            }
+            if !self.wait_out(error, &mut backoff, shutdown).await? {
+                return Ok(());
             }
         }
     }
 
     /// A failure: fatal ones are returned; transient ones are recorded and waited out (with
     /// the backoff). `Ok(false)` when `shutdown` came first.
-    pub(crate) async fn wait_out(
+    async fn wait_out(
         &self,
         error: RelayError,
         backoff: &mut Backoff,
@@ -345,69 +601,215 @@ impl<'c> Pipeline<'c> {
     }
 }
 
-impl<S: Source> Session<'_, '_, S> {
+impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
     async fn stream(
         &mut self,
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), RelayError> {
-        let max_in_flight = self.pipeline.config.kafka.max_in_flight;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let config = self.pipeline.config;
+        let max_in_flight = config.kafka.max_in_flight;
+        let every = config
+            .kafka
+            .transaction_interval
+            .min(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported = Instant::now();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.as_mut() => return Ok(()),
                 Some(delivery) = self.in_flight.next(), if !self.in_flight.is_empty() => self.delivered(delivery).await?,
                 event = self.source.next(), if self.in_flight.len() < max_in_flight => self.read(event?).await?,
-                _ = tick.tick() => self.report(),
+                _ = tick.tick() => {
+                    let between = self.open.is_none() && self.held.is_empty();
+                    if between && self.policy.cut_due(config, Moment::Tick { unstored: self.unstored() }) {
+                        self.cut().await?;
+                    }
+                    if reported.elapsed() >= Duration::from_secs(1) {
+                        reported = Instant::now();
+                        self.report();
+                    }
+                }
             }
         }
     }
 
-    /// Waits up to `bound` for the in-flight deliveries; failures only keep the position where
-    /// it is. Returns whether every delivery came back.
-    async fn drain(&mut self, bound: Duration) -> bool {
-        let drain = async {
-            while let Some(delivery) = self.in_flight.next().await {
-                if let Err(error) = self.delivered(delivery).await {
-                    tracing::debug!(%error, "delivery failed while draining");
+    /// Ends the session. At-least-once, and a clean stop between source transactions: what is
+    /// in flight is waited for (up to the drain bound) and, in a Kafka transaction, committed.
+    /// Otherwise the open Kafka transaction is aborted (and sent again by the next session).
+    async fn finish(&mut self, clean: bool) -> Result<(), RelayError> {
+        let bound = self.pipeline.config.drain_timeout();
+        let transactional = self.policy.transactional();
+        if !transactional || (clean && self.open.is_none()) {
+            match tokio::time::timeout(bound, self.cut()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) if transactional => {
+                    tracing::warn!(%error, "committing the last transaction at stop")
+                }
+                Ok(Err(error)) => tracing::debug!(%error, "delivery failed while draining"),
+                Err(_) => {
+                    self.drained = false;
+                    tracing::warn!(
+                        in_flight = self.in_flight.len(),
+                        ?bound,
+                        "Kafka did not acknowledge every event in flight within the drain bound; \
+                         they are sent again from the acknowledged position"
+                    );
                 }
             }
-        };
-        let drained = tokio::time::timeout(bound, drain).await.is_ok();
-        if !drained {
-            tracing::warn!(
-                in_flight = self.in_flight.len(),
-                ?bound,
-                "Kafka did not acknowledge every event in flight within the drain bound; they \
-                 are sent again from the acknowledged position"
-            );
         }
         self.report();
-        drained
+        if !self.policy.is_open() {
+            return Ok(());
+        }
+        self.in_flight = FuturesUnordered::new();
+        self.uncounted.clear();
+        let aborted = self.policy.abort(self.sink).await;
+        if let Err(error) = &aborted {
+            tracing::warn!(%error, "aborting the Kafka transaction; the producer is rebuilt");
+        }
+        aborted
+    }
+
+    /// Waits for every delivery in flight (a failure's dead letter included). Outside a Kafka
+    /// transaction the first failure is returned once all came back, so that the position moves
+    /// over what Kafka acknowledged; inside one, at once: the transaction is aborted, and its
+    /// deliveries with it.
+    async fn settle(&mut self) -> Result<(), RelayError> {
+        let mut failed = None;
+        while let Some(delivery) = self.in_flight.next().await {
+            if let Err(error) = self.delivered(delivery).await {
+                if self.policy.transactional() {
+                    return Err(error);
+                }
+                match failed {
+                    None => failed = Some(error),
+                    Some(_) => tracing::debug!(%error, "delivery failed while draining"),
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Every delivery comes back; then, if the source moved past the position it was last
+    /// acknowledged (or a Kafka transaction is open), the delivery mode commits the position
+    /// reached and the source is acknowledged. At-least-once acknowledges as deliveries come
+    /// back, so this only settles.
+    async fn cut(&mut self) -> Result<(), RelayError> {
+        self.settle().await?;
+        let Some(end) = self.position.confirmed().cloned() else {
+            return Ok(());
+        };
+        if !self.policy.transactional() || !(self.policy.is_open() || self.unstored()) {
+            return Ok(());
+        }
+        self.policy
+            .commit(self.pipeline.config, self.sink, self.name, &end)
+            .await?;
+        for counted in std::mem::take(&mut self.uncounted) {
+            self.count(counted);
+        }
+        self.acknowledge(end);
+        Ok(())
+    }
+
+    /// Whether the confirmed position lies past the one last acknowledged to the source.
+    fn unstored(&self) -> bool {
+        match (self.position.confirmed(), &self.acknowledged) {
+            (Some(confirmed), Some(acknowledged)) => {
+                confirmed.order(acknowledged) == Some(std::cmp::Ordering::Greater)
+            }
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 
     fn report(&self) {
-        let age = self
+        let pending = self
             .position
             .oldest_pending_commit()
             .map_or(0.0, |commit| ((now_micros() - commit).max(0) as f64) / 1e6);
-        self.pipeline.metrics.lag(self.source.lag_bytes(), age);
+        let open = self.policy.open_age().map_or(0.0, |age| age.as_secs_f64());
+        self.pipeline
+            .metrics
+            .lag(self.source.lag_bytes(), pending.max(open));
     }
 
-    /// Kafka acknowledged up to `moved`: the source may forget it.
-    fn acknowledge(&mut self, moved: Option<S::Position>) {
-        if let Some(position) = moved {
-            self.source.acknowledge(&position);
-            let shown = position.to_string();
-            // Progress: earlier failures are no longer "since the last progress".
-            self.pipeline.status.update(|s| {
-                s.confirmed = Some(shown);
-                s.attempts = 0;
-            });
+    fn count(&self, counted: Counted) {
+        let metrics = &self.pipeline.metrics;
+        match counted {
+            Some((reason, origin)) => metrics.event_dead_lettered(
+                &self.pipeline.config.kafka.dead_letter_topic,
+                &reason,
+                &origin,
+            ),
+            None => metrics.event_published(),
         }
     }
 
+    /// Kafka acknowledged everything up to `moved`: outside a Kafka transaction, the source may
+    /// forget it now (in one, at the commit).
+    fn moved(&mut self, moved: Option<S::Position>) {
+        if let Some(position) = moved
+            && !self.policy.transactional()
+        {
+            self.acknowledge(position);
+        }
+    }
+
+    fn acknowledge(&mut self, position: S::Position) {
+        self.source.acknowledge(&position);
+        let shown = position.to_string();
+        self.acknowledged = Some(position);
+        // Progress: earlier failures are no longer "since the last progress".
+        self.pipeline.status.update(|s| {
+            s.confirmed = Some(shown);
+            s.attempts = 0;
+        });
+    }
+
+    /// The replay skip, then [`Self::process`].
     async fn read(&mut self, event: SourceEvent<S::Position>) -> Result<(), RelayError> {
+        let Some(through) = &self.skip_through else {
+            return self.process(event).await;
+        };
+        match event {
+            SourceEvent::Commit { end } => {
+                if end.order(through) != Some(std::cmp::Ordering::Greater) {
+                    let events = self
+                        .held
+                        .drain(..)
+                        .filter(|e| !matches!(e, SourceEvent::Begin { .. }))
+                        .count();
+                    self.skipped += events as u64;
+                    tracing::debug!(end = %end, events, "skipped a source transaction already committed to Kafka");
+                    return Ok(());
+                }
+                // The first source transaction past it: the replay is over.
+                self.skip_through = None;
+                if self.skipped > 0 {
+                    tracing::info!(
+                        skipped = self.skipped,
+                        "skipped the events of source transactions already committed to Kafka"
+                    );
+                }
+                for held in std::mem::take(&mut self.held) {
+                    self.process(held).await?;
+                }
+                self.process(SourceEvent::Commit { end }).await
+            }
+            SourceEvent::KeepAlive { .. } if self.held.is_empty() => self.process(event).await,
+            SourceEvent::KeepAlive { .. } => Ok(()),
+            event => {
+                self.held.push(event);
+                Ok(())
+            }
+        }
+    }
+
+    async fn process(&mut self, event: SourceEvent<S::Position>) -> Result<(), RelayError> {
+        let config = self.pipeline.config;
         match event {
             SourceEvent::Begin {
                 committed_at_micros,
@@ -422,18 +824,39 @@ impl<S: Source> Session<'_, '_, S> {
                         self.pipeline.metrics.transaction_read(events);
                     }
                     let moved = self.position.commit(tx, end);
-                    self.acknowledge(moved);
+                    self.moved(moved);
+                }
+                if self.policy.cut_due(config, Moment::Commit) {
+                    self.cut().await?;
                 }
             }
             SourceEvent::KeepAlive { end } => {
-                let moved = self.position.idle_at(end);
-                self.acknowledge(moved);
+                if self.open.is_some() {
+                    return Ok(());
+                }
+                let newer = self
+                    .position
+                    .confirmed()
+                    .is_none_or(|p| end.order(p) == Some(std::cmp::Ordering::Greater));
+                if newer {
+                    let moved = self.position.idle_at(end);
+                    self.moved(moved);
+                }
+                // Idle: what is open is committed now.
+                if self.policy.cut_due(config, Moment::KeepAlive) {
+                    self.cut().await?;
+                }
             }
             event => {
                 let tx = self.tx_for_event();
+                self.policy.sending(self.sink)?;
                 match Outgoing::of(&self.pipeline.router, event) {
+                    // Refused for good in an earlier attempt: its dead letter replaces it.
                     Some(Outgoing::Publish(origin, message)) => {
-                        self.send(tx, origin, message, None).await?
+                        match self.policy.condemned(&origin) {
+                            Some(reason) => self.dead_letter(tx, origin, message, reason).await?,
+                            None => self.send(tx, origin, message, None).await?,
+                        }
                     }
                     Some(Outgoing::DeadLetter(origin, message, reason)) => {
                         self.dead_letter(tx, origin, message, reason).await?
@@ -493,6 +916,9 @@ impl<S: Source> Session<'_, '_, S> {
                     }
                     _ => {
                         self.pipeline.metrics.event_failed(&error);
+                        if let Some(stop) = self.policy.stopped(self.sink, &error) {
+                            return Err(stop);
+                        }
                         let stage = if dead_letter.is_some() {
                             Stage::DeadLetter
                         } else {
@@ -535,24 +961,39 @@ impl<S: Source> Session<'_, '_, S> {
         let metrics = &self.pipeline.metrics;
         match result {
             Ok(Ok(_)) => {
-                match &dead_letter {
-                    Some(reason) => {
-                        metrics.event_dead_lettered(
-                            &self.pipeline.config.kafka.dead_letter_topic,
-                            reason,
-                            &origin.value,
-                        );
-                    }
-                    None => {
-                        metrics.event_published();
-                    }
+                let counted = dead_letter.map(|reason| (reason, origin.value));
+                if self.policy.transactional() {
+                    self.uncounted.push(counted);
+                } else {
+                    self.count(counted);
                 }
                 let moved = self.position.acked(tx);
-                self.acknowledge(moved);
+                self.moved(moved);
                 Ok(())
             }
             Ok(Err((error, message))) => {
+                let stage = if dead_letter.is_some() {
+                    Stage::DeadLetter
+                } else {
+                    Stage::Delivery
+                };
                 let permanent = classify(&error) == Failure::Permanent;
+                if let Some(stop) = self.policy.stopped(self.sink, &error) {
+                    metrics.event_failed(&error);
+                    return Err(stop);
+                }
+                if self.policy.transactional() {
+                    // The Kafka transaction is abortable now: the session ends, and an event
+                    // refused for good goes to the dead letters in the next attempt.
+                    metrics.event_failed(&error);
+                    if permanent && dead_letter.is_none() {
+                        return Err(self.policy.condemn(&origin, &error));
+                    }
+                    return Err(RelayError::Kafka {
+                        stage,
+                        source: error,
+                    });
+                }
                 let replacement = match &dead_letter {
                     // The event's dead letter replaces it; it keeps the value (see `send`).
                     None if permanent => {
@@ -588,11 +1029,7 @@ impl<S: Source> Session<'_, '_, S> {
                 }
                 metrics.event_failed(&error);
                 Err(RelayError::Kafka {
-                    stage: if dead_letter.is_some() {
-                        Stage::DeadLetter
-                    } else {
-                        Stage::Delivery
-                    },
+                    stage,
                     source: error,
                 })
             }
@@ -607,7 +1044,7 @@ impl<S: Source> Session<'_, '_, S> {
     }
 }
 
-pub(crate) fn track(
+fn track(
     future: DeliveryFuture,
     tx: TxId,
     origin: Origin,

@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, Delivery, SourceKind};
+use crate::exactly_once::ExactlyOnce;
 use crate::metrics::Metrics;
 pub use crate::pipeline::RelayError;
-use crate::pipeline::{Pipeline, Status};
-use crate::source::SourceError;
+use crate::pipeline::{AtLeastOnce, Pipeline, Status};
 use crate::source::binlog::BinlogConnector;
 use crate::source::poll::{Outbox, PollConnector, PollError, PollStatus};
 use crate::source::wal::WalConnector;
+use crate::source::{Connector, SourceError};
 pub use crate::status::{State, StatusReport};
 
 /// The relay: the configured source, one Kafka producer.
@@ -51,17 +52,17 @@ impl Relay {
         match config.source.kind {
             SourceKind::Wal | SourceKind::Message => {
                 let connector = WalConnector::new(config, metrics).map_err(SourceError::from)?;
-                pipeline.run(connector, shutdown).await
+                run(&pipeline, connector, shutdown).await
             }
             SourceKind::Poll => {
                 let connector = PollConnector::connect(config, status)
                     .await
                     .map_err(SourceError::from)?;
-                pipeline.run(connector, shutdown).await
+                run(&pipeline, connector, shutdown).await
             }
             SourceKind::Binlog => {
                 let connector = BinlogConnector::new(config).map_err(SourceError::from)?;
-                pipeline.run(connector, shutdown).await
+                run(&pipeline, connector, shutdown).await
             }
         }
     }
@@ -129,6 +130,22 @@ impl PollRelay {
         let config = self.outbox.config();
         let pipeline = Pipeline::new(config, self.metrics.clone(), self.status.clone())?;
         let connector = PollConnector::on(self.outbox.clone(), &self.status);
-        pipeline.run(connector, shutdown).await
+        run(&pipeline, connector, shutdown).await
+    }
+}
+
+/// Runs `connector` through `pipeline` in the configured delivery mode: the one place where
+/// the mode is chosen.
+async fn run<C: Connector>(
+    pipeline: &Pipeline<'_>,
+    connector: C,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RelayError> {
+    match pipeline.config.delivery {
+        Delivery::AtLeastOnce => pipeline.run(connector, AtLeastOnce, shutdown).await,
+        Delivery::ExactlyOnce => {
+            let policy = ExactlyOnce::new(pipeline.config);
+            pipeline.run(connector, policy, shutdown).await
+        }
     }
 }

@@ -512,6 +512,76 @@ async fn poll_rows_committed_to_kafka_before_a_crash_are_settled_not_shipped_aga
     fx.teardown().await;
 }
 
+/// 6b. Two `poll` relays in exactly-once mode on one table, both running: the second stands by
+/// (it takes the leadership before `init_transactions`, so it fences no one); every event
+/// arrives once while the first leads. The leader is killed: the standby takes over, and the
+/// rest arrive once too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_second_relay_stands_by_and_takes_over_without_duplicates() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new("eos_poll_standby", WriteMode::Insert).await;
+    setup_poll(&fx);
+    let mut reader = Reader::new(&[&fx.topic()]);
+    let leading = |relay: &RelayProcess| {
+        without_colours(&relay.log_text()).contains("leading: this relay ships the outbox")
+    };
+    let standing_by = |relay: &RelayProcess| {
+        without_colours(&relay.log_text()).contains("standing by: another relay leads")
+    };
+    let mut first = start_poll(&fx, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !leading(&first) {
+        assert!(
+            std::time::Instant::now() < deadline && first.is_running(),
+            "the first relay never led:\n{}",
+            first.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut second = start_poll(&fx, &[]);
+    // The second has started when it stands by, or (the fencing war) when the first is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !standing_by(&second) && first.is_running() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ids = HashSet::new();
+    fx.write_batches(&mut ids, 0..20, 50, ("s", 11)).await;
+    reader
+        .read_until(WAIT, has_all(&ids), || first.log_text())
+        .await;
+    assert!(
+        first.is_running(),
+        "the leader stopped while the second relay started (fenced?):\n{}",
+        first.log_text()
+    );
+    assert!(
+        standing_by(&second) && !leading(&second),
+        "the second relay does not stand by:\n{}",
+        second.log_text()
+    );
+    // The leader dies; the standby takes the leadership, then the transactional id.
+    first.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !leading(&second) {
+        assert!(
+            std::time::Instant::now() < deadline && second.is_running(),
+            "the standby never took over:\n{}",
+            second.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fx.write_batches(&mut ids, 20..40, 50, ("s", 11)).await;
+    reader
+        .read_until(WAIT, has_all(&ids), || second.log_text())
+        .await;
+    reader.settle(Duration::from_secs(5)).await;
+    let (messages, distinct) = check(&reader.messages, &ids);
+    assert_eq!((messages, distinct), (2_000, 2_000), "each event once");
+    assert_eq!(second.terminate(Duration::from_secs(60)).code(), Some(0));
+    assert_eq!(fx.row_count().await, 0, "every row settled");
+    fx.teardown().await;
+}
+
 /// 7b. The replay skip on MariaDB (the settle there is one `DELETE` per row, in the claim's
 /// transaction): the same crash between the Kafka commit and the settle, and a late writer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

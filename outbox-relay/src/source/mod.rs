@@ -152,7 +152,7 @@ pub trait Source: Send {
 }
 
 /// A source position as the exactly-once mode stores it in Kafka, beside the events it ends
-/// (see [`crate::exactly_once`]), and reads it back: a text form, and the source's commit order.
+/// (see [`crate::pipeline::DeliveryPolicy`]), and reads it back: a text form, and the source's commit order.
 pub trait StoredPosition: Sized {
     /// The text stored; [`StoredPosition::decode`] reads it back to an equal position.
     fn encode(&self) -> String;
@@ -175,6 +175,13 @@ pub trait Connector: Send {
     /// Once, at start: what no retry fixes (settings, grants, the table) is `Fatal`, with the
     /// fix named; an unreachable server is `Transient`, and the pipeline waits for it.
     fn preflight(&mut self) -> impl Future<Output = Result<(), SourceError>> + Send;
+
+    /// Before each session, and before the delivery mode touches Kafka for it: waits until
+    /// this relay may run one (a standby waits here for the leadership). The exactly-once
+    /// mode's `init_transactions` comes after it, so a standby fences no one.
+    fn lead(&mut self) -> impl Future<Output = Result<(), SourceError>> + Send {
+        async { Ok(()) }
+    }
 
     /// A session that resumes after `resume`: the last position acknowledged in this process,
     /// or None at start (then the source's own durable position: the slot, the stored binlog

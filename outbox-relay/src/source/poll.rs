@@ -407,6 +407,45 @@ impl PollConnector {
         Ok(PollConnector::on(Arc::new(outbox), status))
     }
 
+    /// Returns once this relay holds the leadership: it checks the one it holds (a failed
+    /// session may have been the lock connection's), else waits for it, standing by.
+    async fn take_leadership(&self, leader: &mut Option<Leader>) -> Result<(), SourceError> {
+        let outbox = &self.outbox;
+        let ttl = outbox.poll().lease_ttl;
+        let retry = &outbox.config.retry;
+        let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
+        loop {
+            if let Some(lead) = leader.as_ref() {
+                if matches!(lead.holds(&outbox.db, &outbox.table, ttl).await, Ok(true)) {
+                    return Ok(());
+                }
+                tracing::warn!("lost the leadership; standing by");
+                if let Some(lost) = leader.take() {
+                    lost.release(&outbox.db, &outbox.table).await;
+                }
+            }
+            match Leader::try_acquire(&outbox.db, &outbox.table, &outbox.holder, ttl).await {
+                Ok(Some(taken)) => {
+                    tracing::info!(table = %outbox.table.key(), "leading: this relay ships the outbox");
+                    *leader = Some(taken);
+                    return Ok(());
+                }
+                Ok(None) => {
+                    if self.status.snapshot().state != State::Standby {
+                        tracing::info!(table = %outbox.table.key(), "standing by: another relay leads the outbox table");
+                    }
+                    self.status.set_state(State::Standby);
+                    tokio::time::sleep(outbox.poll().standby_interval).await;
+                }
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, "taking the leadership failed; retrying");
+                    tokio::time::sleep(backoff.wait()).await;
+                }
+                Err(error) => return Err(SourceError::fatal(error)),
+            }
+        }
+    }
+
     pub(crate) fn on(outbox: Arc<Outbox>, status: &Status) -> PollConnector {
         PollConnector {
             outbox,
@@ -463,39 +502,8 @@ impl Connector for PollConnector {
         let Some(shape) = self.shape.clone() else {
             return Err(SourceError::fatal(PollError::Ended));
         };
-        let outbox = &self.outbox;
-        let ttl = outbox.poll().lease_ttl;
-        let retry = &outbox.config.retry;
-        let mut backoff = Backoff::new(retry.initial_backoff, retry.max_backoff);
         let mut leader = self.leader.clone().lock_owned().await;
-        loop {
-            // A failed session may have been the lock connection's: check it before going on.
-            if let Some(lead) = leader.as_ref() {
-                if matches!(lead.holds(&outbox.db, &outbox.table, ttl).await, Ok(true)) {
-                    break;
-                }
-                tracing::warn!("lost the leadership; standing by");
-                if let Some(lost) = leader.take() {
-                    lost.release(&outbox.db, &outbox.table).await;
-                }
-            }
-            match Leader::try_acquire(&outbox.db, &outbox.table, &outbox.holder, ttl).await {
-                Ok(Some(taken)) => {
-                    tracing::info!(table = %outbox.table.key(), "leading: this relay ships the outbox");
-                    *leader = Some(taken);
-                    break;
-                }
-                Ok(None) => {
-                    self.status.set_state(State::Standby);
-                    tokio::time::sleep(outbox.poll().standby_interval).await;
-                }
-                Err(error) if error.is_transient() => {
-                    tracing::warn!(%error, "taking the leadership failed; retrying");
-                    tokio::time::sleep(backoff.wait()).await;
-                }
-                Err(error) => return Err(SourceError::fatal(error)),
-            }
-        }
+        self.take_leadership(&mut leader).await?;
         Ok(PollSession::start(
             self.outbox.clone(),
             shape,
@@ -504,6 +512,13 @@ impl Connector for PollConnector {
             self.batches.clone(),
             resume,
         ))
+    }
+
+    /// Takes the leadership, or keeps it; a standby waits here.
+    async fn lead(&mut self) -> Result<(), SourceError> {
+        let leader = self.leader.clone();
+        let mut leader = leader.lock().await;
+        self.take_leadership(&mut leader).await
     }
 
     async fn finish(&mut self) {
