@@ -279,6 +279,13 @@ pub trait DeliveryPolicy: Send {
         false
     }
 
+    /// When the source went idle but the open Kafka transaction was not yet due
+    /// ([`Moment::KeepAlive`]): how long until it is, if the source stays idle. The session asks
+    /// again then, so that the last events of a burst are not held until the next tick.
+    fn idle_cut_in(&self, _config: &Config) -> Option<Duration> {
+        None
+    }
+
     /// Commits the open Kafka transaction (or, with none open, one of the position alone)
     /// together with the position `end` of the `source` named. Every delivery of it came back.
     fn commit<P: StoredPosition + Sync>(
@@ -370,6 +377,9 @@ struct Session<'p, 'c, S: Source, D: DeliveryPolicy> {
     skip_through: Option<S::Position>,
     held: Vec<SourceEvent<S::Position>>,
     skipped: u64,
+    /// When to ask again whether the idle source's open Kafka transaction is due
+    /// ([`DeliveryPolicy::idle_cut_in`]).
+    idle_recheck: Option<tokio::time::Instant>,
     /// Delivered in the open Kafka transaction, counted at its commit.
     uncounted: Vec<Counted>,
     rebuild_producer: bool,
@@ -524,6 +534,7 @@ impl<'c> Pipeline<'c> {
                 skip_through: resume.skip_through,
                 held: Vec::new(),
                 skipped: 0,
+                idle_recheck: None,
                 uncounted: Vec::new(),
                 rebuild_producer: false,
                 drained: true,
@@ -615,12 +626,26 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported = Instant::now();
+        let idle_recheck = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(idle_recheck);
         loop {
+            if let Some(at) = self.idle_recheck
+                && idle_recheck.deadline() != at
+            {
+                idle_recheck.as_mut().reset(at);
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.as_mut() => return Ok(()),
                 Some(delivery) = self.in_flight.next(), if !self.in_flight.is_empty() => self.delivered(delivery).await?,
                 event = self.source.next(), if self.in_flight.len() < max_in_flight => self.read(event?).await?,
+                _ = &mut idle_recheck, if self.idle_recheck.is_some() => {
+                    self.idle_recheck = None;
+                    let between = self.open.is_none() && self.held.is_empty();
+                    if between && self.policy.cut_due(config, Moment::KeepAlive) {
+                        self.cut().await?;
+                    }
+                }
                 _ = tick.tick() => {
                     let between = self.open.is_none() && self.held.is_empty();
                     if between && self.policy.cut_due(config, Moment::Tick { unstored: self.unstored() }) {
@@ -842,9 +867,11 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
                     let moved = self.position.idle_at(end);
                     self.moved(moved);
                 }
-                // Idle: what is open is committed now.
+                // Idle: what is open is committed now, or once it is due if the source stays idle.
                 if self.policy.cut_due(config, Moment::KeepAlive) {
                     self.cut().await?;
+                } else if let Some(wait) = self.policy.idle_cut_in(config) {
+                    self.idle_recheck = Some(tokio::time::Instant::now() + wait);
                 }
             }
             event => {
