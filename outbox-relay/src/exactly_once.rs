@@ -480,8 +480,9 @@ impl DeliveryPolicy for ExactlyOnce {
     }
 
     /// Cut only between source transactions: once `kafka.transaction_max_events` or
-    /// `kafka.transaction_interval` is reached, when the source is idle, and now and then while
-    /// it is idle, to move the stored (and so the acknowledged) position to its end.
+    /// `kafka.transaction_interval` is reached, and now and then while the source is idle, to
+    /// move the stored (and so the acknowledged) position to its end. (When the source goes
+    /// idle with events open: [`Self::idle_cut_in`].)
     fn cut_due(&self, config: &Config, at: Moment) -> bool {
         let kafka = &config.kafka;
         match (at, &self.tx) {
@@ -489,7 +490,6 @@ impl DeliveryPolicy for ExactlyOnce {
                 tx.events >= kafka.transaction_max_events
                     || tx.began.elapsed() >= kafka.transaction_interval
             }
-            (Moment::KeepAlive, Some(tx)) => tx.began.elapsed() >= self.idle_cut_age(config),
             (Moment::Tick { .. }, Some(tx)) => tx.began.elapsed() >= kafka.transaction_interval,
             (Moment::Tick { unstored }, None) => {
                 unstored && self.last_cut.elapsed() >= IDLE_ADVANCE
@@ -498,6 +498,7 @@ impl DeliveryPolicy for ExactlyOnce {
         }
     }
 
+    /// Once the open transaction is as old as the last commit took ([`Self::idle_cut_age`]).
     fn idle_cut_in(&self, config: &Config) -> Option<Duration> {
         let tx = self.tx.as_ref()?;
         Some(self.idle_cut_age(config).saturating_sub(tx.began.elapsed()))

@@ -195,8 +195,6 @@ pub struct Resume<P> {
 pub enum Moment {
     /// A source transaction was read whole.
     Commit,
-    /// The source is idle.
-    KeepAlive,
     /// Between source transactions, now and then; `unstored`: the source has moved past the
     /// position last acknowledged to it.
     Tick { unstored: bool },
@@ -279,9 +277,9 @@ pub trait DeliveryPolicy: Send {
         false
     }
 
-    /// When the source went idle but the open Kafka transaction was not yet due
-    /// ([`Moment::KeepAlive`]): how long until it is, if the source stays idle. The session asks
-    /// again then, so that the last events of a burst are not held until the next tick.
+    /// The source is idle: how long until the open Kafka transaction is to be committed if it
+    /// stays idle (zero: now), or None when there is nothing to commit. The session commits then,
+    /// so that the last events of a burst are not held until the next tick.
     fn idle_cut_in(&self, _config: &Config) -> Option<Duration> {
         None
     }
@@ -642,8 +640,8 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
                 _ = &mut idle_recheck, if self.idle_recheck.is_some() => {
                     self.idle_recheck = None;
                     let between = self.open.is_none() && self.held.is_empty();
-                    if between && self.policy.cut_due(config, Moment::KeepAlive) {
-                        self.cut().await?;
+                    if between {
+                        self.idle().await?;
                     }
                 }
                 _ = tick.tick() => {
@@ -737,6 +735,19 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
         }
         self.acknowledge(end);
         Ok(())
+    }
+
+    /// The source is idle: what is open is committed now, or once it is due if the source stays
+    /// idle.
+    async fn idle(&mut self) -> Result<(), RelayError> {
+        match self.policy.idle_cut_in(self.pipeline.config) {
+            Some(wait) if wait.is_zero() => self.cut().await,
+            Some(wait) => {
+                self.idle_recheck = Some(tokio::time::Instant::now() + wait);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Whether the confirmed position lies past the one last acknowledged to the source.
@@ -867,12 +878,7 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
                     let moved = self.position.idle_at(end);
                     self.moved(moved);
                 }
-                // Idle: what is open is committed now, or once it is due if the source stays idle.
-                if self.policy.cut_due(config, Moment::KeepAlive) {
-                    self.cut().await?;
-                } else if let Some(wait) = self.policy.idle_cut_in(config) {
-                    self.idle_recheck = Some(tokio::time::Instant::now() + wait);
-                }
+                self.idle().await?;
             }
             event => {
                 let tx = self.tx_for_event();
