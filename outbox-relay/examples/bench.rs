@@ -7,6 +7,7 @@
 //! bench compare  --topic T --rows K            # our relay's and Debezium's messages, pairwise
 //! bench distinct --topic T --rows N            # a drain's topic holds N distinct event ids
 //! bench binlog-read --table T --rows N --file F --pos P [--server-id S] [--clk-tck 100]
+//! bench wal-read --slot S --publication P --rows N [--clk-tck 100] [--timeout 600]
 //! ```
 //!
 //! Each prints one JSON object on stdout (progress goes to stderr). `scripts/bench` owns the
@@ -29,6 +30,14 @@
 //!   `MYSQL_RELAY_URL`) from file F, offset P until N rows of table T were decoded (each
 //!   INSERT row into `mysql_common`'s values, as the source does; then discarded). Prints the
 //!   time from connecting to the Nth row, and this process's CPU seconds.
+//! - `wal-read`: the limit L of the PostgreSQL round without a client in the way: one
+//!   replication connection (`pgwire-replication`, as the `wal` source connects, to
+//!   `DATABASE_URL` without TLS) on slot S (pgoutput, publication P) that counts the first N
+//!   `Insert` messages and discards them, then confirms the end of the transaction that holds
+//!   the Nth (the standby status the server acknowledges) and prints the time from connecting to
+//!   that confirmation, this process's CPU seconds and the walsender backend's (its pid is
+//!   `pg_backend_pid()` of the replication session, read from `/proc`, so the services must run
+//!   on this machine), from before START_REPLICATION to the confirmation.
 //! - `compare`: reads topic T from the beginning until every event id was seen twice, once from
 //!   Debezium (it carries `__debezium.*` headers) and once from our relay, and compares
 //!   partition, key bytes, value bytes (null included) and every header but `__debezium.*`. It
@@ -662,7 +671,13 @@ fn distinct(args: &Args) -> Result<(), BoxError> {
 
 /// The CPU seconds (user + system) this process used so far, from `/proc/self/stat`.
 fn own_cpu_seconds(clk_tck: u64) -> Result<f64, BoxError> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    cpu_seconds("self", clk_tck)
+}
+
+/// The CPU seconds (user + system) process `pid` used so far, from `/proc/PID/stat`.
+fn cpu_seconds(pid: &str, clk_tck: u64) -> Result<f64, BoxError> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     // The fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat
         .rsplit_once(") ")
@@ -769,6 +784,130 @@ async fn binlog_read(args: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
+async fn wal_read(args: &Args) -> Result<(), BoxError> {
+    use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+
+    let slot = args.str("--slot")?;
+    let publication = args.str("--publication")?;
+    let rows = args.num("--rows", 0)?;
+    if rows == 0 {
+        return Err("--rows must be positive: a limit over zero rows measures nothing".into());
+    }
+    let clk_tck = args.num("--clk-tck", 100)?;
+    let timeout = Duration::from_secs(args.num("--timeout", 600)?);
+    let raw = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
+    let url = url::Url::parse(&raw).map_err(|e| format!("DATABASE_URL: {e}"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err("DATABASE_URL must be postgres://…".into());
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let host = url.host_str().ok_or("DATABASE_URL has no host")?.to_owned();
+    let database = url.path().trim_start_matches('/');
+    if database.is_empty() {
+        return Err("DATABASE_URL names no database".into());
+    }
+    // Quoted, as the relay passes it: pgoutput folds an unquoted name to lower case.
+    let quoted_publication = format!("\"{}\"", publication.replace('"', "\"\""));
+    let config = ReplicationConfig::new(
+        host,
+        decode(url.username()),
+        decode(url.password().unwrap_or("")),
+        decode(database),
+        slot.clone(),
+        quoted_publication,
+    )
+    .with_port(url.port().unwrap_or(5432))
+    .with_tls(TlsConfig::disabled())
+    .with_status_interval(Duration::from_millis(100))
+    .with_buffer_size(8192)
+    .with_application_name(format!("bench wal-read {slot}"));
+
+    let cpu0 = own_cpu_seconds(clk_tck)?;
+    let start = Instant::now();
+    let mut client = ReplicationClient::connect_gated(config).await?;
+    // The walsender serving this session: its CPU is the decoding's (pgoutput runs in it).
+    let walsender = client
+        .simple_query("SELECT pg_backend_pid()")
+        .await?
+        .first()
+        .and_then(|row| row.first().cloned().flatten())
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .ok_or("SELECT pg_backend_pid() returned no row")?;
+    let ws0 = cpu_seconds(&walsender, clk_tck)?;
+    client.start().await?;
+    client.wait_started().await?;
+
+    let (mut seen, mut transactions) = (0u64, 0u64);
+    let mut first: Option<f64> = None;
+    let mut samples = Vec::new();
+    let mut last_sample = Instant::now();
+    // The end of the transaction that holds the Nth row: what is confirmed.
+    let end = loop {
+        if start.elapsed() > timeout {
+            return Err(format!("{seen} of {rows} rows on slot {slot} within {timeout:?}").into());
+        }
+        let event = match tokio::time::timeout(Duration::from_secs(30), client.recv()).await {
+            Ok(Ok(Some(event))) => event,
+            Ok(Ok(None)) => return Err("the replication stream ended".into()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(format!("no replication event for 30 s after {seen} of {rows} rows").into());
+            }
+        };
+        match event {
+            // pgoutput's Insert message; the publication holds only the benchmark's table.
+            ReplicationEvent::XLogData { data, .. } if data.first() == Some(&b'I') => {
+                seen += 1;
+                if first.is_none() {
+                    first = Some(start.elapsed().as_secs_f64());
+                }
+            }
+            ReplicationEvent::Commit { end_lsn, .. } => {
+                transactions += 1;
+                if seen >= rows {
+                    break end_lsn;
+                }
+            }
+            _ => {}
+        }
+        if last_sample.elapsed() >= Duration::from_millis(100) {
+            last_sample = Instant::now();
+            let t = start.elapsed().as_secs_f64();
+            samples.push((t, seen));
+            bar("wal", seen, rows, t);
+        }
+    };
+    client.update_applied_lsn(end);
+    // Confirmed: the standby status carrying `end` was sent (status interval 100 ms).
+    let metrics = client.metrics();
+    let confirm_deadline = Instant::now() + Duration::from_secs(30);
+    while metrics.last_applied_lsn() < end {
+        if Instant::now() > confirm_deadline {
+            return Err(format!("the position {end} was not confirmed within 30 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let ws = cpu_seconds(&walsender, clk_tck)? - ws0;
+    let cpu = own_cpu_seconds(clk_tck)? - cpu0;
+    client.stop();
+    client.join().await?;
+    eprintln!();
+    let first = first.unwrap_or(secs);
+    println!(
+        "{}",
+        serde_json::json!({
+            "rows": seen, "transactions": transactions, "confirmed_lsn": end.to_string(),
+            "seconds": secs, "t_first": first, "events_per_s": seen as f64 / secs,
+            "events_per_s_drain": if secs > first { Some(seen as f64 / (secs - first)) } else { None },
+            "cpu_s": cpu, "cpu_s_per_m": cpu / seen as f64 * 1e6,
+            "walsender_pid": walsender, "walsender_cpu_s": ws,
+            "walsender_cpu_s_per_m": ws / seen as f64 * 1e6, "samples": samples,
+        })
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -779,8 +918,9 @@ async fn main() -> Result<(), BoxError> {
         Some("compare") => tokio::task::spawn_blocking(move || compare(&args)).await?,
         Some("distinct") => tokio::task::spawn_blocking(move || distinct(&args)).await?,
         Some("binlog-read") => binlog_read(&args).await,
+        Some("wal-read") => wal_read(&args).await,
         _ => Err(
-            "usage: bench producer|latency|compare|distinct|binlog-read ... (see the file's doc comment)"
+            "usage: bench producer|latency|compare|distinct|binlog-read|wal-read ... (see the file's doc comment)"
                 .into(),
         ),
     }
