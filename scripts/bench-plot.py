@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Summary table and SVG plots of a scripts/bench run. Standard library only.
 
-  python3 scripts/bench-plot.py --summary DIR     # Markdown tables on stdout, DIR/results.json
+  python3 scripts/bench-plot.py --summary DIR [--rates "R..."] [--latency-who "wal poll dbz_stock dbz_tuned"]
+                                                  # Markdown tables on stdout, DIR/results.json
   python3 scripts/bench-plot.py DIR OUTDIR [LABEL]  # OUTDIR/{drain,latency,latency-cdf}.svg (those
                                                   # DIR has the data for)
 
@@ -16,16 +17,18 @@ import sys
 
 
 def load(d, prefix):
+    """The runs DIR/PREFIX_<run>.json, by run (PREFIX exactly: dbz does not match dbz_stock_1)."""
     runs = []
-    for p in sorted(glob.glob(os.path.join(d, prefix + "_*.json")),
-                    key=lambda p: int(re.findall(r"_(\d+)\.json$", p)[0]) if re.findall(r"_(\d+)\.json$", p) else 0):
-        if not re.search(r"_\d+\.json$", p):
+    pat = re.compile(re.escape(prefix) + r"_(\d+)\.json$")
+    for p in glob.glob(os.path.join(d, prefix + "_*.json")):
+        m = pat.fullmatch(os.path.basename(p))
+        if not m:
             continue
         with open(p) as f:
             r = json.load(f)
-        r["run"] = int(re.findall(r"_(\d+)\.json$", p)[0])
+        r["run"] = int(m.group(1))
         runs.append(r)
-    return runs
+    return sorted(runs, key=lambda r: r["run"])
 
 
 def med(runs, key):
@@ -39,39 +42,30 @@ def fmt(v, d=0):
     return f"{v:,.{d}f}"
 
 
-def dbz_latency(d):
-    """p50/p95/p99/max, RSS and CPU from scripts/bench-debezium --latency's output."""
-    p = os.path.join(d, "lat_dbz.out")
-    if not os.path.exists(p):
-        return None
-    text = open(p).read()
-    out = {}
-    for key in ("p50", "p95", "p99", "max"):
-        m = re.search(key + r"[^0-9\-]*(-?[0-9.]+)", text)
-        out[key + "_ms"] = float(m.group(1)) if m else None
-    m = re.search(r"peak[_ ]rss[^0-9]*([0-9.]+)", text, re.I)
-    out["rss_mb"] = float(m.group(1)) if m else None
-    m = re.search(r"\(([0-9.]+) s per million events\)", text)
-    out["cpu_s_per_m"] = float(m.group(1)) if m else None
-    m = re.search(r"after the warm-up \(([0-9,]+) events\)", text)
-    out["measured"] = m.group(1) if m else "?"
-    out["raw"] = text.strip()
-    return out
+# P1 contenders of the PostgreSQL round: (name, file prefix[, older prefix])
+P1 = [("ours wal", "ours_wal"), ("ours message", "ours_message"), ("ours poll", "ours_poll"),
+      ("Debezium stock", "dbz_stock", "dbz"), ("Debezium tuned", "dbz_tuned"),
+      ("L: wal-read (one replication connection, no Kafka)", "walread"),
+      ("L(a): pg_recvlogical", "recv"), ("L: bare producer (no database)", "prod")]
+# P2 contenders: (who as scripts/bench names it, label)
+P2 = [("wal", "ours, `wal`"), ("poll", "ours, `poll`"), ("dbz_stock", "Debezium, stock"),
+      ("dbz_tuned", "Debezium, tuned (poll.interval.ms=10, linger.ms=5)")]
 
 
-def summary(d):
-    contenders = {
-        "ours wal": load(d, "ours_wal"),
-        "ours message": load(d, "ours_message"),
-        "ours poll": load(d, "ours_poll"),
-        "Debezium": load(d, "dbz"),
-        "pg_recvlogical": load(d, "recv"),
-        "bare producer": load(d, "prod"),
-    }
+def summary(d, rates, lat_who):
+    contenders = {}
+    for c in P1:
+        runs = load(d, c[1])
+        if not runs and len(c) > 2:
+            runs = load(d, c[2])
+        contenders[c[0]] = runs
     res = {"dir": d, "p1": {}, "p2": {}}
-    print("\n## P1 backlog drain (events/s from process launch until all N acknowledged in Kafka)\n")
-    print("| contender | runs (events/s; load) | median events/s | median drain-only events/s | peak RSS MB (median) | CPU s / M events (median) |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n## P1 backlog drain (run {os.path.basename(os.path.normpath(d))})\n")
+    print("Events/s from the process launch (L: from connecting / from the first send) until all N "
+          "are acknowledged in Kafka (wal-read: read and confirmed); the 1-minute load average at each "
+          "measurement's start in parentheses.\n")
+    print("| contender | runs (events/s; load) | median events/s | median drain-only events/s | peak RSS MB (median) | CPU s / M events (median) | walsender CPU s / M rows (median) |")
+    print("|---|---|---|---|---|---|---|")
     for name, runs in contenders.items():
         if not runs:
             continue
@@ -80,77 +74,95 @@ def summary(d):
             "runs": [{k: v for k, v in r.items() if k != "samples"} for r in runs],
             "evps": med(runs, "evps"), "evps_drain": med(runs, "evps_drain"),
             "rss_mb": med(runs, "rss_mb"), "cpu_s_per_m": med(runs, "cpu_s_per_m"),
+            "walsender_cpu_s_per_m": med(runs, "walsender_cpu_s_per_m"),
         }
         m = res["p1"][name]
-        print(f"| {name} | {rs} | {fmt(m['evps'])} | {fmt(m['evps_drain'])} | {fmt(m['rss_mb'], 1)} | {fmt(m['cpu_s_per_m'], 1)} |")
-    p1 = res["p1"]
-    # ratios per round (same run), then their median
-    print("\n## Ratios (per round, then the median)\n")
+        print(f"| {name} | {rs} | {fmt(m['evps'])} | {fmt(m['evps_drain'])} | {fmt(m['rss_mb'], 1)} | "
+              f"{fmt(m['cpu_s_per_m'], 1)} | {fmt(m['walsender_cpu_s_per_m'], 1)} |")
+    # ratios within each round (same run), then their median
     rounds = {}
     for name, runs in contenders.items():
         for r in runs:
             rounds.setdefault(r["run"], {})[name] = r
+
+    def ratio(a, b, f="evps"):
+        return a[f] / b[f] if a and b and a.get(f) and b.get(f) else None
+
+    heads = [("wal_over_dbz_stock", "wal / Debezium stock"), ("wal_over_dbz_tuned", "**wal / Debezium tuned**"),
+             ("wal_over_dbz_tuned_drain", "wal / Debezium tuned (drain-only)"),
+             ("message_over_wal", "message / wal"), ("poll_over_wal", "poll / wal"),
+             ("wal_over_walread", "**wal / wal-read**"), ("wal_over_recv", "wal / pg_recvlogical"),
+             ("wal_over_prod", "wal / bare producer"), ("wal_over_L", "wal / L"),
+             ("rss_dbz_tuned_over_wal", "Debezium tuned RSS / wal"),
+             ("cpu_dbz_tuned_over_wal", "Debezium tuned CPU / wal"),
+             ("walsender_wal_over_walread", "walsender CPU/M: wal / wal-read")]
     ratio_rows = []
     for k in sorted(rounds):
-        rr = rounds[k]
-        ours = rr.get("ours wal", {}).get("evps")
-        dbz = rr.get("Debezium", {}).get("evps")
-        dbz_d = rr.get("Debezium", {}).get("evps_drain")
-        recv = rr.get("pg_recvlogical", {}).get("evps")
-        prod = rr.get("bare producer", {}).get("evps")
-        lim = min(v for v in (recv, prod) if v) if (recv or prod) else None
+        g = rounds[k].get
+        lim = [x for x in (g("L: wal-read (one replication connection, no Kafka)"),
+                           g("L: bare producer (no database)")) if x]
+        L = min(lim, key=lambda x: x["evps"]) if lim else None
+        wal, wr = g("ours wal"), g("L: wal-read (one replication connection, no Kafka)")
         ratio_rows.append({
-            "round": k, "L": lim,
-            "wal_over_dbz": ours / dbz if ours and dbz else None,
-            "wal_over_dbz_drain": ours / dbz_d if ours and dbz_d else None,
-            "wal_over_L": ours / lim if ours and lim else None,
-            "message_over_L": rr.get("ours message", {}).get("evps") / lim
-            if rr.get("ours message", {}).get("evps") and lim else None,
-            "rss_dbz_over_wal": rr["Debezium"]["rss_mb"] / rr["ours wal"]["rss_mb"]
-            if "Debezium" in rr and "ours wal" in rr and rr["ours wal"].get("rss_mb") else None,
-            "cpu_dbz_over_wal": rr["Debezium"]["cpu_s_per_m"] / rr["ours wal"]["cpu_s_per_m"]
-            if "Debezium" in rr and "ours wal" in rr and rr["ours wal"].get("cpu_s_per_m") else None,
+            "round": k, "L": L["evps"] if L else None,
+            "wal_over_dbz_stock": ratio(wal, g("Debezium stock")),
+            "wal_over_dbz_tuned": ratio(wal, g("Debezium tuned")),
+            "wal_over_dbz_tuned_drain": ratio(wal, g("Debezium tuned"), "evps_drain"),
+            "message_over_wal": ratio(g("ours message"), wal), "poll_over_wal": ratio(g("ours poll"), wal),
+            "wal_over_walread": ratio(wal, wr), "wal_over_recv": ratio(wal, g("L(a): pg_recvlogical")),
+            "wal_over_prod": ratio(wal, g("L: bare producer (no database)")), "wal_over_L": ratio(wal, L),
+            "rss_dbz_tuned_over_wal": ratio(g("Debezium tuned"), wal, "rss_mb"),
+            "cpu_dbz_tuned_over_wal": ratio(g("Debezium tuned"), wal, "cpu_s_per_m"),
+            "walsender_wal_over_walread": ratio(wal, wr, "walsender_cpu_s_per_m"),
         })
-    print("| round | L = min(pg_recvlogical, producer) ev/s | wal / Debezium (launch) | wal / Debezium (drain-only) | wal / L | message / L | Debezium RSS / ours | Debezium CPU / ours |")
-    print("|---|---|---|---|---|---|---|---|")
-    for x in ratio_rows:
-        print(f"| {x['round']} | {fmt(x['L'])} | {fmt(x['wal_over_dbz'], 2)} | {fmt(x['wal_over_dbz_drain'], 2)} | "
-              f"{fmt(x['wal_over_L'], 2)} | {fmt(x['message_over_L'], 2)} | {fmt(x['rss_dbz_over_wal'], 0)} | {fmt(x['cpu_dbz_over_wal'], 1)} |")
-    mr = {k: med(ratio_rows, k) for k in ("L", "wal_over_dbz", "wal_over_dbz_drain", "wal_over_L",
-                                          "message_over_L", "rss_dbz_over_wal", "cpu_dbz_over_wal")}
-    print(f"| **median** | {fmt(mr['L'])} | **{fmt(mr['wal_over_dbz'], 2)}** | {fmt(mr['wal_over_dbz_drain'], 2)} | "
-          f"**{fmt(mr['wal_over_L'], 2)}** | {fmt(mr['message_over_L'], 2)} | {fmt(mr['rss_dbz_over_wal'], 0)} | {fmt(mr['cpu_dbz_over_wal'], 1)} |")
-    res["ratios"] = {"rounds": ratio_rows, "median": mr}
+    if ratio_rows:
+        print("\n## Ratios (per round, then the median; events/s from launch unless noted; "
+              "L = min(wal-read, bare producer) of the round)\n")
+        print("| round | L events/s | " + " | ".join(h for _, h in heads) + " |")
+        print("|---|---|" + "---|" * len(heads))
+        for x in ratio_rows:
+            print(f"| {x['round']} | {fmt(x['L'])} | " + " | ".join(fmt(x[k], 2) for k, _ in heads) + " |")
+        mr = {k: med(ratio_rows, k) for k in ["L"] + [k for k, _ in heads]}
+        print(f"| **median** | {fmt(mr['L'])} | " + " | ".join(f"**{fmt(mr[k], 2)}**" for k, _ in heads) + " |")
+        res["ratios"] = {"rounds": ratio_rows, "median": mr}
 
-    lat = os.path.join(d, "lat_ours.json")
-    dl = dbz_latency(d)
-    if os.path.exists(lat) or dl:
-        print("\n## P2 steady-state latency (commit returned -> consumer received, one clock)\n")
-        print("| relay | load | events measured | p50 ms | p95 ms | p99 ms | max ms | peak RSS MB | CPU s / M events |")
-        print("|---|---|---|---|---|---|---|---|---|")
-    if os.path.exists(lat):
-        r = json.load(open(lat))
-        res["p2"]["ours"] = {k: v for k, v in r.items() if k != "hist"}
-        print(f"| ours (wal) | {r['load']:.1f} | {r['measured']:,} (missing {r['missing']}) | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
-              f"{r['p99_ms']:.2f} | {r['max_ms']:.2f} | {r['rss_mb']:.1f} | {r['cpu_s_per_m']:.1f} |")
-    if dl:
-        res["p2"]["debezium"] = dl
-        dload = "-"
-        lf = os.path.join(d, "lat_dbz.load")
-        if os.path.exists(lf):
-            dload = f"{json.load(open(lf))['load']:.1f}"
-        print(f"| Debezium | {dload} | {dl['measured']} | {fmt(dl['p50_ms'], 1)} | {fmt(dl['p95_ms'], 1)} | "
-              f"{fmt(dl['p99_ms'], 1)} | {fmt(dl['max_ms'], 1)} | {fmt(dl['rss_mb'], 0)} | {fmt(dl['cpu_s_per_m'], 0)} |")
-        print("\nDebezium's own report (scripts/bench-debezium --latency):\n```\n" + dl["raw"][-1500:] + "\n```")
+    for rate in rates:
+        rows = []
+        for who, label in P2:
+            if who not in lat_who:
+                continue
+            f = os.path.join(d, f"lat_{who}_{rate}.json")
+            r = json.load(open(f)) if os.path.exists(f) else None
+            rows.append((who, label, r))
+            if r is not None:
+                res["p2"].setdefault(str(rate), {})[who] = {k: v for k, v in r.items() if k != "hist"}
+        if not rows:
+            continue
+        print(f"\n## P2 latency commit returned -> consumer received, {rate:,} events/s (one clock, the same writers)\n")
+        print("| contender | load | events measured (missing) | achieved rate /s | p50 ms | p95 ms | p99 ms | max ms | RSS MB | CPU s / M events |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for who, label, r in rows:
+            if r is None:
+                print(f"| {label} | - | FAILED (no figure) | | | | | | | |")
+                continue
+            flag = " **FAILED**" if r.get("failed") else ""
+            # a failed contender's percentiles are withheld (no samples, or some missing)
+            ms = (lambda k: "-") if r.get("failed") else (lambda k: fmt(r.get(k), 2))
+            print(f"| {label} | {r['load']:.1f} | {r['measured']:,} ({r['missing']:,}){flag} | {fmt(r.get('achieved_rate'))} | "
+                  f"{ms('p50_ms')} | {ms('p95_ms')} | {ms('p99_ms')} | {ms('max_ms')} | {fmt(r.get('rss_mb'), 1)} | {fmt(r.get('cpu_s_per_m'), 1)} |")
     cmp = os.path.join(d, "compare.json")
     if os.path.exists(cmp) and os.path.getsize(cmp):
-        c = json.load(open(cmp))
-        res["compare"] = c
-        print("\n## Equal messages (our relay vs Debezium, same rows, same topic)\n")
-        print(f"pairs {c['pairs']}/{c['rows']}: key equal {c['key_equal']}, "
-              f"partition equal {c['partition_equal']}, value byte-equal {c['value_bytes_equal']}, "
-              f"headers equal {c['headers_equal']} -> {'EQUAL' if c.get('equal') else 'DIFFERENT'}"
-              + (f"; first difference: {c['first_difference']}" if c.get("first_difference") else ""))
+        try:
+            c = json.load(open(cmp))
+        except ValueError:
+            c = None
+        if c:
+            res["compare"] = c
+            print("\n## Equal messages (our relay vs Debezium stock, same rows, same topic)\n")
+            print(f"pairs {c['pairs']}/{c['rows']}: key equal {c['key_equal']}, "
+                  f"partition equal {c['partition_equal']}, value byte-equal {c['value_bytes_equal']}, "
+                  f"headers equal {c['headers_equal']} -> {'EQUAL' if c.get('equal') else 'DIFFERENT'}"
+                  + (f"; first difference: {c['first_difference']}" if c.get("first_difference") else ""))
     with open(os.path.join(d, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
 
@@ -188,14 +200,18 @@ def nice_ticks(vmax, n=5):
 
 
 COLORS = {"ours wal": "#d62728", "ours message": "#ff7f0e", "ours poll": "#9467bd",
-          "Debezium": "#1f77b4", "bare producer": "#2ca02c"}
+          "Debezium stock": "#1f77b4", "Debezium tuned": "#17becf", "wal-read": "#8c564b",
+          "bare producer": "#2ca02c"}
 
 
 def plot_drain(d, path, label=""):
     series = {}
     for name, prefix in (("ours wal", "ours_wal"), ("ours message", "ours_message"), ("ours poll", "ours_poll"),
-                         ("Debezium", "dbz"), ("bare producer", "prod")):
+                         ("Debezium stock", "dbz_stock"), ("Debezium tuned", "dbz_tuned"), ("wal-read", "walread"),
+                         ("bare producer", "prod")):
         runs = [r for r in load(d, prefix) if r.get("samples")]
+        if not runs and prefix == "dbz_stock":
+            runs = [r for r in load(d, "dbz") if r.get("samples")]
         if not runs:
             continue
         # the median run by events/s
@@ -226,8 +242,17 @@ def plot_drain(d, path, label=""):
     open(path, "w").write("\n".join(out))
 
 
+def first_rate(d, who):
+    """The lowest P2 rate with a lat_WHO_RATE.json in DIR, or None."""
+    rates = [int(m.group(1)) for m in (re.fullmatch(re.escape(who) + r"_(\d+)\.json", os.path.basename(p))
+                                       for p in glob.glob(os.path.join(d, who + "_*.json"))) if m]
+    return min(rates) if rates else None
+
+
 def plot_latency(d, path):
-    p = os.path.join(d, "lat_ours.json")
+    rate = first_rate(d, "lat_wal")
+    # the PostgreSQL round's layout (lat_wal_RATE.json), or the older lat_ours.json
+    p = os.path.join(d, f"lat_wal_{rate}.json" if rate else "lat_ours.json")
     if not os.path.exists(p):
         return
     r = json.load(open(p))
@@ -279,22 +304,26 @@ def plot_latency(d, path):
 
 
 def plot_latency_cdf(d, path):
-    """Both relays' latency CDFs on a log axis: ours from lat_ours_raw.txt (the measured window),
-    Debezium from the sorted samples file that scripts/bench-debezium --latency names."""
+    """Every P2 contender's latency CDF on a log axis, at the lowest rate, from the raw samples
+    `bench latency` wrote (lat_WHO_RATE_raw.txt: the measured window, after the warm-up)."""
     import math
-    raw = os.path.join(d, "lat_ours_raw.txt")
-    meta = os.path.join(d, "lat_ours.json")
-    dout = os.path.join(d, "lat_dbz.out")
-    if not (os.path.exists(raw) and os.path.exists(meta) and os.path.exists(dout)):
+    rate = first_rate(d, "lat_wal")
+    if rate is None:
         return
-    m = json.load(open(meta))
+    m = json.load(open(os.path.join(d, f"lat_wal_{rate}.json")))
     skip = m["rate"] * m["warmup"]
-    ours = sorted(float(l.split()[3]) for l in open(raw).read().splitlines()[1:]
-                  if l and int(l.split()[0]) > skip)
-    f = re.search(r"samples: (\S+latency_ms\.txt)", open(dout).read())
-    if not f or not os.path.exists(f.group(1)):
+    curves = []
+    for who, name, c in (("wal", "our relay (wal)", "#d62728"), ("poll", "our relay (poll)", "#9467bd"),
+                         ("dbz_stock", "Debezium (stock)", "#1f77b4"), ("dbz_tuned", "Debezium (tuned)", "#17becf")):
+        raw = os.path.join(d, f"lat_{who}_{rate}_raw.txt")
+        if not os.path.exists(raw):
+            continue
+        v = sorted(float(l.split()[3]) for l in open(raw).read().splitlines()[1:]
+                   if l and int(l.split()[0]) > skip)
+        if v:
+            curves.append((name, v, c))
+    if not curves:
         return
-    dbz = sorted(float(x) for x in open(f.group(1)).read().split())
     W, H, x0, y0, pw, ph = 760, 420, 90, 360, 560, 300
     lo, hi = 1.0, 10000.0
     X = lambda v: x0 + pw * (math.log10(min(max(v, lo), hi)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
@@ -315,7 +344,7 @@ def plot_latency_cdf(d, path):
         out.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{q}%</text>')
     out.append(f'<text x="{x0 + pw / 2}" y="{y0 + 34}" text-anchor="middle">latency, ms</text>')
     ly = 60
-    for name, v, c in (("our relay (wal)", ours, "#d62728"), ("Debezium 3.6.1 (stock)", dbz, "#1f77b4")):
+    for name, v, c in curves:
         n = len(v)
         step = max(1, n // 1500)
         pts = [f"{X(v[i]):.1f},{y0 - ph * (i + 1) / n:.1f}" for i in range(0, n, step)]
@@ -331,8 +360,16 @@ def plot_latency_cdf(d, path):
 
 
 def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "--summary":
-        summary(sys.argv[2])
+    if len(sys.argv) >= 3 and sys.argv[1] == "--summary":
+        # --rates "R1 R2" --latency-who "wal poll dbz_stock dbz_tuned": P2 as run (scripts/bench
+        # passes both; without them, whatever lat_WHO_RATE.json files DIR holds)
+        opts = dict(zip(sys.argv[3::2], sys.argv[4::2]))
+        d = sys.argv[2]
+        found = [re.fullmatch(r"lat_([a-z_]+)_(\d+)\.json", os.path.basename(p)) for p in glob.glob(os.path.join(d, "lat_*.json"))]
+        found = [m for m in found if m]
+        rates = [int(x) for x in opts["--rates"].split()] if "--rates" in opts else sorted({int(m.group(2)) for m in found})
+        who = opts["--latency-who"].split() if "--latency-who" in opts else sorted({m.group(1) for m in found})
+        summary(d, rates, who)
     elif len(sys.argv) in (3, 4):
         os.makedirs(sys.argv[2], exist_ok=True)
         plot_drain(sys.argv[1], os.path.join(sys.argv[2], "drain.svg"), sys.argv[3] if len(sys.argv) == 4 else "")
