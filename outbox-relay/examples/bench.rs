@@ -800,7 +800,11 @@ async fn wal_read(args: &Args) -> Result<(), BoxError> {
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err("DATABASE_URL must be postgres://…".into());
     }
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     let host = url.host_str().ok_or("DATABASE_URL has no host")?.to_owned();
     let database = url.path().trim_start_matches('/');
     if database.is_empty() {
@@ -851,7 +855,9 @@ async fn wal_read(args: &Args) -> Result<(), BoxError> {
             Ok(Ok(None)) => return Err("the replication stream ended".into()),
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => {
-                return Err(format!("no replication event for 30 s after {seen} of {rows} rows").into());
+                return Err(
+                    format!("no replication event for 30 s after {seen} of {rows} rows").into(),
+                );
             }
         };
         match event {
