@@ -52,14 +52,7 @@ P2 = [("wal", "ours, `wal`"), ("poll", "ours, `poll`"), ("dbz_stock", "Debezium,
       ("dbz_tuned", "Debezium, tuned (poll.interval.ms=10, linger.ms=5)")]
 
 
-def summary(d, rates, lat_who):
-    contenders = {}
-    for c in P1:
-        runs = load(d, c[1])
-        if not runs and len(c) > 2:
-            runs = load(d, c[2])
-        contenders[c[0]] = runs
-    res = {"dir": d, "p1": {}, "p2": {}}
+def p1_table(d, contenders, res):
     print(f"\n## P1 backlog drain (run {os.path.basename(os.path.normpath(d))})\n")
     print("Events/s from the process launch (L: from connecting / from the first send) until all N "
           "are acknowledged in Kafka (wal-read: read and confirmed); the 1-minute load average at each "
@@ -79,7 +72,18 @@ def summary(d, rates, lat_who):
         m = res["p1"][name]
         print(f"| {name} | {rs} | {fmt(m['evps'])} | {fmt(m['evps_drain'])} | {fmt(m['rss_mb'], 1)} | "
               f"{fmt(m['cpu_s_per_m'], 1)} | {fmt(m['walsender_cpu_s_per_m'], 1)} |")
-    # ratios within each round (same run), then their median
+
+
+def summary(d, rates, lat_who):
+    contenders = {}
+    for c in P1:
+        runs = load(d, c[1])
+        if not runs and len(c) > 2:
+            runs = load(d, c[2])
+        contenders[c[0]] = runs
+    res = {"dir": d, "p1": {}, "p2": {}}
+    if any(contenders.values()):
+        p1_table(d, contenders, res)
     rounds = {}
     for name, runs in contenders.items():
         for r in runs:
