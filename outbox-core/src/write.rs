@@ -213,6 +213,23 @@ where
 {
     let backend = conn.get_database_backend();
     let model = A::before_save(model, conn, true).await?;
+    let statement = carrying_statement(backend, outbox, rows, model);
+    let row = conn
+        .query_one_raw(statement)
+        .await?
+        .ok_or(DbErr::RecordNotInserted)?;
+    let inserted = <A::Entity as EntityTrait>::Model::from_query_result(&row, "")?;
+    A::after_save(inserted, conn, true).await
+}
+
+/// The events' INSERT as a data-modifying CTE of `model`'s INSERT, which returns every column
+/// as SeaORM's `exec_with_returning` selects them.
+fn carrying_statement<A: ActiveModelTrait>(
+    backend: DbBackend,
+    outbox: &Outbox,
+    rows: &[OutboxEvent],
+    model: A,
+) -> Statement {
     let mut business = <A::Entity as EntityTrait>::insert(model).into_query();
     business.returning(
         Query::returning().exprs(
@@ -224,13 +241,7 @@ where
         .table_name(Alias::new(CARRIED_EVENTS))
         .query(insert_query(backend, outbox, rows))
         .to_owned();
-    let statement = backend.build(&Query::with().cte(events).to_owned().query(business));
-    let row = conn
-        .query_one_raw(statement)
-        .await?
-        .ok_or(DbErr::RecordNotInserted)?;
-    let inserted = <A::Entity as EntityTrait>::Model::from_query_result(&row, "")?;
-    A::after_save(inserted, conn, true).await
+    backend.build(&Query::with().cte(events).to_owned().query(business))
 }
 
 /// The most bind parameters one prepared statement may carry: the wire protocols of PostgreSQL
@@ -368,6 +379,54 @@ mod tests {
             rows_per_statement(DbBackend::Sqlite, &WriteMode::Insert),
             4_095
         );
+    }
+
+    mod note {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "notes")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: i64,
+            pub text: String,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// The carrying statement binds every value of both INSERTs, numbered in one sequence: the
+    /// events' first ($1..$16 for two rows), then the business row's, and spells none of them.
+    #[test]
+    fn the_carrying_statement_numbers_both_inserts_in_one_sequence() {
+        use sea_orm::ActiveValue::Set;
+        let model = note::ActiveModel {
+            id: Set(7),
+            text: Set("it's $1".to_owned()),
+        };
+        let statement =
+            carrying_statement(DbBackend::Postgres, &Outbox::default(), &rows(2), model);
+        let sql = &statement.sql;
+        assert!(
+            sql.starts_with(r#"WITH "outbox_carried_events" AS (INSERT INTO "outbox" ("id""#),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("($9, $10, $11, $12, $13, $14, $15, $16)"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with(
+                r#"INSERT INTO "notes" ("id", "text") VALUES ($17, $18) RETURNING "id", "text""#
+            ),
+            "{sql}"
+        );
+        assert!(!sql.contains("it's"), "{sql}");
+        let bound = statement.values.map(|v| v.0.len()).unwrap_or(0);
+        assert_eq!(bound, 2 * COLUMNS.len() + 2);
     }
 
     #[test]
