@@ -3,7 +3,9 @@
 //! `scripts/services up`. Two shapes of `#[emits]` function: on the caller's
 //! `&DatabaseTransaction`, and on `&DatabaseConnection` (`*OwnedTxn`: `#[emits]` begins the
 //! transaction and commits it). Both write the events as one bound INSERT of their own before the
-//! COMMIT; the `*OwnedTxn` variants show what taking `&DbConn` adds to that. The baseline is the
+//! COMMIT; the `*OwnedTxn` variants show what taking `&DbConn` adds to that. The `*Cte` variants
+//! send the events with the order's INSERT (`Events::insert_with`: one statement, a data-modifying
+//! CTE), in the caller's transaction, so they have the baseline's round trips. The baseline is the
 //! same for both: BEGIN, the order, its lines, COMMIT. Runs are interleaved (A, B, C, A, B, C,
 //! ...) so that the machine's noise hits all variants alike; the figure is the ratio of medians.
 //!
@@ -24,6 +26,8 @@ enum Variant {
     TenEvents,
     OneEventOwnedTxn,
     TenEventsOwnedTxn,
+    OneEventCte,
+    TenEventsCte,
 }
 
 async fn run_once(db: &DatabaseConnection, variant: Variant) -> Duration {
@@ -37,11 +41,19 @@ async fn run_once(db: &DatabaseConnection, variant: Variant) -> Duration {
         Variant::OneEventOwnedTxn => shop::place_order_on_pool(db, cmd).await,
         Variant::TenEventsOwnedTxn => shop::place_and_ship_on_pool(db, cmd, 9).await,
         // The caller's transaction.
-        Variant::WithoutOutbox | Variant::OneEvent | Variant::TenEvents => {
+        Variant::WithoutOutbox
+        | Variant::OneEvent
+        | Variant::TenEvents
+        | Variant::OneEventCte
+        | Variant::TenEventsCte => {
             let txn = db.begin().await.expect("begin");
             let result = match variant {
                 Variant::OneEvent => shop::place_order(&txn, cmd).await,
                 Variant::TenEvents => shop::place_and_ship(&txn, cmd, 9).await,
+                Variant::OneEventCte => shop::place_order_with_the_order_insert(&txn, cmd).await,
+                Variant::TenEventsCte => {
+                    shop::place_and_ship_with_the_order_insert(&txn, cmd, 9).await
+                }
                 _ => shop::place_order_without_outbox(&txn, cmd).await,
             };
             result.expect("the business transaction");
@@ -74,6 +86,8 @@ async fn main() {
         Variant::TenEvents,
         Variant::OneEventOwnedTxn,
         Variant::TenEventsOwnedTxn,
+        Variant::OneEventCte,
+        Variant::TenEventsCte,
     ];
     // Warm up connections, plans and caches.
     for _ in 0..100 {

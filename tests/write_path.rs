@@ -1,7 +1,8 @@
 //! The write path against real PostgreSQL, MariaDB and SQLite: events recorded by `#[emits]`
 //! service functions land in the outbox in the caller's transaction, with Debezium's columns, in
 //! recording order (also past a statement's bind-parameter limit), and disappear with it on
-//! rollback or on an `Err`. What cannot be atomic or relayed is refused with a clear error.
+//! rollback or on an `Err`, also when they ride on a business INSERT (`Events::insert_with`). What
+//! cannot be atomic or relayed is refused with a clear error.
 
 #[path = "../examples/shop/mod.rs"]
 mod shop;
@@ -1207,3 +1208,242 @@ fn unix_micros() -> i64 {
         .expect("the clock is past 1970");
     i64::try_from(since.as_micros()).expect("microseconds fit in i64")
 }
+
+/// An order row with the given id, as a service builds it before its INSERT.
+fn order_row(id: Uuid, customer_id: i64) -> shop::order::ActiveModel {
+    shop::order::ActiveModel {
+        id: Set(id),
+        customer_id: Set(customer_id),
+        total_cents: Set(750),
+        status: Set("placed".to_owned()),
+    }
+}
+
+/// `Events::insert_with`: the notes recorded `before` ride on the order's INSERT; those recorded
+/// `after` are written at the end of the function, as without it.
+#[outbox::emits(NoteWritten)]
+async fn note_with_the_order(
+    txn: &sea_orm::DatabaseTransaction,
+    events: &mut outbox::Events,
+    order_id: Uuid,
+    key: &str,
+    before: &[&str],
+    after: &[&str],
+) -> Result<shop::order::Model, ShopError> {
+    for text in before {
+        events.record(NoteWritten {
+            key: key.to_owned(),
+            text: (*text).to_owned(),
+        });
+    }
+    let order = events.insert_with(txn, order_row(order_id, 79)).await?;
+    for text in after {
+        events.record(NoteWritten {
+            key: key.to_owned(),
+            text: (*text).to_owned(),
+        });
+    }
+    Ok(order)
+}
+
+/// The same, into an outbox table that does not exist.
+#[outbox::emits(NoteWritten, outbox = &*MISSING_OUTBOX)]
+async fn note_with_the_order_to_a_missing_table(
+    txn: &sea_orm::DatabaseTransaction,
+    events: &mut outbox::Events,
+    order_id: Uuid,
+    key: &str,
+) -> Result<shop::order::Model, ShopError> {
+    events.record(NoteWritten {
+        key: key.to_owned(),
+        text: "lost with its order".to_owned(),
+    });
+    let order = events
+        .insert_with_in(txn, &MISSING_OUTBOX, order_row(order_id, 80))
+        .await?;
+    Ok(order)
+}
+
+fn texts(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r.payload["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Item 3 of issue 15 on PostgreSQL: the events recorded before `insert_with` and the order are
+/// ONE statement (a data-modifying CTE), run once per call, every value bound; no events' INSERT
+/// of their own follows (the collector is empty), the order and its events commit together, the
+/// returned model is the inserted row, and hostile text arrives byte-exact.
+#[tokio::test]
+async fn events_ride_on_the_business_insert_as_one_bound_statement() {
+    let db = private_postgres_database().await;
+    schema(&db).await;
+    let hostile = [
+        "'); DELETE FROM outbox; --",
+        "E'\\x41' $1 $$ ? :name ::text",
+        "ünï\ncode\t\r\u{1F980} \"quoted\"",
+        "",
+    ];
+    for (i, text) in hostile.iter().enumerate() {
+        let key = format!("{}-{i}-{text}", support::unique("carried"));
+        let id = Uuid::now_v7();
+        let txn = db.begin().await.unwrap();
+        let order = note_with_the_order(&txn, id, &key, &[*text, "second"], &[])
+            .await
+            .expect("the order with its events");
+        txn.commit().await.unwrap();
+        assert_eq!(
+            Some(order.clone()),
+            shop::order::Entity::find_by_id(id).one(&db).await.unwrap(),
+            "the returned model is the committed row"
+        );
+        assert_eq!(order.customer_id, 79);
+        let rows = outbox_rows(&db, "outbox", &key).await;
+        assert_eq!(texts(&rows), [*text, "second"], "in recording order");
+        assert_eq!(rows[0].payload, json!({"key": key, "text": text}));
+        assert_eq!(rows[0].event_type, "NoteWritten");
+        assert_eq!(rows[0].schema_version, Some(3));
+    }
+
+    let statements: Vec<(String, i64, i64)> = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT query, calls, rows FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND (query LIKE 'WITH%' OR query LIKE 'INSERT INTO%')",
+        ))
+        .await
+        .expect("pg_stat_statements")
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "query").unwrap(),
+                r.try_get("", "calls").unwrap(),
+                r.try_get("", "rows").unwrap(),
+            )
+        })
+        .collect();
+    let carrying: Vec<_> = statements
+        .iter()
+        .filter(|(q, ..)| q.starts_with("WITH"))
+        .collect();
+    assert_eq!(
+        carrying.len(),
+        1,
+        "one statement carries the events: {statements:?}"
+    );
+    let (query, calls, _) = carrying[0];
+    assert_eq!(*calls, hostile.len() as i64, "run once per call: {query}");
+    assert!(
+        query.contains("INSERT INTO \"outbox\"") && query.contains("INSERT INTO \"orders\""),
+        "the events' INSERT as a CTE of the order's INSERT: {query}"
+    );
+    assert!(
+        !query.contains("::") && !query.contains("E'"),
+        "every value bound, none spelled into the SQL: {query}"
+    );
+    assert!(
+        statements
+            .iter()
+            .all(|(q, ..)| !q.starts_with("INSERT INTO \"outbox\"")
+                && !q.starts_with("INSERT INTO \"orders\"")),
+        "no events' INSERT of their own, no order INSERT of its own: {statements:?}"
+    );
+}
+
+/// Events recorded before `insert_with` (sent with the order) and after it (sent at the end of
+/// the function) are in the outbox in the order of the `record` calls, and commit with the order
+/// or roll back with it.
+async fn events_before_and_after_insert_with_keep_their_order(db: DatabaseConnection) {
+    schema(&db).await;
+    let key = support::unique("carried_order");
+    let id = Uuid::now_v7();
+    let txn = db.begin().await.unwrap();
+    note_with_the_order(&txn, id, &key, &["b0", "b1"], &["a0", "a1"])
+        .await
+        .expect("the order with its events");
+    txn.commit().await.unwrap();
+    assert_eq!(
+        texts(&outbox_rows(&db, "outbox", &key).await),
+        ["b0", "b1", "a0", "a1"]
+    );
+    assert!(
+        shop::order::Entity::find_by_id(id)
+            .one(&db)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let key = support::unique("carried_rollback");
+    let id = Uuid::now_v7();
+    let txn = db.begin().await.unwrap();
+    note_with_the_order(&txn, id, &key, &["b0"], &["a0"])
+        .await
+        .expect("the order with its events");
+    txn.rollback().await.unwrap();
+    assert!(outbox_rows(&db, "outbox", &key).await.is_empty());
+    assert!(
+        shop::order::Entity::find_by_id(id)
+            .one(&db)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+on_every_backend!(
+    events_before_and_after_insert_with_keep_their_order:
+    postgres_events_before_and_after_insert_with_keep_their_order,
+    mariadb_events_before_and_after_insert_with_keep_their_order,
+    sqlite_events_before_and_after_insert_with_keep_their_order
+);
+
+/// A failed `insert_with` fails the function and its transaction rolls back the order and the
+/// events: a missing outbox table (the error names it), and an order INSERT the database refuses
+/// (a duplicate key; the error names the outbox table and the order table).
+async fn a_failed_insert_with_rolls_back_the_row_and_the_events(db: DatabaseConnection) {
+    schema(&db).await;
+    let key = support::unique("carried_missing");
+    let id = Uuid::now_v7();
+    let txn = db.begin().await.unwrap();
+    let err = note_with_the_order_to_a_missing_table(&txn, id, &key)
+        .await
+        .expect_err("the outbox table does not exist");
+    drop(txn);
+    let message = err.to_string();
+    assert!(message.contains("no_such_outbox_table"), "{message}");
+    assert!(
+        shop::order::Entity::find_by_id(id)
+            .one(&db)
+            .await
+            .unwrap()
+            .is_none(),
+        "the order rolled back with its events"
+    );
+
+    let taken = Uuid::now_v7();
+    order_row(taken, 81).insert(&db).await.unwrap();
+    let key = support::unique("carried_duplicate");
+    let txn = db.begin().await.unwrap();
+    let err = note_with_the_order(&txn, taken, &key, &["b0"], &["a0"])
+        .await
+        .expect_err("the order id is taken");
+    txn.rollback().await.unwrap();
+    let message = err.to_string();
+    assert!(
+        message.contains("\"outbox\"") && message.contains("\"orders\""),
+        "the error names the outbox and the order table: {message}"
+    );
+    assert!(
+        outbox_rows(&db, "outbox", &key).await.is_empty(),
+        "no event of the refused order"
+    );
+}
+
+on_every_backend!(
+    a_failed_insert_with_rolls_back_the_row_and_the_events:
+    postgres_a_failed_insert_with_rolls_back_the_row_and_the_events,
+    mariadb_a_failed_insert_with_rolls_back_the_row_and_the_events,
+    sqlite_a_failed_insert_with_rolls_back_the_row_and_the_events
+);

@@ -165,7 +165,7 @@ pub async fn flush<C, D>(conn: &C, outbox: &Outbox, events: Events<D>) -> Result
 where
     C: ConnectionTrait + ?Sized,
 {
-    let rows = events.into_rows()?;
+    let rows = events.into_rows_for(outbox)?;
     crate::write::write_rows(conn, outbox, &rows).await
 }
 

@@ -20,6 +20,18 @@ pub enum Error {
         #[source]
         source: sea_orm::DbErr,
     },
+    /// The business INSERT that carries the events ([`Events::insert_with`](crate::Events::insert_with))
+    /// failed. On PostgreSQL the events' INSERT and the business INSERT are one statement, so
+    /// either may be the cause; nothing of it was written.
+    #[error("outbox write to {outbox} with the INSERT into \"{table}\" failed: {source}")]
+    Carrying {
+        /// The outbox table, quoted as in SQL.
+        outbox: String,
+        /// The business table of the INSERT that carried the events.
+        table: String,
+        #[source]
+        source: sea_orm::DbErr,
+    },
     /// The write mode cannot be used on this database; `reason` says why and what to use instead.
     #[error("write mode {mode} needs PostgreSQL, but the connection is {backend}: {reason}")]
     UnsupportedMode {
@@ -44,11 +56,30 @@ pub enum Error {
     Config(String),
 }
 
+impl Error {
+    /// A copy of a recorded error, for a collector that reports it more than once (the errors of
+    /// `serde_json` and SeaORM are not `Clone`).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Serialize {
+                aggregate_type,
+                event_type,
+                source,
+            } => Error::Serialize {
+                aggregate_type: aggregate_type.clone(),
+                event_type: event_type.clone(),
+                source: <serde_json::Error as serde::ser::Error>::custom(source.to_string()),
+            },
+            other => Error::Config(other.to_string()),
+        }
+    }
+}
+
 /// The entity-listener hooks of SeaORM return `DbErr`, so the write path's error must fit there.
 impl From<Error> for sea_orm::DbErr {
     fn from(e: Error) -> Self {
         match e {
-            Error::Database { source, .. } => source,
+            Error::Database { source, .. } | Error::Carrying { source, .. } => source,
             other => sea_orm::DbErr::Custom(other.to_string()),
         }
     }

@@ -3,8 +3,12 @@
 //! one statement can carry (8,191 rows on PostgreSQL and MySQL, 4,095 on SQLite, 1,664 logical
 //! messages) is split into several statements, in recording order, and only inside a transaction.
 
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, ExprTrait, InsertStatement, Query};
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
+    EntityName, EntityTrait, FromQueryResult, IntoActiveModel, Iterable, QueryTrait, Statement,
+    Value,
+};
 
 use crate::migration::COLUMNS;
 use crate::{DomainEvent, Error, Outbox, OutboxEvent, WriteMode};
@@ -101,6 +105,145 @@ where
     Ok(())
 }
 
+/// What [`insert_carrying`] did: the business INSERT's result, and whether the events are
+/// written (on the two-statement path, a business INSERT that fails after the events' INSERT
+/// leaves them written; a failed single statement writes nothing).
+pub(crate) struct Carried<M> {
+    pub(crate) result: Result<M, Error>,
+    pub(crate) events_written: bool,
+}
+
+/// The name of the events' data-modifying CTE: never read, so only its uniqueness in the
+/// statement matters.
+const CARRIED_EVENTS: &str = "outbox_carried_events";
+
+/// `model.insert(conn)` carrying `rows`: on PostgreSQL in [`WriteMode::Insert`], one statement
+/// `WITH "outbox_carried_events" AS (INSERT INTO <outbox> ..) INSERT INTO <table> .. RETURNING ..`
+/// (sea-query numbers the placeholders of both parts in one sequence, so every value stays bound);
+/// elsewhere the events' INSERT and then `model.insert(conn)`, inside a transaction only.
+///
+/// PostgreSQL runs a data-modifying CTE exactly once and to completion whether or not the main
+/// query reads it, and inserts its VALUES rows in order, so the outbox's `seq` numbers the events
+/// in recording order; events written by a later statement of the transaction come after them.
+pub(crate) async fn insert_carrying<A, C>(
+    conn: &C,
+    outbox: &Outbox,
+    rows: &[OutboxEvent],
+    model: A,
+) -> Carried<<A::Entity as EntityTrait>::Model>
+where
+    A: ActiveModelTrait + ActiveModelBehavior + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    C: ConnectionTrait,
+{
+    let table = <A::Entity as Default>::default().table_name().to_owned();
+    let carrying = |source: DbErr| Error::Carrying {
+        outbox: outbox.table.to_string(),
+        table: table.clone(),
+        source,
+    };
+    if rows.is_empty() {
+        return Carried {
+            result: model.insert(conn).await.map_err(carrying),
+            events_written: true,
+        };
+    }
+    let refused = |error| Carried {
+        result: Err(error),
+        events_written: false,
+    };
+    if let Err(error) = outbox.table.validate() {
+        return refused(error);
+    }
+    let backend = conn.get_database_backend();
+    if let Err(error) = outbox.mode.check_backend(backend) {
+        return refused(error);
+    }
+    let business_columns = <A::Entity as EntityTrait>::Column::iter().count();
+    let one_statement = backend == DbBackend::Postgres
+        && outbox.mode == WriteMode::Insert
+        && rows.len() * COLUMNS.len() + business_columns <= max_bind_parameters(backend);
+    if one_statement {
+        let result = insert_with_cte(conn, outbox, rows, model)
+            .await
+            .map_err(carrying);
+        let events_written = result.is_ok();
+        return Carried {
+            result,
+            events_written,
+        };
+    }
+    // Two statements: atomic only inside a transaction.
+    if let Err(error) = crate::transaction::ensure_in_transaction(
+        conn,
+        format!(
+            "`Events::insert_with` into \"{table}\" on {}",
+            crate::error::backend_name(backend)
+        ),
+        "there (no data-modifying CTE, or another write mode) the events' INSERT and the business \
+         INSERT are two statements, and a failure between them would leave the events without \
+         their row",
+    )
+    .await
+    {
+        return refused(error);
+    }
+    if let Err(error) = write_rows(conn, outbox, rows).await {
+        return refused(error);
+    }
+    Carried {
+        result: model.insert(conn).await.map_err(carrying),
+        events_written: true,
+    }
+}
+
+/// What `ActiveModelTrait::insert` does on a backend with `RETURNING` (its hooks, the INSERT
+/// returning every column as SeaORM selects it, the model read back), with the events' INSERT as
+/// a CTE of the same statement.
+async fn insert_with_cte<A, C>(
+    conn: &C,
+    outbox: &Outbox,
+    rows: &[OutboxEvent],
+    model: A,
+) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
+where
+    A: ActiveModelTrait + ActiveModelBehavior + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    C: ConnectionTrait,
+{
+    let backend = conn.get_database_backend();
+    let model = A::before_save(model, conn, true).await?;
+    let statement = carrying_statement(backend, outbox, rows, model);
+    let row = conn
+        .query_one_raw(statement)
+        .await?
+        .ok_or(DbErr::RecordNotInserted)?;
+    let inserted = <A::Entity as EntityTrait>::Model::from_query_result(&row, "")?;
+    A::after_save(inserted, conn, true).await
+}
+
+/// The events' INSERT as a data-modifying CTE of `model`'s INSERT, which returns every column
+/// as SeaORM's `exec_with_returning` selects them.
+fn carrying_statement<A: ActiveModelTrait>(
+    backend: DbBackend,
+    outbox: &Outbox,
+    rows: &[OutboxEvent],
+    model: A,
+) -> Statement {
+    let mut business = <A::Entity as EntityTrait>::insert(model).into_query();
+    business.returning(
+        Query::returning().exprs(
+            <A::Entity as EntityTrait>::Column::iter()
+                .map(|c| c.select_as(c.into_returning_expr(backend))),
+        ),
+    );
+    let events = CommonTableExpression::new()
+        .table_name(Alias::new(CARRIED_EVENTS))
+        .query(insert_query(backend, outbox, rows))
+        .to_owned();
+    backend.build(&Query::with().cte(events).to_owned().query(business))
+}
+
 /// The most bind parameters one prepared statement may carry: the wire protocols of PostgreSQL
 /// and MySQL count them in 16 bits; SQLite's limit is `SQLITE_MAX_VARIABLE_NUMBER`, 32,766 in
 /// the SQLite that sqlx bundles (3.51, libsqlite3-sys 0.37; the default since SQLite 3.32).
@@ -140,6 +283,10 @@ fn id_value(backend: DbBackend, row: &OutboxEvent) -> Value {
 
 /// The events' multi-row INSERT, in recording order, with every value bound.
 fn insert(backend: DbBackend, outbox: &Outbox, rows: &[OutboxEvent]) -> Statement {
+    backend.build(&insert_query(backend, outbox, rows))
+}
+
+fn insert_query(backend: DbBackend, outbox: &Outbox, rows: &[OutboxEvent]) -> InsertStatement {
     let mut query = Query::insert();
     query
         .into_table(outbox.table.table_ref())
@@ -161,7 +308,7 @@ fn insert(backend: DbBackend, outbox: &Outbox, rows: &[OutboxEvent]) -> Statemen
             Expr::val(row.tracing_span_context.clone()),
         ]);
     }
-    backend.build(&query)
+    query
 }
 
 /// Remove-after-insert's DELETE of the rows just inserted.
@@ -232,6 +379,54 @@ mod tests {
             rows_per_statement(DbBackend::Sqlite, &WriteMode::Insert),
             4_095
         );
+    }
+
+    mod note {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "notes")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: i64,
+            pub text: String,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// The carrying statement binds every value of both INSERTs, numbered in one sequence: the
+    /// events' first ($1..$16 for two rows), then the business row's, and spells none of them.
+    #[test]
+    fn the_carrying_statement_numbers_both_inserts_in_one_sequence() {
+        use sea_orm::ActiveValue::Set;
+        let model = note::ActiveModel {
+            id: Set(7),
+            text: Set("it's $1".to_owned()),
+        };
+        let statement =
+            carrying_statement(DbBackend::Postgres, &Outbox::default(), &rows(2), model);
+        let sql = &statement.sql;
+        assert!(
+            sql.starts_with(r#"WITH "outbox_carried_events" AS (INSERT INTO "outbox" ("id""#),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("($9, $10, $11, $12, $13, $14, $15, $16)"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with(
+                r#"INSERT INTO "notes" ("id", "text") VALUES ($17, $18) RETURNING "id", "text""#
+            ),
+            "{sql}"
+        );
+        assert!(!sql.contains("it's"), "{sql}");
+        let bound = statement.values.map(|v| v.0.len()).unwrap_or(0);
+        assert_eq!(bound, 2 * COLUMNS.len() + 2);
     }
 
     #[test]
