@@ -143,7 +143,7 @@ impl Outgoing {
     /// boundaries and keepalives).
     fn of<P>(router: &Router, event: SourceEvent<P>) -> Option<Outgoing> {
         Some(match event {
-            SourceEvent::Event(record) => match router.route(&record) {
+            SourceEvent::Event(mut record) => match router.route(&mut record) {
                 Ok(message) => Outgoing::Publish(record.origin, message),
                 Err(unroutable) => Outgoing::DeadLetter(
                     record.origin.clone(),

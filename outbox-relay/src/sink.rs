@@ -179,6 +179,8 @@ pub struct Router {
     expand_json_payload: bool,
     tombstone_on_empty_payload: bool,
     trace_headers: bool,
+    /// The topic of each routing value seen (see [`Router::topic`]), shared by clones.
+    topics: Arc<Mutex<HashMap<String, String>>>,
 }
 
 /// A record that cannot be routed: it goes to the dead-letter topic, with this as the reason.
@@ -224,51 +226,32 @@ impl Router {
             expand_json_payload: config.expand_json_payload,
             tombstone_on_empty_payload: config.tombstone_on_empty_payload,
             trace_headers: config.trace_headers,
+            topics: Arc::default(),
         }
     }
 
-    /// The Kafka message for `record`.
-    pub fn route(&self, record: &OutboxRecord) -> Result<KafkaMessage, Unroutable> {
+    /// The Kafka message for `record`. Everything that can refuse the record is decided before
+    /// any value is taken, so an `Err` leaves the record whole (for its dead letter); on `Ok`
+    /// the values shipped as they are (the id, placed headers, the key, a `string` value) have
+    /// been moved out of the record into the message, each column copied only when it is
+    /// shipped more than once.
+    pub fn route(&self, record: &mut OutboxRecord) -> Result<KafkaMessage, Unroutable> {
         let routed_by = record
             .get(&self.route_by)
             .ok_or_else(|| Unroutable::NoRoutingValue(self.route_by.clone()))?;
-        let topic = match &self.route {
-            Ok(route) => route.topic(routed_by),
-            Err(problem) => return Err(Unroutable::NoRoute(problem.clone())),
-        };
-        if let Some(problem) = topic_problem(&topic) {
-            return Err(Unroutable::IllegalTopic { topic, problem });
-        }
-        let mut headers = Vec::with_capacity(3 + self.placements.len());
-        if let Some(id) = record.get(&self.event_id_field) {
-            headers.push(("id".to_owned(), Some(id.as_bytes().to_vec())));
-        }
+        let topic = self.topic(routed_by)?;
         let mut partition = None;
-        let mut envelope: Vec<(&str, Option<&ColumnValue>)> = Vec::new();
         for placement in &self.placements {
-            // A NULL column is a header (or envelope field) with a null value, as Debezium
-            // places it; a column the row does not have places nothing.
-            let Some((_, value)) = record.columns.iter().find(|(n, _)| *n == placement.column)
-            else {
-                continue;
-            };
-            let bytes = value.as_ref().map(|v| v.as_bytes());
-            match &placement.target {
-                PlacementTarget::Header(name) => {
-                    headers.push((name.clone(), bytes.map(<[u8]>::to_vec)));
-                }
-                PlacementTarget::Envelope(name) => envelope.push((name, value.as_ref())),
-                // A NULL partition leaves it to the partitioner, as Debezium's null does.
-                PlacementTarget::Partition => {
-                    if let Some(bytes) = bytes {
-                        let text = String::from_utf8_lossy(bytes);
-                        let number = text.trim().parse::<i32>().ok().filter(|p| *p >= 0);
-                        partition = Some(number.ok_or_else(|| Unroutable::IllegalPartition {
-                            column: placement.column.clone(),
-                            value: text.into_owned(),
-                        })?);
-                    }
-                }
+            // A NULL partition leaves it to the partitioner, as Debezium's null does.
+            if placement.target == PlacementTarget::Partition
+                && let Some(bytes) = record.get_bytes(&placement.column)
+            {
+                let text = String::from_utf8_lossy(bytes);
+                let number = text.trim().parse::<i32>().ok().filter(|p| *p >= 0);
+                partition = Some(number.ok_or_else(|| Unroutable::IllegalPartition {
+                    column: placement.column.clone(),
+                    value: text.into_owned(),
+                })?);
             }
         }
         let timestamp = match &self.timestamp_field {
@@ -287,44 +270,126 @@ impl Router {
             },
             None => None,
         };
-        if self.trace_headers
-            && let Some(context) = record.get("tracingspancontext")
-        {
-            let (parent, state) = outbox_core::trace::parse_span_context(context);
-            if let Some(parent) = parent {
-                headers.push(("traceparent".to_owned(), Some(parent.into_bytes())));
-            }
-            if let Some(state) = state {
-                headers.push(("tracestate".to_owned(), Some(state.into_bytes())));
+        let trace = match record.get("tracingspancontext") {
+            Some(context) if self.trace_headers => outbox_core::trace::parse_span_context(context),
+            _ => (None, None),
+        };
+        // A rendered (JSON) value reads the columns; a `string` value is the payload's buffer,
+        // taken below.
+        let rendered = match self.value_converter {
+            ValueConverter::Json => Some(self.json_value(record)),
+            ValueConverter::String => None,
+        };
+
+        let mut headers = Vec::with_capacity(3 + self.placements.len());
+        if let Some(id) = self.shipped(record, Use::Id) {
+            headers.push(("id".to_owned(), Some(id.into_bytes())));
+        }
+        for (n, placement) in self.placements.iter().enumerate() {
+            // A NULL column is a header with a null value, as Debezium places it; a column the
+            // row does not have places nothing.
+            if let PlacementTarget::Header(name) = &placement.target
+                && record.columns.iter().any(|(c, _)| **c == *placement.column)
+            {
+                let value = self.shipped(record, Use::Header(n));
+                headers.push((name.clone(), value.map(ColumnValue::into_bytes)));
             }
         }
+        let (parent, state) = trace;
+        if let Some(parent) = parent {
+            headers.push(("traceparent".to_owned(), Some(parent.into_bytes())));
+        }
+        if let Some(state) = state {
+            headers.push(("tracestate".to_owned(), Some(state.into_bytes())));
+        }
+        let key = self.shipped(record, Use::Key).map(ColumnValue::into_bytes);
+        let value = match rendered {
+            Some(rendered) => rendered,
+            None => self.string_value(record),
+        };
         Ok(KafkaMessage {
             topic,
             partition,
             timestamp,
-            key: record
-                .get(&self.event_key_field)
-                .map(|k| k.as_bytes().to_vec()),
-            value: self.value(record, &envelope),
+            key,
+            value,
             headers,
         })
     }
 
-    /// The message value. Debezium ships the payload column as it is: under StringConverter a
-    /// NULL is a null value whatever the tombstone option says, under JsonConverter it is
-    /// `null`;
-    /// the tombstone option also nulls a text payload that Java's `trim()` empties (a binary
-    /// payload is never empty to Debezium, which tests its `toString()`).
-    fn value(
-        &self,
-        record: &OutboxRecord,
-        envelope: &[(&str, Option<&ColumnValue>)],
-    ) -> Option<Vec<u8>> {
-        let payload = record
-            .columns
+    /// The topic of routing value `routed_by`, computed once per routing value (up to
+    /// [`TOPIC_CACHE`] of them): the regex is not run again for every event of a topic.
+    fn topic(&self, routed_by: &str) -> Result<String, Unroutable> {
+        let route = match &self.route {
+            Ok(route) => route,
+            Err(problem) => return Err(Unroutable::NoRoute(problem.clone())),
+        };
+        if let Ok(topics) = self.topics.lock()
+            && let Some(topic) = topics.get(routed_by)
+        {
+            return Ok(topic.clone());
+        }
+        let topic = route.topic(routed_by);
+        if let Some(problem) = topic_problem(&topic) {
+            return Err(Unroutable::IllegalTopic { topic, problem });
+        }
+        if let Ok(mut topics) = self.topics.lock()
+            && topics.len() < TOPIC_CACHE
+        {
+            topics.insert(routed_by.to_owned(), topic.clone());
+        }
+        Ok(topic)
+    }
+
+    /// The value of the column that `what` ships, moved out of the record when no later use
+    /// ships that column too, else copied. The `id` header and the key are shipped from text
+    /// only: a binary (`bytea`, `blob`) column leaves them out.
+    fn shipped(&self, record: &mut OutboxRecord, what: Use) -> Option<ColumnValue> {
+        let column = self.column_of(what)?;
+        if matches!(what, Use::Id | Use::Key) && record.get(column).is_none() {
+            return None;
+        }
+        if self.used_after(what, column) {
+            record.value_of(column).cloned()
+        } else {
+            record.take(column)
+        }
+    }
+
+    /// The column `what` ships, if it ships one.
+    fn column_of(&self, what: Use) -> Option<&str> {
+        match what {
+            Use::Id => Some(&self.event_id_field),
+            Use::Header(n) => Some(&self.placements.get(n)?.column),
+            Use::Key => Some(&self.event_key_field),
+            Use::Value => Some(&self.payload_field),
+        }
+    }
+
+    /// Whether a use after `what` (in the order id, headers, key, value) ships `column` too.
+    fn used_after(&self, what: Use, column: &str) -> bool {
+        let headers = self
+            .placements
             .iter()
-            .find(|(name, _)| *name == self.payload_field)
-            .and_then(|(_, value)| value.as_ref());
+            .enumerate()
+            .filter(|(_, p)| matches!(p.target, PlacementTarget::Header(_)))
+            .map(|(n, _)| Use::Header(n));
+        let value = (self.value_converter == ValueConverter::String).then_some(Use::Value);
+        std::iter::once(Use::Id)
+            .chain(headers)
+            .chain([Use::Key])
+            .chain(value)
+            .skip_while(|u| *u != what)
+            .skip(1)
+            .any(|u| self.column_of(u) == Some(column))
+    }
+
+    /// Whether the payload is a tombstone: Debezium ships the payload column as it is; under
+    /// StringConverter a NULL is a null value whatever the tombstone option says, under
+    /// JsonConverter it is `null`; the tombstone option also nulls a text payload that Java's
+    /// `trim()` empties (a binary payload is never empty to Debezium, which tests its
+    /// `toString()`).
+    fn tombstone(&self, payload: Option<&ColumnValue>) -> bool {
         let blank = match payload {
             None => true,
             Some(ColumnValue::Text(text) | ColumnValue::Typed { text, .. }) => {
@@ -332,20 +397,66 @@ impl Router {
             }
             Some(ColumnValue::Bytes(_)) => false,
         };
-        if blank && self.tombstone_on_empty_payload {
+        blank && self.tombstone_on_empty_payload
+    }
+
+    /// The message value under StringConverter: the payload column's bytes, moved out of the
+    /// record.
+    fn string_value(&self, record: &mut OutboxRecord) -> Option<Vec<u8>> {
+        if self.tombstone(record.value_of(&self.payload_field)) {
             return None;
         }
-        match self.value_converter {
-            ValueConverter::String => payload.map(|p| p.as_bytes().to_vec()),
-            ValueConverter::Json if self.enveloped => Some(format::json_envelope(
-                payload,
-                self.expand_json_payload,
-                envelope,
-            )),
-            ValueConverter::Json => Some(format::json_value(payload, self.expand_json_payload)),
+        self.shipped(record, Use::Value)
+            .map(ColumnValue::into_bytes)
+    }
+
+    /// The message value under JsonConverter: the payload rendered, in an envelope with the
+    /// `envelope` placements when there are any.
+    fn json_value(&self, record: &OutboxRecord) -> Option<Vec<u8>> {
+        let payload = record.value_of(&self.payload_field);
+        if self.tombstone(payload) {
+            return None;
         }
+        if !self.enveloped {
+            return Some(format::json_value(payload, self.expand_json_payload));
+        }
+        // A column the row does not have places nothing; a NULL one is a null field.
+        let envelope: Vec<(&str, Option<&ColumnValue>)> = self
+            .placements
+            .iter()
+            .filter_map(|placement| match &placement.target {
+                PlacementTarget::Envelope(name) => record
+                    .columns
+                    .iter()
+                    .find(|(c, _)| **c == *placement.column)
+                    .map(|(_, value)| (name.as_str(), value.as_ref())),
+                _ => None,
+            })
+            .collect();
+        Some(format::json_envelope(
+            payload,
+            self.expand_json_payload,
+            &envelope,
+        ))
     }
 }
+
+/// One way the router ships a column's value as it is, in the order it ships them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// The `id` header.
+    Id,
+    /// The header of the n-th placement.
+    Header(usize),
+    /// The key.
+    Key,
+    /// The value (under StringConverter).
+    Value,
+}
+
+/// How many routing values' topics a router remembers: far more than the aggregate types of
+/// any service; past it, topics are computed per event.
+const TOPIC_CACHE: usize = 4096;
 
 /// The rdkafka producer, idempotent with `acks=all`.
 pub struct KafkaSink {
@@ -942,8 +1053,7 @@ mod tests {
     use crate::record::{ColumnValue, Origin};
 
     fn record(payload: Option<&str>, trace: Option<&str>) -> OutboxRecord {
-        let col =
-            |n: &str, v: Option<&str>| (n.to_owned(), v.map(|v| ColumnValue::Text(v.to_owned())));
+        let col = |n: &str, v: Option<&str>| (n.into(), v.map(|v| ColumnValue::Text(v.to_owned())));
         OutboxRecord {
             origin: Origin {
                 header: "dlq.source.lsn",
@@ -972,7 +1082,7 @@ mod tests {
 
     #[test]
     fn debezium_event_router_defaults() {
-        let m = router(false).route(&record(
+        let m = router(false).route(&mut record(
             Some(r#"{"total": 3}"#),
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01, congo=t61rcWkgMzE"),
         ));
@@ -994,7 +1104,7 @@ mod tests {
         let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let stored = outbox_core::trace::span_context_column(parent, "congo=t61rcWkgMzE");
         let m = router(false)
-            .route(&record(Some("{}"), Some(&stored)))
+            .route(&mut record(Some("{}"), Some(&stored)))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.header("traceparent"), Some(parent.as_bytes()));
         assert_eq!(m.header("tracestate"), Some(&b"congo=t61rcWkgMzE"[..]));
@@ -1005,7 +1115,7 @@ mod tests {
         let mut r = record(Some("{}"), None);
         r.columns[1].1 = Some(ColumnValue::Text("Order Line".to_owned()));
         assert_eq!(
-            router(false).route(&r).map(|m| m.topic),
+            router(false).route(&mut r.clone()).map(|m| m.topic),
             Err(Unroutable::IllegalTopic {
                 topic: "outbox.event.Order Line".to_owned(),
                 problem: "' ' at byte 18; only ASCII letters, digits, `.`, `_` and `-` are allowed"
@@ -1022,15 +1132,18 @@ mod tests {
         for tombstone in [false, true] {
             assert_eq!(
                 router(tombstone)
-                    .route(&record(None, None))
+                    .route(&mut record(None, None))
                     .map(|m| m.value),
                 Ok(None)
             );
         }
         let empty = record(Some(""), None);
-        assert_eq!(router(true).route(&empty).map(|m| m.value), Ok(None));
         assert_eq!(
-            router(false).route(&empty).map(|m| m.value),
+            router(true).route(&mut empty.clone()).map(|m| m.value),
+            Ok(None)
+        );
+        assert_eq!(
+            router(false).route(&mut empty.clone()).map(|m| m.value),
             Ok(Some(Vec::new()))
         );
     }
@@ -1039,7 +1152,9 @@ mod tests {
     fn a_null_column_placed_as_a_header_is_a_null_header() {
         let mut r = record(Some("{}"), None);
         r.columns[3].1 = None;
-        let m = router(false).route(&r).unwrap_or_else(|e| panic!("{e}"));
+        let m = router(false)
+            .route(&mut r.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             m.headers,
             vec![
@@ -1058,7 +1173,7 @@ mod tests {
             ..KafkaConfig::default()
         };
         let m = Router::new(&config, Vec::new())
-            .route(&record(Some("{}"), Some("body")))
+            .route(&mut record(Some("{}"), Some("body")))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.key.as_deref(), Some(&b"Order"[..]));
         assert_eq!(m.value.as_deref(), Some(&b"body"[..]));
@@ -1076,14 +1191,14 @@ mod tests {
             Some("traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         );
         let m = Router::new(&config, Vec::new())
-            .route(&traced)
+            .route(&mut traced.clone())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             m.headers,
             vec![("id".to_owned(), Some(b"0190-id".to_vec()))]
         );
         let on = router(false)
-            .route(&traced)
+            .route(&mut traced.clone())
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(on.header("traceparent").is_some());
     }
@@ -1098,7 +1213,7 @@ mod tests {
 
     fn with(r: &mut OutboxRecord, column: &str, value: Option<&str>) {
         r.columns.push((
-            column.to_owned(),
+            column.into(),
             value.map(|v| ColumnValue::Text(v.to_owned())),
         ));
     }
@@ -1114,12 +1229,15 @@ mod tests {
         let mut r = record(Some("{}"), None);
         r.columns[1].1 = Some(ColumnValue::Text("Order.v2".to_owned()));
         assert_eq!(
-            router.route(&r).map(|m| m.topic),
+            router.route(&mut r.clone()).map(|m| m.topic),
             Ok("outbox.Order.v2".to_owned())
         );
         // No whole match: the routing value is the topic.
         r.columns[1].1 = Some(ColumnValue::Text("Order".to_owned()));
-        assert_eq!(router.route(&r).map(|m| m.topic), Ok("Order".to_owned()));
+        assert_eq!(
+            router.route(&mut r.clone()).map(|m| m.topic),
+            Ok("Order".to_owned())
+        );
     }
 
     #[test]
@@ -1132,7 +1250,9 @@ mod tests {
         let mut r = record(Some("{}"), None);
         with(&mut r, "created", Some("1795897161773017"));
         with(&mut r, "part", Some("3"));
-        let m = router.route(&r).unwrap_or_else(|e| panic!("{e}"));
+        let m = router
+            .route(&mut r.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             (m.timestamp, m.partition),
             (Some(1_795_897_161_773), Some(3))
@@ -1141,7 +1261,9 @@ mod tests {
         r.columns.truncate(6);
         with(&mut r, "created", None);
         with(&mut r, "part", None);
-        let m = router.route(&r).unwrap_or_else(|e| panic!("{e}"));
+        let m = router
+            .route(&mut r.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((m.timestamp, m.partition, m.headers.len()), (None, None, 1));
         // Values that are no partition or timestamp are unroutable, naming the column.
         for (column, value) in [("part", "-1"), ("part", "x"), ("created", "soon")] {
@@ -1157,7 +1279,7 @@ mod tests {
                 "part",
                 Some(if column == "part" { value } else { "0" }),
             );
-            let e = router.route(&bad).err().map(|e| e.to_string());
+            let e = router.route(&mut bad.clone()).err().map(|e| e.to_string());
             assert!(e.is_some_and(|e| e.contains(column)), "{column}={value}");
         }
     }
@@ -1176,13 +1298,15 @@ mod tests {
         );
         let mut r = record(Some(r#"{"total": 3, "x": null}"#), None);
         with(&mut r, "note", None);
-        let m = enveloped.route(&r).unwrap_or_else(|e| panic!("{e}"));
+        let m = enveloped
+            .route(&mut r.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             m.value.as_deref(),
             Some(&br#"{"payload":{"total":3},"eventType":"OrderPlaced","note":null}"#[..])
         );
         assert_eq!(
-            enveloped.route(&record(None, None)).map(|m| m.value),
+            enveloped.route(&mut record(None, None)).map(|m| m.value),
             Ok(None)
         );
         let kept = KafkaConfig {
@@ -1192,13 +1316,13 @@ mod tests {
         // JsonConverter writes a JSON null for a NULL payload: the four bytes `null`.
         assert_eq!(
             router_of(kept, &[])
-                .route(&record(None, None))
+                .route(&mut record(None, None))
                 .map(|m| m.value),
             Ok(Some(b"null".to_vec()))
         );
         let bare = router_of(config, &[]);
         assert_eq!(
-            bare.route(&record(Some("[1]"), None)).map(|m| m.value),
+            bare.route(&mut record(Some("[1]"), None)).map(|m| m.value),
             Ok(Some(br#""[1]""#.to_vec()))
         );
     }
@@ -1207,16 +1331,82 @@ mod tests {
     fn tombstone_on_a_payload_java_trims_to_nothing() {
         assert_eq!(
             router(true)
-                .route(&record(Some(" \n\t"), None))
+                .route(&mut record(Some(" \n\t"), None))
                 .map(|m| m.value),
             Ok(None)
         );
         assert_eq!(
             router(false)
-                .route(&record(Some(" "), None))
+                .route(&mut record(Some(" "), None))
                 .map(|m| m.value),
             Ok(Some(b" ".to_vec()))
         );
+    }
+
+    /// A column shipped twice (the key also placed as a header, the payload as a header too)
+    /// arrives in both places; a column shipped once is moved out of the record.
+    #[test]
+    fn a_column_shipped_twice_is_shipped_whole_both_times() {
+        let router = router_of(
+            KafkaConfig::default(),
+            &["aggregateid:header:agg", "payload:header:body", "id:header"],
+        );
+        let mut r = record(Some(r#"{"total": 3}"#), None);
+        let m = router.route(&mut r).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.key.as_deref(), Some(&b"42"[..]));
+        assert_eq!(m.header("agg"), Some(&b"42"[..]));
+        assert_eq!(m.value.as_deref(), Some(&br#"{"total": 3}"#[..]));
+        assert_eq!(m.header("body"), Some(&br#"{"total": 3}"#[..]));
+        assert_eq!(
+            m.headers
+                .iter()
+                .filter(|(_, v)| v.as_deref() == Some(&b"0190-id"[..]))
+                .count(),
+            2
+        );
+        // Moved, not copied: the shipped columns are gone from the record.
+        assert_eq!(r.get("payload"), None);
+        assert_eq!(r.get("aggregateid"), None);
+        assert_eq!(r.get("aggregatetype"), Some("Order"));
+    }
+
+    /// A record the router refuses is left whole, for its dead letter; the topic of a routing
+    /// value is remembered only once it is known to be legal.
+    #[test]
+    fn a_refused_record_is_left_whole_and_topics_are_remembered_per_routing_value() {
+        let router = router_of(
+            KafkaConfig {
+                event_timestamp_field: Some("created".to_owned()),
+                ..KafkaConfig::default()
+            },
+            &["type:header:eventType"],
+        );
+        let mut bad = record(Some("{}"), None);
+        with(&mut bad, "created", Some("soon"));
+        let whole = bad.clone();
+        assert!(router.route(&mut bad).is_err());
+        assert_eq!(bad, whole);
+        assert_eq!(
+            KafkaMessage::unroutable(&bad).value.as_deref(),
+            Some(&b"{}"[..])
+        );
+        for (routed, topic) in [
+            ("Order", "outbox.event.Order"),
+            ("Line", "outbox.event.Line"),
+            ("Order", "outbox.event.Order"),
+        ] {
+            let mut r = record(Some("{}"), None);
+            r.columns[1].1 = Some(ColumnValue::Text(routed.to_owned()));
+            assert_eq!(router.route(&mut r).map(|m| m.topic), Ok(topic.to_owned()));
+        }
+        let mut illegal = record(Some("{}"), None);
+        illegal.columns[1].1 = Some(ColumnValue::Text("Or der".to_owned()));
+        for _ in 0..2 {
+            assert!(matches!(
+                router.route(&mut illegal.clone()),
+                Err(Unroutable::IllegalTopic { .. })
+            ));
+        }
     }
 
     #[test]

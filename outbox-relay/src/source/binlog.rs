@@ -50,6 +50,7 @@ mod position;
 mod store;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -1013,9 +1014,9 @@ impl BinlogSource {
             let mut unreadable = Vec::new();
             for (column, value) in self.table.columns.iter().zip(after.unwrap()) {
                 match column.decode(value) {
-                    Decoded::Value(v) => columns.push((column.name.clone(), v)),
+                    Decoded::Value(v) => columns.push((Arc::clone(&column.name), v)),
                     Decoded::Unreadable { raw, reason } => {
-                        columns.push((column.name.clone(), Some(ColumnValue::Bytes(raw))));
+                        columns.push((Arc::clone(&column.name), Some(ColumnValue::Bytes(raw))));
                         unreadable.push(reason);
                     }
                 }

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 
 use super::ColumnValue;
+use crate::record::ColumnName;
 
 pub use crate::format::pg_type::{
     BOOL as BOOL_OID, BYTEA as BYTEA_OID, DATE as DATE_OID, NUMERIC as NUMERIC_OID,
@@ -32,7 +33,8 @@ pub struct DecodeError {
 /// One column as a `Relation` message describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
-    pub name: String,
+    /// Shared by every record of the relation's rows.
+    pub name: ColumnName,
     /// The column's type OID (`bytea` is [`BYTEA_OID`]); its text form depends on it.
     pub type_oid: u32,
     /// The type modifier (`atttypmod`): a timestamp's fractional digits, -1 when unconstrained.
@@ -145,7 +147,7 @@ impl Decoder {
                 let mut columns = Vec::with_capacity(usize::from(count).min(1600));
                 for _ in 0..count {
                     let _flags = r.u8()?;
-                    let name = r.cstr()?;
+                    let name = ColumnName::from(r.cstr()?);
                     let type_oid = r.u32()?;
                     let type_modifier = r.u32()? as i32;
                     columns.push(Column {
@@ -193,6 +195,17 @@ impl Decoder {
     /// The columns of an `Insert`'s `tuple` with their raw text values (None = NULL or an
     /// unchanged TOAST value, which an INSERT never has).
     pub fn row<'a>(&self, relation: u32, tuple: &'a [u8]) -> Result<RawRow<'_, 'a>, DecodeError> {
+        self.row_with(relation, tuple, |column, value| (column, value))
+    }
+
+    /// [`Decoder::row`], each column and its raw value mapped by `each` as it is read: the
+    /// row's values without a list of them in between.
+    pub fn row_with<'r, 'a, T>(
+        &'r self,
+        relation: u32,
+        tuple: &'a [u8],
+        mut each: impl FnMut(&'r Column, Option<&'a [u8]>) -> T,
+    ) -> Result<Vec<T>, DecodeError> {
         let mut r = Reader {
             buf: tuple,
             message: "Insert",
@@ -218,7 +231,7 @@ impl Decoder {
                 }
                 _ => return Err(r.err("unknown column kind")),
             };
-            values.push((column, value));
+            values.push(each(column, value));
         }
         if !r.buf.is_empty() {
             return Err(r.err("bytes after the last column"));
@@ -304,7 +317,7 @@ pub(crate) mod tests {
     fn columns_read_as_debezium_renders_them() {
         let render = |type_oid: u32, type_modifier: i32, text: &str| {
             let column = Column {
-                name: "c".to_owned(),
+                name: "c".into(),
                 type_oid,
                 type_modifier,
             };
@@ -446,7 +459,10 @@ pub(crate) mod tests {
     }
 
     /// The row of a whole `Insert` message, its values converted.
-    fn decode_row(d: &mut Decoder, m: &[u8]) -> Result<Vec<(String, Option<ColumnValue>)>, String> {
+    fn decode_row(
+        d: &mut Decoder,
+        m: &[u8],
+    ) -> Result<Vec<(ColumnName, Option<ColumnValue>)>, String> {
         let Change::Insert { relation, tuple } = d.decode(m).map_err(|e| e.to_string())? else {
             return Err("not an insert".into());
         };

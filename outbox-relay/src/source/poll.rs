@@ -475,7 +475,7 @@ impl Connector for PollConnector {
             }
             Err(error) => return Err(SourceError::fatal(error)),
         };
-        tracing::info!(table = %self.outbox.table.key(), columns = ?shape.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), sequence = %shape.sequence, "outbox table checked");
+        tracing::info!(table = %self.outbox.table.key(), columns = ?shape.columns.iter().map(|c| &*c.name).collect::<Vec<_>>(), sequence = %shape.sequence, "outbox table checked");
         self.shape = Some(Arc::new(shape));
         if self.listener.is_none()
             && let Some(channel) = self.outbox.channel()

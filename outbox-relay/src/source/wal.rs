@@ -47,6 +47,7 @@ use crate::admin::{self, PreflightError};
 use crate::config::{Config, SourceConfig, SourceKind};
 use crate::connection::{sqlstate_is_permanent, sqlx_error_is_transient};
 use crate::metrics::Metrics;
+use crate::record::LogicalEvent;
 use crate::slot::{SlotKeeper, SlotLost, SlotState};
 pub use lsn::Lsn;
 
@@ -305,9 +306,9 @@ impl WalStream {
             } => {
                 if self.kind == SourceKind::Message && prefix == self.prefix {
                     let lsn = Lsn(lsn.as_u64());
-                    let event = match serde_json::from_slice::<outbox_core::OutboxEvent>(&content) {
+                    let event = match serde_json::from_slice::<LogicalEvent<'_>>(&content) {
                         Ok(event) => {
-                            SourceEvent::Event(OutboxRecord::from_event(lsn.origin(), &event))
+                            SourceEvent::Event(OutboxRecord::from_event(lsn.origin(), event))
                         }
                         Err(e) => SourceEvent::Undecodable {
                             origin: lsn.origin(),
@@ -409,7 +410,7 @@ impl WalStream {
                 let missing: Vec<&str> = outbox
                     .required
                     .iter()
-                    .filter(|c| !relation.columns.iter().any(|col| col.name == **c))
+                    .filter(|c| !relation.columns.iter().any(|col| *col.name == ***c))
                     .map(String::as_str)
                     .collect();
                 if !missing.is_empty() {
@@ -445,20 +446,15 @@ impl WalStream {
         tuple: &[u8],
     ) -> Result<SourceEvent<Lsn>, WalError> {
         let mut problem = None;
-        let columns = self
-            .decoder
-            .row(relation, tuple)?
-            .into_iter()
-            .map(|(column, raw)| {
-                let value = raw.map(|raw| {
-                    column_value(column, raw).unwrap_or_else(|p| {
-                        problem.get_or_insert_with(|| format!("column `{}` {p}", column.name));
-                        ColumnValue::Bytes(raw.to_vec())
-                    })
-                });
-                (column.name.clone(), value)
-            })
-            .collect();
+        let columns = self.decoder.row_with(relation, tuple, |column, raw| {
+            let value = raw.map(|raw| {
+                column_value(column, raw).unwrap_or_else(|p| {
+                    problem.get_or_insert_with(|| format!("column `{}` {p}", column.name));
+                    ColumnValue::Bytes(raw.to_vec())
+                })
+            });
+            (std::sync::Arc::clone(&column.name), value)
+        })?;
         let record = OutboxRecord {
             origin: Lsn(lsn).origin(),
             columns,
@@ -491,7 +487,7 @@ impl WalStream {
                 let value = raw.map_or(serde_json::Value::Null, |raw| {
                     String::from_utf8_lossy(raw).into_owned().into()
                 });
-                (column.name.clone(), value)
+                (column.name.to_string(), value)
             })
             .collect();
         serde_json::to_vec(&object).unwrap_or_default()

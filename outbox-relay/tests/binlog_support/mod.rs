@@ -235,7 +235,7 @@ pub fn seen(event: SourceEvent<BinlogPosition>) -> Seen {
                 record
                     .columns
                     .iter()
-                    .find(|(n, _)| n == name)
+                    .find(|(n, _)| **n == *name)
                     .and_then(|(_, v)| v.as_ref())
                     .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                     .unwrap_or_default()

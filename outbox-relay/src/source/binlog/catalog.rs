@@ -152,8 +152,9 @@ pub(crate) async fn check_grants(conn: &mut Conn) -> Result<(), BinlogError> {
 /// One column of the outbox table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Column {
-    /// As shipped: the configured spelling for an outbox column, else the table's.
-    pub name: String,
+    /// As shipped: the configured spelling for an outbox column, else the table's. Shared by
+    /// every record of the table.
+    pub name: crate::record::ColumnName,
     /// `information_schema.columns.data_type`, lower case.
     pub data_type: String,
     /// Digits of fractional seconds (`datetime(6)`: 6).
@@ -222,7 +223,7 @@ impl Table {
                     .find(|k| k.eq_ignore_ascii_case(&column))
                     .map_or(column, |k| (*k).to_owned());
                 Column {
-                    name,
+                    name: name.into(),
                     data_type: data_type.to_ascii_lowercase(),
                     fsp: fractional_digits(&column_type),
                     charset: charset.map(|c| c.to_ascii_lowercase()),
@@ -231,7 +232,7 @@ impl Table {
             .collect();
         let missing: Vec<&str> = required
             .iter()
-            .filter(|r| !columns.iter().any(|c| &c.name == *r))
+            .filter(|r| !columns.iter().any(|c| *c.name == ***r))
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {

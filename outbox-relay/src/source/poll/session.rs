@@ -438,7 +438,7 @@ mod tests {
                     header: "dlq.source.table",
                     value: "outbox".to_owned(),
                 },
-                columns: vec![("id".to_owned(), Some(ColumnValue::Text(format!("e{seq}"))))],
+                columns: vec![("id".into(), Some(ColumnValue::Text(format!("e{seq}"))))],
             },
         }
     }

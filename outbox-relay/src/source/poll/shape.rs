@@ -198,7 +198,8 @@ async fn sqlite_rowid<C: ConnectionTrait>(
 /// One column a claim reads: its name in the record, its name in the table, how it is read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Column {
-    pub name: String,
+    /// Shared by every record of the table.
+    pub name: crate::record::ColumnName,
     pub actual: String,
     pub kind: Kind,
     /// PostgreSQL: the type OID and modifier the text value is typed by.
@@ -311,7 +312,7 @@ impl Shape {
             .chain(&wanted.optional)
             .filter_map(|name| {
                 catalog.find(backend, name).map(|found| Column {
-                    name: name.clone(),
+                    name: name.as_str().into(),
                     actual: found.name.clone(),
                     kind: if found.binary {
                         Kind::Bytes
@@ -512,7 +513,7 @@ mod tests {
             Ok(Some("character varying(36)".to_owned()))
         );
         let names: Vec<_> = shape
-            .map(|s| s.columns.iter().map(|c| c.name.as_str()).collect())
+            .map(|s| s.columns.iter().map(|c| c.name.to_string()).collect())
             .unwrap_or_default();
         assert_eq!(
             names,

@@ -176,7 +176,7 @@ impl Table {
             columns: shape
                 .columns
                 .iter()
-                .map(|c| c.name.clone())
+                .map(|c| std::sync::Arc::clone(&c.name))
                 .zip(values)
                 .collect(),
         }
@@ -325,7 +325,7 @@ mod tests {
 
     fn shape(id_type: Option<&str>, sequence: &str) -> Shape {
         let column = |name: &str, kind| Column {
-            name: name.to_owned(),
+            name: name.into(),
             actual: name.to_owned(),
             kind,
             pg_type: None,
