@@ -105,7 +105,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread runs the relay: the replication reader, the session loop and the servers.
+    // Measured (BENCHMARKS.md "Runtime and allocator"): against tokio's multi-thread runtime a
+    // 1M-event drain costs about a third less relay CPU and memory, since each event no longer
+    // crosses from the reader's worker thread to the loop's. Blocking Kafka calls go to
+    // `spawn_blocking`, so they never hold this thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
