@@ -71,19 +71,8 @@ pub struct OutboxRecord {
 
 /// The columns of a logical message written by `outbox_core`'s `LogicalMessage` mode, in the
 /// order of Debezium's outbox table, created once.
-static EVENT_COLUMNS: LazyLock<[ColumnName; 8]> = LazyLock::new(|| {
-    [
-        "id",
-        "aggregatetype",
-        "aggregateid",
-        "type",
-        "schemaversion",
-        "payload",
-        "timestamp",
-        "tracingspancontext",
-    ]
-    .map(Arc::from)
-});
+static EVENT_COLUMNS: LazyLock<[ColumnName; 8]> =
+    LazyLock::new(|| outbox_core::migration::COLUMNS.map(Arc::from));
 
 /// A logical message written by `outbox_core`'s `LogicalMessage` mode (an
 /// [`outbox_core::OutboxEvent`] as JSON), read without copying what it can borrow: the payload
