@@ -142,7 +142,9 @@ def summary(d, rates, lat_who):
                 res["p2"].setdefault(str(rate), {})[who] = {k: v for k, v in r.items() if k != "hist"}
         if not rows:
             continue
-        print(f"\n## P2 latency commit returned -> consumer received, {rate:,} events/s (one clock, the same writers)\n")
+        per_txn = sorted({r.get("events_per_txn", 1) for _, _, r in rows if r is not None}) or [1]
+        shape = ", ".join(f"{k} event{'s' if k > 1 else ''}" for k in per_txn) + " per transaction"
+        print(f"\n## P2 latency commit returned -> consumer received, {rate:,} events/s, {shape} (one clock, the same writers)\n")
         print("| contender | load | events measured (missing) | achieved rate /s | p50 ms | p95 ms | p99 ms | max ms | RSS MB | CPU s / M events |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for who, label, r in rows:
@@ -150,8 +152,12 @@ def summary(d, rates, lat_who):
                 print(f"| {label} | - | FAILED (no figure) | | | | | | | |")
                 continue
             flag = " **FAILED**" if r.get("failed") else ""
-            # a failed contender's percentiles are withheld (no samples, or some missing)
-            ms = (lambda k: "-") if r.get("failed") else (lambda k: fmt(r.get(k), 2))
+            if r.get("under_offered"):
+                flag += f" **UNDER-OFFERED** ({fmt(r.get('achieved_rate'))}/s of {rate:,}/s)"
+            # a failed contender's percentiles are withheld (no samples, or some missing), and an
+            # under-offered one's: they are the latency of another rate (its JSON keeps them)
+            withheld = r.get("failed") or r.get("under_offered")
+            ms = (lambda k: "-") if withheld else (lambda k: fmt(r.get(k), 2))
             print(f"| {label} | {r['load']:.1f} | {r['measured']:,} ({r['missing']:,}){flag} | {fmt(r.get('achieved_rate'))} | "
                   f"{ms('p50_ms')} | {ms('p95_ms')} | {ms('p99_ms')} | {ms('max_ms')} | {fmt(r.get('rss_mb'), 1)} | {fmt(r.get('cpu_s_per_m'), 1)} |")
     cmp = os.path.join(d, "compare.json")
@@ -270,7 +276,7 @@ def plot_latency(d, path):
     beyond = sum(c for i, c in enumerate(hist) if i * b >= xmax)
     out = svg_header(W, H)
     out.append(f'<text x="{x0 + pw / 2}" y="20" text-anchor="middle" font-size="14">'
-               f'P2 latency, our relay (wal): {r["rate"]} events/s, 1 event/txn, {r["seconds"]} s, '
+               f'P2 latency, our relay (wal): {r["rate"]} events/s, {r.get("events_per_txn", 1)} event/txn, {r["seconds"]} s, '
                f'{r["measured"]:,} events</text>')
     out.append(f'<text x="{x0 + pw / 2}" y="38" text-anchor="middle" fill="#555">'
                f'commit returned -> consumer received (one clock). p50 {r["p50_ms"]:.2f}, p95 {r["p95_ms"]:.2f}, '
@@ -333,7 +339,7 @@ def plot_latency_cdf(d, path):
     X = lambda v: x0 + pw * (math.log10(min(max(v, lo), hi)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
     out = svg_header(W, H)
     out.append(f'<text x="{x0 + pw / 2}" y="20" text-anchor="middle" font-size="14">'
-               f'P2 latency CDF, {m["rate"]} events/s, one event per transaction, {m["seconds"]} s measured</text>')
+               f'P2 latency CDF, {m["rate"]} events/s, {m.get("events_per_txn", 1)} event(s) per transaction, {m["seconds"]} s measured</text>')
     out.append(f'<text x="{x0 + pw / 2}" y="38" text-anchor="middle" fill="#555">commit returned -> consumer '
                f'received, one clock; log scale (values below 1 ms drawn at 1 ms)</text>')
     out.append(f'<line x1="{x0}" y1="{y0}" x2="{x0 + pw}" y2="{y0}" stroke="black"/>')

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench producer --rows N --topic T            # the bare-producer limit (no database)
-//! bench latency  --table T --aggregate-type A --topic T --rate 2000 --seconds 60 --warmup 5 --writers 16 [--raw FILE]
+//! bench latency  --table T --aggregate-type A --topic T --rate 2000 --seconds 60 --warmup 5 --writers 16 [--events-per-txn 1] [--raw FILE]
 //! bench compare  --topic T --rows K            # our relay's and Debezium's messages, pairwise
 //! bench distinct --topic T --rows N            # a drain's topic holds N distinct event ids
 //! bench binlog-read --table T --rows N --file F --pos P [--server-id S] [--clk-tck 100]
@@ -17,10 +17,14 @@
 //!   `linger.ms=5`, `batch.num.messages=10000`, murmur2) sends N messages equal to the workload's
 //!   rows (topic, key, value bytes as PostgreSQL prints the jsonb, `id` header) with no database,
 //!   until all are acknowledged. Samples the acknowledged count every 100 ms.
-//! - `latency`: WRITERS connections insert one row per transaction (autocommit INSERT) on a
-//!   fixed schedule of RATE rows/s; the instant the INSERT returned is recorded by event; a
-//!   consumer in this process records when each message arrives; latency = receive − commit
-//!   returned, both `Instant`s of this process. The first WARMUP seconds are left out.
+//! - `latency`: WRITERS connections insert EVENTS-PER-TXN rows (default 1) per transaction (one
+//!   autocommit multi-row INSERT) on a fixed schedule of RATE rows/s; the instant the INSERT
+//!   returned is recorded for every event of its transaction; a consumer in this process records
+//!   when each message arrives; latency = receive − commit returned, both `Instant`s of this
+//!   process. The first WARMUP seconds are left out. It prints the rate the writers achieved
+//!   (the database may commit fewer transactions per second than the schedule asks; more
+//!   writers or more events per transaction then offer the rate) and `base_unix_us`, the wall
+//!   clock at the start of the `*_ms` stamps of `--raw`, to join them with other processes'.
 //!   `DATABASE_URL` chooses the database: `postgres://…` or `mysql://…` (MariaDB: the same row
 //!   in MySQL syntax), so every contender of a round, Debezium included, is stamped by this one
 //!   writer and this one consumer. It exits non-zero when no event was measured or any event
@@ -274,6 +278,10 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
     let seconds = args.num("--seconds", 60)?;
     let warmup = args.num("--warmup", 5)?;
     let writers = args.num("--writers", 16)?;
+    let per_txn = args.num("--events-per-txn", 1)?;
+    if rate == 0 || writers == 0 || per_txn == 0 {
+        return Err("--rate, --writers and --events-per-txn must be at least 1".into());
+    }
     let total = rate * (seconds + warmup);
     let skip = rate * warmup;
     let url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
@@ -293,36 +301,51 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
     let aggtype: &'static String = Box::leak(Box::new(aggtype));
 
     let base = Instant::now();
+    // The wall clock at `base`: joins the raw samples with stamps other processes take.
+    let base_unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     let nanos = move |i: Instant| i.duration_since(base).as_nanos() as u64;
     let committed: Arc<Vec<AtomicU64>> = Arc::new((0..=total).map(|_| AtomicU64::new(0)).collect());
     let received: Arc<Vec<AtomicU64>> = Arc::new((0..=total).map(|_| AtomicU64::new(0)).collect());
 
     // One warm-up row creates the topic (the relay auto-creates it), then the consumer assigns.
-    let insert = move |seq: u64| {
+    // The rows `first..=last`, one statement: one transaction.
+    let insert = move |first: u64, last: u64| {
         if backend == DbBackend::MySql {
-            return maria_latency_insert(table, aggtype, seq);
+            return maria_latency_insert(table, aggtype, first, last);
+        }
+        let mut rows = Vec::new();
+        let mut values = Vec::new();
+        for (i, seq) in (first..=last).enumerate() {
+            let [id, agg, aggid, n] = [1, 2, 3, 4].map(|k| format!("${}", 4 * i + k));
+            rows.push(format!(
+                "({id}::uuid, {agg}, {aggid}, 'OrderPlaced', 1, \
+                 jsonb_build_object('seq', {n}::bigint, 'orderId', 'ord-' || lpad({n}::text, 10, '0'), \
+                 'customerId', 'cust-' || lpad(({n} % 10000)::text, 5, '0'), 'status', 'PLACED', \
+                 'currency', 'EUR', 'total', round(({n} % 997) * 1.25 + 0.99, 2), \
+                 'lines', jsonb_build_array(jsonb_build_object('sku', 'SKU-' || lpad(({n} % 500)::text, 4, '0'), \
+                 'qty', 1 + {n} % 5, 'price', 9.99), jsonb_build_object('sku', 'SKU-' || lpad(({n} % 321)::text, 4, '0'), \
+                 'qty', 2, 'price', 19.5)), 'note', 'benchmark event ' || lpad({n}::text, 10, '0')), clock_timestamp())"
+            ));
+            values.extend([
+                seq_id(seq).into(),
+                aggtype.as_str().into(),
+                format!("order-{:05}", seq % 10_000).into(),
+                (seq as i64).into(),
+            ]);
         }
         Statement::from_sql_and_values(
             DbBackend::Postgres,
             format!(
                 "INSERT INTO \"public\".\"{table}\" (\"id\", \"aggregatetype\", \"aggregateid\", \"type\", \
-                 \"schemaversion\", \"payload\", \"timestamp\") VALUES ($1::uuid, $2, $3, 'OrderPlaced', 1, \
-                 jsonb_build_object('seq', $4::bigint, 'orderId', 'ord-' || lpad($4::text, 10, '0'), \
-                 'customerId', 'cust-' || lpad(($4 % 10000)::text, 5, '0'), 'status', 'PLACED', \
-                 'currency', 'EUR', 'total', round(($4 % 997) * 1.25 + 0.99, 2), \
-                 'lines', jsonb_build_array(jsonb_build_object('sku', 'SKU-' || lpad(($4 % 500)::text, 4, '0'), \
-                 'qty', 1 + $4 % 5, 'price', 9.99), jsonb_build_object('sku', 'SKU-' || lpad(($4 % 321)::text, 4, '0'), \
-                 'qty', 2, 'price', 19.5)), 'note', 'benchmark event ' || lpad($4::text, 10, '0')), clock_timestamp())"
+                 \"schemaversion\", \"payload\", \"timestamp\") VALUES {}",
+                rows.join(", ")
             ),
-            vec![
-                seq_id(seq).into(),
-                aggtype.as_str().into(),
-                format!("order-{:05}", seq % 10_000).into(),
-                (seq as i64).into(),
-            ],
+            values,
         )
     };
-    db.execute_raw(insert(0)).await?;
+    db.execute_raw(insert(0, 0)).await?;
     let consumer = consumer(&format!("bench-latency-{}", std::process::id()))?;
     assign_all(&consumer, &topic)?;
 
@@ -355,18 +378,26 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
     };
 
     let start = Instant::now() + Duration::from_millis(500);
+    // Transaction t (from 0) holds events t*K+1 ..= (t+1)*K, is due when its first event is,
+    // and is written by writer t % WRITERS; with K = 1 the schedule is one event per transaction.
+    let transactions = total.div_ceil(per_txn);
     let mut tasks = Vec::new();
     for w in 0..writers {
         let db = db.clone();
         let committed = committed.clone();
         tasks.push(tokio::spawn(async move {
-            let mut seq = w + 1;
-            while seq <= total {
-                let due = start + Duration::from_secs_f64((seq - 1) as f64 / rate as f64);
+            let mut txn = w;
+            while txn < transactions {
+                let first = txn * per_txn + 1;
+                let last = (first + per_txn - 1).min(total);
+                let due = start + Duration::from_secs_f64((first - 1) as f64 / rate as f64);
                 tokio::time::sleep_until(due.into()).await;
-                db.execute_raw(insert(seq)).await?;
-                committed[seq as usize].store(nanos(Instant::now()).max(1), Ordering::Relaxed);
-                seq += writers;
+                db.execute_raw(insert(first, last)).await?;
+                let done = nanos(Instant::now()).max(1);
+                for seq in first..=last {
+                    committed[seq as usize].store(done, Ordering::Relaxed);
+                }
+                txn += writers;
             }
             Ok::<_, sea_orm::DbErr>(())
         }));
@@ -445,6 +476,8 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
         "{}",
         serde_json::json!({
             "rate": rate, "seconds": seconds, "warmup": warmup, "writers": writers,
+            "events_per_txn": per_txn,
+            "base_unix_us": base_unix_us,
             "measured": sorted.len(), "missing": missing,
             "achieved_rate": total as f64 / write_secs,
             "p50_ms": percentile(&sorted, 50.0), "p95_ms": percentile(&sorted, 95.0),
@@ -464,9 +497,28 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The P2 row `seq` for MariaDB/MySQL: the PostgreSQL row's fields (payload built here, as
-/// MariaDB stores the JSON text it is given), the timestamp the database's UTC clock.
-fn maria_latency_insert(table: &str, aggtype: &str, seq: u64) -> Statement {
+/// The P2 rows `first..=last` for MariaDB/MySQL, one statement: the PostgreSQL rows' fields
+/// (payload built here, as MariaDB stores the JSON text it is given), the timestamp the
+/// database's UTC clock.
+fn maria_latency_insert(table: &str, aggtype: &str, first: u64, last: u64) -> Statement {
+    let rows =
+        vec!["(?, ?, ?, 'OrderPlaced', 1, ?, UTC_TIMESTAMP(6))"; (last - first + 1) as usize];
+    let values: Vec<sea_orm::Value> = (first..=last)
+        .flat_map(|seq| maria_latency_row(aggtype, seq))
+        .collect();
+    Statement::from_sql_and_values(
+        DbBackend::MySql,
+        format!(
+            "INSERT INTO `{table}` (`id`, `aggregatetype`, `aggregateid`, `type`, `schemaversion`, \
+             `payload`, `timestamp`) VALUES {}",
+            rows.join(", ")
+        ),
+        values,
+    )
+}
+
+/// The values of the MariaDB/MySQL P2 row `seq`: id, aggregate type, aggregate id, payload.
+fn maria_latency_row(aggtype: &str, seq: u64) -> [sea_orm::Value; 4] {
     let payload = format!(
         "{{\"seq\": {seq}, \"orderId\": \"ord-{seq:010}\", \"customerId\": \"cust-{agg:05}\", \
          \"status\": \"PLACED\", \"currency\": \"EUR\", \"total\": {total:.2}, \"lines\": \
@@ -479,19 +531,12 @@ fn maria_latency_insert(table: &str, aggtype: &str, seq: u64) -> Statement {
         q1 = 1 + seq % 5,
         s2 = seq % 321,
     );
-    Statement::from_sql_and_values(
-        DbBackend::MySql,
-        format!(
-            "INSERT INTO `{table}` (`id`, `aggregatetype`, `aggregateid`, `type`, `schemaversion`, \
-             `payload`, `timestamp`) VALUES (?, ?, ?, 'OrderPlaced', 1, ?, UTC_TIMESTAMP(6))"
-        ),
-        vec![
-            seq_id(seq).into(),
-            aggtype.into(),
-            format!("order-{:05}", seq % 10_000).into(),
-            payload.into(),
-        ],
-    )
+    [
+        seq_id(seq).into(),
+        aggtype.into(),
+        format!("order-{:05}", seq % 10_000).into(),
+        payload.into(),
+    ]
 }
 
 fn compare(args: &Args) -> Result<(), BoxError> {
