@@ -1224,7 +1224,10 @@ mod tests {
         assert_eq!(tags.len(), 3);
         assert_eq!(current.len(), 3);
         // Slot 0 of the current session, under the earlier session's tag: not this event.
-        assert_eq!(stale & (InFlight::CAPACITY - 1), tags[0] & (InFlight::CAPACITY - 1));
+        assert_eq!(
+            stale & (InFlight::CAPACITY - 1),
+            tags[0] & (InFlight::CAPACITY - 1)
+        );
         assert!(current.remove(stale).is_none());
         assert!(current.remove(tags[1]).is_some());
         // Reported once: a second report of the same tag finds nothing.

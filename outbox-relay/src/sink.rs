@@ -1105,7 +1105,10 @@ impl KafkaSink {
     /// over its topic's known `max.message.bytes` is refused here (`MessageSizeTooLarge`),
     /// before it is produced.
     pub fn produce(&self, message: &KafkaMessage, tag: usize) -> Result<(), KafkaError> {
-        debug_assert!(tag & AWAITED_TAG == 0, "tag {tag:#x} is in the awaited range");
+        debug_assert!(
+            tag & AWAITED_TAG == 0,
+            "tag {tag:#x} is in the awaited range"
+        );
         let record = self.record(message, tag)?;
         self.producer.send(record).map_err(|(error, _)| error)
     }
