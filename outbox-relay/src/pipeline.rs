@@ -24,14 +24,12 @@
 //! fatal failure ([`Fault::Fatal`]) stops the relay with its error. Shutdown stops reading,
 //! drains within the bound, closes the source (which makes its position durable) and returns.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::DeliveryFuture;
 
 use crate::backoff::Backoff;
 use crate::config::{Config, ConfigError};
@@ -39,7 +37,10 @@ use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
 use crate::position::{Position, TxId, now_micros};
 use crate::record::Origin;
-use crate::sink::{Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal, is_size_error};
+use crate::sink::{
+    AWAITED_TAG, DeliveryReport, Failure, KafkaMessage, KafkaSink, Router, classify, is_fatal,
+    is_size_error,
+};
 use crate::source::{Connector, Fault, Source, SourceError, SourceEvent, StoredPosition};
 pub use crate::status::{State, Status, StatusReport};
 
@@ -342,16 +343,85 @@ pub struct Pipeline<'c> {
     pub(crate) status: Status,
 }
 
-struct Delivery {
+/// An event handed to the producer whose delivery report has not been handled yet.
+struct Pending {
     tx: TxId,
     origin: Origin,
     /// Set on a dead letter's own delivery: why the event was dead-lettered.
     dead_letter: Option<String>,
-    /// Err(Canceled) when the producer went away.
-    result: <DeliveryFuture as Future>::Output,
 }
 
-type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Delivery> + Send>>>;
+/// The events a session handed to the producer and has not had reported yet, each under the tag
+/// its delivery report comes back with (rdkafka's delivery opaque): the index of its slot, and
+/// the session's generation in the high bits, so that a late report for an earlier session on
+/// the same producer (the purged messages of an aborted Kafka transaction) is told apart from
+/// the current session's. A slot is reused only after its report was handled, and each message
+/// is reported once, so a tag names one event at a time.
+struct InFlight {
+    /// The session's generation, shifted into place.
+    generation: usize,
+    slots: Vec<Option<Pending>>,
+    vacant: Vec<usize>,
+}
+
+impl InFlight {
+    /// The generation bits (sessions on one producer wrap around after 2^8, far beyond the few
+    /// milliseconds in which an abort's purged messages are reported).
+    const GENERATION_BITS: u32 = 8;
+    /// The bits of the slot index, below the generation's and [`AWAITED_TAG`]'s.
+    const INDEX_BITS: u32 = usize::BITS - 1 - Self::GENERATION_BITS;
+    /// How many events may be in flight at once: the session never reads past it.
+    const CAPACITY: usize = 1 << Self::INDEX_BITS;
+
+    fn new(generation: usize) -> InFlight {
+        let generation = (generation % (1 << Self::GENERATION_BITS)) << Self::INDEX_BITS;
+        debug_assert!(generation & AWAITED_TAG == 0);
+        InFlight {
+            generation,
+            slots: Vec::new(),
+            vacant: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len() - self.vacant.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tag the next [`Self::insert`] files its event under. The event is inserted only once
+    /// the producer took its message; its report cannot be handled before that, since only the
+    /// session handles reports.
+    fn next_tag(&self) -> usize {
+        self.generation | self.vacant.last().copied().unwrap_or(self.slots.len())
+    }
+
+    fn insert(&mut self, pending: Pending) {
+        match self.vacant.pop() {
+            Some(index) => self.slots[index] = Some(pending),
+            None => self.slots.push(Some(pending)),
+        }
+    }
+
+    /// The event filed under `tag`, removed; None for a report of an earlier session.
+    fn remove(&mut self, tag: usize) -> Option<Pending> {
+        if tag & !(Self::CAPACITY - 1) != self.generation {
+            return None;
+        }
+        let index = tag & (Self::CAPACITY - 1);
+        let pending = self.slots.get_mut(index)?.take()?;
+        self.vacant.push(index);
+        Some(pending)
+    }
+
+    /// Forgets every event in flight (their Kafka transaction is aborted).
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.vacant.clear();
+    }
+}
 
 /// A delivered event, counted in the metrics once its delivery counts (at once, or at the Kafka
 /// commit): None published, or its dead letter's reason and origin.
@@ -368,6 +438,10 @@ struct Session<'p, 'c, S: Source, D: DeliveryPolicy> {
     /// The position last acknowledged to the source.
     acknowledged: Option<S::Position>,
     in_flight: InFlight,
+    /// Delivery reports received and not yet handled, in the order they came.
+    reports: VecDeque<DeliveryReport>,
+    /// Where [`KafkaSink::reports`] puts a batch.
+    received: Vec<DeliveryReport>,
     /// The open transaction and its event count.
     open: Option<(TxId, usize)>,
     /// The replay skip: until the first source transaction past it, each one is held whole in
@@ -466,6 +540,8 @@ impl<'c> Pipeline<'c> {
         backoff.reset();
         let mut acknowledged: Option<<C::Source as Source>::Position> = None;
         let mut sink: Option<KafkaSink> = None;
+        // Numbers the sessions, whose delivery tags it tells apart (see [`InFlight`]).
+        let mut generation = 0usize;
         loop {
             // The connector's turn (a standby waits for the leadership here), then a
             // transactional producer: its `init_transactions` fences whoever held its id, which
@@ -519,6 +595,7 @@ impl<'c> Pipeline<'c> {
                 "session started"
             );
             self.status.set_state(State::Leading);
+            generation = generation.wrapping_add(1);
             let mut session = Session {
                 pipeline: self,
                 policy: &mut *policy,
@@ -527,7 +604,9 @@ impl<'c> Pipeline<'c> {
                 source,
                 position: Position::new(resume.from.clone()),
                 acknowledged: resume.from.clone(),
-                in_flight: FuturesUnordered::new(),
+                in_flight: InFlight::new(generation),
+                reports: VecDeque::new(),
+                received: Vec::new(),
                 open: None,
                 skip_through: resume.skip_through,
                 held: Vec::new(),
@@ -616,7 +695,7 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), RelayError> {
         let config = self.pipeline.config;
-        let max_in_flight = config.kafka.max_in_flight;
+        let max_in_flight = config.kafka.max_in_flight.min(InFlight::CAPACITY);
         let every = config
             .kafka
             .transaction_interval
@@ -635,7 +714,12 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
             tokio::select! {
                 biased;
                 _ = shutdown.as_mut() => return Ok(()),
-                Some(delivery) = self.in_flight.next(), if !self.in_flight.is_empty() => self.delivered(delivery).await?,
+                received = self.sink.reports(&mut self.received), if !self.in_flight.is_empty() => {
+                    self.take_reports(received)?;
+                    while let Some(report) = self.reports.pop_front() {
+                        self.delivered(report).await?;
+                    }
+                }
                 event = self.source.next(), if self.in_flight.len() < max_in_flight => self.read(event?).await?,
                 _ = &mut idle_recheck, if self.idle_recheck.is_some() => {
                     self.idle_recheck = None;
@@ -686,7 +770,8 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
         if !self.policy.is_open() {
             return Ok(());
         }
-        self.in_flight = FuturesUnordered::new();
+        self.in_flight.clear();
+        self.reports.clear();
         self.uncounted.clear();
         let aborted = self.policy.abort(self.sink).await;
         if let Err(error) = &aborted {
@@ -701,8 +786,20 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
     /// deliveries with it.
     async fn settle(&mut self) -> Result<(), RelayError> {
         let mut failed = None;
-        while let Some(delivery) = self.in_flight.next().await {
-            if let Err(error) = self.delivered(delivery).await {
+        loop {
+            let handled = match self.reports.pop_front() {
+                Some(report) => self.delivered(report).await,
+                None if self.in_flight.is_empty() => break,
+                None => {
+                    let received = self.sink.reports(&mut self.received).await;
+                    // The producer is gone: no report comes any more.
+                    if let Err(error) = self.take_reports(received) {
+                        return Err(failed.unwrap_or(error));
+                    }
+                    continue;
+                }
+            };
+            if let Err(error) = handled {
                 if self.policy.transactional() {
                     return Err(error);
                 }
@@ -713,6 +810,19 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
             }
         }
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Queues the batch of reports just received; an error if the producer is gone.
+    fn take_reports(&mut self, received: Result<(), KafkaError>) -> Result<(), RelayError> {
+        if let Err(source) = received {
+            self.rebuild_producer = true;
+            return Err(RelayError::Kafka {
+                stage: Stage::Delivery,
+                source,
+            });
+        }
+        self.reports.extend(self.received.drain(..));
+        Ok(())
     }
 
     /// Every delivery comes back; then, if the source moved past the position it was last
@@ -929,10 +1039,14 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
         dead_letter: Option<String>,
     ) -> Result<(), RelayError> {
         loop {
-            match self.sink.send(&message) {
-                Ok(future) => {
+            match self.sink.produce(&message, self.in_flight.next_tag()) {
+                Ok(()) => {
                     self.position.sent(tx);
-                    self.in_flight.push(track(future, tx, origin, dead_letter));
+                    self.in_flight.insert(Pending {
+                        tx,
+                        origin,
+                        dead_letter,
+                    });
                     return Ok(());
                 }
                 Err(error) => match classify(&error) {
@@ -984,16 +1098,19 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
         self.send(tx, origin, message, Some(reason)).await
     }
 
-    async fn delivered(&mut self, delivery: Delivery) -> Result<(), RelayError> {
-        let Delivery {
+    async fn delivered(&mut self, report: DeliveryReport) -> Result<(), RelayError> {
+        let Some(Pending {
             tx,
             origin,
             dead_letter,
-            result,
-        } = delivery;
+        }) = self.in_flight.remove(report.tag)
+        else {
+            tracing::trace!(tag = report.tag, "a delivery report of an earlier session");
+            return Ok(());
+        };
         let metrics = &self.pipeline.metrics;
-        match result {
-            Ok(Ok(_)) => {
+        match report.outcome {
+            Ok(()) => {
                 let counted = dead_letter.map(|reason| (reason, origin.value));
                 if self.policy.transactional() {
                     self.uncounted.push(counted);
@@ -1004,7 +1121,7 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
                 self.moved(moved);
                 Ok(())
             }
-            Ok(Err((error, message))) => {
+            Err((error, message)) => {
                 let stage = if dead_letter.is_some() {
                     Stage::DeadLetter
                 } else {
@@ -1066,29 +1183,65 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
                     source: error,
                 })
             }
-            Err(_) => {
-                self.rebuild_producer = true;
-                Err(RelayError::Kafka {
-                    stage: Stage::Delivery,
-                    source: KafkaError::Canceled,
-                })
-            }
         }
     }
 }
 
-fn track(
-    future: DeliveryFuture,
-    tx: TxId,
-    origin: Origin,
-    dead_letter: Option<String>,
-) -> Pin<Box<dyn Future<Output = Delivery> + Send>> {
-    Box::pin(async move {
-        Delivery {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(tx: TxId) -> Pending {
+        Pending {
             tx,
-            origin,
-            dead_letter,
-            result: future.await,
+            origin: Origin {
+                header: "dlq.source.lsn",
+                value: "0/1".into(),
+            },
+            dead_letter: None,
         }
-    })
+    }
+
+    /// Each event in flight has its own tag until its report is handled; a report of an earlier
+    /// session on the same producer finds nothing, even where its slot is in use again.
+    #[test]
+    fn in_flight_tags_name_one_event_and_one_session() {
+        let mut position: Position<u64> = Position::new(None);
+        let tx = position.begin(0);
+        let mut earlier = InFlight::new(1);
+        let stale = earlier.next_tag();
+        earlier.insert(pending(tx));
+
+        let mut current = InFlight::new(2);
+        let mut tags = Vec::new();
+        for _ in 0..3 {
+            let tag = current.next_tag();
+            assert_eq!(tag & AWAITED_TAG, 0);
+            current.insert(pending(tx));
+            tags.push(tag);
+        }
+        tags.dedup();
+        assert_eq!(tags.len(), 3);
+        assert_eq!(current.len(), 3);
+        // Slot 0 of the current session, under the earlier session's tag: not this event.
+        assert_eq!(
+            stale & (InFlight::CAPACITY - 1),
+            tags[0] & (InFlight::CAPACITY - 1)
+        );
+        assert!(current.remove(stale).is_none());
+        assert!(current.remove(tags[1]).is_some());
+        // Reported once: a second report of the same tag finds nothing.
+        assert!(current.remove(tags[1]).is_none());
+        assert_eq!(current.len(), 2);
+        // The vacant slot is reused, under the same tag, only now.
+        assert_eq!(current.next_tag(), tags[1]);
+        current.insert(pending(tx));
+        assert!(current.remove(tags[0]).is_some());
+        assert!(current.remove(tags[1]).is_some());
+        assert!(current.remove(tags[2]).is_some());
+        assert!(current.is_empty());
+        // Generations wrap, and stay below the awaited tags.
+        let wrapped = InFlight::new(usize::MAX);
+        assert_eq!(wrapped.next_tag() & AWAITED_TAG, 0);
+    }
 }

@@ -25,6 +25,7 @@
 //! topic's limit is refused before it is produced.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,7 +34,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{KafkaConfig, Placement, PlacementTarget, ValueConverter};
 use crate::format::{self, TopicRoute};
@@ -179,8 +181,23 @@ pub struct Router {
     expand_json_payload: bool,
     tombstone_on_empty_payload: bool,
     trace_headers: bool,
-    /// The topic of each routing value seen (see [`Router::topic`]), shared by clones.
+    /// Which uses copy their column rather than move it (see [`Router::shipped`]).
+    copies: Copies,
+    /// The topic of each routing value seen (see [`Router::topic`]), shared by clones. A lock
+    /// rather than a cell: the pipeline's future may run on a multi-thread runtime (the
+    /// quickstart spawns it), and uncontended it costs two atomic operations per event.
     topics: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// For each way the router ships a column ([`Use`]), whether a later use ships the same column
+/// too, so that its value is copied rather than moved: decided once, from the settings.
+#[derive(Debug, Clone, Default)]
+struct Copies {
+    id: bool,
+    /// By placement (false for a placement that is no header).
+    headers: Vec<bool>,
+    key: bool,
+    value: bool,
 }
 
 /// A record that cannot be routed: it goes to the dead-letter topic, with this as the reason.
@@ -209,7 +226,7 @@ impl Router {
     /// The router of `config`, whose `topic_regex` and `topic` [`KafkaConfig::topic_route`]
     /// has checked at start.
     pub fn new(config: &KafkaConfig, placements: Vec<Placement>) -> Router {
-        Router {
+        let mut router = Router {
             // `Config::validate` refuses a route that does not compile; should one reach here
             // anyway, every event is dead-lettered with the reason rather than misrouted.
             route: config.topic_route().map_err(|e| e.to_string()),
@@ -226,8 +243,24 @@ impl Router {
             expand_json_payload: config.expand_json_payload,
             tombstone_on_empty_payload: config.tombstone_on_empty_payload,
             trace_headers: config.trace_headers,
+            copies: Copies::default(),
             topics: Arc::default(),
-        }
+        };
+        let copies = |what| {
+            router
+                .column_of(what)
+                .is_some_and(|column| router.used_after(what, column))
+        };
+        let copies = Copies {
+            id: copies(Use::Id),
+            headers: (0..router.placements.len())
+                .map(|n| copies(Use::Header(n)))
+                .collect(),
+            key: copies(Use::Key),
+            value: copies(Use::Value),
+        };
+        router.copies = copies;
+        router
     }
 
     /// The Kafka message for `record`. Everything that can refuse the record is decided before
@@ -349,7 +382,13 @@ impl Router {
         if matches!(what, Use::Id | Use::Key) && record.get(column).is_none() {
             return None;
         }
-        if self.used_after(what, column) {
+        let copied = match what {
+            Use::Id => self.copies.id,
+            Use::Header(n) => self.copies.headers.get(n).copied().unwrap_or(false),
+            Use::Key => self.copies.key,
+            Use::Value => self.copies.value,
+        };
+        if copied {
             record.value_of(column).cloned()
         } else {
             record.take(column)
@@ -458,10 +497,44 @@ enum Use {
 /// any service; past it, topics are computed per event.
 const TOPIC_CACHE: usize = 4096;
 
+/// What Kafka answered for one message: on failure, the error and the message as produced (a
+/// dead letter is built from it).
+pub type DeliveryOutcome = Result<(), (KafkaError, OwnedMessage)>;
+
+/// The outcome of a message handed over with [`KafkaSink::produce`], under the tag it was given.
+#[derive(Debug)]
+pub struct DeliveryReport {
+    pub tag: usize,
+    pub outcome: DeliveryOutcome,
+}
+
+/// The delivery of a message handed over with [`KafkaSink::send`]: resolves when Kafka
+/// acknowledged it or gave up on it; `Err` if the producer went away first.
+pub type Delivery = oneshot::Receiver<DeliveryOutcome>;
+
+/// The tags [`KafkaSink::send`] gives its own messages (the top bit set); the tags of
+/// [`KafkaSink::produce`] are below it.
+pub const AWAITED_TAG: usize = 1 << (usize::BITS - 1);
+
+/// How many delivery reports [`KafkaSink::reports`] takes at once at most.
+const REPORT_BATCH: usize = 1024;
+
 /// The rdkafka producer, idempotent with `acks=all`.
+///
+/// Deliveries come back without a future per message: a message is produced with a plain tag
+/// (rdkafka's delivery opaque), and rdkafka's polling thread (its `ThreadedProducer`) hands each
+/// delivery report to a channel that the caller drains in batches ([`KafkaSink::reports`]). A
+/// channel belongs to one producer, so a rebuilt producer's reports never mix with the old
+/// one's. [`KafkaSink::send`] keeps a future per message for the few callers that await one
+/// message at a time.
 pub struct KafkaSink {
-    producer: FutureProducer<SinkContext>,
+    producer: ThreadedProducer<SinkContext>,
     refusal: Arc<Mutex<Option<Refusal>>>,
+    /// The delivery reports of [`KafkaSink::produce`]'s messages. Locked only by the one task
+    /// that drains it, once per batch.
+    reports: Mutex<mpsc::UnboundedReceiver<DeliveryReport>>,
+    /// The next tag of [`KafkaSink::send`] (below [`AWAITED_TAG`], which is added).
+    awaited: AtomicUsize,
     /// The topics' size limits, when read ([`KafkaSink::connect`]); empty, nothing is refused
     /// before the broker refuses it.
     limits: SizeLimits,
@@ -650,9 +723,40 @@ struct Refusal {
 
 /// librdkafka reports a failed TLS handshake or SASL exchange only through the error callback
 /// (the client itself just keeps reconnecting); this context keeps the first such refusal for
-/// [`KafkaSink::preflight`], and passes every error on to the log.
+/// [`KafkaSink::preflight`], and passes every error on to the log. It also routes each delivery
+/// report by its tag: to the waiter of a [`KafkaSink::send`], or to the reports channel.
 struct SinkContext {
     refusal: Arc<Mutex<Option<Refusal>>>,
+    reports: mpsc::UnboundedSender<DeliveryReport>,
+    /// The waiters of [`KafkaSink::send`]'s messages, by tag.
+    awaited: Mutex<HashMap<usize, oneshot::Sender<DeliveryOutcome>>>,
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = usize;
+
+    /// Runs on rdkafka's polling thread. A failure carries its message back (copied; a success
+    /// copies nothing).
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: usize) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((error, message)) => Err((error.clone(), message.detach())),
+        };
+        if tag & AWAITED_TAG != 0 {
+            let waiter = self
+                .awaited
+                .lock()
+                .ok()
+                .and_then(|mut waiters| waiters.remove(&tag));
+            // A waiter that went away no longer wants the outcome.
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(outcome);
+            }
+            return;
+        }
+        // The receiver lives as long as the producer's sink; once it is gone nobody waits.
+        let _ = self.reports.send(DeliveryReport { tag, outcome });
+    }
 }
 
 /// Error codes that mean the brokers will refuse every connection until the configuration
@@ -829,7 +933,6 @@ impl KafkaSink {
 
     /// Begins a transaction (local to the producer; it does not block).
     pub fn begin_transaction(&self) -> Result<(), KafkaError> {
-        use rdkafka::producer::Producer;
         self.producer.begin_transaction()
     }
 
@@ -845,7 +948,6 @@ impl KafkaSink {
 
     /// The producer's fatal error, when it has one (a fenced producer has).
     pub fn fatal_error(&self) -> Option<(RDKafkaErrorCode, String)> {
-        use rdkafka::producer::Producer;
         self.producer.client().fatal_error()
     }
 
@@ -854,7 +956,7 @@ impl KafkaSink {
     async fn blocking(
         &self,
         timeout: Duration,
-        call: impl FnOnce(&FutureProducer<SinkContext>, Duration) -> Result<(), KafkaError>
+        call: impl FnOnce(&ThreadedProducer<SinkContext>, Duration) -> Result<(), KafkaError>
         + Send
         + 'static,
     ) -> Result<(), KafkaError> {
@@ -877,8 +979,11 @@ impl KafkaSink {
 
     fn with_client(client: ClientConfig) -> Result<KafkaSink, KafkaError> {
         let refusal = Arc::new(Mutex::new(None));
+        let (reports, receiver) = mpsc::unbounded_channel();
         let context = SinkContext {
             refusal: Arc::clone(&refusal),
+            reports,
+            awaited: Mutex::new(HashMap::new()),
         };
         let compressed = ["compression.type", "compression.codec"].iter().any(|key| {
             client
@@ -888,6 +993,8 @@ impl KafkaSink {
         Ok(KafkaSink {
             producer: client.create_with_context(context)?,
             refusal,
+            reports: Mutex::new(receiver),
+            awaited: AtomicUsize::new(0),
             limits: SizeLimits::default(),
             compressed,
         })
@@ -958,7 +1065,6 @@ impl KafkaSink {
     /// (`KafkaError::ClientCreation`, naming the cause and the settings to check): brokers that
     /// do not answer in time may be down for a while, which the run loop's retries cover.
     pub async fn preflight(&self, bound: Duration) -> Result<(), KafkaError> {
-        use rdkafka::producer::Producer;
         let deadline = tokio::time::Instant::now() + bound;
         loop {
             let producer = self.producer.clone();
@@ -994,10 +1100,61 @@ impl KafkaSink {
         }
     }
 
-    /// Hands `message` to the producer. The future resolves when Kafka acknowledged it (or
-    /// gave up on it). A message whose batch alone would be over its topic's known
-    /// `max.message.bytes` is refused here (`MessageSizeTooLarge`), before it is produced.
-    pub fn send(&self, message: &KafkaMessage) -> Result<DeliveryFuture, KafkaError> {
+    /// Hands `message` to the producer under `tag` (below [`AWAITED_TAG`]): its outcome comes
+    /// back through [`KafkaSink::reports`] with that tag. A message whose batch alone would be
+    /// over its topic's known `max.message.bytes` is refused here (`MessageSizeTooLarge`),
+    /// before it is produced.
+    pub fn produce(&self, message: &KafkaMessage, tag: usize) -> Result<(), KafkaError> {
+        debug_assert!(
+            tag & AWAITED_TAG == 0,
+            "tag {tag:#x} is in the awaited range"
+        );
+        let record = self.record(message, tag)?;
+        self.producer.send(record).map_err(|(error, _)| error)
+    }
+
+    /// Waits until at least one delivery report of [`KafkaSink::produce`]'s messages is in, then
+    /// appends every report waiting (up to a batch) to `into`: one wake-up per batch of
+    /// deliveries. Cancel-safe. `Err(Canceled)` only if the producer is gone.
+    pub async fn reports(&self, into: &mut Vec<DeliveryReport>) -> Result<(), KafkaError> {
+        let received = std::future::poll_fn(|cx| match self.reports.lock() {
+            Ok(mut reports) => reports.poll_recv_many(cx, into, REPORT_BATCH),
+            // Only a panic while holding the lock poisons it: no report comes any more.
+            Err(_) => std::task::Poll::Ready(0),
+        })
+        .await;
+        if received == 0 {
+            return Err(KafkaError::Canceled);
+        }
+        Ok(())
+    }
+
+    /// Hands `message` to the producer; the returned [`Delivery`] resolves with its outcome
+    /// (for callers that await one message at a time; the pipeline uses
+    /// [`KafkaSink::produce`]). Refuses an oversize message as [`KafkaSink::produce`] does.
+    pub fn send(&self, message: &KafkaMessage) -> Result<Delivery, KafkaError> {
+        let tag = AWAITED_TAG | (self.awaited.fetch_add(1, Ordering::Relaxed) & !AWAITED_TAG);
+        let record = self.record(message, tag)?;
+        let (waiter, delivery) = oneshot::channel();
+        // Registered before producing: the report may come at once, on the polling thread.
+        if let Ok(mut waiters) = self.producer.client().context().awaited.lock() {
+            waiters.insert(tag, waiter);
+        }
+        if let Err((error, _)) = self.producer.send(record) {
+            if let Ok(mut waiters) = self.producer.client().context().awaited.lock() {
+                waiters.remove(&tag);
+            }
+            return Err(error);
+        }
+        Ok(delivery)
+    }
+
+    /// The record of `message` under `tag`, or the size refusal (see [`KafkaSink::produce`]).
+    fn record<'m>(
+        &self,
+        message: &'m KafkaMessage,
+        tag: usize,
+    ) -> Result<BaseRecord<'m, [u8], [u8], usize>, KafkaError> {
         if !self.compressed
             && let Some(limit) = self.limits.of(&message.topic)
         {
@@ -1021,8 +1178,7 @@ impl KafkaSink {
                 value: value.as_deref(),
             });
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&message.topic).headers(headers);
+        let mut record = BaseRecord::with_opaque_to(&message.topic, tag).headers(headers);
         if let Some(key) = &message.key {
             record = record.key(key.as_slice());
         }
@@ -1035,14 +1191,11 @@ impl KafkaSink {
         if let Some(timestamp) = message.timestamp {
             record = record.timestamp(timestamp);
         }
-        self.producer
-            .send_result(record)
-            .map_err(|(error, _)| error)
+        Ok(record)
     }
 
     /// Waits up to `timeout` for everything queued to be delivered.
     pub fn flush(&self, timeout: std::time::Duration) -> Result<(), KafkaError> {
-        use rdkafka::producer::Producer;
         self.producer.flush(timeout)
     }
 }
@@ -1513,6 +1666,51 @@ mod tests {
         };
         // A 64-byte value takes a 2-byte length (zigzag 128), and so does the 75-byte record.
         assert_eq!(single_batch_size(&longer), 61 + 2 + 3 + 1 + 66 + 1 + 3 + 1);
+    }
+
+    /// Every message produced under a tag is reported once under it, in batches, on the channel;
+    /// a message sent with `send` resolves its own future and is not reported there. (librdkafka's
+    /// mock cluster: this checks the bookkeeping, not Kafka.)
+    #[tokio::test]
+    async fn each_tag_is_reported_once_and_awaited_sends_resolve_their_own_future() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap_or_else(|e| panic!("{e}"));
+        let config = KafkaConfig {
+            brokers: Some(cluster.bootstrap_servers()),
+            ..KafkaConfig::default()
+        };
+        let sink = KafkaSink::new(&config).unwrap_or_else(|e| panic!("{e}"));
+        let message = |n: usize| KafkaMessage {
+            topic: "outbox.event.Order".into(),
+            partition: None,
+            timestamp: None,
+            key: Some(n.to_string().into_bytes()),
+            value: Some(b"{}".to_vec()),
+            headers: vec![("id".into(), Some(n.to_string().into_bytes()))],
+        };
+        let tags: Vec<usize> = (0..500).map(|n| n * 3 + 7).collect();
+        for (n, tag) in tags.iter().enumerate() {
+            sink.produce(&message(n), *tag)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let awaited = sink.send(&message(500)).unwrap_or_else(|e| panic!("{e}"));
+        let outcome = tokio::time::timeout(Duration::from_secs(30), awaited).await;
+        assert!(matches!(outcome, Ok(Ok(Ok(())))), "{outcome:?}");
+        let mut reports = Vec::new();
+        let mut batches = 0;
+        while reports.len() < tags.len() {
+            let received =
+                tokio::time::timeout(Duration::from_secs(30), sink.reports(&mut reports)).await;
+            assert!(matches!(received, Ok(Ok(()))), "{received:?}");
+            batches += 1;
+        }
+        assert!(batches < tags.len(), "one report per wake-up");
+        let mut reported: Vec<usize> = reports.iter().map(|r| r.tag).collect();
+        reported.sort_unstable();
+        assert_eq!(reported, tags);
+        assert!(reports.iter().all(|r| r.outcome.is_ok()));
+        // Nothing more: the awaited message was not reported on the channel.
+        let more = tokio::time::timeout(Duration::from_millis(200), sink.reports(&mut reports));
+        assert!(more.await.is_err());
     }
 
     #[test]
