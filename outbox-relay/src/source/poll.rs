@@ -313,7 +313,7 @@ impl Outbox {
             if ids.is_empty() {
                 return Ok(());
             }
-            execute(&self.db, self.table.delete(shape, &ids)).await?;
+            execute(&self.db, self.table.delete(shape, &ids, &[])).await?;
             tracing::info!(rows = ids.len(), "purged relayed rows past the retention");
         }
     }
@@ -367,12 +367,12 @@ impl Outbox {
             .collect()
     }
 
-    fn settle(&self, shape: &Shape, claimed: &[Claimed]) -> sea_orm::Statement {
-        let ids: Vec<String> = claimed
+    /// The event ids and sequence values that settle `claimed`, once Kafka acknowledged it.
+    fn settle_rows(&self, claimed: &[Claimed]) -> (Vec<String>, Vec<i64>) {
+        claimed
             .iter()
-            .filter_map(|c| self.event_id(&c.record).map(str::to_owned))
-            .collect();
-        self.table.settle(shape, &ids, Utc::now())
+            .filter_map(|c| Some((self.event_id(&c.record)?.to_owned(), c.seq)))
+            .unzip()
     }
 
     fn event_id<'r>(&self, record: &'r OutboxRecord) -> Option<&'r str> {

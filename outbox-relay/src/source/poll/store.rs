@@ -30,6 +30,49 @@ impl Table {
         }
     }
 
+    /// PostgreSQL: `= ANY(CAST($n AS <id type>[]))`, the ids of a settle as one array parameter
+    /// (see [`pg_array`]): one statement of a fixed text whatever the batch's size, planned once
+    /// and run as an index scan of `id`, where an `IN` list of a thousand parameters is parsed
+    /// and planned per batch. `None` elsewhere, or when `id`'s type is unknown.
+    fn id_any(&self, shape: &Shape, n: usize) -> Option<String> {
+        match &shape.id_type {
+            Some(id_type) if self.backend == DbBackend::Postgres => {
+                Some(format!("= ANY(CAST(${n} AS {id_type}[]))"))
+            }
+            _ => None,
+        }
+    }
+
+    /// PostgreSQL: the condition and values that select the settled rows `ids` (parameters
+    /// from `$first`), by their sequence values `seqs` too when given: the sequence's index
+    /// holds a batch's rows side by side, where the ids' index holds them on as many pages as
+    /// rows (EXPLAIN ANALYZE on 1M rows: 1000 rows deleted in 6 ms against 14 ms, a third of
+    /// the buffers). The ids are always compared, so a row that merely shares a sequence
+    /// value (one given explicitly at INSERT) is never settled with them.
+    fn pg_rows(
+        &self,
+        shape: &Shape,
+        first: usize,
+        ids: &[String],
+        seqs: &[i64],
+    ) -> Option<(String, Vec<Value>)> {
+        let any = self.id_any(shape, first)?;
+        let id = self.q(&shape.columns[0].actual);
+        let mut values = vec![Value::from(pg_array(ids))];
+        if seqs.is_empty() {
+            return Some((format!("{id} {any}"), values));
+        }
+        let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
+        values.push(Value::from(format!("{{{}}}", list.join(","))));
+        let condition = format!(
+            "{}.{} = ANY(CAST(${} AS BIGINT[])) AND {id} {any}",
+            self.qualified(),
+            shape.sequence,
+            first + 1
+        );
+        Some((condition, values))
+    }
+
     /// The claim: the oldest pending rows by the sequence the database assigned at INSERT,
     /// never by a client clock. On PostgreSQL and MariaDB the rows are locked `FOR UPDATE SKIP
     /// LOCKED` by the claiming transaction; rows of transactions not yet committed are invisible
@@ -182,10 +225,29 @@ impl Table {
         }
     }
 
-    /// After Kafka acknowledged `ids`: delete them, or mark them relayed at `now`.
-    pub fn settle(&self, shape: &Shape, ids: &[String], now: DateTime<Utc>) -> Statement {
+    /// After Kafka acknowledged the rows `ids` (with their sequence values `seqs`, or none):
+    /// delete them, or mark them relayed at `now`.
+    pub fn settle(
+        &self,
+        shape: &Shape,
+        ids: &[String],
+        seqs: &[i64],
+        now: DateTime<Utc>,
+    ) -> Statement {
         if !self.marks() {
-            return self.delete(shape, ids);
+            return self.delete(shape, ids, seqs);
+        }
+        let id = self.q(&shape.columns[0].actual);
+        let set = format!(
+            "UPDATE {} SET {} = {}",
+            self.qualified(),
+            self.q(RELAYED_AT),
+            self.param(1),
+        );
+        if let Some((condition, values)) = self.pg_rows(shape, 2, ids, seqs) {
+            let sql = format!("{set} WHERE {condition}");
+            let values = std::iter::once(now.into()).chain(values);
+            return Statement::from_sql_and_values(self.backend, sql, values);
         }
         // An UPDATE reads semi-consistently on MariaDB (READ COMMITTED): rows that writers hold
         // are passed over, not waited for.
@@ -193,13 +255,7 @@ impl Table {
             .map(|n| self.id_param(shape, n))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            "UPDATE {} SET {} = {} WHERE {} IN ({list})",
-            self.qualified(),
-            self.q(RELAYED_AT),
-            self.param(1),
-            self.q(&shape.columns[0].actual)
-        );
+        let sql = format!("{set} WHERE {id} IN ({list})");
         let values = std::iter::once(now.into()).chain(ids.iter().map(|id| id_value(id)));
         Statement::from_sql_and_values(self.backend, sql, values)
     }
@@ -209,12 +265,36 @@ impl Table {
     /// On MariaDB/MySQL a `DELETE ... WHERE id IN (...)` on a small table may run as a full
     /// scan, which waits for the row lock of every uncommitted insert it passes (a DELETE has no
     /// semi-consistent read): the relay would stall behind the service's open transactions. So
-    /// there it is one `DELETE ... WHERE id = <literal>` per row — a primary-key lookup that
-    /// touches only the row it deletes — all sent in one round trip as a multi-statement
-    /// without parameters (`values` is `None`). The ids are written as `_utf8mb4 X'<hex>'`
-    /// literals, so no value can escape its quotes.
-    pub fn delete(&self, shape: &Shape, ids: &[String]) -> Statement {
+    /// when a unique index covers `id` alone ([`Shape::id_unique`]) the ids are a derived
+    /// table joined to the outbox table (`STRAIGHT_JOIN`): each is one unique-index lookup that
+    /// touches only the row it deletes. Without such an index it is one `DELETE ... WHERE id =
+    /// <literal>` per row, all sent in one round trip as a multi-statement without parameters
+    /// (`values` is `None`); the ids are written as `_utf8mb4 X'<hex>'` literals, so no value
+    /// can escape its quotes.
+    ///
+    /// On PostgreSQL the rows are selected as [`Table::pg_rows`] says, `seqs` being their
+    /// sequence values (or empty: by id alone).
+    pub fn delete(&self, shape: &Shape, ids: &[String], seqs: &[i64]) -> Statement {
         let id = self.q(&shape.columns[0].actual);
+        if self.backend == DbBackend::MySql && shape.id_unique && !ids.is_empty() {
+            // Driven from the ids (STRAIGHT_JOIN): one unique-index lookup per id, whatever the
+            // table's size. `id IN (...)` is not: on a small table MariaDB scans it even with
+            // FORCE INDEX (EXPLAIN, MariaDB 10.11: `ALL` for 999 ids in a 1000-row table).
+            let values = (0..ids.len())
+                .map(|n| if n == 0 { "SELECT ? AS id" } else { "SELECT ?" })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let table = self.qualified();
+            let sql = format!(
+                "DELETE {table} FROM ({values}) AS settled STRAIGHT_JOIN {table} \
+                 ON {table}.{id} = settled.id"
+            );
+            return Statement::from_sql_and_values(
+                self.backend,
+                sql,
+                ids.iter().map(|id| id_value(id)),
+            );
+        }
         if self.backend == DbBackend::MySql {
             let sql = ids
                 .iter()
@@ -228,6 +308,10 @@ impl Table {
                 .collect::<Vec<_>>()
                 .join(";\n");
             return Statement::from_string(self.backend, sql);
+        }
+        if let Some((condition, values)) = self.pg_rows(shape, 1, ids, seqs) {
+            let sql = format!("DELETE FROM {} WHERE {condition}", self.qualified());
+            return Statement::from_sql_and_values(self.backend, sql, values);
         }
         let list = (1..=ids.len())
             .map(|n| self.id_param(shape, n))
@@ -318,6 +402,29 @@ fn id_value(id: &str) -> Value {
     id.to_owned().into()
 }
 
+/// `ids` as the text of a PostgreSQL array, bound as one parameter and cast to the id type's
+/// array: every element double-quoted, with `"` and `\` backslash-escaped, so each element reads
+/// back as exactly its text (a quoted `NULL` is the text, not a null).
+fn pg_array(ids: &[String]) -> String {
+    let mut text = String::with_capacity(ids.iter().map(|id| id.len() + 3).sum::<usize>() + 2);
+    text.push('{');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push('"');
+        for c in id.chars() {
+            if c == '"' || c == '\\' {
+                text.push('\\');
+            }
+            text.push(c);
+        }
+        text.push('"');
+    }
+    text.push('}');
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +446,7 @@ mod tests {
             ],
             sequence: sequence.to_owned(),
             id_type: id_type.map(str::to_owned),
+            id_unique: false,
         }
     }
 
@@ -390,23 +498,48 @@ mod tests {
             "0190a0b2-0000-7000-8000-000000000001".to_owned(),
             "x'); DROP TABLE outbox; --".to_owned(),
         ];
-        let s = pg.settle(
-            &shape(Some("character varying(36)"), "\"seq\""),
-            &ids,
-            Utc::now(),
-        );
+        let varchar = shape(Some("character varying(36)"), "\"seq\"");
+        let s = pg.settle(&varchar, &ids, &[], Utc::now());
         assert_eq!(
             s.sql,
-            "DELETE FROM \"outbox\" WHERE \"id\" IN (CAST($1 AS character varying(36)), CAST($2 AS character varying(36)))"
+            "DELETE FROM \"outbox\" WHERE \"id\" = ANY(CAST($1 AS character varying(36)[]))"
         );
-        assert_eq!(s.values.map(|v| v.0.len()), Some(2));
+        assert_eq!(
+            s.values.map(|v| v.0),
+            Some(vec![Value::from(
+                r#"{"0190a0b2-0000-7000-8000-000000000001","x'); DROP TABLE outbox; --"}"#
+            )])
+        );
+        let s = pg.delete(&varchar, &ids, &[7, 9]);
+        assert_eq!(
+            s.sql,
+            "DELETE FROM \"outbox\" WHERE \"outbox\".\"seq\" = ANY(CAST($2 AS BIGINT[])) \
+             AND \"id\" = ANY(CAST($1 AS character varying(36)[]))"
+        );
+        assert_eq!(
+            s.values.map(|v| v.0.get(1).cloned()),
+            Some(Some(Value::from("{7,9}")))
+        );
+        assert_eq!(
+            pg_array(&["a\"b\\c".to_owned(), "NULL".to_owned(), String::new()]),
+            r#"{"a\"b\\c","NULL",""}"#
+        );
         let my = Table::new(DbBackend::MySql, None, "outbox", true);
-        let s = my.settle(&shape(None, "`seq`"), &ids, Utc::now());
+        let s = my.settle(&shape(None, "`seq`"), &ids, &[1, 2], Utc::now());
         assert_eq!(
             s.sql,
             "UPDATE `outbox` SET `relayed_at` = ? WHERE `id` IN (?, ?)"
         );
-        let s = my.delete(&shape(None, "`seq`"), &ids[..1]);
+        let mut unique = shape(None, "`seq`");
+        unique.id_unique = true;
+        let s = my.delete(&unique, &ids, &[]);
+        assert_eq!(
+            s.sql,
+            "DELETE `outbox` FROM (SELECT ? AS id UNION ALL SELECT ?) AS settled \
+             STRAIGHT_JOIN `outbox` ON `outbox`.`id` = settled.id"
+        );
+        assert_eq!(s.values.map(|v| v.0.len()), Some(2));
+        let s = my.delete(&shape(None, "`seq`"), &ids[..1], &[]);
         assert_eq!(
             s.sql,
             "DELETE FROM `outbox` WHERE `id` = _utf8mb4 \
@@ -414,7 +547,7 @@ mod tests {
         );
         assert!(s.values.is_none());
         assert_eq!(
-            my.delete(&shape(None, "`seq`"), &ids)
+            my.delete(&shape(None, "`seq`"), &ids, &[])
                 .sql
                 .matches("DELETE")
                 .count(),
