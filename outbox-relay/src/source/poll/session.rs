@@ -2,8 +2,11 @@
 //!
 //! The claim's transaction lives in the task, not in [`PollSession::next`]: the pipeline may drop
 //! a `next` at any time, and ending the session (closing it, or dropping it) ends the task, which
-//! rolls an unsettled claim back. Only one batch is out at a time, and it is settled before the
-//! next is claimed: that is what keeps each aggregate's events in order.
+//! rolls an unsettled claim back. On PostgreSQL and MariaDB (at least once) the next batch is
+//! claimed and shipped while Kafka acknowledges the one before, each in a transaction of its
+//! own, and they are settled in claim order (`Claimer::claim_pipelined` says why each
+//! aggregate's events stay in order); in the exactly-once mode and on SQLite one batch is out
+//! at a time, settled before the next is claimed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -289,12 +292,17 @@ impl Claimer {
         let mut more = true;
         loop {
             if more && out.len() < depth && !self.events.is_closed() {
-                match self.claim_and_ship().await? {
-                    Some(claim) => {
+                match self.claim_and_ship().await {
+                    Ok(Some(claim)) => {
                         more = claim.rows == limit;
                         out.push_back(claim);
                     }
-                    None => more = false,
+                    Ok(None) => more = false,
+                    // The session closed while this claim was shipped (it is rolled back): the
+                    // batches before it that Kafka acknowledged are still settled below, or
+                    // the next session would ship them again.
+                    Err(PollError::Ended) if self.events.is_closed() => more = false,
+                    Err(error) => return Err(error),
                 }
                 continue;
             }
