@@ -315,7 +315,7 @@ impl Outbox {
             if ids.is_empty() {
                 return Ok(());
             }
-            execute(&self.db, self.table.delete(shape, &ids, &[])).await?;
+            execute(&self.db, self.table.delete(shape, &ids)).await?;
             tracing::info!(rows = ids.len(), "purged relayed rows past the retention");
         }
     }
@@ -369,12 +369,12 @@ impl Outbox {
             .collect()
     }
 
-    /// The event ids and sequence values that settle `claimed`, once Kafka acknowledged it.
-    fn settle_rows(&self, claimed: &[Claimed]) -> (Vec<String>, Vec<i64>) {
+    /// The event ids that settle `claimed`, once Kafka acknowledged it.
+    fn settle_ids(&self, claimed: &[Claimed]) -> Vec<String> {
         claimed
             .iter()
-            .filter_map(|c| Some((self.event_id(&c.record)?.to_owned(), c.seq)))
-            .unzip()
+            .filter_map(|c| self.event_id(&c.record).map(str::to_owned))
+            .collect()
     }
 
     fn event_id<'r>(&self, record: &'r OutboxRecord) -> Option<&'r str> {

@@ -117,9 +117,8 @@ const PIPELINE_DEPTH: usize = 2;
 struct Claim {
     number: u64,
     txn: DatabaseTransaction,
-    /// The event ids to settle, and their sequence values.
+    /// The event ids to settle.
     ids: Vec<String>,
-    seqs: Vec<i64>,
     rows: usize,
     /// Kafka must acknowledge the batch by then (`claim_timeout` from the claim), or the claim
     /// is rolled back.
@@ -348,7 +347,7 @@ impl Claimer {
         }
         let claimed_in = started.elapsed();
         let deadline = tokio::time::Instant::now() + poll.claim_timeout;
-        let (ids, seqs) = outbox.settle_rows(&claimed);
+        let ids = outbox.settle_ids(&claimed);
         let rows = claimed.len();
         // An error drops `txn`, which rolls the claim back: the rows stay for the next try.
         let number = tokio::time::timeout_at(deadline, self.ship(claimed))
@@ -365,7 +364,6 @@ impl Claimer {
             number,
             txn,
             ids,
-            seqs,
             rows,
             deadline,
             shipped: Instant::now(),
@@ -395,9 +393,7 @@ impl Claimer {
         let settling = Instant::now();
         execute(
             &claim.txn,
-            outbox
-                .table
-                .settle(&self.shape, &claim.ids, &claim.seqs, Utc::now()),
+            outbox.table.settle(&self.shape, &claim.ids, Utc::now()),
         )
         .await?;
         let settled_in = settling.elapsed();
@@ -514,8 +510,8 @@ impl Claimer {
                 ids: format!("{first}..{last}"),
             });
         }
-        let (ids, seqs): (Vec<String>, Vec<i64>) = found.into_iter().unzip();
-        execute(conn, table.settle(&self.shape, &ids, &seqs, Utc::now())).await?;
+        let ids: Vec<String> = found.into_iter().map(|(id, _)| id).collect();
+        execute(conn, table.settle(&self.shape, &ids, Utc::now())).await?;
         Ok(ids.len())
     }
 
@@ -534,7 +530,7 @@ impl Claimer {
         if claimed.is_empty() {
             return Ok(0);
         }
-        let (ids, seqs) = outbox.settle_rows(&claimed);
+        let ids = outbox.settle_ids(&claimed);
         let rows = claimed.len();
         // SQLite's leadership is a lease that is not renewed while a batch waits: a batch must
         // end well within it, or a standby could take over while its copies are still queued.
@@ -549,7 +545,7 @@ impl Claimer {
         })
         .await
         .map_err(|_| PollError::ClaimTimeout(bound))??;
-        execute(&outbox.db, table.settle(&shape, &ids, &seqs, Utc::now())).await?;
+        execute(&outbox.db, table.settle(&shape, &ids, Utc::now())).await?;
         Ok(rows)
     }
 

@@ -43,34 +43,16 @@ impl Table {
         }
     }
 
-    /// PostgreSQL: the condition and values that select the settled rows `ids` (parameters
-    /// from `$first`), by their sequence values `seqs` too when given: the sequence's index
-    /// holds a batch's rows side by side, where the ids' index holds them on as many pages as
-    /// rows (EXPLAIN ANALYZE on 1M rows: 1000 rows deleted in 6 ms against 14 ms, a third of
-    /// the buffers). The ids are always compared, so a row that merely shares a sequence
-    /// value (one given explicitly at INSERT) is never settled with them.
-    fn pg_rows(
-        &self,
-        shape: &Shape,
-        first: usize,
-        ids: &[String],
-        seqs: &[i64],
-    ) -> Option<(String, Vec<Value>)> {
-        let any = self.id_any(shape, first)?;
+    /// PostgreSQL: the condition and values that select the settled rows `ids` (the parameter
+    /// `$n`), or `None` where [`Table::id_any`] is.
+    ///
+    /// By the ids alone, as the index condition: PostgreSQL plans the statement generically
+    /// after five runs, and there an array in a filter (e.g. the ids, had the sequence values
+    /// led) is parsed again for every row, 6 s per 1000-row batch in a drain.
+    fn pg_rows(&self, shape: &Shape, n: usize, ids: &[String]) -> Option<(String, Vec<Value>)> {
+        let any = self.id_any(shape, n)?;
         let id = self.q(&shape.columns[0].actual);
-        let mut values = vec![Value::from(pg_array(ids))];
-        if seqs.is_empty() {
-            return Some((format!("{id} {any}"), values));
-        }
-        let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
-        values.push(Value::from(format!("{{{}}}", list.join(","))));
-        let condition = format!(
-            "{}.{} = ANY(CAST(${} AS BIGINT[])) AND {id} {any}",
-            self.qualified(),
-            shape.sequence,
-            first + 1
-        );
-        Some((condition, values))
+        Some((format!("{id} {any}"), vec![Value::from(pg_array(ids))]))
     }
 
     /// The claim: the oldest pending rows by the sequence the database assigned at INSERT,
@@ -225,17 +207,10 @@ impl Table {
         }
     }
 
-    /// After Kafka acknowledged the rows `ids` (with their sequence values `seqs`, or none):
-    /// delete them, or mark them relayed at `now`.
-    pub fn settle(
-        &self,
-        shape: &Shape,
-        ids: &[String],
-        seqs: &[i64],
-        now: DateTime<Utc>,
-    ) -> Statement {
+    /// After Kafka acknowledged `ids`: delete them, or mark them relayed at `now`.
+    pub fn settle(&self, shape: &Shape, ids: &[String], now: DateTime<Utc>) -> Statement {
         if !self.marks() {
-            return self.delete(shape, ids, seqs);
+            return self.delete(shape, ids);
         }
         let id = self.q(&shape.columns[0].actual);
         let set = format!(
@@ -244,7 +219,7 @@ impl Table {
             self.q(RELAYED_AT),
             self.param(1),
         );
-        if let Some((condition, values)) = self.pg_rows(shape, 2, ids, seqs) {
+        if let Some((condition, values)) = self.pg_rows(shape, 2, ids) {
             let sql = format!("{set} WHERE {condition}");
             let values = std::iter::once(now.into()).chain(values);
             return Statement::from_sql_and_values(self.backend, sql, values);
@@ -272,9 +247,8 @@ impl Table {
     /// (`values` is `None`); the ids are written as `_utf8mb4 X'<hex>'` literals, so no value
     /// can escape its quotes.
     ///
-    /// On PostgreSQL the rows are selected as [`Table::pg_rows`] says, `seqs` being their
-    /// sequence values (or empty: by id alone).
-    pub fn delete(&self, shape: &Shape, ids: &[String], seqs: &[i64]) -> Statement {
+    /// On PostgreSQL the rows are selected as [`Table::pg_rows`] says.
+    pub fn delete(&self, shape: &Shape, ids: &[String]) -> Statement {
         let id = self.q(&shape.columns[0].actual);
         if self.backend == DbBackend::MySql && shape.id_unique && !ids.is_empty() {
             // Driven from the ids (STRAIGHT_JOIN): one unique-index lookup per id, whatever the
@@ -309,7 +283,7 @@ impl Table {
                 .join(";\n");
             return Statement::from_string(self.backend, sql);
         }
-        if let Some((condition, values)) = self.pg_rows(shape, 1, ids, seqs) {
+        if let Some((condition, values)) = self.pg_rows(shape, 1, ids) {
             let sql = format!("DELETE FROM {} WHERE {condition}", self.qualified());
             return Statement::from_sql_and_values(self.backend, sql, values);
         }
@@ -499,7 +473,7 @@ mod tests {
             "x'); DROP TABLE outbox; --".to_owned(),
         ];
         let varchar = shape(Some("character varying(36)"), "\"seq\"");
-        let s = pg.settle(&varchar, &ids, &[], Utc::now());
+        let s = pg.settle(&varchar, &ids, Utc::now());
         assert_eq!(
             s.sql,
             "DELETE FROM \"outbox\" WHERE \"id\" = ANY(CAST($1 AS character varying(36)[]))"
@@ -510,36 +484,26 @@ mod tests {
                 r#"{"0190a0b2-0000-7000-8000-000000000001","x'); DROP TABLE outbox; --"}"#
             )])
         );
-        let s = pg.delete(&varchar, &ids, &[7, 9]);
-        assert_eq!(
-            s.sql,
-            "DELETE FROM \"outbox\" WHERE \"outbox\".\"seq\" = ANY(CAST($2 AS BIGINT[])) \
-             AND \"id\" = ANY(CAST($1 AS character varying(36)[]))"
-        );
-        assert_eq!(
-            s.values.map(|v| v.0.get(1).cloned()),
-            Some(Some(Value::from("{7,9}")))
-        );
         assert_eq!(
             pg_array(&["a\"b\\c".to_owned(), "NULL".to_owned(), String::new()]),
             r#"{"a\"b\\c","NULL",""}"#
         );
         let my = Table::new(DbBackend::MySql, None, "outbox", true);
-        let s = my.settle(&shape(None, "`seq`"), &ids, &[1, 2], Utc::now());
+        let s = my.settle(&shape(None, "`seq`"), &ids, Utc::now());
         assert_eq!(
             s.sql,
             "UPDATE `outbox` SET `relayed_at` = ? WHERE `id` IN (?, ?)"
         );
         let mut unique = shape(None, "`seq`");
         unique.id_unique = true;
-        let s = my.delete(&unique, &ids, &[]);
+        let s = my.delete(&unique, &ids);
         assert_eq!(
             s.sql,
             "DELETE `outbox` FROM (SELECT ? AS id UNION ALL SELECT ?) AS settled \
              STRAIGHT_JOIN `outbox` ON `outbox`.`id` = settled.id"
         );
         assert_eq!(s.values.map(|v| v.0.len()), Some(2));
-        let s = my.delete(&shape(None, "`seq`"), &ids[..1], &[]);
+        let s = my.delete(&shape(None, "`seq`"), &ids[..1]);
         assert_eq!(
             s.sql,
             "DELETE FROM `outbox` WHERE `id` = _utf8mb4 \
@@ -547,7 +511,7 @@ mod tests {
         );
         assert!(s.values.is_none());
         assert_eq!(
-            my.delete(&shape(None, "`seq`"), &ids, &[])
+            my.delete(&shape(None, "`seq`"), &ids)
                 .sql
                 .matches("DELETE")
                 .count(),
