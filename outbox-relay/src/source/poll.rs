@@ -9,7 +9,9 @@
 //!   again (duplicates, which consumers drop by the `id` header). No row is ever skipped.
 //! - **Per-aggregate order.** One relay ships at a time (`leader`); a batch is shipped in the
 //!   order of a sequence the database assigns at INSERT (`seq`, or SQLite's rowid; see
-//!   `shape`) and settled before the next is claimed. Never by `timestamp`, a client clock:
+//!   `shape`), and batches are shipped and settled in claim order (on PostgreSQL and MariaDB a
+//!   second batch is claimed while the first waits for Kafka; see `session`). Never by
+//!   `timestamp`, a client clock:
 //!   writers that lock an aggregate's row before inserting its event insert, hence number, its
 //!   events in commit order.
 //! - **The table as it is.** At start the relay reads the table's columns and types: Debezium's
@@ -29,7 +31,7 @@
 //!
 //! Shape: a session is a task that claims a batch, yields it as one transaction (whose position
 //! is the batch's number), waits until the pipeline acknowledges that number, settles the rows
-//! and commits, then claims the next. The claim's transaction lives in the task, so the
+//! and commits; the next claim may go out meanwhile (`session`). The claim's transaction lives in the task, so the
 //! pipeline's `select!` can drop a `next` at any time; closing the session ends the task, which
 //! rolls an unsettled claim back.
 
@@ -367,12 +369,12 @@ impl Outbox {
             .collect()
     }
 
-    fn settle(&self, shape: &Shape, claimed: &[Claimed]) -> sea_orm::Statement {
-        let ids: Vec<String> = claimed
+    /// The event ids that settle `claimed`, once Kafka acknowledged it.
+    fn settle_ids(&self, claimed: &[Claimed]) -> Vec<String> {
+        claimed
             .iter()
             .filter_map(|c| self.event_id(&c.record).map(str::to_owned))
-            .collect();
-        self.table.settle(shape, &ids, Utc::now())
+            .collect()
     }
 
     fn event_id<'r>(&self, record: &'r OutboxRecord) -> Option<&'r str> {

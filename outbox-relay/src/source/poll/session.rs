@@ -2,15 +2,19 @@
 //!
 //! The claim's transaction lives in the task, not in [`PollSession::next`]: the pipeline may drop
 //! a `next` at any time, and ending the session (closing it, or dropping it) ends the task, which
-//! rolls an unsettled claim back. Only one batch is out at a time, and it is settled before the
-//! next is claimed: that is what keeps each aggregate's events in order.
+//! rolls an unsettled claim back. On PostgreSQL and MariaDB (at least once) the next batch is
+//! claimed and shipped while Kafka acknowledges the one before, each in a transaction of its
+//! own, and they are settled in claim order (`Claimer::claim_pipelined` says why each
+//! aggregate's events stay in order); in the exactly-once mode and on SQLite one batch is out
+//! at a time, settled before the next is claimed.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sea_orm::{DbBackend, IsolationLevel, TransactionTrait};
+use sea_orm::{DatabaseTransaction, DbBackend, IsolationLevel, TransactionTrait};
 use tokio::sync::{Notify, OwnedMutexGuard, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -103,6 +107,25 @@ impl crate::source::StoredPosition for Batch {
 
 type Yield = Result<SourceEvent<Batch>, SourceError>;
 
+/// Batches out at once on PostgreSQL and MariaDB in the at-least-once mode (see
+/// `Claimer::depth`): two, so that the next claim's round trips overlap Kafka's acknowledgement
+/// of the batch before.
+const PIPELINE_DEPTH: usize = 2;
+
+/// A batch claimed in a transaction of its own and shipped, waiting for Kafka's
+/// acknowledgement; dropping it rolls the claim back.
+struct Claim {
+    number: u64,
+    txn: DatabaseTransaction,
+    /// The event ids to settle.
+    ids: Vec<String>,
+    rows: usize,
+    /// Kafka must acknowledge the batch by then (`claim_timeout` from the claim), or the claim
+    /// is rolled back.
+    deadline: tokio::time::Instant,
+    shipped: Instant,
+}
+
 /// A claiming session, leading.
 pub struct PollSession {
     events: mpsc::Receiver<Yield>,
@@ -191,44 +214,216 @@ impl Source for PollSession {
 
 impl Claimer {
     async fn run(mut self, wake: Arc<Notify>) {
-        let poll = self.outbox.poll().clone();
-        let mut last_purge: Option<Instant> = None;
         if let Some(resume) = self.resume.take()
             && let Err(error) = self.settle_shipped(&resume).await
         {
             let _ = self.events.send(Err(error.into())).await;
             return;
         }
-        loop {
-            let shipped = match self.cycle().await {
-                Ok(shipped) => shipped,
-                Err(error) => {
-                    if matches!(error, PollError::LostLeadership) {
-                        *self.leader = None;
-                    }
-                    let _ = self.events.send(Err(error.into())).await;
-                    return;
-                }
-            };
-            if poll.after_ack == AfterAck::Mark
-                && last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
-            {
-                last_purge = Some(Instant::now());
-                if let Err(error) = self.outbox.purge(&self.shape).await {
-                    tracing::warn!(%error, "purging relayed rows failed; trying again later");
-                }
+        let claiming = if self.outbox.table.backend == DbBackend::Sqlite {
+            self.claim_one_at_a_time(&wake).await
+        } else {
+            self.claim_pipelined(&wake).await
+        };
+        if let Err(error) = claiming {
+            if matches!(error, PollError::LostLeadership) {
+                *self.leader = None;
             }
-            if shipped == poll.batch_size {
+            let _ = self.events.send(Err(error.into())).await;
+        }
+    }
+
+    /// How many claimed batches may be out at once (PostgreSQL, MariaDB): the next batch is
+    /// claimed and shipped while Kafka acknowledges the one before, each in its own
+    /// transaction, and they are settled in claim order. One in the exactly-once mode, where a
+    /// batch must be settled before the next one's Kafka transaction commits: a resumed session
+    /// settles, without shipping, only the rows of the last batch stored in Kafka.
+    fn depth(&self) -> usize {
+        match self.outbox.config().delivery {
+            Delivery::ExactlyOnce => 1,
+            _ => PIPELINE_DEPTH,
+        }
+    }
+
+    /// Waits for new rows: a notification or the fallback interval. Purges in the `mark` mode
+    /// when due.
+    async fn idle(&self, wake: &Notify, last_purge: &mut Option<Instant>) {
+        self.purge_when_due(last_purge).await;
+        if self.events.is_closed() {
+            return;
+        }
+        let interval = self.outbox.poll().interval;
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+            _ = self.events.closed() => {}
+        }
+    }
+
+    async fn purge_when_due(&self, last_purge: &mut Option<Instant>) {
+        if self.outbox.poll().after_ack == AfterAck::Mark
+            && last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+        {
+            *last_purge = Some(Instant::now());
+            if let Err(error) = self.outbox.purge(&self.shape).await {
+                tracing::warn!(%error, "purging relayed rows failed; trying again later");
+            }
+        }
+    }
+
+    /// PostgreSQL and MariaDB: claim → ship → (claim → ship the next, up to [`Self::depth`]) →
+    /// wait for the oldest batch's acknowledgement → settle it and commit, and so on.
+    ///
+    /// Why pipelining keeps the guarantees: a later claim skips the rows of the batches still
+    /// out (they are locked by their claims), so it takes the oldest rows not yet claimed; a
+    /// row of it numbered below a batch still out is one whose writer committed late, and no
+    /// later event of its aggregate can be in that batch (the writer held the aggregate's lock
+    /// until its commit). The batches reach the pipeline in claim order and are acknowledged
+    /// in that order; each is settled only after its own acknowledgement. Any failure ends the
+    /// task, which rolls back every claim not yet settled: their rows are claimed again, in
+    /// sequence order, by the next session.
+    async fn claim_pipelined(&mut self, wake: &Notify) -> Result<(), PollError> {
+        let limit = self.outbox.poll().batch_size;
+        let depth = self.depth();
+        let mut last_purge: Option<Instant> = None;
+        let mut out: VecDeque<Claim> = VecDeque::with_capacity(depth);
+        // Whether the last claim came back full: more rows may be waiting now.
+        let mut more = true;
+        loop {
+            if more && out.len() < depth && !self.events.is_closed() {
+                match self.claim_and_ship().await {
+                    Ok(Some(claim)) => {
+                        more = claim.rows == limit;
+                        out.push_back(claim);
+                    }
+                    Ok(None) => more = false,
+                    // The session closed while this claim was shipped (it is rolled back): the
+                    // batches before it that Kafka acknowledged are still settled below, or
+                    // the next session would ship them again.
+                    Err(PollError::Ended) if self.events.is_closed() => more = false,
+                    Err(error) => return Err(error),
+                }
+                continue;
+            }
+            if let Some(oldest) = out.pop_front() {
+                if !self.settle_when_acknowledged(oldest).await? {
+                    // The session closed before Kafka acknowledged it: dropping `out` rolls
+                    // this claim and the later ones back.
+                    return Ok(());
+                }
+                self.purge_when_due(&mut last_purge).await;
                 continue;
             }
             if self.events.is_closed() {
-                return;
+                return Ok(());
             }
-            // Idle: a notification or the fallback interval.
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(poll.interval) => {}
+            self.idle(wake, &mut last_purge).await;
+            more = true;
+        }
+    }
+
+    /// Claims the oldest pending rows in a transaction of their own and ships them; `None`
+    /// when there were none.
+    async fn claim_and_ship(&mut self) -> Result<Option<Claim>, PollError> {
+        let outbox = self.outbox.clone();
+        let (table, shape) = (&outbox.table, self.shape.clone());
+        let poll = outbox.poll();
+        let Some(leader) = self.leader.as_ref() else {
+            return Err(PollError::LostLeadership);
+        };
+        let started = Instant::now();
+        // READ COMMITTED on MariaDB: its default (REPEATABLE READ) would take gap locks on the
+        // index and stall the service's inserts for the length of a Kafka round trip.
+        let isolation =
+            (table.backend == DbBackend::MySql).then_some(IsolationLevel::ReadCommitted);
+        let txn = outbox.db.begin_with_config(isolation, None).await?;
+        if !leader.holds(&txn, table, poll.lease_ttl).await? {
+            return Err(PollError::LostLeadership);
+        }
+        let claimed = outbox.claim(&shape, &txn, poll.batch_size).await?;
+        if claimed.is_empty() {
+            txn.commit().await?;
+            return Ok(None);
+        }
+        let claimed_in = started.elapsed();
+        let deadline = tokio::time::Instant::now() + poll.claim_timeout;
+        let ids = outbox.settle_ids(&claimed);
+        let rows = claimed.len();
+        // An error drops `txn`, which rolls the claim back: the rows stay for the next try.
+        let number = tokio::time::timeout_at(deadline, self.ship(claimed))
+            .await
+            .map_err(|_| PollError::ClaimTimeout(poll.claim_timeout))??;
+        tracing::debug!(
+            batch = number,
+            rows,
+            claim_ms = claimed_in.as_secs_f64() * 1e3,
+            ship_ms = (started.elapsed() - claimed_in).as_secs_f64() * 1e3,
+            "claimed and shipped"
+        );
+        Ok(Some(Claim {
+            number,
+            txn,
+            ids,
+            rows,
+            deadline,
+            shipped: Instant::now(),
+        }))
+    }
+
+    /// Waits until Kafka acknowledged `claim` (within its `claim_timeout`), then settles its
+    /// rows and commits; false, settling nothing, when the session closed before the
+    /// acknowledgement.
+    async fn settle_when_acknowledged(&mut self, claim: Claim) -> Result<bool, PollError> {
+        let outbox = self.outbox.clone();
+        let number = claim.number;
+        let waiting = tokio::select! {
+            acked = tokio::time::timeout_at(claim.deadline, self.acknowledged.wait_for(|acked| *acked >= number)) => {
+                acked
+                    .map_err(|_| PollError::ClaimTimeout(outbox.poll().claim_timeout))?
+                    .map_err(|_| PollError::Ended)
+                    .map(drop)
             }
+            _ = self.events.closed() => Err(PollError::Ended),
+        };
+        // The pipeline acknowledges what Kafka delivered before it closes the session.
+        if waiting.is_err() && *self.acknowledged.borrow() < number {
+            return Ok(false);
+        }
+        let waited = claim.shipped.elapsed();
+        let settling = Instant::now();
+        execute(
+            &claim.txn,
+            outbox.table.settle(&self.shape, &claim.ids, Utc::now()),
+        )
+        .await?;
+        let settled_in = settling.elapsed();
+        claim.txn.commit().await?;
+        tracing::debug!(
+            batch = number,
+            rows = claim.rows,
+            ack_wait_ms = waited.as_secs_f64() * 1e3,
+            settle_ms = settled_in.as_secs_f64() * 1e3,
+            commit_ms = (settling.elapsed() - settled_in).as_secs_f64() * 1e3,
+            "settled"
+        );
+        Ok(true)
+    }
+
+    /// SQLite: one writer for the whole database. The leader reads outside a transaction and
+    /// writes only the short settle, so the service's writers never wait on Kafka; one batch at
+    /// a time (a second claim could not tell the first one's rows apart: nothing locks them).
+    async fn claim_one_at_a_time(&mut self, wake: &Notify) -> Result<(), PollError> {
+        let mut last_purge: Option<Instant> = None;
+        loop {
+            let shipped = self.sqlite_cycle().await?;
+            self.purge_when_due(&mut last_purge).await;
+            if shipped == self.outbox.poll().batch_size {
+                continue;
+            }
+            if self.events.is_closed() {
+                return Ok(());
+            }
+            self.idle(wake, &mut last_purge).await;
         }
     }
 
@@ -320,71 +515,48 @@ impl Claimer {
         Ok(ids.len())
     }
 
-    /// One claim → yield → wait for the acknowledgement → settle cycle; the rows shipped.
-    async fn cycle(&mut self) -> Result<usize, PollError> {
+    /// SQLite's claim → ship → wait for the acknowledgement → settle; the rows shipped.
+    async fn sqlite_cycle(&mut self) -> Result<usize, PollError> {
         let outbox = self.outbox.clone();
         let (table, shape) = (&outbox.table, self.shape.clone());
-        let ttl = outbox.poll().lease_ttl;
-        let limit = outbox.poll().batch_size;
+        let poll = outbox.poll();
         let Some(leader) = self.leader.as_ref() else {
             return Err(PollError::LostLeadership);
         };
-        if table.backend == DbBackend::Sqlite {
-            // SQLite: one writer for the whole database. The leader reads outside a
-            // transaction and writes only the short settle, so the service's writers never
-            // wait on Kafka.
-            if !leader.holds(&outbox.db, table, ttl).await? {
-                return Err(PollError::LostLeadership);
-            }
-            let claimed = outbox.claim(&shape, &outbox.db, limit).await?;
-            if claimed.is_empty() {
-                return Ok(0);
-            }
-            self.ship_within_claim(&claimed).await?;
-            execute(&outbox.db, outbox.settle(&shape, &claimed)).await?;
-            return Ok(claimed.len());
-        }
-        // READ COMMITTED on MariaDB: its default (REPEATABLE READ) would take gap locks on the
-        // index and stall the service's inserts for the length of a Kafka round trip.
-        let isolation =
-            (table.backend == DbBackend::MySql).then_some(IsolationLevel::ReadCommitted);
-        let txn = outbox.db.begin_with_config(isolation, None).await?;
-        if !leader.holds(&txn, table, ttl).await? {
+        if !leader.holds(&outbox.db, table, poll.lease_ttl).await? {
             return Err(PollError::LostLeadership);
         }
-        let claimed = outbox.claim(&shape, &txn, limit).await?;
+        let claimed = outbox.claim(&shape, &outbox.db, poll.batch_size).await?;
         if claimed.is_empty() {
-            txn.commit().await?;
             return Ok(0);
         }
-        // An error drops `txn`, which rolls the claim back: the rows stay for the next try.
-        self.ship_within_claim(&claimed).await?;
-        execute(&txn, outbox.settle(&shape, &claimed)).await?;
-        txn.commit().await?;
-        Ok(claimed.len())
-    }
-
-    /// Yields the batch as one transaction and waits for the pipeline to acknowledge it, within
-    /// `claim_timeout`.
-    async fn ship_within_claim(&mut self, records: &[Claimed]) -> Result<(), PollError> {
-        let poll = self.outbox.poll();
+        let ids = outbox.settle_ids(&claimed);
+        let rows = claimed.len();
         // SQLite's leadership is a lease that is not renewed while a batch waits: a batch must
         // end well within it, or a standby could take over while its copies are still queued.
-        let bound = match self.outbox.table.backend {
-            DbBackend::Sqlite => poll.claim_timeout.min(poll.lease_ttl / 2),
-            _ => poll.claim_timeout,
-        };
-        tokio::time::timeout(bound, self.ship(records))
-            .await
-            .map_err(|_| PollError::ClaimTimeout(bound))?
+        let bound = poll.claim_timeout.min(poll.lease_ttl / 2);
+        tokio::time::timeout(bound, async {
+            let number = self.ship(claimed).await?;
+            self.acknowledged
+                .wait_for(|acked| *acked >= number)
+                .await
+                .map_err(|_| PollError::Ended)?;
+            Ok::<_, PollError>(())
+        })
+        .await
+        .map_err(|_| PollError::ClaimTimeout(bound))??;
+        execute(&outbox.db, table.settle(&shape, &ids, Utc::now())).await?;
+        Ok(rows)
     }
 
-    async fn ship(&mut self, claimed: &[Claimed]) -> Result<(), PollError> {
+    /// Yields `claimed` (in sequence order) as one transaction, numbered; the batch's number.
+    /// Kafka's acknowledgement of it is waited for apart.
+    async fn ship(&mut self, claimed: Vec<Claimed>) -> Result<u64, PollError> {
         let number = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
         let outbox = self.outbox.clone();
         let batch = Batch {
             number,
-            rows: BatchRows::of(claimed, |r| {
+            rows: BatchRows::of(&claimed, |r| {
                 outbox.event_id(r).map(str::to_owned).unwrap_or_default()
             }),
         };
@@ -403,7 +575,7 @@ impl Claimer {
         let events = std::iter::once(SourceEvent::Begin {
             committed_at_micros,
         })
-        .chain(claimed.iter().map(|c| SourceEvent::Event(c.record.clone())))
+        .chain(claimed.into_iter().map(|c| SourceEvent::Event(c.record)))
         .chain(std::iter::once(SourceEvent::Commit { end: batch.clone() }))
         // In the exactly-once mode nothing more comes before the batch is acknowledged, so the
         // Kafka transaction is committed now rather than at `transaction_interval`.
@@ -417,11 +589,7 @@ impl Claimer {
                 .await
                 .map_err(|_| PollError::Ended)?;
         }
-        self.acknowledged
-            .wait_for(|acked| *acked >= number)
-            .await
-            .map_err(|_| PollError::Ended)?;
-        Ok(())
+        Ok(number)
     }
 }
 

@@ -55,6 +55,9 @@ pub(crate) struct Catalog {
     /// SQLite: the name under which the rowid is reachable (`rowid`, `_rowid_` or `oid`, the
     /// first that no column shadows); None when the table is `WITHOUT ROWID`.
     pub rowid: Option<&'static str>,
+    /// MariaDB/MySQL: the columns that a unique index of that column alone covers (the primary
+    /// key among them), which a settle may look rows up by, one row per value.
+    pub unique: Vec<String>,
 }
 
 impl Catalog {
@@ -142,6 +145,37 @@ impl Catalog {
                         pg_type: None,
                     });
                 }
+                // Unique indexes of one column: `seq_in_index` 1 and no second column.
+                let sql = "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR), \
+                     CAST(seq_in_index AS SIGNED) \
+                     FROM information_schema.statistics \
+                     WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND non_unique = 0";
+                let rows = conn
+                    .query_all_raw(Statement::from_sql_and_values(
+                        DbBackend::MySql,
+                        sql,
+                        [
+                            table.schema().map(str::to_owned).into(),
+                            table.name().into(),
+                        ],
+                    ))
+                    .await?;
+                let mut indexes: Vec<(String, String, i64)> = Vec::with_capacity(rows.len());
+                for row in rows {
+                    indexes.push((
+                        row.try_get_by_index(0)?,
+                        row.try_get_by_index(1)?,
+                        row.try_get_by_index(2)?,
+                    ));
+                }
+                catalog.unique = indexes
+                    .iter()
+                    .filter(|(index, _, position)| {
+                        *position == 1
+                            && !indexes.iter().any(|(other, _, p)| other == index && *p > 1)
+                    })
+                    .map(|(_, column, _)| column.clone())
+                    .collect();
             }
             DbBackend::Sqlite => {
                 let rows = conn
@@ -216,6 +250,10 @@ pub(crate) struct Shape {
     /// PostgreSQL: `id`'s declared type; ids are bound as text and cast to it, so the
     /// comparison is in the column's own type (`uuid`, `varchar(36)`, `bigint`, ...).
     pub id_type: Option<String>,
+    /// MariaDB/MySQL: a unique index of `id` alone (the primary key in Debezium's DDL) finds
+    /// each row by its id, touching no other row: a settle may then delete a batch in one
+    /// statement (see `Table::delete`).
+    pub id_unique: bool,
 }
 
 /// A column the configuration names, with the setting that names it.
@@ -332,10 +370,18 @@ impl Shape {
                     .map(|id| id.sql_type.clone())
             })
             .flatten();
+        let id_unique = backend == DbBackend::MySql
+            && columns.first().is_some_and(|id| {
+                catalog
+                    .unique
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(&id.actual))
+            });
         Ok(Shape {
             columns,
             sequence,
             id_type,
+            id_unique,
         })
     }
 }
@@ -481,6 +527,7 @@ mod tests {
             ],
             partitioned: false,
             rowid: None,
+            unique: vec!["id".to_owned()],
         }
     }
 
