@@ -86,16 +86,7 @@ impl Catalog {
                      WHERE n.nspname = COALESCE($1, current_schema()) AND c.relname = $2 \
                      AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped \
                      ORDER BY a.attnum";
-                let rows = conn
-                    .query_all_raw(Statement::from_sql_and_values(
-                        DbBackend::Postgres,
-                        sql,
-                        [
-                            table.schema().map(str::to_owned).into(),
-                            table.name().into(),
-                        ],
-                    ))
-                    .await?;
+                let rows = catalog_rows(conn, table, sql).await?;
                 for row in rows {
                     catalog.columns.push(Found {
                         name: row.try_get_by_index(0)?,
@@ -115,16 +106,7 @@ impl Catalog {
                      FROM information_schema.columns \
                      WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? \
                      ORDER BY ordinal_position";
-                let rows = conn
-                    .query_all_raw(Statement::from_sql_and_values(
-                        DbBackend::MySql,
-                        sql,
-                        [
-                            table.schema().map(str::to_owned).into(),
-                            table.name().into(),
-                        ],
-                    ))
-                    .await?;
+                let rows = catalog_rows(conn, table, sql).await?;
                 for row in rows {
                     let data_type: String = row.try_get_by_index(1)?;
                     let extra: Option<String> = row.try_get_by_index(3)?;
@@ -150,16 +132,7 @@ impl Catalog {
                      CAST(seq_in_index AS SIGNED) \
                      FROM information_schema.statistics \
                      WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND non_unique = 0";
-                let rows = conn
-                    .query_all_raw(Statement::from_sql_and_values(
-                        DbBackend::MySql,
-                        sql,
-                        [
-                            table.schema().map(str::to_owned).into(),
-                            table.name().into(),
-                        ],
-                    ))
-                    .await?;
+                let rows = catalog_rows(conn, table, sql).await?;
                 let mut indexes: Vec<(String, String, i64)> = Vec::with_capacity(rows.len());
                 for row in rows {
                     indexes.push((
@@ -210,6 +183,22 @@ impl Catalog {
 
 /// The unshadowed name of SQLite's rowid, if the table has one (it has none when declared
 /// `WITHOUT ROWID`; selecting it then fails).
+/// The rows of a catalog query whose parameters are the table's schema (None: the connection's
+/// own) and its name.
+async fn catalog_rows<C: ConnectionTrait>(
+    conn: &C,
+    table: &Table,
+    sql: &str,
+) -> Result<Vec<sea_orm::QueryResult>, PollError> {
+    let values = [
+        table.schema().map(str::to_owned).into(),
+        table.name().into(),
+    ];
+    Ok(conn
+        .query_all_raw(Statement::from_sql_and_values(table.backend, sql, values))
+        .await?)
+}
+
 async fn sqlite_rowid<C: ConnectionTrait>(
     conn: &C,
     table: &Table,
