@@ -181,8 +181,6 @@ impl Catalog {
     }
 }
 
-/// The unshadowed name of SQLite's rowid, if the table has one (it has none when declared
-/// `WITHOUT ROWID`; selecting it then fails).
 /// The rows of a catalog query whose parameters are the table's schema (None: the connection's
 /// own) and its name.
 async fn catalog_rows<C: ConnectionTrait>(
@@ -199,6 +197,8 @@ async fn catalog_rows<C: ConnectionTrait>(
         .await?)
 }
 
+/// The unshadowed name of SQLite's rowid, if the table has one (it has none when declared
+/// `WITHOUT ROWID`; selecting it then fails).
 async fn sqlite_rowid<C: ConnectionTrait>(
     conn: &C,
     table: &Table,
