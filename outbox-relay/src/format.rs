@@ -306,7 +306,7 @@ pub fn postgres_value(
     text: String,
 ) -> crate::record::ColumnValue {
     use crate::record::ColumnValue;
-    use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+    use chrono::{NaiveDate, NaiveDateTime};
     let precision = |default: u32| u32::try_from(type_modifier).unwrap_or(default);
     let number = |text: String| ColumnValue::Typed {
         json: text.clone(),
@@ -316,17 +316,7 @@ pub fn postgres_value(
         pg_type::TIMESTAMPTZ => {
             let digits = precision(6).min(9);
             utc_timestamp(&text, digits)
-                .or_else(|| {
-                    DateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f%#z")
-                        .ok()
-                        .map(|at| {
-                            let at = at.with_timezone(&Utc);
-                            let mut out = at.format("%Y-%m-%dT%H:%M:%S").to_string();
-                            push_fraction(&mut out, at.timestamp_subsec_nanos(), digits);
-                            out.push('Z');
-                            out
-                        })
-                })
+                .or_else(|| chrono_utc_timestamp(&text, digits))
                 .map(ColumnValue::Text)
         }
         pg_type::TIMESTAMP => NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f")
@@ -373,6 +363,19 @@ pub fn postgres_value(
         _ => None,
     };
     typed.unwrap_or(ColumnValue::Text(text))
+}
+
+/// `timestamptz` text in any shape chrono parses, in UTC as Debezium renders it: the general
+/// path behind [`utc_timestamp`], for the shapes that one declines.
+fn chrono_utc_timestamp(text: &str, digits: u32) -> Option<String> {
+    use chrono::{DateTime, Utc};
+    let at = DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
+        .ok()?
+        .with_timezone(&Utc);
+    let mut out = at.format("%Y-%m-%dT%H:%M:%S").to_string();
+    push_fraction(&mut out, at.timestamp_subsec_nanos(), digits);
+    out.push('Z');
+    Some(out)
 }
 
 /// `timestamptz` text as PostgreSQL prints it with `DateStyle` ISO (`2026-11-28 20:19:21.5+02`,
@@ -1145,17 +1148,6 @@ mod tests {
     /// chrono's general parser and formatter do, and declines what it does not know.
     #[test]
     fn timestamptz_fast_path_equals_chrono() {
-        use chrono::{DateTime, Utc};
-        let chrono_way = |text: &str, digits: u32| {
-            DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
-                .ok()
-                .map(|at| {
-                    let at = at.with_timezone(&Utc);
-                    let mut out = at.format("%Y-%m-%dT%H:%M:%S").to_string();
-                    push_fraction(&mut out, at.timestamp_subsec_nanos(), digits);
-                    out + "Z"
-                })
-        };
         let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = |bound: u64| {
             seed ^= seed << 13;
@@ -1198,10 +1190,10 @@ mod tests {
                 compared += 1;
                 assert_eq!(
                     Some(fast.clone()),
-                    chrono_way(&text, digits),
+                    chrono_utc_timestamp(&text, digits),
                     "{text} ({digits})"
                 );
-            } else if let Some(slow) = chrono_way(&text, digits) {
+            } else if let Some(slow) = chrono_utc_timestamp(&text, digits) {
                 // Declined: only where the year leaves 1..=9999 in UTC.
                 assert!(
                     ["0000", "+", "-"].iter().any(|year| slow.starts_with(year)),

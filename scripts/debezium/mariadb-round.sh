@@ -88,7 +88,7 @@ maria_ours_once() {
   mpid=$(cat "$ROOT/.services/mariadb/mariadb.pid" 2>/dev/null || echo 0)
   kpid=$(cat "$ROOT/.services/kafka/kafka.pid" 2>/dev/null || echo 0)
   t0=$(date +%s.%N)
-  DATABASE_URL=$url RUST_LOG=warn "$RELAY" run "${RELAY_ARGS[@]}" --source "$source" --table "$table" \
+  DATABASE_URL=$url RUST_LOG=${BENCH_RELAY_LOG:-warn} "$RELAY" run "${RELAY_ARGS[@]}" --source "$source" --table "$table" \
     >"$OUT/ours_${source}_$run.log" 2>&1 &
   RELAY_PID=$!
   k0=$(cpu_of "$kpid") m0=$(machine_cpu) s0=$(cpu_of "$mpid")

@@ -315,7 +315,9 @@ impl Outbox {
             if ids.is_empty() {
                 return Ok(());
             }
-            execute(&self.db, self.table.delete(shape, &ids)).await?;
+            for run in self.table.runs(&ids) {
+                execute(&self.db, self.table.delete(shape, run)).await?;
+            }
             tracing::info!(rows = ids.len(), "purged relayed rows past the retention");
         }
     }
@@ -336,8 +338,11 @@ impl Outbox {
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            // In sequence order, as claimed.
-            rows = conn.query_all_raw(self.table.fetch(shape, &ids)).await?;
+            // In sequence order, as claimed: each run is, and the runs follow the claim.
+            rows = Vec::with_capacity(ids.len());
+            for run in self.table.runs(&ids) {
+                rows.extend(conn.query_all_raw(self.table.fetch(shape, run)).await?);
+            }
         }
         rows.into_iter()
             .map(|row| {
@@ -367,6 +372,21 @@ impl Outbox {
                 })
             })
             .collect()
+    }
+
+    /// Settles `ids` (deletes or marks them) in `conn`, a run at a time (see [`Table::runs`]):
+    /// in a transaction, whole or not at all.
+    async fn settle<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        shape: &Shape,
+        ids: &[String],
+    ) -> Result<(), DbErr> {
+        let now = Utc::now();
+        for run in self.table.runs(ids) {
+            execute(conn, self.table.settle(shape, run, now)).await?;
+        }
+        Ok(())
     }
 
     /// The event ids that settle `claimed`, once Kafka acknowledged it.

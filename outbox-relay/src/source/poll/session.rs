@@ -14,13 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::FutureExt as _;
 use sea_orm::{DatabaseTransaction, DbBackend, IsolationLevel, TransactionTrait};
 use tokio::sync::{Notify, OwnedMutexGuard, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::leader::Leader;
 use super::shape::Shape;
-use super::{AfterAck, Claimed, Outbox, PollError, execute};
+use super::{AfterAck, Claimed, Outbox, PollError};
 use crate::config::Delivery;
 use crate::source::{OutboxRecord, Source, SourceError, SourceEvent};
 
@@ -305,6 +306,13 @@ impl Claimer {
                 }
                 continue;
             }
+            // Rows committed since the last claim (their NOTIFY came meanwhile) are claimed now,
+            // beside the batch waiting for Kafka, not after it settled: at a low rate an event
+            // then waits for one batch's round, not two.
+            if !more && out.len() < depth && wake.notified().now_or_never().is_some() {
+                more = true;
+                continue;
+            }
             if let Some(oldest) = out.pop_front() {
                 if !self.settle_when_acknowledged(oldest).await? {
                     // The session closed before Kafka acknowledged it: dropping `out` rolls
@@ -391,11 +399,7 @@ impl Claimer {
         }
         let waited = claim.shipped.elapsed();
         let settling = Instant::now();
-        execute(
-            &claim.txn,
-            outbox.table.settle(&self.shape, &claim.ids, Utc::now()),
-        )
-        .await?;
+        outbox.settle(&claim.txn, &self.shape, &claim.ids).await?;
         let settled_in = settling.elapsed();
         claim.txn.commit().await?;
         tracing::debug!(
@@ -511,7 +515,7 @@ impl Claimer {
             });
         }
         let ids: Vec<String> = found.into_iter().map(|(id, _)| id).collect();
-        execute(conn, table.settle(&self.shape, &ids, Utc::now())).await?;
+        outbox.settle(conn, &self.shape, &ids).await?;
         Ok(ids.len())
     }
 
@@ -545,7 +549,7 @@ impl Claimer {
         })
         .await
         .map_err(|_| PollError::ClaimTimeout(bound))??;
-        execute(&outbox.db, table.settle(&shape, &ids, Utc::now())).await?;
+        outbox.settle(&outbox.db, &shape, &ids).await?;
         Ok(rows)
     }
 

@@ -55,6 +55,51 @@ impl Table {
         Some((format!("{id} {any}"), vec![Value::from(pg_array(ids))]))
     }
 
+    /// `ids` in runs, each small enough that a statement naming one run (a settle, a delete, a
+    /// fetch) leaves in one write on the wire; SQLite (no network) takes them in one run.
+    ///
+    /// Why: sqlx 0.9 leaves Nagle's algorithm on (sqlx #4335). Over TLS a longer statement goes
+    /// out as several records, one write each; the second waits for the server to acknowledge
+    /// the first, which the server's kernel delays by 40 ms, since nothing else is sent back
+    /// before the whole statement is in. A 1000-id settle of `uuid`s (37 KB) took 50 ms so,
+    /// 6 ms of it in PostgreSQL. The runs are settled in the claim's transaction, so a batch
+    /// is still settled whole or not at all.
+    pub fn runs<'i>(&self, ids: &'i [String]) -> impl Iterator<Item = &'i [String]> {
+        // Plaintext per write, below a TLS record's 16 KiB, with room for the statement's text
+        // and the protocol's framing.
+        const BUDGET: usize = 12 * 1024;
+        // What an id costs in the statement: its text and separators, or on MariaDB without a
+        // unique `id` index one `DELETE ... X'<hex>'` statement per id (see `Table::delete`).
+        let statement = 64 + self.qualified().len();
+        let mysql = self.backend == DbBackend::MySql;
+        let per_id = move |id: &String| match mysql {
+            true => 2 * id.len() + statement,
+            false => id.len() + 8,
+        };
+        let sqlite = self.backend == DbBackend::Sqlite;
+        let mut rest = ids;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let mut end = rest.len();
+            if !sqlite {
+                let mut bytes = 0;
+                end = rest
+                    .iter()
+                    .position(|id| {
+                        bytes += per_id(id);
+                        bytes > BUDGET
+                    })
+                    .unwrap_or(rest.len())
+                    .max(1);
+            }
+            let (run, after) = rest.split_at(end);
+            rest = after;
+            Some(run)
+        })
+    }
+
     /// The claim: the oldest pending rows by the sequence the database assigned at INSERT,
     /// never by a client clock. On PostgreSQL and MariaDB the rows are locked `FOR UPDATE SKIP
     /// LOCKED` by the claiming transaction; rows of transactions not yet committed are invisible
@@ -517,6 +562,64 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    /// Every run's statement fits one TLS record (16 KiB, text and values), the runs keep the
+    /// ids and their order, and an id past the budget still goes, alone.
+    #[test]
+    fn ids_go_in_runs_that_each_fit_one_write() {
+        let uuids: Vec<String> = (0..1000)
+            .map(|i| format!("0190a0b2-0000-7000-8000-{i:012}"))
+            .collect();
+        let bytes = |s: &Statement| {
+            let values = s.values.as_ref().map_or(0, |values| {
+                values
+                    .0
+                    .iter()
+                    .map(|v| match v {
+                        Value::String(Some(text)) => text.len(),
+                        _ => 8,
+                    })
+                    .sum()
+            });
+            s.sql.len() + values
+        };
+        let mut unique = shape(Some("uuid"), "`seq`");
+        unique.id_unique = true;
+        let backends = [
+            (
+                Table::new(DbBackend::Postgres, None, "outbox", false),
+                shape(Some("uuid"), "\"seq\""),
+            ),
+            (Table::new(DbBackend::MySql, None, "outbox", false), unique),
+            (
+                Table::new(DbBackend::MySql, None, "outbox", false),
+                shape(None, "`seq`"),
+            ),
+            (
+                Table::new(DbBackend::MySql, None, "outbox", true),
+                shape(None, "`seq`"),
+            ),
+        ];
+        for (table, shape) in &backends {
+            let runs: Vec<&[String]> = table.runs(&uuids).collect();
+            assert!(runs.len() > 1, "{:?}: {} run(s)", table.backend, runs.len());
+            assert_eq!(runs.concat(), uuids);
+            for run in &runs {
+                let settle = table.settle(shape, run, Utc::now());
+                assert!(bytes(&settle) < 16 * 1024, "{}", bytes(&settle));
+                let fetch = table.fetch(shape, run);
+                assert!(bytes(&fetch) < 16 * 1024, "{}", bytes(&fetch));
+            }
+        }
+        let pg = &backends[0].0;
+        let long = vec!["x".repeat(20_000), "y".to_owned()];
+        let runs: Vec<&[String]> = pg.runs(&long).collect();
+        assert_eq!(runs, vec![&long[..1], &long[1..]]);
+        assert_eq!(pg.runs(&[]).count(), 0);
+        // No network: one run, so a settle outside a transaction stays one statement.
+        let lite = Table::new(DbBackend::Sqlite, None, "outbox", false);
+        assert_eq!(lite.runs(&uuids).count(), 1);
     }
 
     #[test]
