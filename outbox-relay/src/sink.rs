@@ -842,10 +842,6 @@ fn client_config(config: &KafkaConfig) -> ClientConfig {
         // under Debezium, so switching relays keeps each aggregate on one partition, in order.
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
-        // TCP_NODELAY, as Java's Kafka client (Debezium's) sets it: with Nagle's algorithm
-        // on, librdkafka's default, a produce request waits on the socket until the broker
-        // acknowledged the one before (BENCHMARKS.md, "Performance, round 2, part 3").
-        .set("socket.nagle.disable", "true")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")
         // No local delivery timeout, as Kafka Connect sets for Debezium

@@ -9,8 +9,8 @@
 //!   again (duplicates, which consumers drop by the `id` header). No row is ever skipped.
 //! - **Per-aggregate order.** One relay ships at a time (`leader`); a batch is shipped in the
 //!   order of a sequence the database assigns at INSERT (`seq`, or SQLite's rowid; see
-//!   `shape`), and batches are shipped and settled in claim order (on PostgreSQL and MariaDB a
-//!   second batch is claimed while the first waits for Kafka; see `session`). Never by
+//!   `shape`), and batches are shipped and settled in claim order (on PostgreSQL a second batch
+//!   is claimed while the first waits for Kafka; see `session`). Never by
 //!   `timestamp`, a client clock:
 //!   writers that lock an aggregate's row before inserting its event insert, hence number, its
 //!   events in commit order.
