@@ -66,34 +66,36 @@ impl Table {
     /// is still settled whole or not at all.
     pub fn runs<'i>(&self, ids: &'i [String]) -> impl Iterator<Item = &'i [String]> {
         // Plaintext per write, below a TLS record's 16 KiB, with room for the statement's text
-        // and the protocol's framing.
-        const BUDGET: usize = 12 * 1024;
+        // and the protocol's framing; no bound on SQLite.
+        let budget = match self.backend {
+            DbBackend::Sqlite => usize::MAX,
+            _ => 12 * 1024,
+        };
         // What an id costs in the statement: its text and separators, or on MariaDB without a
         // unique `id` index one `DELETE ... X'<hex>'` statement per id (see `Table::delete`).
         let statement = 64 + self.qualified().len();
         let mysql = self.backend == DbBackend::MySql;
-        let per_id = move |id: &String| match mysql {
-            true => 2 * id.len() + statement,
-            false => id.len() + 8,
+        let per_id = move |id: &String| {
+            if mysql {
+                2 * id.len() + statement
+            } else {
+                id.len() + 8
+            }
         };
-        let sqlite = self.backend == DbBackend::Sqlite;
         let mut rest = ids;
         std::iter::from_fn(move || {
             if rest.is_empty() {
                 return None;
             }
-            let mut end = rest.len();
-            if !sqlite {
-                let mut bytes = 0;
-                end = rest
-                    .iter()
-                    .position(|id| {
-                        bytes += per_id(id);
-                        bytes > BUDGET
-                    })
-                    .unwrap_or(rest.len())
-                    .max(1);
-            }
+            let mut bytes = 0usize;
+            let end = rest
+                .iter()
+                .position(|id| {
+                    bytes = bytes.saturating_add(per_id(id));
+                    bytes > budget
+                })
+                .unwrap_or(rest.len())
+                .max(1);
             let (run, after) = rest.split_at(end);
             rest = after;
             Some(run)
