@@ -455,6 +455,10 @@ struct Session<'p, 'c, S: Source, D: DeliveryPolicy> {
     /// Delivered in the open Kafka transaction, counted at its commit.
     uncounted: Vec<Counted>,
     rebuild_producer: bool,
+    /// A transaction of a source that waits for acknowledgements
+    /// ([`Source::awaits_acknowledgements`]) was produced since the last [`KafkaSink::nudge`]:
+    /// once the source has nothing more to read, the producer sends it without its linger.
+    nudge_due: bool,
     /// Whether every delivery came back at the end.
     drained: bool,
 }
@@ -612,6 +616,7 @@ impl<'c> Pipeline<'c> {
                 held: Vec::new(),
                 skipped: 0,
                 idle_recheck: None,
+                nudge_due: false,
                 uncounted: Vec::new(),
                 rebuild_producer: false,
                 drained: true,
@@ -737,6 +742,12 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
                         reported = Instant::now();
                         self.report();
                     }
+                }
+                // Last of the biased arms: taken only when no report is in and the source has
+                // nothing to read (or the window is full), so it never splits a drain's batches.
+                _ = std::future::ready(()), if self.nudge_due => {
+                    self.nudge_due = false;
+                    self.sink.nudge();
                 }
             }
         }
@@ -968,6 +979,7 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
                     // position but are no batch.
                     if events > 0 {
                         self.pipeline.metrics.transaction_read(events);
+                        self.nudge_due = self.source.awaits_acknowledgements();
                     }
                     let moved = self.position.commit(tx, end);
                     self.moved(moved);

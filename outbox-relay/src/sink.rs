@@ -528,6 +528,8 @@ const REPORT_BATCH: usize = 1024;
 /// one's. [`KafkaSink::send`] keeps a future per message for the few callers that await one
 /// message at a time.
 pub struct KafkaSink {
+    /// First, so that it is dropped first: its thread's producer clone goes before the sink's.
+    nudger: Nudger,
     producer: ThreadedProducer<SinkContext>,
     refusal: Arc<Mutex<Option<Refusal>>>,
     /// The delivery reports of [`KafkaSink::produce`]'s messages. Locked only by the one task
@@ -541,6 +543,70 @@ pub struct KafkaSink {
     /// Whether batches are compressed: an event's size on the wire is then not known before it
     /// is sent, and only the broker judges it.
     compressed: bool,
+}
+
+/// How long a nudge holds librdkafka's flushing flag at most: the linger it cuts short.
+const NUDGE_BOUND_MS: i32 = 5;
+
+/// Sends the batches that linger at once, when the caller has nothing more to add to them.
+///
+/// `linger.ms` lets a batch fill while events stream in; once a source transaction's events
+/// are all produced and the source has nothing more to read, waiting it out only delays them
+/// (it was the floor of the commit-to-consumer latency at a low rate). librdkafka skips the
+/// linger while a flush is under way (`rd_kafka_flush` raises the producer's flushing flag,
+/// wakes the broker threads and waits for the queued messages' reports). So a nudge is a
+/// flush bounded by [`NUDGE_BOUND_MS`], on a thread of its own so that the caller never
+/// blocks; nudges asked for while one runs make one more at most. rdkafka's own `flush` holds
+/// the flag only for an instant per call, which a broker thread on a busy machine misses.
+struct Nudger {
+    ask: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Nudger {
+    fn start(producer: ThreadedProducer<SinkContext>) -> Result<Nudger, KafkaError> {
+        let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("outbox-nudge".into())
+            .spawn(move || {
+                while asked.recv().is_ok() {
+                    // SAFETY: the handle is the producer's own, alive as long as `producer`
+                    // (a clone sharing it) is; librdkafka's flush may run on any thread, and
+                    // with event-mode delivery reports (rdkafka's) it only waits.
+                    unsafe {
+                        rdkafka::bindings::rd_kafka_flush(
+                            producer.client().native_ptr(),
+                            NUDGE_BOUND_MS,
+                        );
+                    }
+                }
+            })
+            .map_err(|error| {
+                KafkaError::ClientCreation(format!("starting the producer's nudge thread: {error}"))
+            })?;
+        Ok(Nudger {
+            ask: Some(ask),
+            thread: Some(thread),
+        })
+    }
+
+    fn nudge(&self) {
+        if let Some(ask) = &self.ask {
+            // Full: a nudge is already asked for, and it covers this one.
+            let _ = ask.try_send(());
+        }
+    }
+}
+
+impl Drop for Nudger {
+    /// Stops the thread before the producer goes, so that the producer is destroyed where the
+    /// sink is dropped, not on the nudge thread.
+    fn drop(&mut self) {
+        self.ask = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The size limits Kafka enforces on record batches, as read from the cluster.
@@ -990,8 +1056,10 @@ impl KafkaSink {
                 .get(key)
                 .is_some_and(|codec| !codec.trim().eq_ignore_ascii_case("none"))
         });
+        let producer: ThreadedProducer<SinkContext> = client.create_with_context(context)?;
         Ok(KafkaSink {
-            producer: client.create_with_context(context)?,
+            nudger: Nudger::start(producer.clone())?,
+            producer,
             refusal,
             reports: Mutex::new(receiver),
             awaited: AtomicUsize::new(0),
@@ -1192,6 +1260,12 @@ impl KafkaSink {
             record = record.timestamp(timestamp);
         }
         Ok(record)
+    }
+
+    /// Sends what lingers in the producer's batches now, without waiting for the linger or
+    /// blocking (see [`Nudger`]): for when nothing more is coming for a while.
+    pub fn nudge(&self) {
+        self.nudger.nudge();
     }
 
     /// Waits up to `timeout` for everything queued to be delivered.

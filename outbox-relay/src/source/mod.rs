@@ -149,6 +149,15 @@ pub trait Source: Send {
     fn lag_bytes(&self) -> Option<u64> {
         None
     }
+
+    /// Whether the source, after a transaction, may wait for Kafka to acknowledge its events
+    /// before it yields more (`poll`'s batches). The pipeline then has the producer send them
+    /// at once ([`crate::sink::KafkaSink::nudge`]) instead of after its linger, which such a
+    /// source would otherwise wait out once per batch. A log-tailing source reads on
+    /// regardless: its events keep the linger, which lets a batch fill.
+    fn awaits_acknowledgements(&self) -> bool {
+        false
+    }
 }
 
 /// A source position as the exactly-once mode stores it in Kafka, beside the events it ends

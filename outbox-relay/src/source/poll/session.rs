@@ -198,6 +198,12 @@ impl Source for PollSession {
         self.acknowledged.send_replace(position.number);
     }
 
+    /// A batch is settled only once acknowledged, and with its batches out ([`Claimer::depth`])
+    /// the task waits for that before it claims more.
+    fn awaits_acknowledgements(&self) -> bool {
+        true
+    }
+
     /// Lets the task settle an acknowledged batch (bounded by `claim_timeout`, as every claim
     /// is), then ends it.
     async fn close(mut self) {
