@@ -545,39 +545,61 @@ pub struct KafkaSink {
     compressed: bool,
 }
 
-/// How long a nudge holds librdkafka's flushing flag at most: the linger it cuts short.
-const NUDGE_BOUND_MS: i32 = 5;
+/// The longest single wait of a nudge's flush: a sink being dropped waits no longer for its
+/// nudge thread.
+const NUDGE_SLICE: Duration = Duration::from_millis(10);
 
 /// Sends the batches that linger at once, when the caller has nothing more to add to them.
 ///
 /// `linger.ms` lets a batch fill while events stream in; once a source transaction's events
-/// are all produced and the source has nothing more to read, waiting it out only delays them
-/// (it was the floor of the commit-to-consumer latency at a low rate). librdkafka skips the
-/// linger while a flush is under way (`rd_kafka_flush` raises the producer's flushing flag,
-/// wakes the broker threads and waits for the queued messages' reports). So a nudge is a
-/// flush bounded by [`NUDGE_BOUND_MS`], on a thread of its own so that the caller never
-/// blocks; nudges asked for while one runs make one more at most. rdkafka's own `flush` holds
-/// the flag only for an instant per call, which a broker thread on a busy machine misses.
+/// are all produced and the source waits for their acknowledgement, waiting out the linger
+/// only delays them. librdkafka skips the linger while a flush is under way (`rd_kafka_flush`
+/// raises the producer's flushing flag, wakes the broker threads and waits for the queued
+/// messages' reports). So a nudge is a flush, on a thread of its own so that the caller never
+/// blocks, until everything produced is delivered and for at most the producer's linger: no
+/// message waits longer than it would have without the nudge. Holding the flag that long, and
+/// not an instant, matters: a message of a topic whose partitions are not known yet joins a
+/// partition's queue only when the metadata comes (rdkafka's own `flush` raises the flag for an
+/// instant per call, which that message, or a broker thread on a busy machine, misses). Nudges
+/// asked for while one runs make one more at most.
 struct Nudger {
     ask: Option<std::sync::mpsc::SyncSender<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Nudger {
-    fn start(producer: ThreadedProducer<SinkContext>) -> Result<Nudger, KafkaError> {
+    fn start(
+        producer: ThreadedProducer<SinkContext>,
+        linger: Duration,
+    ) -> Result<Nudger, KafkaError> {
         let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("outbox-nudge".into())
             .spawn(move || {
                 while asked.recv().is_ok() {
-                    // SAFETY: the handle is the producer's own, alive as long as `producer`
-                    // (a clone sharing it) is; librdkafka's flush may run on any thread, and
-                    // with event-mode delivery reports (rdkafka's) it only waits.
-                    unsafe {
-                        rdkafka::bindings::rd_kafka_flush(
-                            producer.client().native_ptr(),
-                            NUDGE_BOUND_MS,
-                        );
+                    let until = std::time::Instant::now() + linger;
+                    while !stopping.load(Ordering::Relaxed) {
+                        let left = until.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        let slice = i32::try_from(left.min(NUDGE_SLICE).as_millis()).unwrap_or(1);
+                        // SAFETY: the handle is the producer's own, alive as long as
+                        // `producer` (a clone sharing it) is; librdkafka's flush may run on any
+                        // thread, and with event-mode delivery reports (rdkafka's) it only
+                        // waits.
+                        let flushed = unsafe {
+                            rdkafka::bindings::rd_kafka_flush(
+                                producer.client().native_ptr(),
+                                slice.max(1),
+                            )
+                        };
+                        if flushed == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                            break;
+                        }
                     }
                 }
             })
@@ -586,6 +608,7 @@ impl Nudger {
             })?;
         Ok(Nudger {
             ask: Some(ask),
+            stop,
             thread: Some(thread),
         })
     }
@@ -598,10 +621,24 @@ impl Nudger {
     }
 }
 
+/// The producer's linger as configured (`linger.ms`, or its alias `queue.buffering.max.ms`),
+/// else librdkafka's default of 5 ms.
+fn linger_of(client: &ClientConfig) -> Duration {
+    ["linger.ms", "queue.buffering.max.ms"]
+        .iter()
+        .find_map(|key| client.get(key))
+        .and_then(|ms| ms.trim().parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .map_or(Duration::from_millis(5), |ms| {
+            Duration::from_secs_f64(ms / 1000.0)
+        })
+}
+
 impl Drop for Nudger {
-    /// Stops the thread before the producer goes, so that the producer is destroyed where the
-    /// sink is dropped, not on the nudge thread.
+    /// Stops the thread (within a [`NUDGE_SLICE`]) before the producer goes, so that the
+    /// producer is destroyed where the sink is dropped, not on the nudge thread.
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
         self.ask = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -1058,7 +1095,7 @@ impl KafkaSink {
         });
         let producer: ThreadedProducer<SinkContext> = client.create_with_context(context)?;
         Ok(KafkaSink {
-            nudger: Nudger::start(producer.clone())?,
+            nudger: Nudger::start(producer.clone(), linger_of(&client))?,
             producer,
             refusal,
             reports: Mutex::new(receiver),
@@ -1745,6 +1782,44 @@ mod tests {
     /// Every message produced under a tag is reported once under it, in batches, on the channel;
     /// a message sent with `send` resolves its own future and is not reported there. (librdkafka's
     /// mock cluster: this checks the bookkeeping, not Kafka.)
+    #[tokio::test]
+    async fn a_nudge_sends_what_lingers_without_waiting_out_the_linger() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = KafkaConfig {
+            brokers: Some(cluster.bootstrap_servers()),
+            ..KafkaConfig::default()
+        };
+        // Ten minutes: without a nudge the message stays in its batch past the test's bound.
+        config
+            .properties
+            .insert("linger.ms".into(), "600000".into());
+        let sink = KafkaSink::new(&config).unwrap_or_else(|e| panic!("{e}"));
+        let message = KafkaMessage {
+            topic: "outbox.event.Order".into(),
+            partition: None,
+            timestamp: None,
+            key: Some(b"order-1".to_vec()),
+            value: Some(b"{}".to_vec()),
+            headers: Vec::new(),
+        };
+        sink.produce(&message, 1).unwrap_or_else(|e| panic!("{e}"));
+        let mut reports = Vec::new();
+        let lingering =
+            tokio::time::timeout(Duration::from_millis(500), sink.reports(&mut reports)).await;
+        assert!(
+            lingering.is_err(),
+            "delivered before any nudge: {reports:?}"
+        );
+        // One nudge: it holds librdkafka's flushing flag until the message is delivered.
+        sink.nudge();
+        let delivered =
+            tokio::time::timeout(Duration::from_secs(30), sink.reports(&mut reports)).await;
+        assert!(matches!(delivered, Ok(Ok(()))), "{delivered:?}");
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].tag, 1);
+        assert!(reports[0].outcome.is_ok(), "{:?}", reports[0].outcome);
+    }
+
     #[tokio::test]
     async fn each_tag_is_reported_once_and_awaited_sends_resolve_their_own_future() {
         let cluster = rdkafka::mocking::MockCluster::new(1).unwrap_or_else(|e| panic!("{e}"));

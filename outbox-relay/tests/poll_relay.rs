@@ -53,6 +53,45 @@ async fn delivers_sqlite() {
     delivers(Backend::Sqlite).await;
 }
 
+/// A shipped batch is all the source yields until Kafka acknowledges it, so it leaves at once
+/// instead of waiting out the producer's `linger.ms`: with a linger of ten minutes, 150 events in
+/// three claims still arrive within the test's bound.
+async fn batches_leave_without_the_linger(db: Backend) {
+    let fx = PollFixture::new(db, "poll_linger").await;
+    fx.setup(fx.config()).await;
+    let mut config = fx.config();
+    config.source.poll.batch_size = 50;
+    config
+        .kafka
+        .properties
+        .insert("linger.ms".into(), "600000".into());
+    let written = fx.write(&events("order", 3, 150)).await;
+    let relay = InProcess::start(config).await;
+    let mut reader = Reader::new(&[&fx.topic()]);
+    reader
+        .read_until(WAIT, |m| m.len() >= written.len(), || format!("{db:?}"))
+        .await;
+    fx.wait_empty(WAIT).await;
+    relay.stop().await;
+    assert_eq!(check_delivery(&written, &reader.messages, &fx.topic()), 0);
+    fx.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_leave_without_the_linger_postgres() {
+    batches_leave_without_the_linger(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_leave_without_the_linger_mariadb() {
+    batches_leave_without_the_linger(Backend::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_leave_without_the_linger_sqlite() {
+    batches_leave_without_the_linger(Backend::Sqlite).await;
+}
+
 /// No polling gap: a transaction holding an early event stays open while later transactions
 /// commit and ship; the early event is not skipped — it ships once its transaction commits.
 /// (SQLite serializes writers, so a later transaction cannot commit past an open one there.)
