@@ -628,10 +628,8 @@ fn linger_of(client: &ClientConfig) -> Duration {
         .iter()
         .find_map(|key| client.get(key))
         .and_then(|ms| ms.trim().parse::<f64>().ok())
-        .filter(|ms| ms.is_finite() && *ms >= 0.0)
-        .map_or(Duration::from_millis(5), |ms| {
-            Duration::from_secs_f64(ms / 1000.0)
-        })
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+        .unwrap_or(Duration::from_millis(5))
 }
 
 impl Drop for Nudger {

@@ -315,9 +315,8 @@ impl Outbox {
             if ids.is_empty() {
                 return Ok(());
             }
-            for run in self.table.runs(&ids) {
-                execute(&self.db, self.table.delete(shape, run)).await?;
-            }
+            self.in_runs(&self.db, &ids, |run| self.table.delete(shape, run))
+                .await?;
             tracing::info!(rows = ids.len(), "purged relayed rows past the retention");
         }
     }
@@ -383,8 +382,19 @@ impl Outbox {
         ids: &[String],
     ) -> Result<(), DbErr> {
         let now = Utc::now();
+        self.in_runs(conn, ids, |run| self.table.settle(shape, run, now))
+            .await
+    }
+
+    /// Runs `statement` of each run of `ids` (see [`Table::runs`]) in `conn`, in order.
+    async fn in_runs<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        ids: &[String],
+        statement: impl Fn(&[String]) -> sea_orm::Statement,
+    ) -> Result<(), DbErr> {
         for run in self.table.runs(ids) {
-            execute(conn, self.table.settle(shape, run, now)).await?;
+            execute(conn, statement(run)).await?;
         }
         Ok(())
     }
