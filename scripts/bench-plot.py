@@ -56,7 +56,13 @@ def p1_table(d, contenders, res):
     print(f"\n## P1 backlog drain (run {os.path.basename(os.path.normpath(d))})\n")
     print("Events/s from the process launch (L: from connecting / from the first send) until all N "
           "are acknowledged in Kafka (wal-read: read and confirmed); the 1-minute load average at each "
-          "measurement's start in parentheses.\n")
+          "measurement's start in parentheses.")
+    settings = os.path.join(d, "settings.json")
+    if os.path.exists(settings):
+        with open(settings) as f:
+            res["settings"] = json.load(f)
+        print(f"Every PostgreSQL client connected with sslmode={res['settings']['pg_sslmode']} (--pg-sslmode).")
+    print()
     print("| contender | runs (events/s; load) | median events/s | median drain-only events/s | peak RSS MB (median) | CPU s / M events (median) | walsender CPU s / M rows (median) |")
     print("|---|---|---|---|---|---|---|")
     for name, runs in contenders.items():

@@ -830,7 +830,7 @@ async fn binlog_read(args: &Args) -> Result<(), BoxError> {
 }
 
 async fn wal_read(args: &Args) -> Result<(), BoxError> {
-    use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+    use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent};
 
     let slot = args.str("--slot")?;
     let publication = args.str("--publication")?;
@@ -841,32 +841,22 @@ async fn wal_read(args: &Args) -> Result<(), BoxError> {
     let clk_tck = args.num("--clk-tck", 100)?;
     let timeout = Duration::from_secs(args.num("--timeout", 600)?);
     let raw = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
-    let url = url::Url::parse(&raw).map_err(|e| format!("DATABASE_URL: {e}"))?;
-    if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err("DATABASE_URL must be postgres://…".into());
-    }
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let host = url.host_str().ok_or("DATABASE_URL has no host")?.to_owned();
-    let database = url.path().trim_start_matches('/');
-    if database.is_empty() {
-        return Err("DATABASE_URL names no database".into());
-    }
+    // Parsed as the relay parses it, TLS included (`sslmode`): the limit and the relay it is
+    // compared with read over the same transport.
+    let target = outbox_relay::connection::PgTarget::parse(&raw)
+        .map_err(|e| format!("DATABASE_URL: {}", e.0))?;
     // Quoted, as the relay passes it: pgoutput folds an unquoted name to lower case.
     let quoted_publication = format!("\"{}\"", publication.replace('"', "\"\""));
     let config = ReplicationConfig::new(
-        host,
-        decode(url.username()),
-        decode(url.password().unwrap_or("")),
-        decode(database),
+        target.host.clone(),
+        target.user.clone(),
+        target.password.clone(),
+        target.database.clone(),
         slot.clone(),
         quoted_publication,
     )
-    .with_port(url.port().unwrap_or(5432))
-    .with_tls(TlsConfig::disabled())
+    .with_port(target.port)
+    .with_tls(target.replication_tls())
     .with_status_interval(Duration::from_millis(100))
     .with_buffer_size(8192)
     .with_application_name(format!("bench wal-read {slot}"));

@@ -20,7 +20,35 @@ bench_services() {
   fi
   # shellcheck disable=SC1090
   . "$envf"
+  # One transport for every PostgreSQL client of a benchmark (scripts/bench --pg-sslmode): the
+  # walsender encrypts what it streams under TLS, so contenders on different transports would
+  # not be compared on equal terms.
+  if [[ -n ${BENCH_PG_SSLMODE:-} ]]; then
+    DATABASE_URL=$(bench_url_sslmode "$DATABASE_URL" "$BENCH_PG_SSLMODE")
+  fi
   PSQL=(psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -At)
+}
+
+# bench_url_sslmode URL MODE: URL with libpq's sslmode set to MODE (any sslmode it had replaced)
+bench_url_sslmode() {
+  local url=$1 mode=$2 base query='' kept=() p
+  [[ $mode =~ ^(disable|prefer|require)$ ]] || bench_die "sslmode '$mode' is not disable, prefer or require"
+  base=${url%%\?*}
+  [[ $url == *\?* ]] && query=${url#*\?}
+  local IFS='&'
+  for p in $query; do [[ $p == sslmode=* ]] || kept+=("$p"); done
+  kept+=("sslmode=$mode")
+  printf '%s?%s\n' "$base" "${kept[*]}"
+}
+
+# bench_url_param URL NAME DEFAULT: the value of query parameter NAME in URL, else DEFAULT
+bench_url_param() {
+  local p
+  local IFS='&'
+  [[ $1 == *\?* ]] && for p in ${1#*\?}; do
+    [[ $p == "$2"=* ]] && { printf '%s\n' "${p#*=}"; return; }
+  done
+  printf '%s\n' "$3"
 }
 
 # bench_sql SQL...: run statements, fail loudly naming PostgreSQL
