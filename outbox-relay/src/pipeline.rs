@@ -1123,7 +1123,7 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
         let metrics = &self.pipeline.metrics;
         match report.outcome {
             Ok(()) => {
-                let counted = dead_letter.map(|reason| (reason, origin.value));
+                let counted = dead_letter.map(|reason| (reason, origin.value.to_string()));
                 if self.policy.transactional() {
                     self.uncounted.push(counted);
                 } else {

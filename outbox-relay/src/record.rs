@@ -17,7 +17,37 @@ pub type ColumnName = Arc<str>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     pub header: &'static str,
-    pub value: String,
+    pub value: OriginValue,
+}
+
+/// Where an event was read, kept as the source has it and printed only when it is shown (a
+/// dead letter's header): a WAL position costs no text per event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginValue {
+    Text(String),
+    /// A WAL position, shown as PostgreSQL prints an LSN: `X/Y`.
+    Wal(u64),
+}
+
+impl std::fmt::Display for OriginValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OriginValue::Text(text) => f.write_str(text),
+            OriginValue::Wal(lsn) => write!(f, "{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF),
+        }
+    }
+}
+
+impl From<String> for OriginValue {
+    fn from(text: String) -> Self {
+        OriginValue::Text(text)
+    }
+}
+
+impl From<&str> for OriginValue {
+    fn from(text: &str) -> Self {
+        OriginValue::Text(text.to_owned())
+    }
 }
 
 /// One column value of an outbox row. Text columns arrive as text (PostgreSQL's text form, so a
@@ -181,7 +211,7 @@ mod tests {
             serde_json::from_slice(content).unwrap_or_else(|e| panic!("{e}"));
         let origin = Origin {
             header: "dlq.source.lsn",
-            value: "0/1".to_owned(),
+            value: "0/1".into(),
         };
         OutboxRecord::from_event(origin, event)
             .columns

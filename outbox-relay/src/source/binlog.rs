@@ -834,7 +834,7 @@ impl BinlogSource {
     fn origin(&self, start: u64) -> Origin {
         Origin {
             header: ORIGIN_HEADER,
-            value: format!("{}:{start}", self.read.file),
+            value: format!("{}:{start}", self.read.file).into(),
         }
     }
 

@@ -618,7 +618,7 @@ mod tests {
             record: OutboxRecord {
                 origin: Origin {
                     header: "dlq.source.table",
-                    value: "outbox".to_owned(),
+                    value: "outbox".into(),
                 },
                 columns: vec![("id".into(), Some(ColumnValue::Text(format!("e{seq}"))))],
             },

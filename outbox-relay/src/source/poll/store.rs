@@ -243,7 +243,7 @@ impl Table {
             // A polled row has no log position; its table names where it came from.
             origin: Origin {
                 header: "dlq.source.table",
-                value: self.key(),
+                value: self.key().into(),
             },
             columns: shape
                 .columns

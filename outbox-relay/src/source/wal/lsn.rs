@@ -1,6 +1,6 @@
 //! The `wal` source's position.
 
-use crate::record::Origin;
+use crate::record::{Origin, OriginValue};
 
 /// A WAL position (PostgreSQL's LSN), shown as PostgreSQL prints it: `X/Y`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -8,7 +8,7 @@ pub struct Lsn(pub u64);
 
 impl std::fmt::Display for Lsn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+        OriginValue::Wal(self.0).fmt(f)
     }
 }
 
@@ -40,7 +40,27 @@ impl Lsn {
     pub fn origin(self) -> Origin {
         Origin {
             header: "dlq.source.lsn",
-            value: self.to_string(),
+            value: OriginValue::Wal(self.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lsn;
+
+    #[test]
+    fn an_origin_shows_the_position_as_postgres_prints_it() {
+        for (lsn, shown) in [
+            (0x1_0000_00A0, "1/A0"),
+            (0, "0/0"),
+            (u64::MAX, "FFFFFFFF/FFFFFFFF"),
+        ] {
+            let origin = Lsn(lsn).origin();
+            assert_eq!(origin.header, "dlq.source.lsn");
+            assert_eq!(origin.value.to_string(), shown);
+            assert_eq!(Lsn(lsn).to_string(), shown);
+            assert_eq!(Lsn::parse(shown), Some(Lsn(lsn)));
         }
     }
 }
