@@ -6,8 +6,8 @@
 //! inserts the event carrying the counter, holds a random while, and commits. So the counter is
 //! the commit order of the aggregate's events. Half the writers leave `timestamp` to the
 //! database (PostgreSQL's `now()` is the transaction's start, which can precede a transaction
-//! that commits first), the others write it from clocks skewed by +2 s or -2 s. Kafka must show
-//! each aggregate's events in counter order.
+//! that commits first), the others write it from clocks that step between +2 s and -2 s from one
+//! transaction to the next. Kafka must show each aggregate's events in counter order.
 
 mod common;
 mod poll_support;
@@ -189,14 +189,16 @@ async fn kafka_order_is_commit_order(db: Backend) {
         let fx = fx.clone();
         writers.push(tokio::spawn(async move {
             let mut dice = Dice::new(w + 1);
-            // Even writers leave `timestamp` to the database; odd ones run 2 s ahead or behind.
-            let skew = match w % 4 {
-                1 => Some(chrono::Duration::seconds(2)),
-                3 => Some(chrono::Duration::seconds(-2)),
-                _ => None,
-            };
             let mut committed = Vec::new();
-            for _ in 0..TRANSACTIONS {
+            for t in 0..TRANSACTIONS {
+                // Even writers leave `timestamp` to the database; odd ones stamp it with a clock
+                // that steps between 2 s ahead and 2 s behind from one transaction to the next
+                // (a clock corrected by NTP, say). The steps inside one writer make a later
+                // commit carry an earlier time whatever order SQLite's lock lets the writers
+                // in: with a fixed skew per writer, a run where one writer finished before the
+                // other began had no inversion at all.
+                let skew = (w % 2 == 1)
+                    .then(|| chrono::Duration::seconds(if (w / 2 + t) % 2 == 0 { 2 } else { -2 }));
                 let aggregate = format!("agg-{}", dice.below(AGGREGATES));
                 let txn = fx.db.begin().await.expect("begin");
                 // The transaction starts (PostgreSQL's `now()`) before it waits for the lock.
