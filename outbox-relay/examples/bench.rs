@@ -847,16 +847,17 @@ async fn wal_read(args: &Args) -> Result<(), BoxError> {
         .map_err(|e| format!("DATABASE_URL: {}", e.0))?;
     // Quoted, as the relay passes it: pgoutput folds an unquoted name to lower case.
     let quoted_publication = format!("\"{}\"", publication.replace('"', "\"\""));
+    let tls = target.replication_tls();
     let config = ReplicationConfig::new(
-        target.host.clone(),
-        target.user.clone(),
-        target.password.clone(),
-        target.database.clone(),
+        target.host,
+        target.user,
+        target.password,
+        target.database,
         slot.clone(),
         quoted_publication,
     )
     .with_port(target.port)
-    .with_tls(target.replication_tls())
+    .with_tls(tls)
     .with_status_interval(Duration::from_millis(100))
     .with_buffer_size(8192)
     .with_application_name(format!("bench wal-read {slot}"));
