@@ -1,7 +1,7 @@
 //! The `poll` source on the outbox tables users already have (issue 9, items 6 and 7): Debezium's
 //! documented outbox DDL (no `schemaversion`, no `timestamp`), with `uuid`, `varchar(36)` and
-//! `char(36)` ids, extra columns, and binary payloads (`bytea`, `longblob`, `varbinary`), on the
-//! real PostgreSQL and MariaDB and the real Kafka.
+//! `char(36)` ids, extra columns, binary payloads (`bytea`, `longblob`, `varbinary`), and a
+//! partitioned table, on the real PostgreSQL and MariaDB and the real Kafka.
 //!
 //! `outbox-relay setup --source poll` adds the sequence the claim orders by (rows already there
 //! are numbered too); every event then arrives once, in order per aggregate, with its payload
@@ -26,6 +26,9 @@ struct Ddl {
     payload: &'static str,
     /// Whether `payload` is binary (the test writes non-UTF-8 bytes there).
     binary: bool,
+    /// PostgreSQL: partitioned by a hash of `id` into two partitions, so rows of both sit at the
+    /// same physical places (`ctid`s) in their partitions.
+    partitioned: bool,
 }
 
 fn create(db: Backend, fx: &PollFixture, ddl: &Ddl) -> String {
@@ -33,6 +36,18 @@ fn create(db: Backend, fx: &PollFixture, ddl: &Ddl) -> String {
     let Ddl { id, payload, .. } = ddl;
     match db {
         // Debezium's documented PostgreSQL outbox, plus two columns of the user's own.
+        Backend::Postgres if ddl.partitioned => {
+            let part = |n: u32| fx.q(&format!("{}_{n}", fx.name));
+            format!(
+                "CREATE TABLE {t} (id {id} NOT NULL PRIMARY KEY, aggregatetype varchar(255) NOT NULL, \
+                 aggregateid varchar(255) NOT NULL, type varchar(255) NOT NULL, payload {payload}, \
+                 tenant text, created_at timestamptz NOT NULL DEFAULT now()) PARTITION BY HASH (id); \
+                 CREATE TABLE {} PARTITION OF {t} FOR VALUES WITH (MODULUS 2, REMAINDER 0); \
+                 CREATE TABLE {} PARTITION OF {t} FOR VALUES WITH (MODULUS 2, REMAINDER 1)",
+                part(0),
+                part(1),
+            )
+        }
         Backend::Postgres => format!(
             "CREATE TABLE {t} (id {id} NOT NULL PRIMARY KEY, aggregatetype varchar(255) NOT NULL, \
              aggregateid varchar(255) NOT NULL, type varchar(255) NOT NULL, payload {payload}, \
@@ -123,7 +138,10 @@ async fn debezium_table(db: Backend, ddl: Ddl) {
     // Rows written before the relay was ever set up are shipped too.
     let mut written = write(&fx, &ddl, 0..5).await;
     fx.setup_with_binary();
-    let relay = InProcess::start(fx.config()).await;
+    // Batches of 4: each claim leaves rows of both partitions behind, which it must not touch.
+    let mut config = fx.config();
+    config.source.poll.batch_size = 4;
+    let relay = InProcess::start(config).await;
     let mut reader = Reader::new(&[&fx.topic()]);
     written.extend(write(&fx, &ddl, 5..30).await);
     reader
@@ -192,6 +210,7 @@ async fn debezium_uuid_ids_postgres() {
         id: "uuid",
         payload: "jsonb",
         binary: false,
+        partitioned: false,
     };
     debezium_table(Backend::Postgres, ddl).await;
 }
@@ -202,6 +221,20 @@ async fn debezium_varchar_ids_postgres() {
         id: "varchar(36)",
         payload: "jsonb",
         binary: false,
+        partitioned: false,
+    };
+    debezium_table(Backend::Postgres, ddl).await;
+}
+
+/// A partitioned outbox: rows are claimed across both partitions and each ships once, in
+/// order per aggregate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn debezium_partitioned_table_postgres() {
+    let ddl = Ddl {
+        id: "uuid",
+        payload: "jsonb",
+        binary: false,
+        partitioned: true,
     };
     debezium_table(Backend::Postgres, ddl).await;
 }
@@ -212,6 +245,7 @@ async fn debezium_char_ids_mariadb() {
         id: "char(36)",
         payload: "json",
         binary: false,
+        partitioned: false,
     };
     debezium_table(Backend::MariaDb, ddl).await;
 }
@@ -222,6 +256,7 @@ async fn debezium_varchar_ids_mariadb() {
         id: "varchar(36)",
         payload: "varchar(4000)",
         binary: false,
+        partitioned: false,
     };
     debezium_table(Backend::MariaDb, ddl).await;
 }
@@ -233,6 +268,7 @@ async fn bytea_payload_ships_as_bytes_postgres() {
         id: "uuid",
         payload: "bytea",
         binary: true,
+        partitioned: false,
     };
     debezium_table(Backend::Postgres, ddl).await;
 }
@@ -243,6 +279,7 @@ async fn blob_payload_ships_as_bytes_mariadb() {
         id: "char(36)",
         payload: "longblob",
         binary: true,
+        partitioned: false,
     };
     debezium_table(Backend::MariaDb, ddl).await;
 }
@@ -253,6 +290,7 @@ async fn varbinary_payload_ships_as_bytes_mariadb() {
         id: "varchar(36)",
         payload: "varbinary(1024)",
         binary: true,
+        partitioned: false,
     };
     debezium_table(Backend::MariaDb, ddl).await;
 }

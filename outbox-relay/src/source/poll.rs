@@ -3,7 +3,9 @@
 //! Contract:
 //! - **No polling gap.** The relay keeps no cursor. Each cycle claims the oldest rows that exist
 //!   now (`ORDER BY seq ... FOR UPDATE SKIP LOCKED` in a transaction; SQLite reads as its single
-//!   writer), ships them, and deletes (or marks) them only after Kafka acknowledged every one.
+//!   writer), ships them, and deletes (or marks) them only after Kafka acknowledged every one:
+//!   on PostgreSQL the claim itself deletes the rows it locks, and the claiming transaction
+//!   commits only after the acknowledgement (`Table::deletes_at_claim`).
 //!   A row whose transaction commits late is simply still there on a later cycle.
 //! - **At least once.** A failure before the delete rolls the claim back; the rows are claimed
 //!   again (duplicates, which consumers drop by the `id` header). No row is ever skipped.
@@ -399,8 +401,12 @@ impl Outbox {
         Ok(())
     }
 
-    /// The event ids that settle `claimed`, once Kafka acknowledged it.
-    fn settle_ids(&self, claimed: &[Claimed]) -> Vec<String> {
+    /// The event ids that settle `claimed`, once Kafka acknowledged it; none where the claim
+    /// deleted its rows ([`Table::deletes_at_claim`]) and its commit is the settle.
+    fn settle_ids(&self, shape: &Shape, claimed: &[Claimed]) -> Vec<String> {
+        if self.table.deletes_at_claim(shape) {
+            return Vec::new();
+        }
         claimed
             .iter()
             .filter_map(|c| self.event_id(&c.record).map(str::to_owned))

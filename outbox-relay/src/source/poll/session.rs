@@ -365,7 +365,7 @@ impl Claimer {
         }
         let claimed_in = started.elapsed();
         let deadline = tokio::time::Instant::now() + poll.claim_timeout;
-        let ids = outbox.settle_ids(&claimed);
+        let ids = outbox.settle_ids(&shape, &claimed);
         let rows = claimed.len();
         // An error drops `txn`, which rolls the claim back: the rows stay for the next try.
         let number = tokio::time::timeout_at(deadline, self.ship(claimed))
@@ -544,7 +544,7 @@ impl Claimer {
         if claimed.is_empty() {
             return Ok(0);
         }
-        let ids = outbox.settle_ids(&claimed);
+        let ids = outbox.settle_ids(&shape, &claimed);
         let rows = claimed.len();
         // SQLite's leadership is a lease that is not renewed while a batch waits: a batch must
         // end well within it, or a standby could take over while its copies are still queued.

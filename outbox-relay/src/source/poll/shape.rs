@@ -52,6 +52,9 @@ pub(crate) struct Found {
 pub(crate) struct Catalog {
     pub columns: Vec<Found>,
     pub partitioned: bool,
+    /// PostgreSQL: the table has (or had) child tables, declarative partitions or `INHERITS`
+    /// children (`relhassubclass`), so a read of it may return rows stored in several tables.
+    pub inherited: bool,
     /// SQLite: the name under which the rowid is reachable (`rowid`, `_rowid_` or `oid`, the
     /// first that no column shadows); None when the table is `WITHOUT ROWID`.
     pub rowid: Option<&'static str>,
@@ -77,7 +80,7 @@ impl Catalog {
                 let sql = "SELECT CAST(a.attname AS TEXT), format_type(a.atttypid, a.atttypmod), \
                      t.typname = 'bytea', \
                      a.attidentity IN ('a', 'd') OR COALESCE(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', FALSE), \
-                     c.relkind = 'p', CAST(a.atttypid AS BIGINT), a.atttypmod \
+                     c.relkind = 'p', CAST(a.atttypid AS BIGINT), a.atttypmod, c.relhassubclass \
                      FROM pg_catalog.pg_attribute a \
                      JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -98,6 +101,7 @@ impl Catalog {
                             .map(|oid| (oid, row.try_get_by_index::<i32>(6).unwrap_or(-1))),
                     });
                     catalog.partitioned = row.try_get_by_index(4)?;
+                    catalog.inherited = row.try_get_by_index(7)?;
                 }
             }
             DbBackend::MySql => {
@@ -243,6 +247,10 @@ pub(crate) struct Shape {
     /// each row by its id, touching no other row: a settle may then delete a batch in one
     /// statement (see `Table::delete`).
     pub id_unique: bool,
+    /// PostgreSQL: the table's rows may live in several tables (partitions, or `INHERITS`
+    /// children), where a row's `ctid` names it only within its own (see
+    /// `Table::deletes_at_claim`).
+    pub partitioned: bool,
 }
 
 /// A column the configuration names, with the setting that names it.
@@ -371,6 +379,7 @@ impl Shape {
             sequence,
             id_type,
             id_unique,
+            partitioned: catalog.partitioned || catalog.inherited,
         })
     }
 }
@@ -515,9 +524,31 @@ mod tests {
                 found("tenant", "text", false, false),
             ],
             partitioned: false,
+            inherited: false,
             rowid: None,
             unique: vec!["id".to_owned()],
         }
+    }
+
+    /// A table whose rows may live in several tables (partitions, or `INHERITS` children) is
+    /// not claimed by `ctid`, which names a row only within its own table.
+    #[test]
+    fn rows_in_several_tables_are_not_claimed_by_ctid() {
+        let table = Table::new(DbBackend::Postgres, None, "outbox", false);
+        let wanted = Wanted::new(&kafka(), &[]);
+        let mut catalog = debezium("uuid", ("jsonb", false));
+        catalog.columns.push(found("seq", "bigint", false, true));
+        let deletes = |catalog: &Catalog| {
+            Shape::check(&table, catalog, &wanted)
+                .map(|shape| table.deletes_at_claim(&shape))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(deletes(&catalog), Ok(true));
+        catalog.inherited = true;
+        assert_eq!(deletes(&catalog), Ok(false));
+        catalog.inherited = false;
+        catalog.partitioned = true;
+        assert_eq!(deletes(&catalog), Ok(false));
     }
 
     #[test]
