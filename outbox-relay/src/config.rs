@@ -338,10 +338,11 @@ pub struct KafkaConfig {
     /// The dead-letter topic for events Kafka refuses for good (too large, invalid topic).
     #[serde(default = "default_dlq")]
     pub dead_letter_topic: String,
-    /// Most events awaiting a Kafka acknowledgement before the source pauses. Default 10,000:
-    /// ~70 ms of work at full speed, far more than the producer's linger and the broker's ack
-    /// need; a larger window only grows the heap (BENCHMARKS.md: 100,000 was slower and used
-    /// 84 MB instead of 33 MB).
+    /// Most events awaiting a Kafka acknowledgement before the source pauses. Default 6,000:
+    /// ~60 ms of work at full speed, far more than the producer's linger and the broker's ack
+    /// need; a larger window only grows the heap, by ~0.6 KB per event (BENCHMARKS.md: 100,000
+    /// was slower and used 84 MB instead of 33 MB; 10,000 drained no faster than 6,000 and
+    /// peaked 2–3 MB higher; 4,000 drained slower).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// librdkafka properties, passed through as they are (TLS and SASL go here:
@@ -409,7 +410,7 @@ fn default_dlq() -> String {
     "outbox.dlq".into()
 }
 fn default_max_in_flight() -> usize {
-    10_000
+    6_000
 }
 
 impl Default for KafkaConfig {
