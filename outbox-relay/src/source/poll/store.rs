@@ -150,17 +150,18 @@ impl Table {
     }
 
     /// Whether the claim deletes its rows (PostgreSQL, delete mode, a table that is neither
-    /// partitioned nor a parent of `INHERITS` children), so that nothing is left to settle after Kafka's acknowledgement but the
-    /// claiming transaction's commit.
+    /// partitioned nor a parent of `INHERITS` children), so that nothing is left to settle
+    /// after Kafka's acknowledgement but the claiming transaction's commit.
     ///
     /// The guarantees are those of a settle after the acknowledgement: the delete is not
     /// committed before it, and a claim that fails or times out rolls back, rows and all. What
     /// changes is the cost: one statement per batch where a claim and one `DELETE` per
     /// [`Table::runs`] run were several, and the rows are found by their `ctid` (a TID scan),
-    /// not looked up again by `id` (`scripts/bench-poll-claim`: 8.4–8.9 ms per 1,000-row
-    /// batch against 9.9–12.6 for the locking read and one `DELETE`). The `ctid`s come from the same statement's locking read, so they name
-    /// the very rows locked, which no one else can change or remove meanwhile. A table whose
-    /// rows live in several tables keeps the settle: a `ctid` is unique within one table only.
+    /// not looked up again by `id` (`scripts/bench-poll-claim`: 8.4–8.9 ms per 1,000-row batch
+    /// against 9.9–12.6 for the locking read and one `DELETE`). The `ctid`s come from the same
+    /// statement's locking read, so they name the very rows locked, which no one else can
+    /// change or remove meanwhile. A table whose rows live in several tables keeps the settle:
+    /// a `ctid` is unique within one table only.
     pub fn deletes_at_claim(&self, shape: &Shape) -> bool {
         self.backend == DbBackend::Postgres && !self.marks() && !shape.partitioned
     }
