@@ -250,7 +250,7 @@ pub(crate) struct Shape {
     /// PostgreSQL: the table's rows may live in several tables (partitions, or `INHERITS`
     /// children), where a row's `ctid` names it only within its own (see
     /// `Table::deletes_at_claim`).
-    pub partitioned: bool,
+    pub spans_tables: bool,
 }
 
 /// A column the configuration names, with the setting that names it.
@@ -379,7 +379,7 @@ impl Shape {
             sequence,
             id_type,
             id_unique,
-            partitioned: catalog.partitioned || catalog.inherited,
+            spans_tables: catalog.partitioned || catalog.inherited,
         })
     }
 }

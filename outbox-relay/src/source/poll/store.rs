@@ -163,7 +163,7 @@ impl Table {
     /// change or remove meanwhile. A table whose rows live in several tables keeps the settle:
     /// a `ctid` is unique within one table only.
     pub fn deletes_at_claim(&self, shape: &Shape) -> bool {
-        self.backend == DbBackend::Postgres && !self.marks() && !shape.partitioned
+        self.backend == DbBackend::Postgres && !self.marks() && !shape.spans_tables
     }
 
     /// PostgreSQL's deleting claim (see [`Table::deletes_at_claim`]): the rows that the locking
@@ -508,7 +508,7 @@ mod tests {
             sequence: sequence.to_owned(),
             id_type: id_type.map(str::to_owned),
             id_unique: false,
-            partitioned: false,
+            spans_tables: false,
         }
     }
 
@@ -528,7 +528,7 @@ mod tests {
         // A partitioned table (a ctid is unique within a partition only) is claimed by a
         // locking read and settled after the ack.
         let partitioned = Shape {
-            partitioned: true,
+            spans_tables: true,
             ..shape(Some("uuid"), "\"seq\"")
         };
         assert!(!pg.deletes_at_claim(&partitioned));
