@@ -276,12 +276,19 @@ impl Outbox {
     /// ```
     ///
     /// Rows already in the table are numbered by the `ALTER TABLE`, in the table's physical
-    /// order. Then the table is checked as `run` checks it.
+    /// order. A PostgreSQL table whose rows live in several tables (partitions, `INHERITS`
+    /// children) is numbered one child at a time, which loses the order across them, so `setup`
+    /// refuses to add the sequence while such a table holds rows. Then the table is checked as
+    /// `run` checks it.
     pub(crate) async fn setup(&self) -> Result<(), PollError> {
         let catalog = Catalog::read(&self.db, &self.table).await?;
         // Nothing is altered on a table the relay could not read anyway.
         shape::require(&self.table, &catalog, &self.wanted)?;
         let mut ddl = shape::add_sequence(&self.table, &catalog)?;
+        let adds_sequence = catalog.find(self.table.backend, SEQUENCE).is_none();
+        if adds_sequence && shape::numbers_each_child(&self.table, &catalog) {
+            self.require_empty().await?;
+        }
         if self.table.marks() && catalog.find(self.table.backend, RELAYED_AT).is_none() {
             ddl.push(self.table.add_relayed_at());
         }
@@ -290,6 +297,27 @@ impl Outbox {
             self.db.execute_unprepared(&statement).await?;
         }
         self.shape().await.map(drop)
+    }
+
+    /// Stops `setup` on a table whose rows `add_sequence` would number child by child.
+    async fn require_empty(&self) -> Result<(), PollError> {
+        let statement = sea_orm::Statement::from_string(
+            self.table.backend,
+            format!("SELECT 1 FROM {} LIMIT 1", self.table.qualified()),
+        );
+        if self.db.query_one_raw(statement).await?.is_none() {
+            return Ok(());
+        }
+        Err(PollError::Unfit {
+            table: self.table.key(),
+            problem: format!(
+                "it spans several tables (partitions or INHERITS children) and already holds \
+                 rows, and adding the `{SEQUENCE}` column would number them one child table at \
+                 a time, losing their order across the children; run `outbox-relay setup \
+                 --source poll` while the table is empty (let the relay that ships it now drain \
+                 it), or add `{SEQUENCE}` yourself, numbered in the order the rows were written"
+            ),
+        })
     }
 
     /// The table as it is now, checked for what polling needs.

@@ -440,6 +440,13 @@ fn sequence(table: &Table, catalog: &Catalog) -> Result<String, PollError> {
     }
 }
 
+/// Whether adding the sequence to `table` numbers its rows one child table at a time: a
+/// PostgreSQL table with partitions or `INHERITS` children, whose `ALTER TABLE ... ADD COLUMN`
+/// fills each child on its own, so rows already there lose their order across the children.
+pub(crate) fn numbers_each_child(table: &Table, catalog: &Catalog) -> bool {
+    table.backend == DbBackend::Postgres && (catalog.partitioned || catalog.inherited)
+}
+
 /// The DDL that gives `table` its sequence, if it lacks one (`setup --source poll`).
 pub(crate) fn add_sequence(table: &Table, catalog: &Catalog) -> Result<Vec<String>, PollError> {
     let backend = table.backend;
