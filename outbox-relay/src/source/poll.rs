@@ -11,8 +11,8 @@
 //!   again (duplicates, which consumers drop by the `id` header). No row is ever skipped.
 //! - **Per-aggregate order.** One relay ships at a time (`leader`); a batch is shipped in the
 //!   order of a sequence the database assigns at INSERT (`seq`, or SQLite's rowid; see
-//!   `shape`), and batches are shipped and settled in claim order (on PostgreSQL a second batch
-//!   is claimed while the first waits for Kafka; see `session`). Never by
+//!   `shape`), and batches are shipped and settled in claim order (on PostgreSQL and SQLite a
+//!   second batch is claimed while the first waits for Kafka; see `session`). Never by
 //!   `timestamp`, a client clock:
 //!   writers that lock an aggregate's row before inserting its event insert, hence number, its
 //!   events in commit order.
@@ -351,14 +351,18 @@ impl Outbox {
         }
     }
 
-    /// The oldest pending rows, in sequence order, as records with their sequence values.
+    /// The oldest pending rows (numbered above `after`, if given), in sequence order, as
+    /// records with their sequence values.
     async fn claim<C: ConnectionTrait>(
         &self,
         shape: &Shape,
         conn: &C,
         limit: usize,
+        after: Option<i64>,
     ) -> Result<Vec<Claimed>, PollError> {
-        let mut rows = conn.query_all_raw(self.table.claim(shape, limit)).await?;
+        let mut rows = conn
+            .query_all_raw(self.table.claim(shape, limit, after))
+            .await?;
         if self.table.claims_ids() {
             let ids = rows
                 .iter()

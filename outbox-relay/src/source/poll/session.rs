@@ -2,11 +2,11 @@
 //!
 //! The claim's transaction lives in the task, not in [`PollSession::next`]: the pipeline may drop
 //! a `next` at any time, and ending the session (closing it, or dropping it) ends the task, which
-//! rolls an unsettled claim back. On PostgreSQL (at least once) the next batch is claimed and
-//! shipped while Kafka acknowledges the one before, each in a transaction of its own, and they
-//! are settled in claim order (`Claimer::claim_pipelined` says why each aggregate's events stay
-//! in order); on MariaDB/MySQL (see `Claimer::depth`), in the exactly-once mode and on SQLite
-//! one batch is out at a time, settled before the next is claimed.
+//! rolls an unsettled claim back. On PostgreSQL and SQLite (at least once) the next batch is
+//! claimed and shipped while Kafka acknowledges the one before (on PostgreSQL each in a
+//! transaction of its own), and they are settled in claim order (`Claimer::claim_pipelined`
+//! says why each aggregate's events stay in order); on MariaDB/MySQL (see `Claimer::depth`) and
+//! in the exactly-once mode one batch is out at a time, settled before the next is claimed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -108,20 +108,25 @@ impl crate::source::StoredPosition for Batch {
 
 type Yield = Result<SourceEvent<Batch>, SourceError>;
 
-/// Batches out at once on PostgreSQL in the at-least-once mode (see `Claimer::depth`): two, so
-/// that the next claim's round trips overlap Kafka's acknowledgement of the batch before.
+/// Batches out at once on PostgreSQL and SQLite in the at-least-once mode (see
+/// `Claimer::depth`): two, so that the next claim's round trips overlap Kafka's
+/// acknowledgement of the batch before.
 const PIPELINE_DEPTH: usize = 2;
 
-/// A batch claimed in a transaction of its own and shipped, waiting for Kafka's
-/// acknowledgement; dropping it rolls the claim back.
+/// A batch claimed and shipped, waiting for Kafka's acknowledgement; dropping it rolls the
+/// claim back (SQLite: nothing was written, so the rows simply stay).
 struct Claim {
     number: u64,
-    txn: DatabaseTransaction,
+    /// The claiming transaction, which holds the rows' locks; None on SQLite, whose leader
+    /// reads outside a transaction (see `Claimer::claim_and_ship`).
+    txn: Option<DatabaseTransaction>,
     /// The event ids to settle.
     ids: Vec<String>,
     rows: usize,
-    /// Kafka must acknowledge the batch by then (`claim_timeout` from the claim), or the claim
-    /// is rolled back.
+    /// The highest sequence value claimed: SQLite's next claim starts above it.
+    high: i64,
+    /// Kafka must acknowledge the batch by then ([`Claimer::claim_bound`] from the claim), or
+    /// the claim is rolled back.
     deadline: tokio::time::Instant,
     shipped: Instant,
 }
@@ -226,12 +231,7 @@ impl Claimer {
             let _ = self.events.send(Err(error.into())).await;
             return;
         }
-        let claiming = if self.outbox.table.backend == DbBackend::Sqlite {
-            self.claim_one_at_a_time(&wake).await
-        } else {
-            self.claim_pipelined(&wake).await
-        };
-        if let Err(error) = claiming {
+        if let Err(error) = self.claim_pipelined(&wake).await {
             if matches!(error, PollError::LostLeadership) {
                 *self.leader = None;
             }
@@ -239,9 +239,9 @@ impl Claimer {
         }
     }
 
-    /// How many claimed batches may be out at once: on PostgreSQL the next batch is claimed and
-    /// shipped while Kafka acknowledges the one before, each in its own transaction, and they
-    /// are settled in claim order. One in the exactly-once mode, where a batch must be settled
+    /// How many claimed batches may be out at once: on PostgreSQL and SQLite the next batch is
+    /// claimed and shipped while Kafka acknowledges the one before, and they are settled in
+    /// claim order. One in the exactly-once mode, where a batch must be settled
     /// before the next one's Kafka transaction commits: a resumed session settles, without
     /// shipping, only the rows of the last batch stored in Kafka.
     ///
@@ -282,17 +282,17 @@ impl Claimer {
         }
     }
 
-    /// PostgreSQL and MariaDB/MySQL: claim → ship → (claim → ship the next, up to [`Self::depth`]) →
-    /// wait for the oldest batch's acknowledgement → settle it and commit, and so on.
+    /// Claim → ship → (claim → ship the next, up to [`Self::depth`]) → wait for the oldest
+    /// batch's acknowledgement → settle it and commit, and so on.
     ///
     /// Why pipelining keeps the guarantees: a later claim skips the rows of the batches still
-    /// out (they are locked by their claims), so it takes the oldest rows not yet claimed; a
-    /// row of it numbered below a batch still out is one whose writer committed late, and no
-    /// later event of its aggregate can be in that batch (the writer held the aggregate's lock
-    /// until its commit). The batches reach the pipeline in claim order and are acknowledged
-    /// in that order; each is settled only after its own acknowledgement. Any failure ends the
-    /// task, which rolls back every claim not yet settled: their rows are claimed again, in
-    /// sequence order, by the next session.
+    /// out (PostgreSQL: they are locked by their claims; SQLite: see [`Self::claim_after`]), so
+    /// it takes the oldest rows not yet claimed; a row of it numbered below a batch still out
+    /// is one whose writer committed late, and no later event of its aggregate can be in that
+    /// batch (the writer held the aggregate's lock until its commit). The batches reach the
+    /// pipeline in claim order and are acknowledged in that order; each is settled only after
+    /// its own acknowledgement. Any failure ends the task, which rolls back every claim not yet
+    /// settled: their rows are claimed again, in sequence order, by the next session.
     async fn claim_pipelined(&mut self, wake: &Notify) -> Result<(), PollError> {
         let limit = self.outbox.poll().batch_size;
         let depth = self.depth();
@@ -302,7 +302,7 @@ impl Claimer {
         let mut more = true;
         loop {
             if more && out.len() < depth && !self.events.is_closed() {
-                match self.claim_and_ship().await {
+                match self.claim_and_ship(self.claim_after(&out)).await {
                     Ok(Some(claim)) => {
                         more = claim.rows == limit;
                         out.push_back(claim);
@@ -340,9 +340,38 @@ impl Claimer {
         }
     }
 
-    /// Claims the oldest pending rows in a transaction of their own and ships them; `None`
-    /// when there were none.
-    async fn claim_and_ship(&mut self) -> Result<Option<Claim>, PollError> {
+    /// SQLite's claim locks nothing, so a second claim must be told where the batches still
+    /// out end: above the last one's highest sequence value. No row below it can be pending
+    /// outside those batches: SQLite has one writer at a time, and a new row's rowid is above
+    /// every rowid in the table, including the unsettled batches' rows, so a row committed
+    /// after a claim is numbered above it. With nothing out, the claim starts from the oldest
+    /// row (so a row that an application numbered itself, below a batch out, waits for a claim
+    /// with nothing out: delayed, never skipped). PostgreSQL's and MariaDB's claims skip the
+    /// locked rows by themselves.
+    fn claim_after(&self, out: &VecDeque<Claim>) -> Option<i64> {
+        if self.outbox.table.backend != DbBackend::Sqlite {
+            return None;
+        }
+        out.back().map(|claim| claim.high)
+    }
+
+    /// How long Kafka has to acknowledge a claimed batch: `claim_timeout`, and on SQLite at
+    /// most half the lease, which is not renewed while a batch waits: a batch must end well
+    /// within it, or a standby could take over while its copies are still queued.
+    fn claim_bound(&self) -> Duration {
+        let poll = self.outbox.poll();
+        match self.outbox.table.backend {
+            DbBackend::Sqlite => poll.claim_timeout.min(poll.lease_ttl / 2),
+            _ => poll.claim_timeout,
+        }
+    }
+
+    /// Claims the oldest pending rows (above `after`, see [`Self::claim_after`]) and ships
+    /// them; `None` when there were none. PostgreSQL and MariaDB claim in a transaction of
+    /// their own, which holds the rows' locks until the settle. SQLite reads outside a
+    /// transaction and writes only the short settle, so the service's writers never wait on
+    /// Kafka.
+    async fn claim_and_ship(&mut self, after: Option<i64>) -> Result<Option<Claim>, PollError> {
         let outbox = self.outbox.clone();
         let (table, shape) = (&outbox.table, self.shape.clone());
         let poll = outbox.poll();
@@ -350,27 +379,43 @@ impl Claimer {
             return Err(PollError::LostLeadership);
         };
         let started = Instant::now();
-        // READ COMMITTED on MariaDB: its default (REPEATABLE READ) would take gap locks on the
-        // index and stall the service's inserts for the length of a Kafka round trip.
-        let isolation =
-            (table.backend == DbBackend::MySql).then_some(IsolationLevel::ReadCommitted);
-        let txn = outbox.db.begin_with_config(isolation, None).await?;
-        if !leader.holds(&txn, table, poll.lease_ttl).await? {
-            return Err(PollError::LostLeadership);
-        }
-        let claimed = outbox.claim(&shape, &txn, poll.batch_size).await?;
+        let (txn, claimed) = if table.backend == DbBackend::Sqlite {
+            if !leader.holds(&outbox.db, table, poll.lease_ttl).await? {
+                return Err(PollError::LostLeadership);
+            }
+            let claimed = outbox
+                .claim(&shape, &outbox.db, poll.batch_size, after)
+                .await?;
+            (None, claimed)
+        } else {
+            // READ COMMITTED on MariaDB: its default (REPEATABLE READ) would take gap locks on
+            // the index and stall the service's inserts for the length of a Kafka round trip.
+            let isolation =
+                (table.backend == DbBackend::MySql).then_some(IsolationLevel::ReadCommitted);
+            let txn = outbox.db.begin_with_config(isolation, None).await?;
+            if !leader.holds(&txn, table, poll.lease_ttl).await? {
+                return Err(PollError::LostLeadership);
+            }
+            let claimed = outbox.claim(&shape, &txn, poll.batch_size, after).await?;
+            if claimed.is_empty() {
+                txn.commit().await?;
+                return Ok(None);
+            }
+            (Some(txn), claimed)
+        };
         if claimed.is_empty() {
-            txn.commit().await?;
             return Ok(None);
         }
         let claimed_in = started.elapsed();
-        let deadline = tokio::time::Instant::now() + poll.claim_timeout;
+        let bound = self.claim_bound();
+        let deadline = tokio::time::Instant::now() + bound;
         let ids = outbox.settle_ids(&shape, &claimed);
         let rows = claimed.len();
+        let high = claimed.iter().map(|c| c.seq).max().unwrap_or(i64::MIN);
         // An error drops `txn`, which rolls the claim back: the rows stay for the next try.
         let number = tokio::time::timeout_at(deadline, self.ship(claimed))
             .await
-            .map_err(|_| PollError::ClaimTimeout(poll.claim_timeout))??;
+            .map_err(|_| PollError::ClaimTimeout(bound))??;
         tracing::debug!(
             batch = number,
             rows,
@@ -383,6 +428,7 @@ impl Claimer {
             txn,
             ids,
             rows,
+            high,
             deadline,
             shipped: Instant::now(),
         }))
@@ -394,10 +440,11 @@ impl Claimer {
     async fn settle_when_acknowledged(&mut self, claim: Claim) -> Result<bool, PollError> {
         let outbox = self.outbox.clone();
         let number = claim.number;
+        let bound = self.claim_bound();
         let waiting = tokio::select! {
             acked = tokio::time::timeout_at(claim.deadline, self.acknowledged.wait_for(|acked| *acked >= number)) => {
                 acked
-                    .map_err(|_| PollError::ClaimTimeout(outbox.poll().claim_timeout))?
+                    .map_err(|_| PollError::ClaimTimeout(bound))?
                     .map_err(|_| PollError::Ended)
                     .map(drop)
             }
@@ -409,9 +456,18 @@ impl Claimer {
         }
         let waited = claim.shipped.elapsed();
         let settling = Instant::now();
-        outbox.settle(&claim.txn, &self.shape, &claim.ids).await?;
-        let settled_in = settling.elapsed();
-        claim.txn.commit().await?;
+        let settled_in = match claim.txn {
+            Some(txn) => {
+                outbox.settle(&txn, &self.shape, &claim.ids).await?;
+                let settled_in = settling.elapsed();
+                txn.commit().await?;
+                settled_in
+            }
+            None => {
+                outbox.settle(&outbox.db, &self.shape, &claim.ids).await?;
+                settling.elapsed()
+            }
+        };
         tracing::debug!(
             batch = number,
             rows = claim.rows,
@@ -421,24 +477,6 @@ impl Claimer {
             "settled"
         );
         Ok(true)
-    }
-
-    /// SQLite: one writer for the whole database. The leader reads outside a transaction and
-    /// writes only the short settle, so the service's writers never wait on Kafka; one batch at
-    /// a time (a second claim could not tell the first one's rows apart: nothing locks them).
-    async fn claim_one_at_a_time(&mut self, wake: &Notify) -> Result<(), PollError> {
-        let mut last_purge: Option<Instant> = None;
-        loop {
-            let shipped = self.sqlite_cycle().await?;
-            self.purge_when_due(&mut last_purge).await;
-            if shipped == self.outbox.poll().batch_size {
-                continue;
-            }
-            if self.events.is_closed() {
-                return Ok(());
-            }
-            self.idle(wake, &mut last_purge).await;
-        }
     }
 
     /// Before the first claim: the rows of `batch` (the position the session resumes after)
@@ -527,40 +565,6 @@ impl Claimer {
         let ids: Vec<String> = found.into_iter().map(|(id, _)| id).collect();
         outbox.settle(conn, &self.shape, &ids).await?;
         Ok(ids.len())
-    }
-
-    /// SQLite's claim → ship → wait for the acknowledgement → settle; the rows shipped.
-    async fn sqlite_cycle(&mut self) -> Result<usize, PollError> {
-        let outbox = self.outbox.clone();
-        let (table, shape) = (&outbox.table, self.shape.clone());
-        let poll = outbox.poll();
-        let Some(leader) = self.leader.as_ref() else {
-            return Err(PollError::LostLeadership);
-        };
-        if !leader.holds(&outbox.db, table, poll.lease_ttl).await? {
-            return Err(PollError::LostLeadership);
-        }
-        let claimed = outbox.claim(&shape, &outbox.db, poll.batch_size).await?;
-        if claimed.is_empty() {
-            return Ok(0);
-        }
-        let ids = outbox.settle_ids(&shape, &claimed);
-        let rows = claimed.len();
-        // SQLite's leadership is a lease that is not renewed while a batch waits: a batch must
-        // end well within it, or a standby could take over while its copies are still queued.
-        let bound = poll.claim_timeout.min(poll.lease_ttl / 2);
-        tokio::time::timeout(bound, async {
-            let number = self.ship(claimed).await?;
-            self.acknowledged
-                .wait_for(|acked| *acked >= number)
-                .await
-                .map_err(|_| PollError::Ended)?;
-            Ok::<_, PollError>(())
-        })
-        .await
-        .map_err(|_| PollError::ClaimTimeout(bound))??;
-        outbox.settle(&outbox.db, &shape, &ids).await?;
-        Ok(rows)
     }
 
     /// Yields `claimed` (in sequence order) as one transaction, numbered; the batch's number.

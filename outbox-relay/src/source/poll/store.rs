@@ -119,9 +119,12 @@ impl Table {
     ///
     /// Where [`Table::deletes_at_claim`], the claim also deletes the rows it locks, in the
     /// claiming transaction, and returns them in sequence order.
-    pub fn claim(&self, shape: &Shape, limit: usize) -> Statement {
+    ///
+    /// `after`: only rows numbered above it. SQLite's claim, which locks nothing, skips the
+    /// batches still waiting for Kafka by it (see `Claimer::claim_after`).
+    pub fn claim(&self, shape: &Shape, limit: usize, after: Option<i64>) -> Statement {
         if self.deletes_at_claim(shape) {
-            return self.claim_deleting(shape, limit);
+            return self.claim_deleting(shape, limit, after);
         }
         let select = if self.claims_ids() {
             self.select(&shape.columns[..1])
@@ -132,11 +135,7 @@ impl Table {
                 self.sequence_value(shape)
             )
         };
-        let pending = if self.marks() {
-            format!(" WHERE {} IS NULL", self.q(RELAYED_AT))
-        } else {
-            String::new()
-        };
+        let pending = self.pending(shape, after);
         let lock = match self.backend {
             DbBackend::Sqlite => "",
             _ => " FOR UPDATE SKIP LOCKED",
@@ -147,6 +146,21 @@ impl Table {
             shape.sequence
         );
         Statement::from_string(self.backend, sql)
+    }
+
+    /// The claim's `WHERE` clause, empty or with a leading space: not yet marked (in `mark`
+    /// mode), and numbered above `after`.
+    fn pending(&self, shape: &Shape, after: Option<i64>) -> String {
+        let unmarked = self
+            .marks()
+            .then(|| format!("{} IS NULL", self.q(RELAYED_AT)));
+        let above = after.map(|seq| format!("{}.{} > {seq}", self.qualified(), shape.sequence));
+        let conditions: Vec<String> = unmarked.into_iter().chain(above).collect();
+        if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        }
     }
 
     /// Whether the claim deletes its rows (PostgreSQL, delete mode, a table that is neither
@@ -169,12 +183,13 @@ impl Table {
     /// PostgreSQL's deleting claim (see [`Table::deletes_at_claim`]): the rows that the locking
     /// read selects, in sequence order, deleted by their `ctid` and returned sorted again (a
     /// `RETURNING` list has no order of its own).
-    fn claim_deleting(&self, shape: &Shape, limit: usize) -> Statement {
+    fn claim_deleting(&self, shape: &Shape, limit: usize, after: Option<i64>) -> Statement {
         let table = self.qualified();
         let sql = format!(
             "WITH claimed AS (DELETE FROM {table} WHERE ctid = ANY(ARRAY(\
-             SELECT ctid FROM {table} ORDER BY {table}.{} LIMIT {limit} FOR UPDATE SKIP LOCKED)) \
+             SELECT ctid FROM {table}{} ORDER BY {table}.{} LIMIT {limit} FOR UPDATE SKIP LOCKED)) \
              RETURNING {}, {}) SELECT * FROM claimed ORDER BY {}",
+            self.pending(shape, after),
             shape.sequence,
             self.select(&shape.columns),
             self.sequence_value(shape),
@@ -516,7 +531,9 @@ mod tests {
     fn claim_per_backend() {
         let pg = Table::new(DbBackend::Postgres, Some("app"), "out\"box", false);
         // Delete mode: the claim deletes the rows it locks, by their ctid, and sorts them.
-        let sql = pg.claim(&shape(Some("uuid"), "\"seq\""), 500).to_string();
+        let sql = pg
+            .claim(&shape(Some("uuid"), "\"seq\""), 500, None)
+            .to_string();
         assert_eq!(
             sql,
             "WITH claimed AS (DELETE FROM \"app\".\"out\"\"box\" WHERE ctid = ANY(ARRAY(SELECT ctid \
@@ -532,7 +549,7 @@ mod tests {
             ..shape(Some("uuid"), "\"seq\"")
         };
         assert!(!pg.deletes_at_claim(&partitioned));
-        let sql = pg.claim(&partitioned, 500).to_string();
+        let sql = pg.claim(&partitioned, 500, None).to_string();
         assert!(
             sql.starts_with(
                 "SELECT CAST(\"id\" AS TEXT), CAST(\"aggregateid\" AS TEXT), \"payload\", "
@@ -547,7 +564,7 @@ mod tests {
         );
         let my = Table::new(DbBackend::MySql, None, "outbox", true);
         let s = shape(None, "`seq`");
-        let sql = my.claim(&s, 10).to_string();
+        let sql = my.claim(&s, 10, None).to_string();
         assert!(sql.starts_with("SELECT CAST(`id` AS CHAR) FROM"), "{sql}");
         let fetch = my.fetch(&s, &["a".to_owned(), "b".to_owned()]).sql;
         assert!(
@@ -563,9 +580,25 @@ mod tests {
             "{sql}"
         );
         let lite = Table::new(DbBackend::Sqlite, Some("ignored"), "outbox", false);
-        let sql = lite.claim(&shape(None, "rowid"), 1).to_string();
+        let sql = lite.claim(&shape(None, "rowid"), 1, None).to_string();
         assert!(
             sql.ends_with("FROM \"outbox\" ORDER BY \"outbox\".rowid LIMIT 1"),
+            "{sql}"
+        );
+        // Past the batches still out.
+        let sql = lite.claim(&shape(None, "rowid"), 1, Some(41)).to_string();
+        assert!(
+            sql.ends_with(
+                "FROM \"outbox\" WHERE \"outbox\".rowid > 41 ORDER BY \"outbox\".rowid LIMIT 1"
+            ),
+            "{sql}"
+        );
+        let marking = Table::new(DbBackend::Sqlite, None, "outbox", true);
+        let sql = marking
+            .claim(&shape(None, "rowid"), 1, Some(41))
+            .to_string();
+        assert!(
+            sql.contains("WHERE \"relayed_at\" IS NULL AND \"outbox\".rowid > 41 ORDER BY"),
             "{sql}"
         );
     }
