@@ -363,7 +363,7 @@ impl Outbox {
         let mut rows = conn
             .query_all_raw(self.table.claim(shape, limit, after))
             .await?;
-        if self.table.claims_ids() {
+        if self.table.claims_ids(shape) {
             let ids = rows
                 .iter()
                 .map(|row| row.try_get_by_index::<String>(0))

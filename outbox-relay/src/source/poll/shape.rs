@@ -61,6 +61,8 @@ pub(crate) struct Catalog {
     /// MariaDB/MySQL: the columns that a unique index of that column alone covers (the primary
     /// key among them), which a settle may look rows up by, one row per value.
     pub unique: Vec<String>,
+    /// MariaDB/MySQL: each index by its first column, `(index, column)`, unique ones first.
+    pub leading: Vec<(String, String)>,
 }
 
 impl Catalog {
@@ -131,27 +133,35 @@ impl Catalog {
                         pg_type: None,
                     });
                 }
-                // Unique indexes of one column: `seq_in_index` 1 and no second column.
                 let sql = "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR), \
-                     CAST(seq_in_index AS SIGNED) \
+                     CAST(seq_in_index AS SIGNED), CAST(non_unique AS SIGNED) \
                      FROM information_schema.statistics \
-                     WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND non_unique = 0";
+                     WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? \
+                     ORDER BY non_unique, index_name, seq_in_index";
                 let rows = catalog_rows(conn, table, sql).await?;
-                let mut indexes: Vec<(String, String, i64)> = Vec::with_capacity(rows.len());
+                let mut indexes: Vec<(String, String, i64, bool)> = Vec::with_capacity(rows.len());
                 for row in rows {
                     indexes.push((
                         row.try_get_by_index(0)?,
                         row.try_get_by_index(1)?,
                         row.try_get_by_index(2)?,
+                        row.try_get_by_index::<i64>(3)? == 0,
                     ));
                 }
-                catalog.unique = indexes
-                    .iter()
-                    .filter(|(index, _, position)| {
-                        *position == 1
-                            && !indexes.iter().any(|(other, _, p)| other == index && *p > 1)
+                let leading = indexes.iter().filter(|(_, _, position, _)| *position == 1);
+                // Unique indexes of one column: `seq_in_index` 1 and no second column.
+                catalog.unique = leading
+                    .clone()
+                    .filter(|(index, _, _, unique)| {
+                        *unique
+                            && !indexes
+                                .iter()
+                                .any(|(other, _, p, _)| other == index && *p > 1)
                     })
-                    .map(|(_, column, _)| column.clone())
+                    .map(|(_, column, _, _)| column.clone())
+                    .collect();
+                catalog.leading = leading
+                    .map(|(index, column, _, _)| (index.clone(), column.clone()))
                     .collect();
             }
             DbBackend::Sqlite => {
@@ -251,6 +261,9 @@ pub(crate) struct Shape {
     /// children), where a row's `ctid` names it only within its own (see
     /// `Table::deletes_at_claim`).
     pub spans_tables: bool,
+    /// MariaDB/MySQL: an index whose first column is the sequence (the key its
+    /// `AUTO_INCREMENT` needs), which the claim forces (see `Table::claim`).
+    pub sequence_index: Option<String>,
 }
 
 /// A column the configuration names, with the setting that names it.
@@ -374,12 +387,23 @@ impl Shape {
                     .iter()
                     .any(|c| c.eq_ignore_ascii_case(&id.actual))
             });
+        let sequence_index = match backend {
+            DbBackend::MySql => catalog.find(backend, SEQUENCE).and_then(|seq| {
+                catalog
+                    .leading
+                    .iter()
+                    .find(|(_, column)| column.eq_ignore_ascii_case(&seq.name))
+                    .map(|(index, _)| index.clone())
+            }),
+            _ => None,
+        };
         Ok(Shape {
             columns,
             sequence,
             id_type,
             id_unique,
             spans_tables: catalog.partitioned || catalog.inherited,
+            sequence_index,
         })
     }
 }
@@ -534,6 +558,7 @@ mod tests {
             inherited: false,
             rowid: None,
             unique: vec!["id".to_owned()],
+            leading: Vec::new(),
         }
     }
 
@@ -627,5 +652,25 @@ mod tests {
         catalog.columns.push(found("SEQ", "bigint", false, true));
         let shape = Shape::check(&table, &catalog, &Wanted::new(&kafka(), &[]));
         assert_eq!(shape.map(|s| s.sequence).ok().as_deref(), Some("`SEQ`"));
+    }
+
+    /// The claim forces the index that leads with the sequence, whatever its name; without
+    /// one it claims ids only.
+    #[test]
+    fn the_mariadb_claim_finds_the_sequence_index() {
+        let table = Table::new(DbBackend::MySql, None, "outbox", false);
+        let mut catalog = debezium("char(36)", ("json", false));
+        catalog.columns.push(found("Seq", "bigint", false, true));
+        let index_of = |catalog: &Catalog| {
+            Shape::check(&table, catalog, &Wanted::new(&kafka(), &[]))
+                .ok()
+                .and_then(|s| s.sequence_index)
+        };
+        assert_eq!(index_of(&catalog), None);
+        catalog.leading = vec![
+            ("PRIMARY".to_owned(), "id".to_owned()),
+            ("by_seq".to_owned(), "SEQ".to_owned()),
+        ];
+        assert_eq!(index_of(&catalog).as_deref(), Some("by_seq"));
     }
 }

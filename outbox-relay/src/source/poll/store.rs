@@ -109,10 +109,13 @@ impl Table {
     /// commit — no cursor, so no gap. SQLite has a single writer and no row locks: the leader
     /// reads.
     ///
-    /// On MariaDB/MySQL this selects the ids only: the sequence's unique index holds them
-    /// (InnoDB secondary indexes carry the primary key), so the locking read walks that index;
-    /// with every column MariaDB may prefer a full scan and a filesort, locking every row of the
-    /// table on the way. [`Table::fetch`] reads the rest.
+    /// On MariaDB/MySQL the locking read must walk the sequence's index: with a full scan and a
+    /// filesort, which MariaDB may prefer for a read of every column, it would lock every row
+    /// of the table on the way. So the claim names that index (`FORCE INDEX`, the index that
+    /// [`Shape::sequence_index`] found) and reads every column at once. Without such an index
+    /// it selects the ids only, which the sequence's index holds (InnoDB secondary indexes
+    /// carry the primary key), and [`Table::fetch`] reads the rest ([`Table::claims_ids`]).
+    /// Measured: 1.5× the MariaDB drain (BENCHMARKS.md, round 2, part 7).
     ///
     /// Without [`Table::claims_ids`], the row's sequence follows its columns (see
     /// [`Table::sequence_value`]).
@@ -126,7 +129,7 @@ impl Table {
         if self.deletes_at_claim(shape) {
             return self.claim_deleting(shape, limit, after);
         }
-        let select = if self.claims_ids() {
+        let select = if self.claims_ids(shape) {
             self.select(&shape.columns[..1])
         } else {
             format!(
@@ -140,9 +143,13 @@ impl Table {
             DbBackend::Sqlite => "",
             _ => " FOR UPDATE SKIP LOCKED",
         };
+        let index = match (self.backend, &shape.sequence_index) {
+            (DbBackend::MySql, Some(index)) => format!(" FORCE INDEX ({})", self.q(index)),
+            _ => String::new(),
+        };
         let table = self.qualified();
         let sql = format!(
-            "SELECT {select} FROM {table}{pending} ORDER BY {table}.{} LIMIT {limit}{lock}",
+            "SELECT {select} FROM {table}{index}{pending} ORDER BY {table}.{} LIMIT {limit}{lock}",
             shape.sequence
         );
         Statement::from_string(self.backend, sql)
@@ -198,9 +205,10 @@ impl Table {
         Statement::from_string(self.backend, sql)
     }
 
-    /// Whether [`Table::claim`] returns ids only, to be read by [`Table::fetch`].
-    pub fn claims_ids(&self) -> bool {
-        self.backend == DbBackend::MySql
+    /// Whether [`Table::claim`] returns ids only, to be read by [`Table::fetch`]: on
+    /// MariaDB/MySQL when no index leads with the sequence (see [`Table::claim`]).
+    pub fn claims_ids(&self, shape: &Shape) -> bool {
+        self.backend == DbBackend::MySql && shape.sequence_index.is_none()
     }
 
     /// The claimed rows `ids`, every column and then the sequence, in the claim's order. A
@@ -524,6 +532,7 @@ mod tests {
             id_type: id_type.map(str::to_owned),
             id_unique: false,
             spans_tables: false,
+            sequence_index: None,
         }
     }
 
@@ -576,6 +585,21 @@ mod tests {
         assert!(
             sql.contains(
                 "WHERE `relayed_at` IS NULL ORDER BY `outbox`.`seq` LIMIT 10 FOR UPDATE SKIP LOCKED"
+            ),
+            "{sql}"
+        );
+        // With an index led by the sequence, forced, every column in one locking read.
+        let indexed = Shape {
+            sequence_index: Some("outbox_poll_seq".to_owned()),
+            ..shape(None, "`seq`")
+        };
+        assert!(!my.claims_ids(&indexed) && my.claims_ids(&s));
+        let sql = my.claim(&indexed, 10, None).to_string();
+        assert!(
+            sql.contains(
+                "CAST(`extra` AS CHAR), CAST(`outbox`.`seq` AS SIGNED) FROM `outbox` FORCE INDEX \
+                 (`outbox_poll_seq`) WHERE `relayed_at` IS NULL ORDER BY `outbox`.`seq` LIMIT 10 \
+                 FOR UPDATE SKIP LOCKED"
             ),
             "{sql}"
         );
