@@ -6,6 +6,9 @@
 //! cargo run --release --example poll_drain -- --db postgres --latency  # p99 at 1,000 events/s
 //! ```
 //!
+//! `RUST_LOG=outbox_relay::source::poll=debug` prints each batch's claim, hand-off, wait and
+//! settle times on stderr.
+//!
 //! Drain: commits `--events` events (default 100,000; transactions of 100, through
 //! `write_events`) into a fresh outbox table, then starts the poll relay in-process and times
 //! until Kafka acknowledged all of them and their rows were deleted. `--runs` times (default 3),
@@ -77,6 +80,15 @@ fn env(name: &str) -> Result<String, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // The relay's own logs (e.g. `RUST_LOG=outbox_relay::source::poll=debug` for each batch's
+    // claim, acknowledgement and settle times), on stderr; none without RUST_LOG.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let args = args()?;
     let brokers = env("KAFKA_BROKERS")?;
     let url = match args.db.as_str() {

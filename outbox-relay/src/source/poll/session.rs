@@ -441,6 +441,7 @@ impl Claimer {
         let outbox = self.outbox.clone();
         let number = claim.number;
         let bound = self.claim_bound();
+        let wait_started = Instant::now();
         let waiting = tokio::select! {
             acked = tokio::time::timeout_at(claim.deadline, self.acknowledged.wait_for(|acked| *acked >= number)) => {
                 acked
@@ -454,7 +455,7 @@ impl Claimer {
         if waiting.is_err() && *self.acknowledged.borrow() < number {
             return Ok(false);
         }
-        let waited = claim.shipped.elapsed();
+        let (since_shipped, waited) = (claim.shipped.elapsed(), wait_started.elapsed());
         let settling = Instant::now();
         let settled_in = match claim.txn {
             Some(txn) => {
@@ -471,7 +472,10 @@ impl Claimer {
         tracing::debug!(
             batch = number,
             rows = claim.rows,
-            ack_wait_ms = waited.as_secs_f64() * 1e3,
+            since_shipped_ms = since_shipped.as_secs_f64() * 1e3,
+            // What the claim loop spent waiting, with nothing else to do: the rest of the time
+            // since the hand-off went to the claims pipelined meanwhile.
+            waited_ms = waited.as_secs_f64() * 1e3,
             settle_ms = settled_in.as_secs_f64() * 1e3,
             commit_ms = (settling.elapsed() - settled_in).as_secs_f64() * 1e3,
             "settled"
