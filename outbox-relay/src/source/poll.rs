@@ -284,6 +284,7 @@ impl Outbox {
         let catalog = Catalog::read(&self.db, &self.table).await?;
         // Nothing is altered on a table the relay could not read anyway.
         shape::require(&self.table, &catalog, &self.wanted)?;
+        shape::event_id_is_text(&self.table, &catalog, &self.wanted)?;
         let mut ddl = shape::add_sequence(&self.table, &catalog)?;
         let adds_sequence = catalog.find(self.table.backend, SEQUENCE).is_none();
         if adds_sequence && shape::numbers_each_child(&self.table, &catalog) {

@@ -352,6 +352,7 @@ impl Shape {
                 ),
             });
         }
+        event_id_is_text(table, catalog, wanted)?;
         let sequence = sequence(table, catalog)?;
         let columns: Vec<Column> = wanted
             .required
@@ -405,6 +406,33 @@ impl Shape {
             spans_tables: catalog.partitioned || catalog.inherited,
             sequence_index,
         })
+    }
+}
+
+/// Refuses an event id column that is binary (`bytea`, `BINARY(16)`, `BLOB`, ...): the relay
+/// names a claimed batch's rows by their ids as text, to settle them after Kafka's
+/// acknowledgement and to recognise them on a resume, so rows with binary ids would never be
+/// settled and would ship again on every cycle.
+pub(crate) fn event_id_is_text(
+    table: &Table,
+    catalog: &Catalog,
+    wanted: &Wanted,
+) -> Result<(), PollError> {
+    let Some(id) = wanted.required.first() else {
+        return Ok(());
+    };
+    match catalog.find(table.backend, &id.column) {
+        Some(found) if found.binary => Err(PollError::Unfit {
+            table: table.key(),
+            problem: format!(
+                "its event id column `{}` ({}) is binary, and the poll source settles and \
+                 recognises rows by their ids as text; store the id as text (`uuid` on \
+                 PostgreSQL, `UUID` on MariaDB 10.7+, `CHAR(36)`, `VARCHAR(36)`), or name a \
+                 text column that holds it in {}",
+                found.name, found.sql_type, id.setting
+            ),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -652,6 +680,28 @@ mod tests {
         catalog.columns.push(found("SEQ", "bigint", false, true));
         let shape = Shape::check(&table, &catalog, &Wanted::new(&kafka(), &[]));
         assert_eq!(shape.map(|s| s.sequence).ok().as_deref(), Some("`SEQ`"));
+    }
+
+    /// A binary event id would never be settled (the settle names rows by their ids as text):
+    /// refused, naming the column, its type and the setting.
+    #[test]
+    fn a_binary_event_id_is_refused() {
+        for backend in [DbBackend::Postgres, DbBackend::MySql, DbBackend::Sqlite] {
+            let table = Table::new(backend, None, "outbox", false);
+            let mut catalog = debezium("binary(16)", ("json", false));
+            catalog.columns[0].binary = true;
+            catalog.columns.push(found("seq", "bigint", false, true));
+            catalog.rowid = Some("rowid");
+            let err = Shape::check(&table, &catalog, &Wanted::new(&kafka(), &[]))
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e
+                    .contains("its event id column `id` (binary(16)) is binary")
+                    && e.contains("`kafka.event_id_field`")),
+                "{backend:?}: {err:?}"
+            );
+        }
     }
 
     /// The claim forces the index that leads with the sequence, whatever its name; without
