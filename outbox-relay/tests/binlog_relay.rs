@@ -96,6 +96,8 @@ async fn eight_writers_sigkill_remove_after_insert_and_graceful_restart() {
     // A graceful stop, then a start: nothing is shipped twice.
     let status = relay.terminate(Duration::from_secs(30));
     assert!(status.success(), "graceful stop: {}", relay.log_text());
+    // Which positions the stopped relay stored, should the next one replay.
+    let stopped = relay.log_text();
     reader.settle(Duration::from_secs(2)).await;
     let before = reader.messages.len();
     let mut relay = start(&config, &fixture.name);
@@ -103,7 +105,8 @@ async fn eight_writers_sigkill_remove_after_insert_and_graceful_restart() {
     assert_eq!(
         reader.messages.len(),
         before,
-        "nothing shipped twice after a graceful stop: {}",
+        "nothing shipped twice after a graceful stop.\n--- the restarted relay:\n{}\n\
+         --- the relay stopped before it:\n{stopped}",
         relay.log_text()
     );
     // And the restarted relay still ships.
