@@ -287,7 +287,7 @@ impl Outbox {
         shape::event_id_is_text(&self.table, &catalog, &self.wanted)?;
         let mut ddl = shape::add_sequence(&self.table, &catalog)?;
         let adds_sequence = catalog.find(self.table.backend, SEQUENCE).is_none();
-        if adds_sequence && shape::numbers_each_child(&self.table, &catalog) {
+        if adds_sequence && catalog.spans_tables() {
             self.require_empty().await?;
         }
         if self.table.marks() && catalog.find(self.table.backend, RELAYED_AT).is_none() {

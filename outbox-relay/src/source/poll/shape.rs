@@ -66,6 +66,13 @@ pub(crate) struct Catalog {
 }
 
 impl Catalog {
+    /// PostgreSQL: the table's rows may live in several tables (partitions, or `INHERITS`
+    /// children). A `ctid` then names a row only within its own table (`Shape::spans_tables`),
+    /// and `ALTER TABLE ... ADD COLUMN` numbers the rows one child at a time (`setup`).
+    pub fn spans_tables(&self) -> bool {
+        self.partitioned || self.inherited
+    }
+
     /// The column `name`; case-insensitive where the database is (MariaDB/MySQL, SQLite).
     pub fn find(&self, backend: DbBackend, name: &str) -> Option<&Found> {
         self.columns.iter().find(|c| match backend {
@@ -403,7 +410,7 @@ impl Shape {
             sequence,
             id_type,
             id_unique,
-            spans_tables: catalog.partitioned || catalog.inherited,
+            spans_tables: catalog.spans_tables(),
             sequence_index,
         })
     }
@@ -490,13 +497,6 @@ fn sequence(table: &Table, catalog: &Catalog) -> Result<String, PollError> {
             }),
         },
     }
-}
-
-/// Whether adding the sequence to `table` numbers its rows one child table at a time: a
-/// PostgreSQL table with partitions or `INHERITS` children, whose `ALTER TABLE ... ADD COLUMN`
-/// fills each child on its own, so rows already there lose their order across the children.
-pub(crate) fn numbers_each_child(table: &Table, catalog: &Catalog) -> bool {
-    table.backend == DbBackend::Postgres && (catalog.partitioned || catalog.inherited)
 }
 
 /// The DDL that gives `table` its sequence, if it lacks one (`setup --source poll`).
