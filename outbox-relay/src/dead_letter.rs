@@ -4,14 +4,23 @@
 //!
 //! Headers added: `dlq.reason` (human text), `dlq.original.topic`, and where the event was read
 //! (the record's [`Origin`]): `dlq.source.lsn` (a WAL position, `X/Y` as PostgreSQL prints it),
-//! `dlq.source.binlog` or `dlq.source.table`. The original key, value and headers are kept, so
-//! `outbox-relay dlq redrive` can publish the event again once its cause is fixed; only when the
+//! `dlq.source.binlog` or `dlq.source.table`. Where the event had a partition of its own (a
+//! `partition` placement) or a record timestamp, `dlq.original.partition` and
+//! `dlq.original.timestamp` (milliseconds since the Unix epoch) keep them: the dead letter's own
+//! partition and timestamp are the dead-letter topic's. The original key, value and headers are
+//! kept, so `outbox-relay dlq redrive` can publish the event again, where and as of when it was
+//! bound, once its cause is fixed; only when the
 //! dead letter is too large for the dead-letter topic too is the value left out (its size is in
 //! `dlq.original.value.bytes`), so that the dead letter itself fits; such a one cannot be
 //! re-driven.
 
 use crate::record::Origin;
 use crate::sink::KafkaMessage;
+
+/// The header that keeps the partition the event was placed on, if it was.
+pub const ORIGINAL_PARTITION: &str = "dlq.original.partition";
+/// The header that keeps the event's record timestamp (milliseconds since the Unix epoch).
+pub const ORIGINAL_TIMESTAMP: &str = "dlq.original.timestamp";
 
 /// Why an event was dead-lettered, and where it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +47,18 @@ impl DeadLetter {
             self.origin.header.to_owned(),
             Some(self.origin.value.to_string().into_bytes()),
         ));
+        if let Some(partition) = original.partition {
+            headers.push((
+                ORIGINAL_PARTITION.to_owned(),
+                Some(partition.to_string().into_bytes()),
+            ));
+        }
+        if let Some(timestamp) = original.timestamp {
+            headers.push((
+                ORIGINAL_TIMESTAMP.to_owned(),
+                Some(timestamp.to_string().into_bytes()),
+            ));
+        }
         let letter = KafkaMessage {
             topic: topic.to_owned(),
             partition: None,
@@ -97,5 +118,33 @@ mod tests {
             Some(&b"outbox.event.Order"[..])
         );
         assert_eq!(m.header("dlq.original.value.bytes"), Some(&b"10"[..]));
+        // Neither placed nor stamped: no header says so.
+        assert_eq!(m.header(ORIGINAL_PARTITION), None);
+        assert_eq!(m.header(ORIGINAL_TIMESTAMP), None);
+    }
+
+    #[test]
+    fn the_placed_partition_and_the_timestamp_are_kept() {
+        let original = KafkaMessage {
+            topic: "outbox.event.Order".into(),
+            partition: Some(3),
+            timestamp: Some(1_577_934_245_000),
+            key: Some(b"1".to_vec()),
+            value: Some(b"{}".to_vec()),
+            headers: Vec::new(),
+        };
+        let dl = DeadLetter {
+            reason: "Broker: Message size too large".into(),
+            origin: Origin {
+                header: "dlq.source.table",
+                value: "public.outbox".into(),
+            },
+            drop_value: false,
+        };
+        let m = dl.message("outbox.dlq", original);
+        // The dead letter goes where the dead-letter topic's partitioner puts it, stamped now.
+        assert_eq!((m.partition, m.timestamp), (None, None));
+        assert_eq!(m.header(ORIGINAL_PARTITION), Some(&b"3"[..]));
+        assert_eq!(m.header(ORIGINAL_TIMESTAMP), Some(&b"1577934245000"[..]));
     }
 }

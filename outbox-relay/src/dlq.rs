@@ -4,7 +4,9 @@
 //! A dead letter is identified by its place in the dead-letter topic (`partition/offset`); its
 //! event by the `id` header. Re-driving publishes the original key, value and headers (the
 //! `dlq.*` headers removed) to the original topic with the relay's own idempotent producer and
-//! partitioner, so the event lands on the partition of its aggregate. Each re-driven dead letter
+//! partitioner, so the event lands on the partition of its aggregate; an event that was placed
+//! on a partition of its own (a `partition` placement) goes to that partition, and one with a
+//! record timestamp keeps it (`dlq.original.partition`, `dlq.original.timestamp`). Each re-driven dead letter
 //! is then recorded in the compacted topic `<dead-letter topic>.redriven` (key:
 //! `partition/offset`), and is not sent again unless `--force`. The record is written after the
 //! original topic acknowledged the event: a redrive interrupted between the two sends that event
@@ -22,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::config::KafkaConfig;
+use crate::dead_letter::{ORIGINAL_PARTITION, ORIGINAL_TIMESTAMP};
 use crate::sink::{KafkaMessage, KafkaSink};
 
 /// How long a broker may take to answer a metadata or watermark request, or to deliver.
@@ -56,6 +59,10 @@ pub struct DeadLetterEntry {
     /// Where the event was read: the WAL position (`dlq.source.lsn`), the binlog position
     /// (`dlq.source.binlog`) or the polled table (`dlq.source.table`).
     pub source_position: Option<String>,
+    /// The partition the event was placed on (a `partition` placement), where it goes again.
+    pub original_partition: Option<i32>,
+    /// The event's record timestamp (milliseconds since the Unix epoch), which it keeps.
+    pub original_timestamp_ms: Option<i64>,
     /// When it was dead-lettered (milliseconds since the Unix epoch, the broker's timestamp).
     pub dead_lettered_at_ms: Option<i64>,
     pub age_seconds: Option<i64>,
@@ -185,9 +192,15 @@ fn entry(message: &OwnedMessage, redriven: &HashSet<String>) -> DeadLetterEntry 
         .headers
         .retain(|(name, _)| !name.starts_with("dlq."));
     original.topic = header(message, "dlq.original.topic").unwrap_or_default();
+    let placed = original_placement(message).map(|(partition, timestamp)| {
+        original.partition = partition;
+        original.timestamp = timestamp;
+    });
     let dropped = header(message, "dlq.original.value.bytes");
     let not_redrivable = if original.topic.is_empty() {
         Some("it has no original topic (it is not an outbox event)".to_owned())
+    } else if let Err(why) = placed {
+        Some(why)
     } else {
         dropped.map(|bytes| {
             format!(
@@ -205,11 +218,35 @@ fn entry(message: &OwnedMessage, redriven: &HashSet<String>) -> DeadLetterEntry 
         source_position: header(message, "dlq.source.lsn")
             .or_else(|| header(message, "dlq.source.binlog"))
             .or_else(|| header(message, "dlq.source.table")),
+        original_partition: original.partition,
+        original_timestamp_ms: original.timestamp,
         dead_lettered_at_ms: at,
         age_seconds: at.map(|at| (now_ms() - at) / 1000),
         not_redrivable,
         original,
     }
+}
+
+/// The partition the event was placed on and its record timestamp, as the dead letter keeps
+/// them ([`ORIGINAL_PARTITION`], [`ORIGINAL_TIMESTAMP`]); a value that is no number is an error
+/// naming the header, so the event is not re-driven elsewhere or as of another time.
+fn original_placement(message: &OwnedMessage) -> Result<(Option<i32>, Option<i64>), String> {
+    fn number<T: std::str::FromStr>(
+        message: &OwnedMessage,
+        name: &str,
+    ) -> Result<Option<T>, String> {
+        header(message, name)
+            .map(|text| {
+                text.trim()
+                    .parse()
+                    .map_err(|_| format!("its header `{name}` holds `{text}`, not a number"))
+            })
+            .transpose()
+    }
+    Ok((
+        number(message, ORIGINAL_PARTITION)?,
+        number(message, ORIGINAL_TIMESTAMP)?,
+    ))
 }
 
 /// The dead letters that `filter` keeps, oldest first per partition.
@@ -392,6 +429,8 @@ mod tests {
             reason: "Broker: Message size too large".into(),
             original_topic: "t".into(),
             source_position: None,
+            original_partition: None,
+            original_timestamp_ms: None,
             dead_lettered_at_ms: Some(0),
             age_seconds: Some(600),
             redriven: false,

@@ -349,6 +349,10 @@ struct Pending {
     origin: Origin,
     /// Set on a dead letter's own delivery: why the event was dead-lettered.
     dead_letter: Option<String>,
+    /// The partition and record timestamp the event was sent with, where the router set them:
+    /// a delivery report carries the partitioner's choice and the producer's time too, and a
+    /// dead letter keeps only the event's own.
+    placed: (Option<i32>, Option<i64>),
 }
 
 /// The events a session handed to the producer and has not had reported yet, each under the tag
@@ -1058,6 +1062,7 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
                         tx,
                         origin,
                         dead_letter,
+                        placed: (message.partition, message.timestamp),
                     });
                     return Ok(());
                 }
@@ -1115,6 +1120,7 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
             tx,
             origin,
             dead_letter,
+            placed: (partition, timestamp),
         }) = self.in_flight.remove(report.tag)
         else {
             tracing::trace!(tag = report.tag, "a delivery report of an earlier session");
@@ -1164,10 +1170,13 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
                             origin: origin.clone(),
                             drop_value: false,
                         };
-                        let message = letter.message(
-                            &self.pipeline.config.kafka.dead_letter_topic,
-                            KafkaMessage::from_owned(&message),
-                        );
+                        let original = KafkaMessage {
+                            partition,
+                            timestamp,
+                            ..KafkaMessage::from_owned(&message)
+                        };
+                        let message =
+                            letter.message(&self.pipeline.config.kafka.dead_letter_topic, original);
                         Some((message, letter.reason))
                     }
                     // The dead letter was too large for its topic: it goes without its value.
@@ -1211,6 +1220,7 @@ mod tests {
                 value: "0/1".into(),
             },
             dead_letter: None,
+            placed: (None, None),
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use outbox_core::WriteMode;
+use sea_orm::ConnectionTrait;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -184,6 +185,154 @@ async fn an_oversize_event_is_redriven_once_after_the_limit_is_raised() {
             || relay.log_text(),
         )
         .await;
+    drop(relay);
+    fx.teardown().await;
+}
+
+/// An event placed on a partition of its own (`part:partition`) with a record timestamp from its
+/// row (`--event-timestamp-field`) is dead-lettered with both kept, and re-driven to that
+/// partition, as of that time, not where the key's partitioner and the clock would put it. Both
+/// ways to the dead letters: refused before it is produced (over the topic's limit the relay
+/// read at start), and refused by the broker (the limit lowered after the relay read it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redriven_event_keeps_its_placed_partition_and_its_timestamp() {
+    let fx = Fixture::new("dlq_placed", WriteMode::Insert).await;
+    fx.db
+        .execute_unprepared(&format!(
+            "ALTER TABLE \"{}\" ADD COLUMN part integer NULL",
+            fx.name
+        ))
+        .await
+        .expect("adding the partition column");
+    set_max_message_bytes(&fx.topic(), 4000).await;
+    let relay = fx.start_relay(&[
+        "--placement",
+        "part:partition",
+        "--event-timestamp-field",
+        "timestamp",
+    ]);
+    // Where the partitioner puts key `k2` (the row places it nowhere: `part` is NULL).
+    let mut topic = Reader::new(&[&fx.topic()]);
+    let small = fx.write(&[event("k2", json!({"n": 1}))]).await;
+    let small_id = small[0].id.to_string();
+    topic
+        .read_until(WAIT, has_all(&[small_id.clone()].into()), || {
+            relay.log_text()
+        })
+        .await;
+    let by_key = topic.messages[0].partition;
+    // Two events of the same key, each placed on another partition and stamped in 2020: one
+    // over the limit the relay knows, one under it but over the broker's lowered limit.
+    let insert = |id: &str, blob: usize, stamp: &str, part: i32| {
+        format!(
+            "INSERT INTO \"{}\" (id, aggregatetype, aggregateid, type, payload, \"timestamp\", \
+             part) VALUES ('{id}', '{AGGREGATE_TYPE}', 'k2', 'OrderChanged', \
+             jsonb_build_object('blob', repeat('x', {blob})), '{stamp}', {part})",
+            fx.name
+        )
+    };
+    let refused_here = (
+        "00000000-0000-4000-8000-00000000d1a7",
+        (by_key + 1) % 4,
+        1_577_934_245_678_i64,
+    );
+    fx.db
+        .execute_unprepared(&insert(
+            refused_here.0,
+            20_000,
+            "2020-01-02T03:04:05.678Z",
+            refused_here.1,
+        ))
+        .await
+        .expect("writing the oversize event");
+    let mut dead = Reader::new(&[&fx.dlq_topic()]);
+    dead.read_until(WAIT, has_all(&[refused_here.0.to_owned()].into()), || {
+        relay.log_text()
+    })
+    .await;
+    set_max_message_bytes(&fx.topic(), 3000).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused_there = (
+        "00000000-0000-4000-8000-00000000d1a8",
+        (by_key + 2) % 4,
+        1_578_020_645_678_i64,
+    );
+    fx.db
+        .execute_unprepared(&insert(
+            refused_there.0,
+            3_300,
+            "2020-01-03T03:04:05.678Z",
+            refused_there.1,
+        ))
+        .await
+        .expect("writing the event the broker refuses");
+    dead.read_until(WAIT, has_all(&[refused_there.0.to_owned()].into()), || {
+        relay.log_text()
+    })
+    .await;
+    let entries = listed(&fx, &[]);
+    for (id, partition, stamped_ms) in [refused_here, refused_there] {
+        let letter = dead
+            .messages
+            .iter()
+            .find(|m| m.id() == id)
+            .expect("dead letter");
+        assert_eq!(
+            (
+                letter.header("dlq.original.partition"),
+                letter.header("dlq.original.timestamp")
+            ),
+            (
+                Some(partition.to_string().as_str()),
+                Some(stamped_ms.to_string().as_str())
+            ),
+            "{id}: {:?}",
+            letter.headers
+        );
+        let entry = entries
+            .iter()
+            .find(|e| e["event_id"] == json!(id))
+            .expect("listed");
+        assert_eq!(
+            (
+                &entry["original_partition"],
+                &entry["original_timestamp_ms"]
+            ),
+            (&json!(partition), &json!(stamped_ms)),
+            "{entry}"
+        );
+    }
+
+    set_max_message_bytes(&fx.topic(), 1_048_588).await;
+    let out = dlq(&fx, &["redrive", "--all"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 re-driven"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let ids: std::collections::HashSet<String> =
+        [refused_here.0.to_owned(), refused_there.0.to_owned()].into();
+    topic
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    for (id, partition, stamped_ms) in [refused_here, refused_there] {
+        let redriven = topic
+            .messages
+            .iter()
+            .find(|m| m.id() == id)
+            .expect("re-driven");
+        assert_eq!(
+            (redriven.partition, redriven.timestamp),
+            (partition, Some(stamped_ms)),
+            "{id}: the placed partition and the row's timestamp, not the key's partition \
+             ({by_key}) and the redrive's time"
+        );
+        assert!(
+            redriven.headers.keys().all(|h| !h.starts_with("dlq.")),
+            "{:?}",
+            redriven.headers
+        );
+    }
     drop(relay);
     fx.teardown().await;
 }

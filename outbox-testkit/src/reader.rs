@@ -17,6 +17,8 @@ pub struct Received {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// The record timestamp, milliseconds since the Unix epoch.
+    pub timestamp: Option<i64>,
     pub key: Option<String>,
     pub value: Option<Vec<u8>>,
     pub headers: HashMap<String, String>,
@@ -95,6 +97,7 @@ impl Reader {
                 topic: m.topic().to_owned(),
                 partition: m.partition(),
                 offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                 value: m.payload().map(<[u8]>::to_vec),
                 headers: text_headers(&m),
