@@ -364,6 +364,92 @@ async fn debezium_ddl_and_binary_payloads() {
     source.close().await;
 }
 
+/// MariaDB 10.7+'s own `UUID` type (Hibernate 6's mapping of a `java.util.UUID` id there)
+/// travels in the binlog as its 16 stored bytes, some kinds in another byte order and without
+/// trailing zero bytes; every kind of id is shipped as the text the server shows for it (`SELECT
+/// id`), as the `poll` source ships it. A `binary(n)` value gets its trailing zeros back too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_uuid_id_arrives_as_the_text_the_server_shows() {
+    let fixture = BinlogFixture::bare("binlog_uuid").await;
+    fixture
+        .exec(&format!(
+            "CREATE TABLE `{}` (id uuid NOT NULL PRIMARY KEY, aggregatetype varchar(255) NOT NULL, \
+             aggregateid varchar(255) NOT NULL, type varchar(255) NOT NULL, payload json, \
+             tag binary(8))",
+            fixture.name
+        ))
+        .await;
+    let mut connector = connector(&fixture).await;
+    let mut source = connector.open(None).await.expect("open");
+    // The server's own (time-based, version 1), versions 4 and 7, a version 1 literal, the nil
+    // UUID, and one outside RFC 4122's variant.
+    let ids = [
+        "UUID()",
+        "'6ccd780c-baba-4026-9564-5b8c656024db'",
+        "'0192f1c4-7b3a-7def-8a11-223344556677'",
+        "'6ccd780c-baba-1026-9564-5b8c656024db'",
+        "'00000000-0000-0000-0000-000000000000'",
+        "'6ccd780c-baba-4026-1564-5b8c656024db'",
+    ];
+    for (n, id) in ids.iter().enumerate() {
+        fixture
+            .exec(&format!(
+                "INSERT INTO `{}` VALUES ({id}, 'Order', 'o-{n}', 'Created', '{{}}', \
+                 X'0102000000000000')",
+                fixture.name
+            ))
+            .await;
+    }
+    let shown: HashMap<String, String> = fixture
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::MySql,
+            format!(
+                "SELECT aggregateid, CAST(id AS CHAR) FROM `{}`",
+                fixture.name
+            ),
+        ))
+        .await
+        .expect("reading the ids back")
+        .iter()
+        .map(|row| {
+            (
+                row.try_get_by_index(0).expect("aggregateid"),
+                row.try_get_by_index(1).expect("id"),
+            )
+        })
+        .collect();
+    let mut shipped = HashMap::new();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while shipped.len() < ids.len() {
+        let event = tokio::time::timeout_at(deadline, source.next())
+            .await
+            .expect("an event in time")
+            .expect("next");
+        match event {
+            outbox_relay::source::binlog::SourceEvent::Event(record) => {
+                use outbox_relay::source::ColumnValue;
+                let text = |i: usize| match &record.columns[i].1 {
+                    Some(ColumnValue::Text(t)) => t.clone(),
+                    other => panic!("column {i} is not text: {other:?}"),
+                };
+                shipped.insert(text(2), text(0));
+                assert_eq!(
+                    record.columns[5].1,
+                    Some(ColumnValue::Bytes(vec![1, 2, 0, 0, 0, 0, 0, 0])),
+                    "binary(8) whole"
+                );
+            }
+            outbox_relay::source::binlog::SourceEvent::Unreadable { record, reason } => {
+                panic!("a row was not readable: {reason}: {:?}", record.columns)
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(shipped, shown, "each id as the server shows it");
+    source.close().await;
+}
+
 /// The preflight names each missing piece, as Fatal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_names_what_is_missing() {

@@ -278,6 +278,13 @@ async fn debezium_char_ids_mariadb() {
     debezium_table(Backend::MariaDb, ddl("char(36)", "json", false)).await;
 }
 
+/// MariaDB 10.7+'s own `UUID` type: what Hibernate 6 makes of a `java.util.UUID` id there (the
+/// Quarkus and Spring outbox entities).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn debezium_uuid_ids_mariadb() {
+    debezium_table(Backend::MariaDb, ddl("uuid", "json", false)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn debezium_varchar_ids_mariadb() {
     debezium_table(Backend::MariaDb, ddl("varchar(36)", "varchar(4000)", false)).await;
