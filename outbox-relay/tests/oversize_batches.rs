@@ -190,8 +190,10 @@ async fn an_event_is_refused_before_producing_exactly_when_the_broker_refuses_it
     const LIMIT: usize = 4_000;
     let topic = outbox_testkit::new_topic("oversize_exact").await;
     set_max_message_bytes(&topic, LIMIT).await;
+    // A route that reaches `topic` (the relay reads the limits of the topics it may route to).
     let config = KafkaConfig {
         brokers: Some(kafka_brokers()),
+        topic: "${routedByValue}".into(),
         dead_letter_topic: format!("{topic}.dlq"),
         ..KafkaConfig::default()
     };
