@@ -450,6 +450,86 @@ async fn a_mariadb_uuid_id_arrives_as_the_text_the_server_shows() {
     source.close().await;
 }
 
+/// MariaDB's `INET6` and `INET4` columns (a user's own, beside the outbox's) arrive as the
+/// address's bytes; each is shipped as the text the server shows, not as unreadable bytes that
+/// would send the whole event to the dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_address_columns_arrive_as_the_text_the_server_shows() {
+    let fixture = BinlogFixture::bare("binlog_inet").await;
+    fixture
+        .exec(&format!(
+            "CREATE TABLE `{}` (id varchar(36) NOT NULL PRIMARY KEY, \
+             aggregatetype varchar(255) NOT NULL, aggregateid varchar(255) NOT NULL, \
+             type varchar(255) NOT NULL, payload json, client inet6, client4 inet4)",
+            fixture.name
+        ))
+        .await;
+    let mut connector = connector(&fixture).await;
+    let mut source = connector.open(None).await.expect("open");
+    let addresses = [
+        ("2001:db8::1", "192.0.2.1"),
+        ("::ffff:192.0.2.1", "0.0.0.0"),
+        ("::", "255.255.255.255"),
+        ("fe80::1:0:0:0", "10.0.0.0"),
+        ("2001:db8:0:0:1::", "0.0.0.1"),
+    ];
+    for (n, (v6, v4)) in addresses.iter().enumerate() {
+        fixture
+            .exec(&format!(
+                "INSERT INTO `{}` VALUES ('e{n}', 'Order', 'o-{n}', 'Created', '{{}}', \
+                 '{v6}', '{v4}')",
+                fixture.name
+            ))
+            .await;
+    }
+    let shown: HashMap<String, (String, String)> = fixture
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::MySql,
+            format!(
+                "SELECT aggregateid, CAST(client AS CHAR), CAST(client4 AS CHAR) FROM `{}`",
+                fixture.name
+            ),
+        ))
+        .await
+        .expect("reading the addresses back")
+        .iter()
+        .map(|row| {
+            (
+                row.try_get_by_index(0).expect("aggregateid"),
+                (
+                    row.try_get_by_index(1).expect("client"),
+                    row.try_get_by_index(2).expect("client4"),
+                ),
+            )
+        })
+        .collect();
+    let mut shipped = HashMap::new();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while shipped.len() < addresses.len() {
+        let event = tokio::time::timeout_at(deadline, source.next())
+            .await
+            .expect("an event in time")
+            .expect("next");
+        match event {
+            outbox_relay::source::binlog::SourceEvent::Event(record) => {
+                use outbox_relay::source::ColumnValue;
+                let text = |i: usize| match &record.columns[i].1 {
+                    Some(ColumnValue::Text(t)) => t.clone(),
+                    other => panic!("column {i} is not text: {other:?}"),
+                };
+                shipped.insert(text(2), (text(5), text(6)));
+            }
+            outbox_relay::source::binlog::SourceEvent::Unreadable { record, reason } => {
+                panic!("a row was not readable: {reason}: {:?}", record.columns)
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(shipped, shown, "each address as the server shows it");
+    source.close().await;
+}
+
 /// The preflight names each missing piece, as Fatal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_names_what_is_missing() {

@@ -255,10 +255,12 @@ impl Table {
     }
 }
 
-/// The width of a `binary(n)` (`n`, `binary` alone: 1) or a MariaDB `uuid` (16) column.
+/// The width of a `binary(n)` (`n`, `binary` alone: 1) or a MariaDB `uuid`, `inet6` (16) or
+/// `inet4` (4) column.
 fn fixed_width(data_type: &str, column_type: &str) -> Option<usize> {
     match data_type {
-        "uuid" => Some(16),
+        "uuid" | "inet6" => Some(16),
+        "inet4" => Some(4),
         "binary" => Some(
             column_type
                 .split_once('(')
@@ -381,6 +383,7 @@ impl Column {
             Value::NULL => Decoded::Value(None),
             Value::Bytes(bytes) if self.data_type == "timestamp" => self.timestamp(bytes),
             Value::Bytes(bytes) if self.data_type == "uuid" => self.uuid(bytes),
+            Value::Bytes(bytes) if self.data_type.starts_with("inet") => self.address(bytes),
             Value::Bytes(bytes) if self.binary() => Decoded::Value(Some(ColumnValue::Bytes(bytes))),
             Value::Bytes(bytes) => match self.charset.as_deref() {
                 Some(cs) if cs.starts_with("latin1") => {
@@ -448,6 +451,27 @@ impl Column {
                 raw: bytes,
             },
         }
+    }
+
+    /// MariaDB's `INET6` (10.5+) and `INET4` (10.10+) arrive as the address's bytes in network
+    /// order; shipped as the text the server shows.
+    fn address(&self, bytes: Vec<u8>) -> Decoded {
+        let text = if let Ok(v6) = <[u8; 16]>::try_from(bytes.as_slice()) {
+            std::net::Ipv6Addr::from(v6).to_string()
+        } else if let Ok(v4) = <[u8; 4]>::try_from(bytes.as_slice()) {
+            std::net::Ipv4Addr::from(v4).to_string()
+        } else {
+            return Decoded::Unreadable {
+                reason: format!(
+                    "column `{}` ({}): {} bytes, not an address",
+                    self.name,
+                    self.data_type,
+                    bytes.len()
+                ),
+                raw: bytes,
+            };
+        };
+        Decoded::Value(Some(ColumnValue::Text(text)))
     }
 
     /// A `timestamp` arrives as Unix seconds (`1700000000.123456`); shipped in UTC as
