@@ -530,6 +530,90 @@ async fn mariadb_address_columns_arrive_as_the_text_the_server_shows() {
     source.close().await;
 }
 
+/// `ENUM` and `SET` columns (an `aggregatetype` or `type` kept as an `ENUM`, a user's own `SET`)
+/// travel in the binlog as their index and bit mask; each is shipped as the text the server
+/// shows, so an event is routed by its label, not by a number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enum_and_set_columns_arrive_as_the_text_the_server_shows() {
+    let fixture = BinlogFixture::bare("binlog_enum").await;
+    fixture
+        .exec(&format!(
+            "CREATE TABLE `{}` (id varchar(36) NOT NULL PRIMARY KEY, \
+             aggregatetype enum('Order','Customer','Invoice') NOT NULL, \
+             aggregateid varchar(255) NOT NULL, type varchar(255) NOT NULL, payload json, \
+             flags set('a','b','c','d','e','f','g','h','i') NULL)",
+            fixture.name
+        ))
+        .await;
+    let mut connector = connector(&fixture).await;
+    let mut source = connector.open(None).await.expect("open");
+    let rows = [
+        ("Order", "NULL"),
+        ("Customer", "''"),
+        ("Invoice", "'a,c'"),
+        ("Order", "'b,i'"),
+    ];
+    for (n, (aggregate_type, flags)) in rows.iter().enumerate() {
+        fixture
+            .exec(&format!(
+                "INSERT INTO `{}` VALUES ('e{n}', '{aggregate_type}', 'o-{n}', 'Created', '{{}}', \
+                 {flags})",
+                fixture.name
+            ))
+            .await;
+    }
+    let shown: HashMap<String, (String, Option<String>)> = fixture
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::MySql,
+            format!(
+                "SELECT aggregateid, CAST(aggregatetype AS CHAR), CAST(flags AS CHAR) FROM `{}`",
+                fixture.name
+            ),
+        ))
+        .await
+        .expect("reading the rows back")
+        .iter()
+        .map(|row| {
+            (
+                row.try_get_by_index(0).expect("aggregateid"),
+                (
+                    row.try_get_by_index(1).expect("aggregatetype"),
+                    row.try_get_by_index(2).expect("flags"),
+                ),
+            )
+        })
+        .collect();
+    let mut shipped = HashMap::new();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while shipped.len() < rows.len() {
+        let event = tokio::time::timeout_at(deadline, source.next())
+            .await
+            .expect("an event in time")
+            .expect("next");
+        match event {
+            outbox_relay::source::binlog::SourceEvent::Event(record) => {
+                use outbox_relay::source::ColumnValue;
+                let text = |i: usize| match &record.columns[i].1 {
+                    Some(ColumnValue::Text(t)) => Some(t.clone()),
+                    None => None,
+                    other => panic!("column {i} is not text: {other:?}"),
+                };
+                shipped.insert(
+                    text(2).expect("aggregateid"),
+                    (text(1).expect("aggregatetype"), text(5)),
+                );
+            }
+            outbox_relay::source::binlog::SourceEvent::Unreadable { record, reason } => {
+                panic!("a row was not readable: {reason}: {:?}", record.columns)
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(shipped, shown, "each label as the server shows it");
+    source.close().await;
+}
+
 /// The preflight names each missing piece, as Fatal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_names_what_is_missing() {

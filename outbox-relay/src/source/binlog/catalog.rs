@@ -164,6 +164,9 @@ pub(crate) struct Column {
     /// The bytes of a fixed-width binary value (`binary(16)`: 16; `uuid`: 16): the binlog drops
     /// such a value's trailing zero bytes, which are part of it.
     pub fixed_width: Option<usize>,
+    /// An `enum` or `set` column's members, in order: the binlog carries the member's number
+    /// (`enum`) or a bit per member (`set`), which are shipped as the labels.
+    pub members: Vec<String>,
 }
 
 /// The outbox table as the catalog describes it.
@@ -230,6 +233,11 @@ impl Table {
                     name: name.into(),
                     fsp: fractional_digits(&column_type),
                     fixed_width: fixed_width(&data_type, &column_type),
+                    members: if matches!(data_type.as_str(), "enum" | "set") {
+                        members(&column_type)
+                    } else {
+                        Vec::new()
+                    },
                     data_type,
                     charset: charset.map(|c| c.to_ascii_lowercase()),
                 }
@@ -253,6 +261,33 @@ impl Table {
             columns,
         })
     }
+}
+
+/// The members of an `enum('a','b')` or `set(...)` column type, in order: each quoted, a quote
+/// within doubled, as MariaDB and MySQL write them in `information_schema.columns.column_type`.
+fn members(column_type: &str) -> Vec<String> {
+    let list = column_type.split_once('(').map_or("", |(_, list)| list);
+    let mut members = Vec::new();
+    let mut chars = list.chars().peekable();
+    while let Some(c) = chars.next() {
+        // Between members: the commas and the closing parenthesis.
+        if c != '\'' {
+            continue;
+        }
+        let mut member = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    member.push('\'');
+                }
+                '\'' => break,
+                c => member.push(c),
+            }
+        }
+        members.push(member);
+    }
+    members
 }
 
 /// The width of a `binary(n)` (`n`, `binary` alone: 1) or a MariaDB `uuid`, `inet6` (16) or
@@ -381,6 +416,11 @@ impl Column {
         };
         match value {
             Value::NULL => Decoded::Value(None),
+            Value::Int(_) | Value::UInt(_) | Value::Bytes(_)
+                if matches!(self.data_type.as_str(), "enum" | "set") =>
+            {
+                self.labels(value)
+            }
             Value::Bytes(bytes) if self.data_type == "timestamp" => self.timestamp(bytes),
             Value::Bytes(bytes) if self.data_type == "uuid" => self.uuid(bytes),
             Value::Bytes(bytes) if self.data_type.starts_with("inet") => self.address(bytes),
@@ -453,6 +493,54 @@ impl Column {
         }
     }
 
+    /// An `enum`'s member number (1 for the first; 0 for the empty string the server stores
+    /// for a value it could not take) or a `set`'s bits (little-endian, a bit per member), as
+    /// the labels the server shows (a set's joined by commas).
+    fn labels(&self, value: Value) -> Decoded {
+        let number = match value {
+            Value::Int(i) => u64::try_from(i).ok(),
+            Value::UInt(u) => Some(u),
+            Value::Bytes(ref bytes) if bytes.len() <= 8 => Some(
+                bytes
+                    .iter()
+                    .rev()
+                    .fold(0u64, |n, &b| (n << 8) | u64::from(b)),
+            ),
+            _ => None,
+        };
+        let label = number.and_then(|n| {
+            if self.data_type == "set" {
+                // No bit past the last member.
+                let beyond = u32::try_from(self.members.len()).unwrap_or(u32::MAX);
+                (n.checked_shr(beyond).unwrap_or(0) == 0).then(|| {
+                    self.members
+                        .iter()
+                        .enumerate()
+                        .filter(|(bit, _)| n & (1 << bit) != 0)
+                        .map(|(_, member)| member.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+            } else if n == 0 {
+                Some(String::new())
+            } else {
+                usize::try_from(n - 1)
+                    .ok()
+                    .and_then(|i| self.members.get(i).cloned())
+            }
+        });
+        match label {
+            Some(label) => Decoded::Value(Some(ColumnValue::Text(label))),
+            None => Decoded::Unreadable {
+                reason: format!(
+                    "column `{}` ({}): {value:?} names no member of {:?}",
+                    self.name, self.data_type, self.members
+                ),
+                raw: Vec::new(),
+            },
+        }
+    }
+
     /// MariaDB's `INET6` (10.5+) and `INET4` (10.10+) arrive as the address's bytes in network
     /// order; shipped as the text the server shows.
     fn address(&self, bytes: Vec<u8>) -> Decoded {
@@ -513,7 +601,46 @@ mod tests {
             fsp,
             charset: charset.map(str::to_owned),
             fixed_width: fixed_width(data_type, data_type),
+            members: Vec::new(),
         }
+    }
+
+    #[test]
+    fn enum_and_set_values_are_their_labels() {
+        assert_eq!(
+            members("enum('Order','it''s','a,b')"),
+            ["Order", "it's", "a,b"]
+        );
+        assert_eq!(members("set('x')"), ["x"]);
+        let kind = Column {
+            members: members("enum('Order','Customer')"),
+            ..column("enum", 0, None)
+        };
+        assert_eq!(
+            kind.decode(BinlogValue::Value(Value::Int(2))),
+            text("Customer")
+        );
+        assert_eq!(kind.decode(BinlogValue::Value(Value::Int(0))), text(""));
+        assert!(matches!(
+            kind.decode(BinlogValue::Value(Value::Int(3))),
+            Decoded::Unreadable { .. }
+        ));
+        let flags = Column {
+            members: members("set('a','b','c','d','e','f','g','h','i')"),
+            ..column("set", 0, None)
+        };
+        assert_eq!(
+            flags.decode(BinlogValue::Value(Value::Bytes(vec![0x02, 0x01]))),
+            text("b,i")
+        );
+        assert_eq!(
+            flags.decode(BinlogValue::Value(Value::Bytes(vec![0, 0]))),
+            text("")
+        );
+        assert!(matches!(
+            flags.decode(BinlogValue::Value(Value::Bytes(vec![0, 0x02]))),
+            Decoded::Unreadable { .. }
+        ));
     }
 
     #[test]
