@@ -6,11 +6,11 @@
 //! `dlq.*` headers removed) to the original topic with the relay's own idempotent producer and
 //! partitioner, so the event lands on the partition of its aggregate; an event that was placed
 //! on a partition of its own (a `partition` placement) goes to that partition, and one with a
-//! record timestamp keeps it (`dlq.original.partition`, `dlq.original.timestamp`). Each re-driven dead letter
-//! is then recorded in the compacted topic `<dead-letter topic>.redriven` (key:
-//! `partition/offset`), and is not sent again unless `--force`. The record is written after the
-//! original topic acknowledged the event: a redrive interrupted between the two sends that event
-//! again on the next redrive (at least once, as everywhere; consumers dedupe by `id`).
+//! record timestamp keeps it (`dlq.original.partition`, `dlq.original.timestamp`). Each
+//! re-driven dead letter is then recorded in the compacted topic `<dead-letter topic>.redriven`
+//! (key: `partition/offset`), and is not sent again unless `--force`. The record is written after
+//! the original topic acknowledged the event: a redrive interrupted between the two sends that
+//! event again on the next redrive (at least once, as everywhere; consumers dedupe by `id`).
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -192,10 +192,11 @@ fn entry(message: &OwnedMessage, redriven: &HashSet<String>) -> DeadLetterEntry 
         .headers
         .retain(|(name, _)| !name.starts_with("dlq."));
     original.topic = header(message, "dlq.original.topic").unwrap_or_default();
-    let placed = original_placement(message).map(|(partition, timestamp)| {
+    let placed = original_placement(message);
+    if let Ok((partition, timestamp)) = placed {
         original.partition = partition;
         original.timestamp = timestamp;
-    });
+    }
     let dropped = header(message, "dlq.original.value.bytes");
     let not_redrivable = if original.topic.is_empty() {
         Some("it has no original topic (it is not an outbox event)".to_owned())

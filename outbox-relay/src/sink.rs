@@ -708,8 +708,8 @@ impl SizeLimits {
     /// Only those topics, and [`DESCRIBED_AT_ONCE`] at a time: a topic's description is every
     /// one of its settings, and a cluster may hold thousands of topics. On a broker of 1,647
     /// topics an idle relay that described them all in one request peaked at 47 MB RSS (32 MB
-    /// of it heap); describing only its route's topics, 20 MB (5 MB), and all of them, 100 at a
-    /// time (a route that may reach any topic), 21 MB (6 MB). BENCHMARKS.md, part 8.
+    /// of it heap); describing only its route's topics, or all of them 100 at a time (a route
+    /// that may reach any topic), 20 MB (5 MB). BENCHMARKS.md, part 8.
     pub async fn read(config: &KafkaConfig, bound: Duration) -> Result<SizeLimits, KafkaError> {
         let admin: AdminClient<DefaultClientContext> = other_client_config(config).create()?;
         let admin = Arc::new(admin);

@@ -364,23 +364,110 @@ async fn debezium_ddl_and_binary_payloads() {
     source.close().await;
 }
 
-/// MariaDB 10.7+'s own `UUID` type (Hibernate 6's mapping of a `java.util.UUID` id there)
-/// travels in the binlog as its 16 stored bytes, some kinds in another byte order and without
-/// trailing zero bytes; every kind of id is shipped as the text the server shows for it (`SELECT
-/// id`), as the `poll` source ships it. A `binary(n)` value gets its trailing zeros back too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mariadb_uuid_id_arrives_as_the_text_the_server_shows() {
-    let fixture = BinlogFixture::bare("binlog_uuid").await;
+/// What the binlog source shipped and what the server shows (`CAST(... AS CHAR)`), by aggregate
+/// id, for the columns `checked` of a table of `columns` (with `aggregateid` among them) after
+/// one INSERT of each of `rows` (its `VALUES`); and the records, by aggregate id. A row the
+/// source cannot read fails the test.
+struct ShippedAndShown {
+    shipped: HashMap<String, Vec<Option<String>>>,
+    shown: HashMap<String, Vec<Option<String>>>,
+    records: HashMap<String, outbox_relay::source::OutboxRecord>,
+}
+
+async fn shipped_and_shown(
+    prefix: &str,
+    columns: &str,
+    rows: &[String],
+    checked: &[&str],
+) -> ShippedAndShown {
+    use outbox_relay::source::ColumnValue;
+    use outbox_relay::source::binlog::SourceEvent;
+    let fixture = BinlogFixture::bare(prefix).await;
     fixture
-        .exec(&format!(
-            "CREATE TABLE `{}` (id uuid NOT NULL PRIMARY KEY, aggregatetype varchar(255) NOT NULL, \
-             aggregateid varchar(255) NOT NULL, type varchar(255) NOT NULL, payload json, \
-             tag binary(8))",
-            fixture.name
-        ))
+        .exec(&format!("CREATE TABLE `{}` ({columns})", fixture.name))
         .await;
     let mut connector = connector(&fixture).await;
     let mut source = connector.open(None).await.expect("open");
+    for row in rows {
+        fixture
+            .exec(&format!("INSERT INTO `{}` VALUES ({row})", fixture.name))
+            .await;
+    }
+    let casts: Vec<String> = checked
+        .iter()
+        .map(|c| format!("CAST(`{c}` AS CHAR)"))
+        .collect();
+    let shown = fixture
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::MySql,
+            format!(
+                "SELECT aggregateid, {} FROM `{}`",
+                casts.join(", "),
+                fixture.name
+            ),
+        ))
+        .await
+        .expect("reading the rows back")
+        .iter()
+        .map(|row| {
+            let text = |i: usize| row.try_get_by_index::<Option<String>>(i).expect("a column");
+            let aggregate = text(0).expect("aggregateid");
+            (aggregate, (1..=checked.len()).map(text).collect())
+        })
+        .collect();
+    let mut records = HashMap::new();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while records.len() < rows.len() {
+        let event = tokio::time::timeout_at(deadline, source.next())
+            .await
+            .expect("an event in time")
+            .expect("next");
+        match event {
+            SourceEvent::Event(record) => {
+                let aggregate = match record.get("aggregateid") {
+                    Some(aggregate) => aggregate.to_owned(),
+                    None => panic!("no aggregateid: {:?}", record.columns),
+                };
+                records.insert(aggregate, record);
+            }
+            SourceEvent::Unreadable { record, reason } => {
+                panic!("a row was not readable: {reason}: {:?}", record.columns)
+            }
+            _ => {}
+        }
+    }
+    source.close().await;
+    let shipped = records
+        .iter()
+        .map(|(aggregate, record)| {
+            let texts = checked
+                .iter()
+                .map(|name| {
+                    let value = record.columns.iter().find(|(n, _)| &**n == *name);
+                    match value.map(|(_, v)| v) {
+                        Some(Some(ColumnValue::Text(t))) => Some(t.clone()),
+                        Some(None) => None,
+                        other => panic!("`{name}` was not shipped as text: {other:?}"),
+                    }
+                })
+                .collect();
+            (aggregate.clone(), texts)
+        })
+        .collect();
+    ShippedAndShown {
+        shipped,
+        shown,
+        records,
+    }
+}
+
+/// MariaDB 10.7+'s own `UUID` type (Hibernate 6's mapping of a `java.util.UUID` id there)
+/// travels in the binlog as its 16 bytes, without trailing zero bytes; every kind of id is
+/// shipped as the text the server shows for it (`SELECT id`), as the `poll` source ships it. A
+/// `binary(n)` value gets its trailing zeros back too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_uuid_id_arrives_as_the_text_the_server_shows() {
     // The server's own (time-based, version 1), versions 4 and 7, a version 1 literal, the nil
     // UUID, and one outside RFC 4122's variant.
     let ids = [
@@ -391,63 +478,30 @@ async fn a_mariadb_uuid_id_arrives_as_the_text_the_server_shows() {
         "'00000000-0000-0000-0000-000000000000'",
         "'6ccd780c-baba-4026-1564-5b8c656024db'",
     ];
-    for (n, id) in ids.iter().enumerate() {
-        fixture
-            .exec(&format!(
-                "INSERT INTO `{}` VALUES ({id}, 'Order', 'o-{n}', 'Created', '{{}}', \
-                 X'0102000000000000')",
-                fixture.name
-            ))
-            .await;
-    }
-    let shown: HashMap<String, String> = fixture
-        .db
-        .query_all_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::MySql,
-            format!(
-                "SELECT aggregateid, CAST(id AS CHAR) FROM `{}`",
-                fixture.name
-            ),
-        ))
-        .await
-        .expect("reading the ids back")
+    let rows: Vec<String> = ids
         .iter()
-        .map(|row| {
-            (
-                row.try_get_by_index(0).expect("aggregateid"),
-                row.try_get_by_index(1).expect("id"),
-            )
-        })
+        .enumerate()
+        .map(|(n, id)| format!("{id}, 'Order', 'o-{n}', 'Created', '{{}}', X'0102000000000000'"))
         .collect();
-    let mut shipped = HashMap::new();
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    while shipped.len() < ids.len() {
-        let event = tokio::time::timeout_at(deadline, source.next())
-            .await
-            .expect("an event in time")
-            .expect("next");
-        match event {
-            outbox_relay::source::binlog::SourceEvent::Event(record) => {
-                use outbox_relay::source::ColumnValue;
-                let text = |i: usize| match &record.columns[i].1 {
-                    Some(ColumnValue::Text(t)) => t.clone(),
-                    other => panic!("column {i} is not text: {other:?}"),
-                };
-                shipped.insert(text(2), text(0));
-                assert_eq!(
-                    record.columns[5].1,
-                    Some(ColumnValue::Bytes(vec![1, 2, 0, 0, 0, 0, 0, 0])),
-                    "binary(8) whole"
-                );
-            }
-            outbox_relay::source::binlog::SourceEvent::Unreadable { record, reason } => {
-                panic!("a row was not readable: {reason}: {:?}", record.columns)
-            }
-            _ => {}
-        }
+    let seen = shipped_and_shown(
+        "binlog_uuid",
+        "id uuid NOT NULL PRIMARY KEY, aggregatetype varchar(255) NOT NULL, \
+         aggregateid varchar(255) NOT NULL, type varchar(255) NOT NULL, payload json, \
+         tag binary(8)",
+        &rows,
+        &["id"],
+    )
+    .await;
+    assert_eq!(seen.shipped, seen.shown, "each id as the server shows it");
+    for record in seen.records.values() {
+        assert_eq!(
+            record.columns[5].1,
+            Some(outbox_relay::source::ColumnValue::Bytes(vec![
+                1, 2, 0, 0, 0, 0, 0, 0
+            ])),
+            "binary(8) whole"
+        );
     }
-    assert_eq!(shipped, shown, "each id as the server shows it");
-    source.close().await;
 }
 
 /// MariaDB's `INET6` and `INET4` columns (a user's own, beside the outbox's) arrive as the
@@ -455,17 +509,6 @@ async fn a_mariadb_uuid_id_arrives_as_the_text_the_server_shows() {
 /// would send the whole event to the dead letters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_address_columns_arrive_as_the_text_the_server_shows() {
-    let fixture = BinlogFixture::bare("binlog_inet").await;
-    fixture
-        .exec(&format!(
-            "CREATE TABLE `{}` (id varchar(36) NOT NULL PRIMARY KEY, \
-             aggregatetype varchar(255) NOT NULL, aggregateid varchar(255) NOT NULL, \
-             type varchar(255) NOT NULL, payload json, client inet6, client4 inet4)",
-            fixture.name
-        ))
-        .await;
-    let mut connector = connector(&fixture).await;
-    let mut source = connector.open(None).await.expect("open");
     let addresses = [
         ("2001:db8::1", "192.0.2.1"),
         ("::ffff:192.0.2.1", "0.0.0.0"),
@@ -473,61 +516,24 @@ async fn mariadb_address_columns_arrive_as_the_text_the_server_shows() {
         ("fe80::1:0:0:0", "10.0.0.0"),
         ("2001:db8:0:0:1::", "0.0.0.1"),
     ];
-    for (n, (v6, v4)) in addresses.iter().enumerate() {
-        fixture
-            .exec(&format!(
-                "INSERT INTO `{}` VALUES ('e{n}', 'Order', 'o-{n}', 'Created', '{{}}', \
-                 '{v6}', '{v4}')",
-                fixture.name
-            ))
-            .await;
-    }
-    let shown: HashMap<String, (String, String)> = fixture
-        .db
-        .query_all_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::MySql,
-            format!(
-                "SELECT aggregateid, CAST(client AS CHAR), CAST(client4 AS CHAR) FROM `{}`",
-                fixture.name
-            ),
-        ))
-        .await
-        .expect("reading the addresses back")
+    let rows: Vec<String> = addresses
         .iter()
-        .map(|row| {
-            (
-                row.try_get_by_index(0).expect("aggregateid"),
-                (
-                    row.try_get_by_index(1).expect("client"),
-                    row.try_get_by_index(2).expect("client4"),
-                ),
-            )
-        })
+        .enumerate()
+        .map(|(n, (v6, v4))| format!("'e{n}', 'Order', 'o-{n}', 'Created', '{{}}', '{v6}', '{v4}'"))
         .collect();
-    let mut shipped = HashMap::new();
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    while shipped.len() < addresses.len() {
-        let event = tokio::time::timeout_at(deadline, source.next())
-            .await
-            .expect("an event in time")
-            .expect("next");
-        match event {
-            outbox_relay::source::binlog::SourceEvent::Event(record) => {
-                use outbox_relay::source::ColumnValue;
-                let text = |i: usize| match &record.columns[i].1 {
-                    Some(ColumnValue::Text(t)) => t.clone(),
-                    other => panic!("column {i} is not text: {other:?}"),
-                };
-                shipped.insert(text(2), (text(5), text(6)));
-            }
-            outbox_relay::source::binlog::SourceEvent::Unreadable { record, reason } => {
-                panic!("a row was not readable: {reason}: {:?}", record.columns)
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(shipped, shown, "each address as the server shows it");
-    source.close().await;
+    let seen = shipped_and_shown(
+        "binlog_inet",
+        "id varchar(36) NOT NULL PRIMARY KEY, aggregatetype varchar(255) NOT NULL, \
+         aggregateid varchar(255) NOT NULL, type varchar(255) NOT NULL, payload json, \
+         client inet6, client4 inet4",
+        &rows,
+        &["client", "client4"],
+    )
+    .await;
+    assert_eq!(
+        seen.shipped, seen.shown,
+        "each address as the server shows it"
+    );
 }
 
 /// `ENUM` and `SET` columns (an `aggregatetype` or `type` kept as an `ENUM`, a user's own `SET`)
@@ -535,83 +541,31 @@ async fn mariadb_address_columns_arrive_as_the_text_the_server_shows() {
 /// shows, so an event is routed by its label, not by a number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enum_and_set_columns_arrive_as_the_text_the_server_shows() {
-    let fixture = BinlogFixture::bare("binlog_enum").await;
-    fixture
-        .exec(&format!(
-            "CREATE TABLE `{}` (id varchar(36) NOT NULL PRIMARY KEY, \
-             aggregatetype enum('Order','Customer','Invoice') NOT NULL, \
-             aggregateid varchar(255) NOT NULL, type varchar(255) NOT NULL, payload json, \
-             flags set('a','b','c','d','e','f','g','h','i') NULL)",
-            fixture.name
-        ))
-        .await;
-    let mut connector = connector(&fixture).await;
-    let mut source = connector.open(None).await.expect("open");
-    let rows = [
+    let values = [
         ("Order", "NULL"),
         ("Customer", "''"),
         ("Invoice", "'a,c'"),
         ("Order", "'b,i'"),
     ];
-    for (n, (aggregate_type, flags)) in rows.iter().enumerate() {
-        fixture
-            .exec(&format!(
-                "INSERT INTO `{}` VALUES ('e{n}', '{aggregate_type}', 'o-{n}', 'Created', '{{}}', \
-                 {flags})",
-                fixture.name
-            ))
-            .await;
-    }
-    let shown: HashMap<String, (String, Option<String>)> = fixture
-        .db
-        .query_all_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::MySql,
-            format!(
-                "SELECT aggregateid, CAST(aggregatetype AS CHAR), CAST(flags AS CHAR) FROM `{}`",
-                fixture.name
-            ),
-        ))
-        .await
-        .expect("reading the rows back")
+    let rows: Vec<String> = values
         .iter()
-        .map(|row| {
-            (
-                row.try_get_by_index(0).expect("aggregateid"),
-                (
-                    row.try_get_by_index(1).expect("aggregatetype"),
-                    row.try_get_by_index(2).expect("flags"),
-                ),
-            )
-        })
+        .enumerate()
+        .map(|(n, (kind, flags))| format!("'e{n}', '{kind}', 'o-{n}', 'Created', '{{}}', {flags}"))
         .collect();
-    let mut shipped = HashMap::new();
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    while shipped.len() < rows.len() {
-        let event = tokio::time::timeout_at(deadline, source.next())
-            .await
-            .expect("an event in time")
-            .expect("next");
-        match event {
-            outbox_relay::source::binlog::SourceEvent::Event(record) => {
-                use outbox_relay::source::ColumnValue;
-                let text = |i: usize| match &record.columns[i].1 {
-                    Some(ColumnValue::Text(t)) => Some(t.clone()),
-                    None => None,
-                    other => panic!("column {i} is not text: {other:?}"),
-                };
-                shipped.insert(
-                    text(2).expect("aggregateid"),
-                    (text(1).expect("aggregatetype"), text(5)),
-                );
-            }
-            outbox_relay::source::binlog::SourceEvent::Unreadable { record, reason } => {
-                panic!("a row was not readable: {reason}: {:?}", record.columns)
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(shipped, shown, "each label as the server shows it");
-    source.close().await;
+    let seen = shipped_and_shown(
+        "binlog_enum",
+        "id varchar(36) NOT NULL PRIMARY KEY, \
+         aggregatetype enum('Order','Customer','Invoice') NOT NULL, \
+         aggregateid varchar(255) NOT NULL, type varchar(255) NOT NULL, payload json, \
+         flags set('a','b','c','d','e','f','g','h','i') NULL",
+        &rows,
+        &["aggregatetype", "flags"],
+    )
+    .await;
+    assert_eq!(
+        seen.shipped, seen.shown,
+        "each label as the server shows it"
+    );
 }
 
 /// The preflight names each missing piece, as Fatal.
