@@ -155,18 +155,74 @@ pub(crate) struct Column {
     /// As shipped: the configured spelling for an outbox column, else the table's. Shared by
     /// every record of the table.
     pub name: crate::record::ColumnName,
-    /// `information_schema.columns.data_type`, lower case.
+    /// `information_schema.columns.data_type`, lower case (named in errors).
     pub data_type: String,
     /// Digits of fractional seconds (`datetime(6)`: 6).
     pub fsp: usize,
     /// `character_set_name`; None for binary and non-text columns.
     pub charset: Option<String>,
-    /// The bytes of a fixed-width binary value (`binary(16)`: 16; `uuid`: 16): the binlog drops
-    /// such a value's trailing zero bytes, which are part of it.
-    pub fixed_width: Option<usize>,
-    /// An `enum` or `set` column's members, in order: the binlog carries the member's number
-    /// (`enum`) or a bit per member (`set`), which are shipped as the labels.
-    pub members: Vec<String>,
+    /// How its values are shipped: decided once from the catalog, not per value.
+    pub kind: Kind,
+}
+
+/// How a column's binlog values are shipped, by its type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// As the server prints it: text in its character set, numbers, date-times.
+    Plain,
+    /// `date`: without a time of day.
+    Date,
+    /// `timestamp`: Unix seconds in the binlog, shipped in UTC.
+    Timestamp,
+    /// Bytes as stored. A fixed-width one (`binary(n)`: `n`) gets back the trailing zero
+    /// bytes that the binlog drops.
+    Binary { width: Option<usize> },
+    /// MariaDB's `uuid` (10.7+): 16 bytes, shipped as its text.
+    Uuid,
+    /// MariaDB's `inet6` (16 bytes) and `inet4` (4): shipped as the address.
+    Address { width: usize },
+    /// `enum` (the member's number) and `set` (a bit per member): shipped as the labels.
+    Labels { members: Vec<String>, set: bool },
+}
+
+impl Kind {
+    /// The kind of a column of `data_type` (lower case), `column_type` and `charset`.
+    fn of(data_type: &str, column_type: &str, charset: Option<&str>) -> Kind {
+        match data_type {
+            "enum" | "set" => Kind::Labels {
+                members: members(column_type),
+                set: data_type == "set",
+            },
+            "timestamp" => Kind::Timestamp,
+            "date" => Kind::Date,
+            "uuid" => Kind::Uuid,
+            "inet6" => Kind::Address { width: 16 },
+            "inet4" => Kind::Address { width: 4 },
+            // `binary` alone is `binary(1)`.
+            "binary" => Kind::Binary {
+                width: Some(
+                    column_type
+                        .split_once('(')
+                        .and_then(|(_, n)| n.trim_end_matches(')').trim().parse().ok())
+                        .unwrap_or(1),
+                ),
+            },
+            "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "bit" | "geometry"
+            | "point" | "linestring" | "polygon" => Kind::Binary { width: None },
+            _ if charset == Some("binary") => Kind::Binary { width: None },
+            _ => Kind::Plain,
+        }
+    }
+
+    /// The bytes of a fixed-width value, whose trailing zeros the binlog drops.
+    fn fixed_width(&self) -> Option<usize> {
+        match self {
+            Kind::Binary { width } => *width,
+            Kind::Uuid => Some(16),
+            Kind::Address { width } => Some(*width),
+            _ => None,
+        }
+    }
 }
 
 /// The outbox table as the catalog describes it.
@@ -229,17 +285,13 @@ impl Table {
                     .find(|k| k.eq_ignore_ascii_case(&column))
                     .map_or(column, |k| (*k).to_owned());
                 let data_type = data_type.to_ascii_lowercase();
+                let charset = charset.map(|c| c.to_ascii_lowercase());
                 Column {
                     name: name.into(),
                     fsp: fractional_digits(&column_type),
-                    fixed_width: fixed_width(&data_type, &column_type),
-                    members: if matches!(data_type.as_str(), "enum" | "set") {
-                        members(&column_type)
-                    } else {
-                        Vec::new()
-                    },
+                    kind: Kind::of(&data_type, &column_type, charset.as_deref()),
                     data_type,
-                    charset: charset.map(|c| c.to_ascii_lowercase()),
+                    charset,
                 }
             })
             .collect();
@@ -288,22 +340,6 @@ fn members(column_type: &str) -> Vec<String> {
         members.push(member);
     }
     members
-}
-
-/// The width of a `binary(n)` (`n`, `binary` alone: 1) or a MariaDB `uuid`, `inet6` (16) or
-/// `inet4` (4) column.
-fn fixed_width(data_type: &str, column_type: &str) -> Option<usize> {
-    match data_type {
-        "uuid" | "inet6" => Some(16),
-        "inet4" => Some(4),
-        "binary" => Some(
-            column_type
-                .split_once('(')
-                .and_then(|(_, n)| n.trim_end_matches(')').trim().parse().ok())
-                .unwrap_or(1),
-        ),
-        _ => None,
-    }
 }
 
 fn fractional_digits(column_type: &str) -> usize {
@@ -366,23 +402,6 @@ pub(crate) enum Decoded {
 }
 
 impl Column {
-    fn binary(&self) -> bool {
-        matches!(
-            self.data_type.as_str(),
-            "binary"
-                | "varbinary"
-                | "tinyblob"
-                | "blob"
-                | "mediumblob"
-                | "longblob"
-                | "bit"
-                | "geometry"
-                | "point"
-                | "linestring"
-                | "polygon"
-        ) || self.charset.as_deref() == Some("binary")
-    }
-
     /// The column's value as shipped.
     pub fn decode(&self, value: BinlogValue<'_>) -> Decoded {
         let value = match value {
@@ -407,25 +426,27 @@ impl Column {
             }
         };
         let text = |t: String| Decoded::Value(Some(ColumnValue::Text(t)));
-        let value = match (value, self.fixed_width) {
+        let value = match (value, self.kind.fixed_width()) {
             (Value::Bytes(mut bytes), Some(width)) if bytes.len() < width => {
                 bytes.resize(width, 0);
                 Value::Bytes(bytes)
             }
             (value, _) => value,
         };
-        match value {
-            Value::NULL => Decoded::Value(None),
-            Value::Int(_) | Value::UInt(_) | Value::Bytes(_)
-                if matches!(self.data_type.as_str(), "enum" | "set") =>
-            {
-                self.labels(value)
+        match (&self.kind, value) {
+            (_, Value::NULL) => Decoded::Value(None),
+            (
+                Kind::Labels { members, set },
+                value @ (Value::Int(_) | Value::UInt(_) | Value::Bytes(_)),
+            ) => self.labels(members, *set, value),
+            (Kind::Timestamp, Value::Bytes(bytes)) => self.timestamp(bytes),
+            (Kind::Timestamp, Value::Int(i)) => self.timestamp(i.to_string().into_bytes()),
+            (Kind::Uuid, Value::Bytes(bytes)) => self.uuid(bytes),
+            (Kind::Address { .. }, Value::Bytes(bytes)) => self.address(bytes),
+            (Kind::Binary { .. }, Value::Bytes(bytes)) => {
+                Decoded::Value(Some(ColumnValue::Bytes(bytes)))
             }
-            Value::Bytes(bytes) if self.data_type == "timestamp" => self.timestamp(bytes),
-            Value::Bytes(bytes) if self.data_type == "uuid" => self.uuid(bytes),
-            Value::Bytes(bytes) if self.data_type.starts_with("inet") => self.address(bytes),
-            Value::Bytes(bytes) if self.binary() => Decoded::Value(Some(ColumnValue::Bytes(bytes))),
-            Value::Bytes(bytes) => match self.charset.as_deref() {
+            (_, Value::Bytes(bytes)) => match self.charset.as_deref() {
                 Some(cs) if cs.starts_with("latin1") => {
                     text(bytes.iter().map(|&b| b as char).collect())
                 }
@@ -442,24 +463,16 @@ impl Column {
                     },
                 },
             },
-            Value::Int(i) if self.data_type == "timestamp" => {
-                self.timestamp(i.to_string().into_bytes())
-            }
-            Value::Int(i) => text(i.to_string()),
-            Value::UInt(u) => text(u.to_string()),
-            Value::Float(f) => text(f.to_string()),
-            Value::Double(d) => text(d.to_string()),
-            Value::Date(y, mo, d, h, mi, s, us) => {
-                if self.data_type == "date" {
-                    text(format!("{y:04}-{mo:02}-{d:02}"))
-                } else {
-                    text(format!(
-                        "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}{}",
-                        self.fraction(us)
-                    ))
-                }
-            }
-            Value::Time(negative, days, h, mi, s, us) => text(format!(
+            (_, Value::Int(i)) => text(i.to_string()),
+            (_, Value::UInt(u)) => text(u.to_string()),
+            (_, Value::Float(f)) => text(f.to_string()),
+            (_, Value::Double(d)) => text(d.to_string()),
+            (Kind::Date, Value::Date(y, mo, d, ..)) => text(format!("{y:04}-{mo:02}-{d:02}")),
+            (_, Value::Date(y, mo, d, h, mi, s, us)) => text(format!(
+                "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}{}",
+                self.fraction(us)
+            )),
+            (_, Value::Time(negative, days, h, mi, s, us)) => text(format!(
                 "{}{:02}:{mi:02}:{s:02}{}",
                 if negative { "-" } else { "" },
                 u64::from(days) * 24 + u64::from(h),
@@ -496,7 +509,7 @@ impl Column {
     /// An `enum`'s member number (1 for the first; 0 for the empty string the server stores
     /// for a value it could not take) or a `set`'s bits (little-endian, a bit per member), as
     /// the labels the server shows (a set's joined by commas).
-    fn labels(&self, value: Value) -> Decoded {
+    fn labels(&self, members: &[String], set: bool, value: Value) -> Decoded {
         let number = match value {
             Value::Int(i) => u64::try_from(i).ok(),
             Value::UInt(u) => Some(u),
@@ -509,11 +522,11 @@ impl Column {
             _ => None,
         };
         let label = number.and_then(|n| {
-            if self.data_type == "set" {
+            if set {
                 // No bit past the last member.
-                let beyond = u32::try_from(self.members.len()).unwrap_or(u32::MAX);
+                let beyond = u32::try_from(members.len()).unwrap_or(u32::MAX);
                 (n.checked_shr(beyond).unwrap_or(0) == 0).then(|| {
-                    self.members
+                    members
                         .iter()
                         .enumerate()
                         .filter(|(bit, _)| n & (1 << bit) != 0)
@@ -526,7 +539,7 @@ impl Column {
             } else {
                 usize::try_from(n - 1)
                     .ok()
-                    .and_then(|i| self.members.get(i).cloned())
+                    .and_then(|i| members.get(i).cloned())
             }
         });
         match label {
@@ -534,7 +547,7 @@ impl Column {
             None => Decoded::Unreadable {
                 reason: format!(
                     "column `{}` ({}): {value:?} names no member of {:?}",
-                    self.name, self.data_type, self.members
+                    self.name, self.data_type, members
                 ),
                 raw: Vec::new(),
             },
@@ -600,8 +613,7 @@ mod tests {
             data_type: data_type.into(),
             fsp,
             charset: charset.map(str::to_owned),
-            fixed_width: fixed_width(data_type, data_type),
-            members: Vec::new(),
+            kind: Kind::of(data_type, data_type, charset),
         }
     }
 
@@ -613,7 +625,7 @@ mod tests {
         );
         assert_eq!(members("set('x')"), ["x"]);
         let kind = Column {
-            members: members("enum('Order','Customer')"),
+            kind: Kind::of("enum", "enum('Order','Customer')", None),
             ..column("enum", 0, None)
         };
         assert_eq!(
@@ -626,7 +638,7 @@ mod tests {
             Decoded::Unreadable { .. }
         ));
         let flags = Column {
-            members: members("set('a','b','c','d','e','f','g','h','i')"),
+            kind: Kind::of("set", "set('a','b','c','d','e','f','g','h','i')", None),
             ..column("set", 0, None)
         };
         assert_eq!(
@@ -646,15 +658,18 @@ mod tests {
     #[test]
     fn fixed_width_binary_values_get_their_trailing_zeros_back() {
         let binary = Column {
-            fixed_width: fixed_width("binary", "binary(4)"),
+            kind: Kind::of("binary", "binary(4)", None),
             ..column("binary", 0, None)
         };
         assert_eq!(
             binary.decode(BinlogValue::Value(Value::Bytes(vec![7]))),
             Decoded::Value(Some(ColumnValue::Bytes(vec![7, 0, 0, 0])))
         );
-        assert_eq!(fixed_width("binary", "binary"), Some(1));
-        assert_eq!(fixed_width("varbinary", "varbinary(16)"), None);
+        assert_eq!(Kind::of("binary", "binary", None).fixed_width(), Some(1));
+        assert_eq!(
+            Kind::of("varbinary", "varbinary(16)", None).fixed_width(),
+            None
+        );
     }
 
     #[test]
