@@ -21,8 +21,9 @@
 //! unacknowledged). A transient failure ends the session: in-flight deliveries are drained (up
 //! to the drain bound), the source is closed, and a new session resumes from the acknowledged
 //! position after a capped exponential backoff, which resets once a session makes progress. A
-//! fatal failure ([`Fault::Fatal`]) stops the relay with its error. Shutdown stops reading,
-//! drains within the bound, closes the source (which makes its position durable) and returns.
+//! fatal failure ([`Fault::Fatal`]) stops the relay with its error. Shutdown reads the rest of
+//! the source transaction in progress, if any, then stops reading, drains (all within the drain
+//! bound), closes the source (which makes its position durable) and returns.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -465,6 +466,8 @@ struct Session<'p, 'c, S: Source, D: DeliveryPolicy> {
     nudge_due: bool,
     /// Whether every delivery came back at the end.
     drained: bool,
+    /// A stop came inside a source transaction: the rest of it is read until then.
+    stop_by: Option<tokio::time::Instant>,
 }
 
 impl<'c> Pipeline<'c> {
@@ -624,6 +627,7 @@ impl<'c> Pipeline<'c> {
                 uncounted: Vec::new(),
                 rebuild_producer: false,
                 drained: true,
+                stop_by: None,
             };
             let outcome = session.stream(shutdown).await;
             let finished = session.finish(outcome.is_ok()).await;
@@ -714,7 +718,12 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
         let mut reported = Instant::now();
         let idle_recheck = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(idle_recheck);
+        let stop_bound = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(stop_bound);
         loop {
+            if self.stop_by.is_some() && self.between_transactions() {
+                return Ok(());
+            }
             if let Some(at) = self.idle_recheck
                 && idle_recheck.deadline() != at
             {
@@ -722,7 +731,31 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
             }
             tokio::select! {
                 biased;
-                _ = shutdown.as_mut() => return Ok(()),
+                // A stop inside a source transaction reads the rest of it first (a `poll` batch
+                // is in memory, a WAL transaction streams on), so that the stop ends on a
+                // transaction's boundary and the next relay sends nothing twice. Within the
+                // drain bound, which also covers the drain: past it the stop ends inside the
+                // transaction, whose events are sent again after the restart (at-least-once).
+                _ = shutdown.as_mut(), if self.stop_by.is_none() => {
+                    if self.between_transactions() {
+                        return Ok(());
+                    }
+                    let by = tokio::time::Instant::now() + config.drain_timeout();
+                    self.stop_by = Some(by);
+                    stop_bound.as_mut().reset(by);
+                    tracing::info!(
+                        read = self.open.map_or(self.held.len(), |(_, events)| events),
+                        "stopping: reading the rest of the source transaction in progress first"
+                    );
+                }
+                _ = &mut stop_bound, if self.stop_by.is_some() => {
+                    tracing::warn!(
+                        bound = ?config.drain_timeout(),
+                        "the source transaction in progress did not end within the drain bound; \
+                         the relay stops inside it, and its events are sent again after the restart"
+                    );
+                    return Ok(());
+                }
                 received = self.sink.reports(&mut self.received), if !self.in_flight.is_empty() => {
                     self.take_reports(received)?;
                     while let Some(report) = self.reports.pop_front() {
@@ -732,14 +765,12 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
                 event = self.source.next(), if self.in_flight.len() < max_in_flight => self.read(event?).await?,
                 _ = &mut idle_recheck, if self.idle_recheck.is_some() => {
                     self.idle_recheck = None;
-                    let between = self.open.is_none() && self.held.is_empty();
-                    if between {
+                    if self.between_transactions() {
                         self.idle().await?;
                     }
                 }
                 _ = tick.tick() => {
-                    let between = self.open.is_none() && self.held.is_empty();
-                    if between && self.policy.cut_due(config, Moment::Tick { unstored: self.unstored() }) {
+                    if self.between_transactions() && self.policy.cut_due(config, Moment::Tick { unstored: self.unstored() }) {
                         self.cut().await?;
                     }
                     if reported.elapsed() >= Duration::from_secs(1) {
@@ -757,11 +788,19 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
         }
     }
 
+    /// Between two source transactions: none is being read (or held for the replay skip).
+    fn between_transactions(&self) -> bool {
+        self.open.is_none() && self.held.is_empty()
+    }
+
     /// Ends the session. At-least-once, and a clean stop between source transactions: what is
     /// in flight is waited for (up to the drain bound) and, in a Kafka transaction, committed.
     /// Otherwise the open Kafka transaction is aborted (and sent again by the next session).
     async fn finish(&mut self, clean: bool) -> Result<(), RelayError> {
-        let bound = self.pipeline.config.drain_timeout();
+        // A stop that read the rest of a transaction has what is left of its bound.
+        let bound = self.stop_by.map_or(self.pipeline.config.drain_timeout(), |by| {
+            by.saturating_duration_since(tokio::time::Instant::now())
+        });
         let transactional = self.policy.transactional();
         if !transactional || (clean && self.open.is_none()) {
             match tokio::time::timeout(bound, self.cut()).await {

@@ -487,6 +487,52 @@ async fn graceful_stop_then_restart_delivers_nothing_twice() {
     fx.teardown().await;
 }
 
+/// (h2) A graceful stop that lands inside a source transaction reads the rest of it first: the
+/// whole transaction arrives before the relay exits, and the next relay sends none of it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_inside_a_transaction_finishes_it() {
+    // Large enough that the relay is still inside it when the first event is read.
+    const EVENTS: usize = 60_000;
+    let fx = Fixture::new("relay_stop_inside", WriteMode::Insert).await;
+    fx.db
+        .execute_unprepared(&format!(
+            r#"INSERT INTO "{}" (id, aggregatetype, aggregateid, type, payload, "timestamp")
+               SELECT gen_random_uuid(), '{AGGREGATE_TYPE}', 'a' || (i % 50), 'Created',
+                      jsonb_build_object('i', i), now()
+               FROM generate_series(1, {EVENTS}) AS i"#,
+            fx.name
+        ))
+        .await
+        .expect("one transaction of events");
+    let mut relay = fx.start_relay(&[]);
+    let mut reader = Reader::new(&[&fx.topic()]);
+    reader
+        .read_until(WAIT, |m| !m.is_empty(), || relay.log_text())
+        .await;
+    let status = relay.terminate(Duration::from_secs(120));
+    let log = relay.log_text();
+    assert_eq!(status.code(), Some(0), "graceful stop exits 0:\n{log}");
+    assert!(
+        log.contains("reading the rest of the source transaction in progress"),
+        "the stop came inside the transaction:\n{log}"
+    );
+    // Before any restart: the stop shipped the whole transaction.
+    reader
+        .read_until(
+            Duration::from_secs(60),
+            |m| m.len() >= EVENTS,
+            || format!("the rest of the transaction, after the stop:\n{log}"),
+        )
+        .await;
+
+    let mut relay = fx.start_relay(&[]);
+    reader.settle(Duration::from_secs(3)).await;
+    assert_eq!(reader.ids().len(), EVENTS);
+    assert_eq!(reader.messages.len(), EVENTS, "nothing delivered twice");
+    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    fx.teardown().await;
+}
+
 /// Bad configuration is a clear error naming the key, never a panic.
 #[test]
 fn bad_configuration_names_the_key() {
