@@ -798,9 +798,11 @@ impl<S: Source, D: DeliveryPolicy> Session<'_, '_, S, D> {
     /// Otherwise the open Kafka transaction is aborted (and sent again by the next session).
     async fn finish(&mut self, clean: bool) -> Result<(), RelayError> {
         // A stop that read the rest of a transaction has what is left of its bound.
-        let bound = self.stop_by.map_or(self.pipeline.config.drain_timeout(), |by| {
-            by.saturating_duration_since(tokio::time::Instant::now())
-        });
+        let bound = self
+            .stop_by
+            .map_or(self.pipeline.config.drain_timeout(), |by| {
+                by.saturating_duration_since(tokio::time::Instant::now())
+            });
         let transactional = self.policy.transactional();
         if !transactional || (clean && self.open.is_none()) {
             match tokio::time::timeout(bound, self.cut()).await {
