@@ -568,6 +568,64 @@ async fn enum_and_set_columns_arrive_as_the_text_the_server_shows() {
     );
 }
 
+/// Text columns in other character sets than UTF-8 travel in the binlog unconverted; each is
+/// shipped as the text the server shows through a `utf8mb4` connection. `latin1` (the old
+/// default) is Windows-1252 there: its `€` and curly quotes are the bytes 0x80 to 0x9f, which
+/// ISO 8859-1 would make control characters. Two-byte, four-byte and multi-byte sets too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_in_other_character_sets_arrives_as_the_server_shows_it() {
+    let sets = [
+        ("latin1", "€ “quoted” é Œ ™ ‰"),
+        ("latin2", "Zażółć gęślą"),
+        ("cp1251", "Привет, мир"),
+        ("koi8r", "Привет"),
+        ("greek", "Καλημέρα"),
+        ("ucs2", "h€llo ü"),
+        ("utf16", "emoji 😀 ü"),
+        ("utf16le", "😀 ü"),
+        ("utf32", "😀 ü"),
+        ("sjis", "日本語"),
+        ("ujis", "日本語"),
+        ("euckr", "한국어"),
+        ("gbk", "中文"),
+        ("big5", "中文"),
+    ];
+    let columns: Vec<String> = sets
+        .iter()
+        .map(|(set, _)| format!("c_{set} varchar(64) CHARACTER SET {set} NULL"))
+        .collect();
+    let row = |n: usize, value: &dyn Fn(&str) -> String| {
+        let values: Vec<String> = sets.iter().map(|(_, text)| value(text)).collect();
+        format!(
+            "'t{n}', 'Order', 't-{n}', 'Created', '{{}}', {}",
+            values.join(", ")
+        )
+    };
+    let rows = [
+        row(0, &|text| format!("'{text}'")),
+        row(1, &|_| "''".into()),
+        row(2, &|_| "NULL".into()),
+        row(3, &|_| "'plain ascii'".into()),
+    ];
+    let checked: Vec<String> = sets.iter().map(|(set, _)| format!("c_{set}")).collect();
+    let checked: Vec<&str> = checked.iter().map(String::as_str).collect();
+    let seen = shipped_and_shown(
+        "binlog_charset",
+        &format!(
+            "id varchar(36) NOT NULL PRIMARY KEY, aggregatetype varchar(255) NOT NULL, \
+             aggregateid varchar(255) NOT NULL, type varchar(255) NOT NULL, payload json, {}",
+            columns.join(", ")
+        ),
+        &rows,
+        &checked,
+    )
+    .await;
+    // The rows hold the texts themselves (the server converted each on INSERT, none to `?`).
+    let written: Vec<Option<String>> = sets.iter().map(|(_, t)| Some((*t).to_owned())).collect();
+    assert_eq!(seen.shown["t-0"], written);
+    assert_eq!(seen.shipped, seen.shown, "each text as the server shows it");
+}
+
 /// The preflight names each missing piece, as Fatal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_names_what_is_missing() {
@@ -609,6 +667,26 @@ async fn preflight_names_what_is_missing() {
     assert!(message.contains("has no column `payload`"), "{message}");
     fixture
         .exec(&format!("ALTER TABLE `{}` ADD payload json", fixture.name))
+        .await;
+
+    // A shipped column in a character set the relay cannot decode; an unshipped one is fine.
+    fixture
+        .exec(&format!(
+            "ALTER TABLE `{}` MODIFY aggregateid varchar(255) CHARACTER SET armscii8, \
+             ADD note varchar(64) CHARACTER SET armscii8",
+            fixture.name
+        ))
+        .await;
+    let message = refusal(&fixture.config).await;
+    assert!(
+        message.contains("column `aggregateid` in the character set `armscii8`"),
+        "{message}"
+    );
+    fixture
+        .exec(&format!(
+            "ALTER TABLE `{}` MODIFY aggregateid varchar(255) CHARACTER SET utf8mb4",
+            fixture.name
+        ))
         .await;
 
     // No position table (another name than `setup` made).

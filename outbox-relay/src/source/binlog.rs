@@ -44,6 +44,7 @@
 //! its own hand-written client, no TLS or GTID resume for MariaDB) are smaller and less used.
 
 mod catalog;
+mod charset;
 mod dialect;
 mod log_end;
 mod position;
@@ -104,6 +105,18 @@ pub enum BinlogError {
          it): create it, or set `source.schema`/`source.table`"
     )]
     NoTable { schema: String, table: String },
+    #[error(
+        "the outbox table `{schema}`.`{table}` has its column `{column}` in the character set \
+         `{charset}`, which the relay cannot decode: convert the column (`ALTER TABLE ... MODIFY \
+         {column} ... CHARACTER SET utf8mb4`), or use the `poll` source, which reads through the \
+         server's conversion"
+    )]
+    UnknownCharset {
+        schema: String,
+        table: String,
+        column: String,
+        charset: String,
+    },
     #[error("the outbox table `{schema}`.`{table}` has no column `{missing}`")]
     MissingColumns {
         schema: String,

@@ -11,14 +11,16 @@
 //!   shipped as `aggregateid`), since MariaDB/MySQL column names are case-insensitive.
 //! - Text columns (`char`, `varchar`, `*text`, `json`, `enum`, `set`) are text; binary ones
 //!   (`binary`, `varbinary`, `*blob`, `bit`, `geometry`) are bytes, shipped as they are; numbers,
-//!   dates and times are text as MariaDB/MySQL print them. A text value that its character set
-//!   cannot decode is reported, never dropped.
+//!   dates and times are text as MariaDB/MySQL print them. Text is decoded from its column's
+//!   character set (`charset`); a value that is not text in it is reported, never dropped, and a
+//!   shipped column in a character set the relay does not know is refused at start.
 
 use mysql_async::Conn;
 use mysql_async::Value;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 
+use super::charset::Charset;
 use super::dialect::Dialect;
 use super::store::{self, quote};
 use super::{BinlogError, ColumnValue, server_code};
@@ -168,8 +170,14 @@ pub(crate) struct Column {
 /// How a column's binlog values are shipped, by its type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// As the server prints it: text in its character set, numbers, date-times.
+    /// As the server prints it: numbers, date-times; a value without a character set (MySQL's
+    /// `json`) as UTF-8.
     Plain,
+    /// Text in its column's character set, decoded to UTF-8.
+    Text(Charset),
+    /// Text in a character set the relay does not know: refused at start in a column the
+    /// relay ships ([`Table::read`]); any other column's bytes are kept as they are.
+    UnknownText,
     /// `date`: without a time of day.
     Date,
     /// `timestamp`: Unix seconds in the binlog, shipped in UTC.
@@ -209,8 +217,11 @@ impl Kind {
             },
             "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "bit" | "geometry"
             | "point" | "linestring" | "polygon" => Kind::Binary { width: None },
-            _ if charset == Some("binary") => Kind::Binary { width: None },
-            _ => Kind::Plain,
+            _ => match charset {
+                None => Kind::Plain,
+                Some("binary") => Kind::Binary { width: None },
+                Some(name) => Charset::of(name).map_or(Kind::UnknownText, Kind::Text),
+            },
         }
     }
 
@@ -305,6 +316,19 @@ impl Table {
                 schema: schema.to_owned(),
                 table: name.to_owned(),
                 missing: missing.join("`, `"),
+            });
+        }
+        // A shipped column in a character set the relay cannot decode: every event would be
+        // wrong or a dead letter, and no retry changes that.
+        if let Some(column) = columns
+            .iter()
+            .find(|c| c.kind == Kind::UnknownText && known.contains(&&*c.name))
+        {
+            return Err(BinlogError::UnknownCharset {
+                schema: schema.to_owned(),
+                table: name.to_owned(),
+                column: column.name.to_string(),
+                charset: column.charset.clone().unwrap_or_default(),
             });
         }
         Ok(Table {
@@ -443,26 +467,26 @@ impl Column {
             (Kind::Timestamp, Value::Int(i)) => self.timestamp(i.to_string().into_bytes()),
             (Kind::Uuid, Value::Bytes(bytes)) => self.uuid(bytes),
             (Kind::Address { .. }, Value::Bytes(bytes)) => self.address(bytes),
-            (Kind::Binary { .. }, Value::Bytes(bytes)) => {
+            (Kind::Binary { .. } | Kind::UnknownText, Value::Bytes(bytes)) => {
                 Decoded::Value(Some(ColumnValue::Bytes(bytes)))
             }
-            (_, Value::Bytes(bytes)) => match self.charset.as_deref() {
-                Some(cs) if cs.starts_with("latin1") => {
-                    text(bytes.iter().map(|&b| b as char).collect())
-                }
-                charset => match String::from_utf8(bytes) {
+            (kind, Value::Bytes(bytes)) => {
+                let charset = match kind {
+                    Kind::Text(charset) => *charset,
+                    _ => Charset::Utf8,
+                };
+                match charset.decode(bytes) {
                     Ok(t) => text(t),
-                    Err(e) => Decoded::Unreadable {
+                    Err(raw) => Decoded::Unreadable {
                         reason: format!(
-                            "column `{}` ({}) is not valid UTF-8: {}",
+                            "column `{}` holds bytes that are not {} text",
                             self.name,
-                            charset.unwrap_or("no character set"),
-                            e.utf8_error()
+                            self.charset.as_deref().unwrap_or("UTF-8")
                         ),
-                        raw: e.into_bytes(),
+                        raw,
                     },
-                },
-            },
+                }
+            }
             (_, Value::Int(i)) => text(i.to_string()),
             (_, Value::UInt(u)) => text(u.to_string()),
             (_, Value::Float(f)) => text(f.to_string()),
@@ -733,12 +757,19 @@ mod tests {
             Decoded::Unreadable { raw, reason } => {
                 assert_eq!(raw, vec![b'a', 0xff]);
                 assert!(
-                    reason.contains("column `c` (utf8mb4) is not valid UTF-8"),
+                    reason.contains("column `c` holds bytes that are not utf8mb4 text"),
                     "{reason}"
                 );
             }
             other => panic!("{other:?}"),
         }
+        // A column in a set the relay does not know (refused at start if shipped) keeps its
+        // bytes, so an unshipped one never makes the event unreadable.
+        let armscii8 = column("varchar", 0, Some("armscii8"));
+        assert_eq!(
+            armscii8.decode(BinlogValue::Value(Value::Bytes(vec![0xb2, 0xff]))),
+            Decoded::Value(Some(ColumnValue::Bytes(vec![0xb2, 0xff])))
+        );
     }
 
     #[test]
