@@ -163,8 +163,9 @@
 //!   this is checked at run time, by asking the database; `#[emits]` checks it at compile time.
 //!   SeaORM runs no hooks for `insert_many`, `update_many` and `delete_many`: no snapshot is
 //!   written for them: save each model through its `ActiveModel`, or call [`write_snapshot`].
-//! - [`WriteMode::RemoveAfterInsert`] and [`WriteMode::LogicalMessage`] need PostgreSQL, whose
-//!   log the relay tails; elsewhere the write is refused with [`Error::UnsupportedMode`].
+//! - [`WriteMode::RemoveAfterInsert`] needs a database whose log the relay tails (PostgreSQL's
+//!   WAL, MySQL/MariaDB's binlog), [`WriteMode::LogicalMessage`] needs PostgreSQL; elsewhere the
+//!   write is refused with [`Error::UnsupportedMode`].
 //! - A call with more events than one statement can carry (past 65,535 bind parameters, or
 //!   PostgreSQL's 1,664 target-list entries) is split into statements in recording order, in the
 //!   same transaction.

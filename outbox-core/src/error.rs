@@ -33,7 +33,7 @@ pub enum Error {
         source: sea_orm::DbErr,
     },
     /// The write mode cannot be used on this database; `reason` says why and what to use instead.
-    #[error("write mode {mode} needs PostgreSQL, but the connection is {backend}: {reason}")]
+    #[error("write mode {mode} cannot be used on {backend}: {reason}")]
     UnsupportedMode {
         mode: &'static str,
         backend: &'static str,

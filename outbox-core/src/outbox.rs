@@ -76,10 +76,10 @@ pub enum WriteMode {
     #[default]
     Insert,
     /// INSERT, then DELETE the same rows in the same transaction, as Debezium's Quarkus extension
-    /// does: a log-tailing relay (`wal` source) still sees the inserts, and the table stays empty.
-    /// PostgreSQL only: a write on MySQL/MariaDB or SQLite is refused with
-    /// [`Error::UnsupportedMode`], because only a log-tailing source can see rows deleted in
-    /// their own transaction, and the relay has none for those databases yet.
+    /// does: a log-tailing relay (the `wal` source on PostgreSQL, `binlog` on MySQL/MariaDB) still
+    /// sees the inserts, and the table stays empty. Only for a log-tailing relay: the `poll`
+    /// source would find an empty table. A write on SQLite, which has no log a relay can tail, is
+    /// refused with [`Error::UnsupportedMode`].
     RemoveAfterInsert,
     /// No table: each event is a transactional `pg_logical_emit_message(true, prefix, json)`,
     /// read by the relay's `message` source. PostgreSQL only.
@@ -100,13 +100,9 @@ impl WriteMode {
     /// Refuses a mode that would lose events on `backend`, before anything is written.
     pub(crate) fn check_backend(&self, backend: DbBackend) -> Result<(), Error> {
         let reason = match (self, backend) {
-            (WriteMode::Insert, _) | (_, DbBackend::Postgres) => return Ok(()),
-            (WriteMode::RemoveAfterInsert, DbBackend::MySql) => {
-                "its rows are deleted in the transaction that inserts them, so only a relay that \
-                 tails the database log could see them, and the relay has no MySQL/MariaDB binlog \
-                 source yet (the poll source would find an empty table and the events would be \
-                 lost); use WriteMode::Insert with the poll source"
-            }
+            (WriteMode::Insert, _)
+            | (_, DbBackend::Postgres)
+            | (WriteMode::RemoveAfterInsert, DbBackend::MySql) => return Ok(()),
             (WriteMode::RemoveAfterInsert, _) => {
                 "its rows are deleted in the transaction that inserts them, so only a relay that \
                  tails the database log could see them, and SQLite has no log a relay can tail \

@@ -163,3 +163,67 @@ async fn an_oversize_event_goes_to_the_dead_letters_and_the_stream_goes_on() {
     let status = relay.terminate(Duration::from_secs(30));
     assert!(status.success(), "graceful stop: {}", relay.log_text());
 }
+
+/// `WriteMode::RemoveAfterInsert` through the writer on MariaDB (Debezium's Quarkus extension's
+/// default): the rows are deleted in the transaction that inserts them, the table stays empty,
+/// and the binlog source ships every event, each aggregate in commit order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_after_insert_through_the_writer_is_shipped() {
+    use outbox_core::{DomainEvent, Outbox, OutboxTable, WriteMode};
+    let fixture = BinlogFixture::new("binlog_rai").await;
+    let topic = format!("{}.Order", fixture.name);
+    create_topics(&[&topic, &format!("{}.dlq", fixture.name)]).await;
+    let config = config_file(&fixture, "");
+    setup(&config);
+    let mut relay = start(&config, &fixture.name);
+    let mut reader = Reader::new(&[&topic]);
+    let outbox =
+        Outbox::new(OutboxTable::new(&fixture.name)).with_mode(WriteMode::RemoveAfterInsert);
+    let mut written: HashMap<String, Vec<String>> = HashMap::new();
+    let mut ids = HashSet::new();
+    for t in 0..5 {
+        let events: Vec<_> = (0..20)
+            .map(|i| {
+                common::event(
+                    format!("agg-{}", i % 3),
+                    serde_json::json!({"t": t, "i": i}),
+                )
+            })
+            .collect();
+        let txn = fixture.db.begin().await.expect("begin");
+        let rows =
+            outbox_core::write_events(&txn, &outbox, events.iter().map(|e| e as &dyn DomainEvent))
+                .await
+                .expect("remove-after-insert is accepted on MariaDB");
+        txn.commit().await.expect("commit");
+        for row in rows {
+            ids.insert(row.id.to_string());
+            written
+                .entry(row.aggregate_id.clone())
+                .or_default()
+                .push(row.id.to_string());
+        }
+    }
+    let left = fixture
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::MySql,
+            format!("SELECT COUNT(*) FROM `{}`", fixture.name),
+        ))
+        .await
+        .expect("count")
+        .expect("a row");
+    assert_eq!(left.try_get_by_index::<i64>(0).expect("count"), 0);
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    assert_first_arrivals_in_commit_order(
+        reader
+            .messages
+            .iter()
+            .map(|m| (m.key.clone().unwrap_or_default(), m.id())),
+        &written,
+    );
+    let status = relay.terminate(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop: {}", relay.log_text());
+}
