@@ -20,6 +20,26 @@ fn start(config: &std::path::Path, label: &str) -> RelayProcess {
     RelayProcess::spawn(relay(config, "run"), label)
 }
 
+/// Reads until every id of `ids` arrived; then each aggregate's first arrivals must be in the
+/// commit order of `written`.
+async fn read_all_in_commit_order(
+    reader: &mut Reader,
+    ids: &HashSet<String>,
+    written: &HashMap<String, Vec<String>>,
+    relay: &RelayProcess,
+) {
+    reader
+        .read_until(WAIT, has_all(ids), || relay.log_text())
+        .await;
+    assert_first_arrivals_in_commit_order(
+        reader
+            .messages
+            .iter()
+            .map(|m| (m.key.clone().unwrap_or_default(), m.id())),
+        written,
+    );
+}
+
 async fn write_txn(fixture: &BinlogFixture, rows: &[(String, String)], remove: bool) {
     let txn = fixture.db.begin().await.expect("begin");
     for (id, aggregate) in rows {
@@ -82,16 +102,7 @@ async fn eight_writers_sigkill_remove_after_insert_and_graceful_restart() {
     for task in tasks {
         task.await.expect("writer");
     }
-    reader
-        .read_until(WAIT, has_all(&all), || relay.log_text())
-        .await;
-    assert_first_arrivals_in_commit_order(
-        reader
-            .messages
-            .iter()
-            .map(|m| (m.key.clone().unwrap_or_default(), m.id())),
-        &written,
-    );
+    read_all_in_commit_order(&mut reader, &all, &written, &relay).await;
 
     // A graceful stop, then a start: nothing is shipped twice.
     let status = relay.terminate(Duration::from_secs(30));
@@ -204,26 +215,8 @@ async fn remove_after_insert_through_the_writer_is_shipped() {
                 .push(row.id.to_string());
         }
     }
-    let left = fixture
-        .db
-        .query_one_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::MySql,
-            format!("SELECT COUNT(*) FROM `{}`", fixture.name),
-        ))
-        .await
-        .expect("count")
-        .expect("a row");
-    assert_eq!(left.try_get_by_index::<i64>(0).expect("count"), 0);
-    reader
-        .read_until(WAIT, has_all(&ids), || relay.log_text())
-        .await;
-    assert_first_arrivals_in_commit_order(
-        reader
-            .messages
-            .iter()
-            .map(|m| (m.key.clone().unwrap_or_default(), m.id())),
-        &written,
-    );
+    assert_eq!(fixture.row_count().await, 0, "the table stays empty");
+    read_all_in_commit_order(&mut reader, &ids, &written, &relay).await;
     let status = relay.terminate(Duration::from_secs(30));
     assert!(status.success(), "graceful stop: {}", relay.log_text());
 }

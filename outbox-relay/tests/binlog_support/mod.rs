@@ -82,6 +82,19 @@ impl BinlogFixture {
         self.exec(&self.insert_sql(aggregate, payload)).await;
     }
 
+    pub async fn row_count(&self) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                sea_orm::DbBackend::MySql,
+                format!("SELECT COUNT(*) FROM `{}`", self.name),
+            ))
+            .await
+            .expect("count")
+            .expect("a row");
+        row.try_get_by_index(0).expect("count")
+    }
+
     /// The stored position row, as text.
     pub async fn stored(&self) -> Option<(String, u64, Option<String>)> {
         let row = self
