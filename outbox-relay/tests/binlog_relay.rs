@@ -20,6 +20,19 @@ fn start(config: &std::path::Path, label: &str) -> RelayProcess {
     RelayProcess::spawn(relay(config, "run"), label)
 }
 
+/// A fixture (its topics `<name>.Order` and `<name>.dlq`, `setup` run), its config file, its
+/// relay started, and a reader of its topic.
+async fn running(prefix: &str) -> (BinlogFixture, std::path::PathBuf, RelayProcess, Reader) {
+    let fixture = BinlogFixture::new(prefix).await;
+    let topic = format!("{}.Order", fixture.name);
+    create_topics(&[&topic, &format!("{}.dlq", fixture.name)]).await;
+    let config = config_file(&fixture, "");
+    setup(&config);
+    let relay = start(&config, &fixture.name);
+    let reader = Reader::new(&[&topic]);
+    (fixture, config, relay, reader)
+}
+
 /// Reads until every id of `ids` arrived; then each aggregate's first arrivals must be in the
 /// commit order of `written`.
 async fn read_all_in_commit_order(
@@ -61,13 +74,7 @@ async fn write_txn(fixture: &BinlogFixture, rows: &[(String, String)], remove: b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_writers_sigkill_remove_after_insert_and_graceful_restart() {
-    let fixture = BinlogFixture::new("binlog_e2e").await;
-    let topic = format!("{}.Order", fixture.name);
-    create_topics(&[&topic, &format!("{}.dlq", fixture.name)]).await;
-    let config = config_file(&fixture, "");
-    setup(&config);
-    let mut relay = start(&config, &fixture.name);
-    let mut reader = Reader::new(&[&topic]);
+    let (fixture, config, mut relay, mut reader) = running("binlog_e2e").await;
 
     // Eight writers; every third transaction deletes its rows right after inserting them.
     const WRITERS: usize = 8;
@@ -181,13 +188,7 @@ async fn an_oversize_event_goes_to_the_dead_letters_and_the_stream_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_after_insert_through_the_writer_is_shipped() {
     use outbox_core::{DomainEvent, Outbox, OutboxTable, WriteMode};
-    let fixture = BinlogFixture::new("binlog_rai").await;
-    let topic = format!("{}.Order", fixture.name);
-    create_topics(&[&topic, &format!("{}.dlq", fixture.name)]).await;
-    let config = config_file(&fixture, "");
-    setup(&config);
-    let mut relay = start(&config, &fixture.name);
-    let mut reader = Reader::new(&[&topic]);
+    let (fixture, _, mut relay, mut reader) = running("binlog_rai").await;
     let outbox =
         Outbox::new(OutboxTable::new(&fixture.name)).with_mode(WriteMode::RemoveAfterInsert);
     let mut written: HashMap<String, Vec<String>> = HashMap::new();
