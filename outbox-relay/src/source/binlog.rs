@@ -139,14 +139,29 @@ pub enum BinlogError {
     #[error("the server ended the binlog stream")]
     StreamEnded,
     #[error(
-        "a row event of `{schema}`.`{table}` has {found} columns, the table {known} (its shape \
-         changed): reading the catalog again"
+        "a row event of `{schema}`.`{table}` does not fit the table's columns as read ({misfit}): \
+         its shape changed; reading the catalog again"
     )]
     Reshaped {
         schema: String,
         table: String,
-        found: u64,
-        known: usize,
+        misfit: String,
+    },
+    #[error(
+        "the row events of `{schema}`.`{table}` from {at} on do not fit the table's columns as \
+         the catalog shows them now ({misfit}): the table changed after they were written, and \
+         the binlog does not say which value is which column, so the relay stops rather than \
+         ship values under the wrong names; nothing from {at} on is shipped or confirmed. To \
+         ship them: give the table the columns it had when they were written and start the \
+         relay (it ships them, and stops again at the first event of the new shape), then give \
+         the table its new columns and start it once more. Change the outbox table's columns \
+         while the relay keeps up: it reads the catalog again then"
+    )]
+    Unmappable {
+        schema: String,
+        table: String,
+        at: String,
+        misfit: String,
     },
 }
 
@@ -352,6 +367,8 @@ pub struct BinlogConnector {
     table: String,
     required: Vec<String>,
     position_key: Option<String>,
+    /// Shared with each session: where a row event last did not fit the catalog.
+    misfit_at: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl BinlogConnector {
@@ -379,6 +396,7 @@ impl BinlogConnector {
             table: config.source.table.clone(),
             required,
             position_key: config.source.binlog.position_key.clone(),
+            misfit_at: Arc::default(),
         })
     }
 
@@ -629,6 +647,7 @@ impl BinlogConnector {
             acknowledged: None,
             checksums,
             format_seen: false,
+            misfit_at: Arc::clone(&self.misfit_at),
         })
     }
 }
@@ -744,6 +763,8 @@ pub struct BinlogSource {
     checksums: bool,
     /// A format description event was read (the stream's checksum setting is known).
     format_seen: bool,
+    /// Where a row event last did not fit the catalog (`file:offset`), across sessions.
+    misfit_at: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// MariaDB's own event types, which mysql_common hands over unparsed.
@@ -997,16 +1018,29 @@ impl BinlogSource {
         if !ours || !insert {
             return Ok(());
         }
-        let count = tme.columns_count();
-        let known = self.table.columns.len();
-        if count > known as u64 {
+        if let Some(misfit) = self.table.misfit(&tme) {
+            // A session that meets a misfit ends and the next one reads the catalog again; if
+            // the same event misfits that one too, it was written before the table last
+            // changed, and no catalog read helps.
+            let at = format!("{}:{start}", self.read.file);
+            let (schema, table) = (self.table.schema.clone(), self.table.name.clone());
+            let mut last = self.misfit_at.lock().unwrap_or_else(|e| e.into_inner());
+            if last.as_deref() == Some(at.as_str()) {
+                return Err(BinlogError::Unmappable {
+                    schema,
+                    table,
+                    at,
+                    misfit,
+                });
+            }
+            *last = Some(at);
             return Err(BinlogError::Reshaped {
-                schema: self.table.schema.clone(),
-                table: self.table.name.clone(),
-                found: count,
-                known,
+                schema,
+                table,
+                misfit,
             });
         }
+        let count = tme.columns_count();
         self.start_outbox_txn();
         let origin = self.origin(start);
         let mut decoded = Vec::new();

@@ -17,7 +17,9 @@
 
 use mysql_async::Conn;
 use mysql_async::Value;
+use mysql_async::binlog::events::TableMapEvent;
 use mysql_async::binlog::value::BinlogValue;
+use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
 
 use super::charset::Charset;
@@ -165,6 +167,83 @@ pub(crate) struct Column {
     pub charset: Option<String>,
     /// How its values are shipped: decided once from the catalog, not per value.
     pub kind: Kind,
+    /// The class of type a row event's table map gives it; None for a type not classed here
+    /// (never a misfit).
+    pub class: Option<TypeClass>,
+}
+
+/// Classes of column type as a binlog table map and the catalog both give them, coarse enough
+/// that versions and spellings agree (`datetime` is `DATETIME2` or `DATETIME`, `json` is
+/// MariaDB's `longtext` or MySQL's own). Two classes that differ mean two different columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TypeClass {
+    Integer,
+    Decimal,
+    Float,
+    Temporal,
+    /// `char`, `varchar`, `binary`, `varbinary`, `enum`, `set`, MariaDB's `uuid` and `inet`s.
+    Short,
+    /// The `text` and `blob` families (and MariaDB's `json`, a `longtext`).
+    Long,
+    /// MySQL's binary `json`.
+    Json,
+    Bit,
+    Geometry,
+}
+
+impl TypeClass {
+    /// The class of a catalog `data_type` (lower case).
+    fn of_catalog(data_type: &str) -> Option<TypeClass> {
+        Some(match data_type {
+            "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" => {
+                TypeClass::Integer
+            }
+            "decimal" | "numeric" => TypeClass::Decimal,
+            "float" | "double" | "real" => TypeClass::Float,
+            "date" | "time" | "datetime" | "timestamp" => TypeClass::Temporal,
+            "char" | "varchar" | "binary" | "varbinary" | "enum" | "set" | "uuid" | "inet4"
+            | "inet6" => TypeClass::Short,
+            "tinytext" | "text" | "mediumtext" | "longtext" | "tinyblob" | "blob"
+            | "mediumblob" | "longblob" => TypeClass::Long,
+            "json" => TypeClass::Json,
+            "bit" => TypeClass::Bit,
+            "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+            | "multipolygon" | "geometrycollection" => TypeClass::Geometry,
+            _ => return None,
+        })
+    }
+
+    /// The class of a table map's column type.
+    fn of_binlog(column_type: ColumnType) -> Option<TypeClass> {
+        use ColumnType::*;
+        Some(match column_type {
+            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG
+            | MYSQL_TYPE_LONGLONG | MYSQL_TYPE_YEAR => TypeClass::Integer,
+            MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL => TypeClass::Decimal,
+            MYSQL_TYPE_FLOAT | MYSQL_TYPE_DOUBLE => TypeClass::Float,
+            MYSQL_TYPE_DATE
+            | MYSQL_TYPE_NEWDATE
+            | MYSQL_TYPE_TIME
+            | MYSQL_TYPE_TIME2
+            | MYSQL_TYPE_DATETIME
+            | MYSQL_TYPE_DATETIME2
+            | MYSQL_TYPE_TIMESTAMP
+            | MYSQL_TYPE_TIMESTAMP2 => TypeClass::Temporal,
+            MYSQL_TYPE_STRING
+            | MYSQL_TYPE_VAR_STRING
+            | MYSQL_TYPE_VARCHAR
+            | MYSQL_TYPE_ENUM
+            | MYSQL_TYPE_SET => TypeClass::Short,
+            MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB
+            | MYSQL_TYPE_LONG_BLOB
+            | MYSQL_TYPE_BLOB => TypeClass::Long,
+            MYSQL_TYPE_JSON => TypeClass::Json,
+            MYSQL_TYPE_BIT => TypeClass::Bit,
+            MYSQL_TYPE_GEOMETRY => TypeClass::Geometry,
+            _ => return None,
+        })
+    }
 }
 
 /// How a column's binlog values are shipped, by its type.
@@ -301,6 +380,7 @@ impl Table {
                     name: name.into(),
                     fsp: fractional_digits(&column_type),
                     kind: Kind::of(&data_type, &column_type, charset.as_deref()),
+                    class: TypeClass::of_catalog(&data_type),
                     data_type,
                     charset,
                 }
@@ -336,6 +416,41 @@ impl Table {
             name: name.to_owned(),
             columns,
         })
+    }
+}
+
+impl Table {
+    /// Why a row event's table map does not fit the columns as read, if it does not. The
+    /// binlog names no columns, so values are the catalog's columns by position: that holds
+    /// only if the event has no more columns than the catalog and each is of the same class of
+    /// type (fewer: columns added at the end after it was written). A column dropped or added
+    /// before the end since then shifts the rest, which this catches unless every shifted
+    /// column is of its neighbour's class.
+    pub fn misfit(&self, map: &TableMapEvent<'_>) -> Option<String> {
+        let count = map.columns_count();
+        if count > self.columns.len() as u64 {
+            return Some(format!("{count} columns, the table {}", self.columns.len()));
+        }
+        self.columns
+            .iter()
+            .take(count as usize)
+            .enumerate()
+            .find_map(|(i, column)| {
+                let found = map
+                    .get_column_type(i)
+                    .ok()
+                    .flatten()
+                    .and_then(TypeClass::of_binlog);
+                match (column.class, found) {
+                    (Some(want), Some(found)) if want != found => Some(format!(
+                        "its column {} is of class {found:?}, where the table has `{}` ({})",
+                        i + 1,
+                        column.name,
+                        column.data_type
+                    )),
+                    _ => None,
+                }
+            })
     }
 }
 
@@ -638,6 +753,7 @@ mod tests {
             fsp,
             charset: charset.map(str::to_owned),
             kind: Kind::of(data_type, data_type, charset),
+            class: TypeClass::of_catalog(data_type),
         }
     }
 
