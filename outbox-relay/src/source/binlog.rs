@@ -154,8 +154,10 @@ pub enum BinlogError {
          ship values under the wrong names; nothing from {at} on is shipped or confirmed. To \
          ship them: give the table the columns it had when they were written and start the \
          relay (it ships them, and stops again at the first event of the new shape), then give \
-         the table its new columns and start it once more. Change the outbox table's columns \
-         while the relay keeps up: it reads the catalog again then"
+         the table its new columns and start it once more. To avoid this, change the outbox \
+         table's columns while the relay keeps up (it reads the catalog again then), or set \
+         `binlog_row_metadata = FULL` on the server (MariaDB 10.5+, MySQL 8.0+): events \
+         written from then on name their columns, and the relay maps them by name"
     )]
     Unmappable {
         schema: String,
@@ -648,6 +650,7 @@ impl BinlogConnector {
             checksums,
             format_seen: false,
             misfit_at: Arc::clone(&self.misfit_at),
+            named: None,
         })
     }
 }
@@ -765,6 +768,8 @@ pub struct BinlogSource {
     format_seen: bool,
     /// Where a row event last did not fit the catalog (`file:offset`), across sessions.
     misfit_at: Arc<std::sync::Mutex<Option<String>>>,
+    /// The catalog's columns in the order a table map named them: (table id, columns).
+    named: Option<(u64, Vec<catalog::Column>)>,
 }
 
 /// MariaDB's own event types, which mysql_common hands over unparsed.
@@ -1018,7 +1023,13 @@ impl BinlogSource {
         if !ours || !insert {
             return Ok(());
         }
-        if let Some(misfit) = self.table.misfit(&tme) {
+        // With `binlog_row_metadata = FULL` the table map names its columns: values take
+        // those names, whatever the catalog's order now (one mapping per table id).
+        if let Some(names) = catalog::column_names(&tme) {
+            if self.named.as_ref().map(|(id, _)| *id) != Some(rows.table_id()) {
+                self.named = Some((rows.table_id(), self.table.by_names(&names)));
+            }
+        } else if let Some(misfit) = self.table.misfit(&tme) {
             // A session that meets a misfit ends and the next one reads the catalog again; if
             // the same event misfits that one too, it was written before the table last
             // changed, and no catalog read helps.
@@ -1043,6 +1054,11 @@ impl BinlogSource {
         let count = tme.columns_count();
         self.start_outbox_txn();
         let origin = self.origin(start);
+        let by_position = &self.table.columns;
+        let table_columns = match &self.named {
+            Some((id, named)) if *id == rows.table_id() => named,
+            _ => by_position,
+        };
         let mut decoded = Vec::new();
         for row in rows.rows(&tme) {
             let after = match row {
@@ -1059,7 +1075,7 @@ impl BinlogSource {
             };
             let mut columns = Vec::with_capacity(count as usize);
             let mut unreadable = Vec::new();
-            for (column, value) in self.table.columns.iter().zip(after.unwrap()) {
+            for (column, value) in table_columns.iter().zip(after.unwrap()) {
                 match column.decode(value) {
                     Decoded::Value(v) => columns.push((Arc::clone(&column.name), v)),
                     Decoded::Unreadable { raw, reason } => {

@@ -419,7 +419,44 @@ impl Table {
     }
 }
 
+/// The column names a table map carries (`binlog_row_metadata = FULL`), in its order; None
+/// without them.
+pub(crate) fn column_names(map: &TableMapEvent<'_>) -> Option<Vec<String>> {
+    use mysql_async::binlog::events::OptionalMetadataField;
+    map.iter_optional_meta().find_map(|field| match field {
+        Ok(OptionalMetadataField::ColumnName(names)) => names
+            .iter_names()
+            .map(|name| name.map(|n| n.name().into_owned()))
+            .collect::<Result<Vec<_>, _>>()
+            .ok(),
+        _ => None,
+    })
+}
+
 impl Table {
+    /// The columns of a table map that names them: each the catalog's column of that name
+    /// (case-insensitively), or, for a name the catalog no longer has (dropped since the event
+    /// was written), one whose bytes are kept and which nothing reads.
+    pub fn by_names(&self, names: &[String]) -> Vec<Column> {
+        names
+            .iter()
+            .map(|name| {
+                self.columns
+                    .iter()
+                    .find(|c| c.name.eq_ignore_ascii_case(name))
+                    .cloned()
+                    .unwrap_or_else(|| Column {
+                        name: name.as_str().into(),
+                        data_type: "(not in the table now)".into(),
+                        fsp: 0,
+                        charset: None,
+                        kind: Kind::UnknownText,
+                        class: None,
+                    })
+            })
+            .collect()
+    }
+
     /// Why a row event's table map does not fit the columns as read, if it does not. The
     /// binlog names no columns, so values are the catalog's columns by position: that holds
     /// only if the event has no more columns than the catalog and each is of the same class of
