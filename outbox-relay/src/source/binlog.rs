@@ -650,6 +650,7 @@ impl BinlogConnector {
             checksums,
             format_seen: false,
             misfit_at: Arc::clone(&self.misfit_at),
+            mapped_for: None,
             named: None,
         })
     }
@@ -768,8 +769,10 @@ pub struct BinlogSource {
     format_seen: bool,
     /// Where a row event last did not fit the catalog (`file:offset`), across sessions.
     misfit_at: Arc<std::sync::Mutex<Option<String>>>,
-    /// The catalog's columns in the order a table map named them: (table id, columns).
-    named: Option<(u64, Vec<catalog::Column>)>,
+    /// The table id whose table map was last checked against the catalog (or named).
+    mapped_for: Option<u64>,
+    /// The catalog's columns in the order that table map named them; None: by position.
+    named: Option<Vec<catalog::Column>>,
 }
 
 /// MariaDB's own event types, which mysql_common hands over unparsed.
@@ -980,6 +983,29 @@ impl BinlogSource {
         Ok(())
     }
 
+    /// The error for a row event at `start` that does not fit the catalog: the session ends and
+    /// the next one reads the catalog again; if the same event misfits that one too, it was
+    /// written before the table last changed, and no catalog read helps.
+    fn misfit(&self, start: u64, misfit: String) -> BinlogError {
+        let at = format!("{}:{start}", self.read.file);
+        let (schema, table) = (self.table.schema.clone(), self.table.name.clone());
+        let mut last = self.misfit_at.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() == Some(at.as_str()) {
+            return BinlogError::Unmappable {
+                schema,
+                table,
+                at,
+                misfit,
+            };
+        }
+        *last = Some(at);
+        BinlogError::Reshaped {
+            schema,
+            table,
+            misfit,
+        }
+    }
+
     fn start_outbox_txn(&mut self) {
         if let Some(txn) = self.txn.as_mut() {
             txn.foreign = true;
@@ -1023,42 +1049,25 @@ impl BinlogSource {
         if !ours || !insert {
             return Ok(());
         }
-        // With `binlog_row_metadata = FULL` the table map names its columns: values take
-        // those names, whatever the catalog's order now (one mapping per table id).
-        if let Some(names) = catalog::column_names(&tme) {
-            if self.named.as_ref().map(|(id, _)| *id) != Some(rows.table_id()) {
-                self.named = Some((rows.table_id(), self.table.by_names(&names)));
-            }
-        } else if let Some(misfit) = self.table.misfit(&tme) {
-            // A session that meets a misfit ends and the next one reads the catalog again; if
-            // the same event misfits that one too, it was written before the table last
-            // changed, and no catalog read helps.
-            let at = format!("{}:{start}", self.read.file);
-            let (schema, table) = (self.table.schema.clone(), self.table.name.clone());
-            let mut last = self.misfit_at.lock().unwrap_or_else(|e| e.into_inner());
-            if last.as_deref() == Some(at.as_str()) {
-                return Err(BinlogError::Unmappable {
-                    schema,
-                    table,
-                    at,
-                    misfit,
-                });
-            }
-            *last = Some(at);
-            return Err(BinlogError::Reshaped {
-                schema,
-                table,
-                misfit,
-            });
+        // Once per table id (a table's id changes when its definition does): with
+        // `binlog_row_metadata = FULL` the table map names its columns and values take those
+        // names, whatever the catalog's order now; without, the map must fit the catalog.
+        if self.mapped_for != Some(rows.table_id()) {
+            self.named = match catalog::column_names(&tme) {
+                Some(names) => Some(self.table.by_names(&names)),
+                None => {
+                    if let Some(misfit) = self.table.misfit(&tme) {
+                        return Err(self.misfit(start, misfit));
+                    }
+                    None
+                }
+            };
+            self.mapped_for = Some(rows.table_id());
         }
         let count = tme.columns_count();
         self.start_outbox_txn();
         let origin = self.origin(start);
-        let by_position = &self.table.columns;
-        let table_columns = match &self.named {
-            Some((id, named)) if *id == rows.table_id() => named,
-            _ => by_position,
-        };
+        let table_columns = self.named.as_ref().unwrap_or(&self.table.columns);
         let mut decoded = Vec::new();
         for row in rows.rows(&tme) {
             let after = match row {
