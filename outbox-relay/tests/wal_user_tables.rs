@@ -58,6 +58,29 @@ impl UserOutbox {
         }
     }
 
+    /// Moves this outbox into a database of its own with the server `encoding` (dropped with
+    /// the outbox).
+    async fn in_new_database(&mut self, encoding: &str) {
+        let database = self.name.clone();
+        self.sql(&format!(
+            "CREATE DATABASE {} ENCODING '{encoding}' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'",
+            quoted(&database)
+        ))
+        .await;
+        self.cleanup = vec![format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quoted(&database)
+        )];
+        let base = database_url();
+        let (server, _) = base
+            .rsplit_once('/')
+            .expect("DATABASE_URL names a database");
+        self.url = format!("{server}/{database}");
+        self.db = sea_orm::Database::connect(self.url.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the {encoding} database: {e}"));
+    }
+
     fn qualified(&self) -> String {
         match &self.schema {
             Some(schema) => format!("{}.{}", quoted(schema), quoted(&self.table)),
@@ -467,24 +490,7 @@ async fn mixed_case_publication_schema_and_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_that_is_not_utf8_stops_the_relay_naming_the_problem() {
     let mut ux = UserOutbox::new("wal_sqlascii").await;
-    let database = ux.name.clone();
-    ux.sql(&format!(
-        "CREATE DATABASE {} ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'",
-        quoted(&database)
-    ))
-    .await;
-    ux.cleanup = vec![format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quoted(&database)
-    )];
-    let base = database_url();
-    let (server, _) = base
-        .rsplit_once('/')
-        .expect("DATABASE_URL names a database");
-    ux.url = format!("{server}/{database}");
-    ux.db = sea_orm::Database::connect(ux.url.as_str())
-        .await
-        .expect("connecting to the SQL_ASCII database");
+    ux.in_new_database("SQL_ASCII").await;
     ux.create_table(&format!("{DEBEZIUM_COLUMNS}, PRIMARY KEY (id)"), "")
         .await;
     ux.setup().await;
@@ -517,6 +523,72 @@ async fn text_that_is_not_utf8_stops_the_relay_naming_the_problem() {
     }
     drop(reader);
     ux.db = postgres(1).await;
+}
+
+/// A database whose server encoding is not UTF-8 (`LATIN1`, `WIN1252`: older installations,
+/// and Windows-created clusters): its text arrives in Kafka as UTF-8, the key, the headers and
+/// the payload alike, each character as the database shows it. The replication connection asks
+/// for UTF-8 and the server converts what it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_of_a_latin1_or_win1252_database_arrives_as_utf8() {
+    for (encoding, aggregate, event_type, text) in [
+        ("LATIN1", "Müller-ß", "Überweisung", "Ça a été reçu ©½"),
+        ("WIN1252", "Ærø–Œuvre", "Zahlung€", "„Preis“ 5 € … ™"),
+    ] {
+        let mut ux = UserOutbox::new(&format!("wal_{}", encoding.to_lowercase())).await;
+        ux.in_new_database(encoding).await;
+        ux.create_table(&format!("{DEBEZIUM_COLUMNS}, PRIMARY KEY (id)"), "")
+            .await;
+        ux.setup().await;
+        let relay = ux.run(&["--placement", "type:header:eventType"]);
+        // Through a UTF-8 client connection: the server stores each character in `encoding`.
+        let id = ux
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!(
+                    "INSERT INTO {} (id, aggregatetype, aggregateid, type, payload) \
+                     VALUES (gen_random_uuid(), '{AGGREGATE_TYPE}', $1, $2, $3::jsonb) \
+                     RETURNING id::text",
+                    ux.qualified()
+                ),
+                [
+                    aggregate.into(),
+                    event_type.into(),
+                    json!({ "text": text }).to_string().into(),
+                ],
+            ))
+            .await
+            .expect("insert")
+            .expect("a row")
+            .try_get_by_index::<String>(0)
+            .expect("id");
+        let expected = [id.clone()].into_iter().collect();
+        let mut reader = Reader::new(&[&ux.topic()]);
+        reader
+            .read_until(WAIT, has_all(&expected), || relay.log_text())
+            .await;
+        let message = &reader.messages[0];
+        assert_eq!(message.id(), id);
+        assert_eq!(
+            message.key.as_deref(),
+            Some(aggregate),
+            "{encoding}: the key"
+        );
+        assert_eq!(
+            message.header("eventType"),
+            Some(event_type),
+            "{encoding}: the `type` header"
+        );
+        assert_eq!(
+            message.json()["text"],
+            json!(text),
+            "{encoding}: the payload"
+        );
+        drop(reader);
+        drop(relay);
+        ux.db = postgres(1).await;
+    }
 }
 
 /// Item 8: a missing outbox table stops `run` at start, naming it.
