@@ -346,7 +346,7 @@ impl Outbox {
             if ids.is_empty() {
                 return Ok(());
             }
-            self.in_runs(&self.db, &ids, |run| self.table.delete(shape, run))
+            self.in_runs(&self.db, shape, &ids, |run| self.table.delete(shape, run))
                 .await?;
             tracing::info!(rows = ids.len(), "purged relayed rows past the retention");
         }
@@ -374,7 +374,7 @@ impl Outbox {
             }
             // In sequence order, as claimed: each run is, and the runs follow the claim.
             rows = Vec::with_capacity(ids.len());
-            for run in self.table.runs(&ids) {
+            for run in self.table.runs(shape, &ids) {
                 rows.extend(conn.query_all_raw(self.table.fetch(shape, run)).await?);
             }
         }
@@ -417,7 +417,7 @@ impl Outbox {
         ids: &[String],
     ) -> Result<(), DbErr> {
         let now = Utc::now();
-        self.in_runs(conn, ids, |run| self.table.settle(shape, run, now))
+        self.in_runs(conn, shape, ids, |run| self.table.settle(shape, run, now))
             .await
     }
 
@@ -425,10 +425,11 @@ impl Outbox {
     async fn in_runs<C: ConnectionTrait>(
         &self,
         conn: &C,
+        shape: &Shape,
         ids: &[String],
         statement: impl Fn(&[String]) -> sea_orm::Statement,
     ) -> Result<(), DbErr> {
-        for run in self.table.runs(ids) {
+        for run in self.table.runs(shape, ids) {
             execute(conn, statement(run)).await?;
         }
         Ok(())

@@ -64,23 +64,27 @@ impl Table {
     /// before the whole statement is in. A 1000-id settle of `uuid`s (37 KB) took 50 ms so,
     /// 6 ms of it in PostgreSQL. The runs are settled in the claim's transaction, so a batch
     /// is still settled whole or not at all.
-    pub fn runs<'i>(&self, ids: &'i [String]) -> impl Iterator<Item = &'i [String]> {
+    pub fn runs<'i>(
+        &self,
+        shape: &Shape,
+        ids: &'i [String],
+    ) -> impl Iterator<Item = &'i [String]> {
         // Plaintext per write, below a TLS record's 16 KiB, with room for the statement's text
         // and the protocol's framing; no bound on SQLite.
         let budget = match self.backend {
             DbBackend::Sqlite => usize::MAX,
             _ => 12 * 1024,
         };
-        // What an id costs in the statement: its text and separators, or on MariaDB without a
-        // unique `id` index one `DELETE ... X'<hex>'` statement per id (see `Table::delete`).
+        // What an id costs in the statement: its text and separators; on MariaDB/MySQL with a
+        // unique `id` index a `SELECT ? UNION ALL` each too (the joined delete, see
+        // `Table::delete`), without one a `DELETE ... X'<hex>'` statement per id.
         let statement = 64 + self.qualified().len();
         let mysql = self.backend == DbBackend::MySql;
-        let per_id = move |id: &String| {
-            if mysql {
-                2 * id.len() + statement
-            } else {
-                id.len() + 8
-            }
+        let id_unique = shape.id_unique;
+        let per_id = move |id: &String| match (mysql, id_unique) {
+            (true, false) => 2 * id.len() + statement,
+            (true, true) => id.len() + 24,
+            (false, _) => id.len() + 8,
         };
         let mut rest = ids;
         std::iter::from_fn(move || {
@@ -719,7 +723,7 @@ mod tests {
             ),
         ];
         for (table, shape) in &backends {
-            let runs: Vec<&[String]> = table.runs(&uuids).collect();
+            let runs: Vec<&[String]> = table.runs(shape, &uuids).collect();
             assert!(runs.len() > 1, "{:?}: {} run(s)", table.backend, runs.len());
             assert_eq!(runs.concat(), uuids);
             for run in &runs {
@@ -729,14 +733,21 @@ mod tests {
                 assert!(bytes(&fetch) < 16 * 1024, "{}", bytes(&fetch));
             }
         }
-        let pg = &backends[0].0;
+        // MariaDB with a unique `id` index: one joined delete per run, not one statement per id.
+        let unique_runs = backends[1].0.runs(&backends[1].1, &uuids).count();
+        let literal_runs = backends[2].0.runs(&backends[2].1, &uuids).count();
+        assert!(
+            unique_runs * 2 < literal_runs,
+            "{unique_runs} runs against {literal_runs}"
+        );
+        let (pg, pg_shape) = &backends[0];
         let long = vec!["x".repeat(20_000), "y".to_owned()];
-        let runs: Vec<&[String]> = pg.runs(&long).collect();
+        let runs: Vec<&[String]> = pg.runs(pg_shape, &long).collect();
         assert_eq!(runs, vec![&long[..1], &long[1..]]);
-        assert_eq!(pg.runs(&[]).count(), 0);
+        assert_eq!(pg.runs(pg_shape, &[]).count(), 0);
         // No network: one run, so a settle outside a transaction stays one statement.
         let lite = Table::new(DbBackend::Sqlite, None, "outbox", false);
-        assert_eq!(lite.runs(&uuids).count(), 1);
+        assert_eq!(lite.runs(pg_shape, &uuids).count(), 1);
     }
 
     #[test]
