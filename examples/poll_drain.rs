@@ -4,6 +4,7 @@
 //! source .services/env
 //! cargo run --release --example poll_drain -- --db postgres            # or mariadb, sqlite
 //! cargo run --release --example poll_drain -- --db postgres --latency  # p99 at 1,000 events/s
+//! cargo run --release --example poll_drain -- --db sqlite --sqlite-journal WAL
 //! ```
 //!
 //! `RUST_LOG=outbox_relay::source::poll=debug` prints each batch's claim, hand-off, wait and
@@ -45,6 +46,9 @@ struct Args {
     latency: bool,
     rate: u64,
     seconds: u64,
+    /// SQLite's `journal_mode` for the drain's database file (`--sqlite-journal WAL`); the
+    /// file's default (a rollback journal) without it.
+    sqlite_journal: Option<String>,
 }
 
 fn args() -> Result<Args, Error> {
@@ -56,6 +60,7 @@ fn args() -> Result<Args, Error> {
         latency: false,
         rate: 1000,
         seconds: 20,
+        sqlite_journal: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +72,7 @@ fn args() -> Result<Args, Error> {
             "--batch" => args.batch = value()?.parse()?,
             "--rate" => args.rate = value()?.parse()?,
             "--seconds" => args.seconds = value()?.parse()?,
+            "--sqlite-journal" => args.sqlite_journal = Some(value()?),
             "--latency" => args.latency = true,
             other => return Err(format!("unknown flag {other}").into()),
         }
@@ -106,6 +112,11 @@ async fn main() -> Result<(), Error> {
     let mut options = ConnectOptions::new(url.clone());
     options.sqlx_logging(false).max_connections(8);
     let db = Database::connect(options).await?;
+    if let (Some(mode), "sqlite") = (&args.sqlite_journal, args.db.as_str()) {
+        use sea_orm::ConnectionTrait as _;
+        db.execute_unprepared(&format!("PRAGMA journal_mode={mode}"))
+            .await?;
+    }
     if args.latency {
         return latency(&args, &db, &url, &brokers, topic).await;
     }
