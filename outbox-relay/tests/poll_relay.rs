@@ -321,6 +321,73 @@ async fn mark_mode_keeps_rows_until_retention_sqlite() {
     mark_mode_keeps_rows_until_retention(Backend::Sqlite).await;
 }
 
+/// Whether a notification comes on `listener` within 2 s.
+async fn notified(listener: &mut sea_orm::sqlx::postgres::PgListener) -> bool {
+    tokio::time::timeout(Duration::from_secs(2), listener.recv())
+        .await
+        .is_ok()
+}
+
+/// The service's writers NOTIFY only while a relay waits for rows: a notifying commit is
+/// serialized with every other (PostgreSQL's lock at commit), which cut 16 writers from 7,500
+/// to 2,600 commits/s (`scripts/bench-notify-writes`). With no relay waiting an insert notifies
+/// nobody; with the relay idle it does, and the relay ships it at once; events that come one at a
+/// time, each after the relay went idle again, each arrive within seconds, though the fallback
+/// poll is a minute away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_notify_only_while_the_relay_waits_postgres() {
+    use sea_orm::sqlx::postgres::PgListener;
+    let fx = PollFixture::new(Backend::Postgres, "poll_notify_waits").await;
+    let mut config = fx.config();
+    config.source.poll.interval = Duration::from_secs(60);
+    config.source.poll.lease_ttl = Duration::from_secs(120);
+    fx.setup(config.clone()).await;
+    let mut listener = PgListener::connect(&fx.url)
+        .await
+        .expect("a LISTEN connection");
+    listener
+        .listen(&config.source.table)
+        .await
+        .expect("LISTEN on the table's channel");
+
+    let mut written = fx
+        .write(&[event("before", serde_json::json!({"n": 0}))])
+        .await;
+    assert!(
+        !notified(&mut listener).await,
+        "an insert notified with no relay waiting"
+    );
+
+    let relay = InProcess::start(config).await;
+    fx.wait_empty(Duration::from_secs(10)).await;
+    // Let it find the table empty, take the wait mark and go idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut reader = Reader::new(&[&fx.topic()]);
+    for n in 1..=5 {
+        written.extend(
+            fx.write(&[event("wake", serde_json::json!({"n": n}))])
+                .await,
+        );
+        assert!(
+            notified(&mut listener).await,
+            "event {n}: the insert did not notify the waiting relay"
+        );
+        // Shipped and deleted within seconds, though the fallback poll is a minute away.
+        fx.wait_empty(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    reader
+        .read_until(
+            WAIT,
+            |m| m.len() >= written.len(),
+            || "the notified events".into(),
+        )
+        .await;
+    relay.stop().await;
+    assert_eq!(check_delivery(&written, &reader.messages, &fx.topic()), 0);
+    fx.teardown().await;
+}
+
 /// PostgreSQL NOTIFY wakes the relay: with a fallback interval of a minute, an event committed
 /// while the relay is idle still arrives within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

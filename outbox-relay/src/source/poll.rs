@@ -42,6 +42,7 @@ mod session;
 mod shape;
 mod store;
 mod table;
+mod waiting;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -270,10 +271,14 @@ impl Outbox {
     ///
     /// ```sql
     /// CREATE OR REPLACE FUNCTION outbox_relay_notify() RETURNS trigger LANGUAGE plpgsql AS
-    ///   $$ BEGIN PERFORM pg_notify(TG_ARGV[0], ''); RETURN NULL; END $$;
+    ///   $$ BEGIN
+    ///   IF NOT pg_try_advisory_xact_lock_shared(hashtext('outbox-relay'), hashtext(TG_ARGV[0]))
+    ///   THEN PERFORM pg_notify(TG_ARGV[0], ''); END IF; RETURN NULL; END $$;
     /// CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
     ///   FOR EACH STATEMENT EXECUTE FUNCTION outbox_relay_notify('outbox');
     /// ```
+    ///
+    /// The trigger notifies only while the relay waits for rows (`waiting.rs` says why and how).
     ///
     /// Rows already in the table are numbered by the `ALTER TABLE`, in the table's physical
     /// order. A PostgreSQL table whose rows live in several tables (partitions, `INHERITS`

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::leader::Leader;
 use super::shape::Shape;
+use super::waiting::{Marked, WaitMark};
 use super::{AfterAck, Claimed, Outbox, PollError};
 use crate::config::Delivery;
 use crate::source::{OutboxRecord, Source, SourceError, SourceEvent};
@@ -154,6 +155,8 @@ struct Claimer {
     batches: Arc<AtomicU64>,
     /// The batch the session resumes after: its rows still pending are settled, not shipped.
     resume: Option<Batch>,
+    /// PostgreSQL with `LISTEN`: the mark held while the task waits for rows (`waiting.rs`).
+    mark: Option<WaitMark>,
 }
 
 impl PollSession {
@@ -171,6 +174,13 @@ impl PollSession {
         let capacity = outbox.poll().batch_size + 2;
         let (sender, events) = mpsc::channel(capacity);
         let (acknowledged, watching) = watch::channel(batches.load(Ordering::Relaxed));
+        let mark = outbox.channel().map(|channel| {
+            WaitMark::new(
+                outbox.db.get_postgres_connection_pool().clone(),
+                channel.to_owned(),
+                outbox.poll().interval,
+            )
+        });
         let claimer = Claimer {
             outbox,
             shape,
@@ -179,6 +189,7 @@ impl PollSession {
             acknowledged: watching,
             batches,
             resume,
+            mark,
         };
         PollSession {
             events,
@@ -258,10 +269,29 @@ impl Claimer {
 
     /// Waits for new rows: a notification or the fallback interval. Purges in the `mark` mode
     /// when due.
-    async fn idle(&self, wake: &Notify, last_purge: &mut Option<Instant>) {
+    ///
+    /// With `LISTEN` on PostgreSQL it first takes the wait mark and returns, so that the task
+    /// claims once more before it waits: rows committed before the mark was taken did not
+    /// notify (`waiting.rs`).
+    async fn idle(&mut self, wake: &Notify, last_purge: &mut Option<Instant>) {
         self.purge_when_due(last_purge).await;
         if self.events.is_closed() {
             return;
+        }
+        if let Some(mark) = &mut self.mark
+            && !mark.held()
+        {
+            let taken = tokio::select! {
+                taken = mark.take() => taken,
+                _ = self.events.closed() => return,
+            };
+            match taken {
+                Ok(Marked::Held | Marked::Busy) => return,
+                Err(error) => tracing::warn!(
+                    %error,
+                    "cannot take the wait mark, so writers do not notify; the poll interval wakes the relay"
+                ),
+            }
         }
         let interval = self.outbox.poll().interval;
         tokio::select! {
@@ -306,6 +336,10 @@ impl Claimer {
                     Ok(Some(claim)) => {
                         more = claim.rows == limit;
                         out.push_back(claim);
+                        // Busy: it claims again by itself, so writers need not notify.
+                        if let Some(mark) = &mut self.mark {
+                            mark.give_up().await;
+                        }
                     }
                     Ok(None) => more = false,
                     // The session closed while this claim was shipped (it is rolled back): the

@@ -64,11 +64,7 @@ impl Table {
     /// before the whole statement is in. A 1000-id settle of `uuid`s (37 KB) took 50 ms so,
     /// 6 ms of it in PostgreSQL. The runs are settled in the claim's transaction, so a batch
     /// is still settled whole or not at all.
-    pub fn runs<'i>(
-        &self,
-        shape: &Shape,
-        ids: &'i [String],
-    ) -> impl Iterator<Item = &'i [String]> {
+    pub fn runs<'i>(&self, shape: &Shape, ids: &'i [String]) -> impl Iterator<Item = &'i [String]> {
         // Plaintext per write, below a TLS record's 16 KiB, with room for the statement's text
         // and the protocol's framing; no bound on SQLite.
         let budget = match self.backend {
@@ -464,7 +460,10 @@ impl Table {
             let trigger = self.q(&format!("{}_notify", self.name()));
             ddl.push(format!(
                 "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS \
-                 $outbox$ BEGIN PERFORM pg_notify(TG_ARGV[0], ''); RETURN NULL; END $outbox$"
+                 $outbox$ BEGIN \
+                 IF NOT pg_try_advisory_xact_lock_shared(hashtext('{}'), hashtext(TG_ARGV[0])) THEN \
+                 PERFORM pg_notify(TG_ARGV[0], ''); END IF; RETURN NULL; END $outbox$",
+                super::waiting::LOCK_CLASS
             ));
             ddl.push(format!(
                 "DROP TRIGGER IF EXISTS {trigger} ON {}",
@@ -775,6 +774,13 @@ mod tests {
             "{ddl}"
         );
         assert!(ddl.contains("('it''s')"), "{ddl}");
+        // Only while a relay holds the wait mark (`waiting.rs`), and never waiting for it.
+        assert!(
+            ddl.contains(
+                "IF NOT pg_try_advisory_xact_lock_shared(hashtext('outbox-relay'), hashtext(TG_ARGV[0]))"
+            ),
+            "{ddl}"
+        );
         let lite = Table::new(DbBackend::Sqlite, None, "outbox", false);
         assert!(lite.notify_trigger(Some("x")).is_empty());
     }
