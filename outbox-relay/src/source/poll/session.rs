@@ -26,6 +26,11 @@ use super::{AfterAck, Claimed, Outbox, PollError};
 use crate::config::Delivery;
 use crate::source::{OutboxRecord, Source, SourceError, SourceEvent};
 
+/// How long taking the wait mark waits for the writers in flight (`waiting.rs`) before the task
+/// claims again: an event committed meanwhile waits no longer than this for its claim, also
+/// beside a writer's transaction that stays open.
+const MARK_PATIENCE: Duration = Duration::from_millis(50);
+
 /// A claimed batch: the `poll` source's position.
 ///
 /// `number` orders the batches: they are numbered across the sessions of a process, and, in
@@ -178,7 +183,7 @@ impl PollSession {
             WaitMark::new(
                 outbox.db.get_postgres_connection_pool().clone(),
                 channel.to_owned(),
-                outbox.poll().interval,
+                outbox.poll().interval.min(MARK_PATIENCE),
             )
         });
         let claimer = Claimer {
