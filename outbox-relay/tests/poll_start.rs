@@ -292,3 +292,68 @@ async fn unreachable_broker_is_retried_postgres() {
     );
     fx.teardown().await;
 }
+
+/// The relay's log once it holds `text`; panics with the log after `PROMPT`.
+fn log_once_it_says(relay: &RelayChild, text: &str) -> String {
+    let deadline = std::time::Instant::now() + PROMPT;
+    loop {
+        let log = relay.log_text();
+        if log.contains(text) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never said `{text}`:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// PostgreSQL: a NOTIFY trigger that notifies on every insert (as an earlier build's `setup`
+/// created it, which serializes the service's commits) or none at all is no reason to stop, but
+/// `run` says so at start and names the fix; after `setup` it says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_or_missing_notify_trigger_is_named_at_start_postgres() {
+    let fx = PollFixture::new(Backend::Postgres, "poll_old_trigger").await;
+    fx.setup_with_binary();
+    let table = fx.q(&fx.name);
+    let trigger = fx.q(&format!("{}_notify", fx.name));
+    let old = fx.q(&format!("{}_old_notify", fx.name));
+    fx.exec(&format!(
+        "CREATE FUNCTION {old}() RETURNS trigger LANGUAGE plpgsql AS \
+         $f$ BEGIN PERFORM pg_notify(TG_ARGV[0], ''); RETURN NULL; END $f$"
+    ))
+    .await;
+    fx.exec(&format!("DROP TRIGGER {trigger} ON {table}")).await;
+    fx.exec(&format!(
+        "CREATE TRIGGER {trigger} AFTER INSERT ON {table} FOR EACH STATEMENT \
+         EXECUTE FUNCTION {old}('{}')",
+        fx.name
+    ))
+    .await;
+    let fix = "outbox-relay setup --source poll";
+    let mut relay = RelayChild::spawn(&fx, "old-trigger");
+    let log = log_once_it_says(&relay, "notifies on every insert");
+    assert!(log.contains(fix), "{log}");
+    relay.terminate(PROMPT);
+
+    fx.exec(&format!("DROP TRIGGER {trigger} ON {table}")).await;
+    let mut relay = RelayChild::spawn(&fx, "no-trigger");
+    let log = log_once_it_says(&relay, "has no NOTIFY trigger");
+    assert!(log.contains(fix), "{log}");
+    relay.terminate(PROMPT);
+
+    fx.setup_with_binary();
+    let mut relay = RelayChild::spawn(&fx, "new-trigger");
+    // The check runs right after the table's check is logged.
+    log_once_it_says(&relay, "outbox table checked");
+    std::thread::sleep(Duration::from_secs(2));
+    let log = relay.log_text();
+    assert!(
+        !log.contains("NOTIFY trigger"),
+        "a warning after setup:\n{log}"
+    );
+    relay.terminate(PROMPT);
+    fx.exec(&format!("DROP FUNCTION {old}() CASCADE")).await;
+    fx.teardown().await;
+}

@@ -326,6 +326,48 @@ impl Outbox {
         })
     }
 
+    /// PostgreSQL with `LISTEN`: warns when the table has no NOTIFY trigger (the relay is then
+    /// woken by `interval` alone), or one that notifies on every insert, as an earlier build's
+    /// `setup` created it (`waiting.rs` says what that costs the writers). Neither is a reason
+    /// not to run; `setup --source poll` fixes both. A catalog that cannot be read warns
+    /// nothing.
+    async fn check_notify_trigger(&self) {
+        let Some(channel) = self.channel() else {
+            return;
+        };
+        let statement = sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_get_functiondef(t.tgfoid) FROM pg_trigger t \
+             WHERE t.tgrelid = to_regclass($1) AND t.tgname = $2",
+            [
+                self.table.qualified().into(),
+                format!("{}_notify", self.table.name()).into(),
+            ],
+        );
+        let definition = match self.db.query_one_raw(statement).await {
+            Ok(row) => row.map(|row| row.try_get_by_index::<String>(0)),
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the NOTIFY trigger");
+                return;
+            }
+        };
+        let table = self.table.key();
+        match definition {
+            None => tracing::warn!(
+                %table,
+                %channel,
+                "the outbox table has no NOTIFY trigger: the relay looks for rows every                  `source.poll.interval` only; run `outbox-relay setup --source poll` to create                  it, or set `source.poll.listen = false`"
+            ),
+            Some(Ok(definition)) if !definition.contains(waiting::NOTIFY_GUARD) => {
+                tracing::warn!(
+                    %table,
+                    "the outbox table's NOTIFY trigger notifies on every insert (an earlier                      build's `setup` created it), which serializes the service's commits; run                      `outbox-relay setup --source poll` again to notify only while the relay                      waits"
+                )
+            }
+            Some(_) => {}
+        }
+    }
+
     /// The table as it is now, checked for what polling needs.
     async fn shape(&self) -> Result<Shape, PollError> {
         let catalog = Catalog::read(&self.db, &self.table).await?;
@@ -554,6 +596,9 @@ impl Connector for PollConnector {
         };
         tracing::info!(table = %self.outbox.table.key(), columns = ?shape.columns.iter().map(|c| &*c.name).collect::<Vec<_>>(), sequence = %shape.sequence, "outbox table checked");
         self.shape = Some(Arc::new(shape));
+        if self.listener.is_none() {
+            self.outbox.check_notify_trigger().await;
+        }
         if self.listener.is_none()
             && let Some(channel) = self.outbox.channel()
         {

@@ -461,8 +461,9 @@ impl Table {
             ddl.push(format!(
                 "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS \
                  $outbox$ BEGIN \
-                 IF NOT pg_try_advisory_xact_lock_shared(hashtext('{}'), hashtext(TG_ARGV[0])) THEN \
+                 IF NOT {}(hashtext('{}'), hashtext(TG_ARGV[0])) THEN \
                  PERFORM pg_notify(TG_ARGV[0], ''); END IF; RETURN NULL; END $outbox$",
+                super::waiting::NOTIFY_GUARD,
                 super::waiting::LOCK_CLASS
             ));
             ddl.push(format!(

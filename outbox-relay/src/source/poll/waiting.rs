@@ -29,6 +29,9 @@ use sea_orm::sqlx::{Connection as _, PgConnection, PgPool, postgres::PgDatabaseE
 /// The advisory lock's first key, shared with the trigger (`Table::notify_trigger`).
 pub(super) const LOCK_CLASS: &str = "outbox-relay";
 
+/// What tells this trigger from an earlier build's, which notified on every insert.
+pub(super) const NOTIFY_GUARD: &str = "pg_try_advisory_xact_lock_shared";
+
 /// The relay's mark for one NOTIFY channel.
 pub(super) struct WaitMark {
     pool: PgPool,
