@@ -356,12 +356,17 @@ impl Outbox {
             None => tracing::warn!(
                 %table,
                 %channel,
-                "the outbox table has no NOTIFY trigger: the relay looks for rows every                  `source.poll.interval` only; run `outbox-relay setup --source poll` to create                  it, or set `source.poll.listen = false`"
+                "the outbox table has no NOTIFY trigger: the relay looks for rows every \
+                 `source.poll.interval` only; run `outbox-relay setup --source poll` to create \
+                 it, or set `source.poll.listen = false`"
             ),
             Some(Ok(definition)) if !definition.contains(waiting::NOTIFY_GUARD) => {
                 tracing::warn!(
                     %table,
-                    "the outbox table's NOTIFY trigger notifies on every insert (an earlier                      build's `setup` created it), which serializes the service's commits; run                      `outbox-relay setup --source poll` again to notify only while the relay                      waits"
+                    "the outbox table's NOTIFY trigger notifies on every insert (an earlier \
+                     build's `setup` created it), which serializes the service's commits; run \
+                     `outbox-relay setup --source poll` again to notify only while the relay \
+                     waits"
                 )
             }
             Some(_) => {}

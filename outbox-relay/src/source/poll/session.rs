@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::leader::Leader;
 use super::shape::Shape;
-use super::waiting::{Marked, WaitMark};
+use super::waiting::WaitMark;
 use super::{AfterAck, Claimed, Outbox, PollError};
 use crate::config::Delivery;
 use crate::source::{OutboxRecord, Source, SourceError, SourceEvent};
@@ -291,7 +291,7 @@ impl Claimer {
                 _ = self.events.closed() => return,
             };
             match taken {
-                Ok(Marked::Held | Marked::Busy) => return,
+                Ok(()) => return,
                 Err(error) => tracing::warn!(
                     %error,
                     "cannot take the wait mark, so writers do not notify; the poll interval wakes the relay"

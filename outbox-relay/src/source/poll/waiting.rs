@@ -42,14 +42,6 @@ pub(super) struct WaitMark {
     held: bool,
 }
 
-/// What taking the mark came to.
-pub(super) enum Marked {
-    /// Held: claim once more, then wait for a notification.
-    Held,
-    /// Writers kept the lock shared for all of `patience`: claim again (they are committing rows).
-    Busy,
-}
-
 impl WaitMark {
     pub(super) fn new(pool: PgPool, channel: String, patience: Duration) -> WaitMark {
         WaitMark {
@@ -65,17 +57,18 @@ impl WaitMark {
         self.held
     }
 
-    /// Takes the mark. An error leaves no mark held (the connection is dropped, and the lock
-    /// with it).
-    pub(super) async fn take(&mut self) -> Result<Marked, sea_orm::sqlx::Error> {
+    /// Takes the mark, or stops waiting for it after `patience` while writers hold the lock
+    /// shared (they are committing rows): either way the relay claims next, and then waits
+    /// for a notification only if the mark is [`WaitMark::held`]. An error leaves no mark held
+    /// (the connection is dropped, and the lock with it).
+    pub(super) async fn take(&mut self) -> Result<(), sea_orm::sqlx::Error> {
         if self.held {
-            return Ok(Marked::Held);
+            return Ok(());
         }
-        let result = self.lock().await;
-        match result {
+        match self.lock().await {
             Ok(()) => {
                 self.held = true;
-                Ok(Marked::Held)
+                Ok(())
             }
             // lock_not_available: `lock_timeout` passed with writers holding the lock shared.
             Err(sea_orm::sqlx::Error::Database(error))
@@ -83,7 +76,7 @@ impl WaitMark {
                     .try_downcast_ref::<PgDatabaseError>()
                     .is_some_and(|e| e.code() == "55P03") =>
             {
-                Ok(Marked::Busy)
+                Ok(())
             }
             Err(error) => {
                 self.connection = None;
