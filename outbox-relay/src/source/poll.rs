@@ -341,7 +341,7 @@ impl Outbox {
              WHERE t.tgrelid = to_regclass($1) AND t.tgname = $2",
             [
                 self.table.qualified().into(),
-                format!("{}_notify", self.table.name()).into(),
+                self.table.notify_trigger_name().into(),
             ],
         );
         let definition = match self.db.query_one_raw(statement).await {
@@ -601,12 +601,10 @@ impl Connector for PollConnector {
         };
         tracing::info!(table = %self.outbox.table.key(), columns = ?shape.columns.iter().map(|c| &*c.name).collect::<Vec<_>>(), sequence = %shape.sequence, "outbox table checked");
         self.shape = Some(Arc::new(shape));
-        if self.listener.is_none() {
-            self.outbox.check_notify_trigger().await;
-        }
         if self.listener.is_none()
             && let Some(channel) = self.outbox.channel()
         {
+            self.outbox.check_notify_trigger().await;
             self.listener = Some(tokio::spawn(listen(
                 self.outbox.db.get_postgres_connection_pool().clone(),
                 channel.to_owned(),

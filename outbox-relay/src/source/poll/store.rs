@@ -448,6 +448,11 @@ impl Table {
         )
     }
 
+    /// The NOTIFY trigger's name, unquoted (as `pg_trigger.tgname` holds it).
+    pub fn notify_trigger_name(&self) -> String {
+        format!("{}_notify", self.name())
+    }
+
     /// On PostgreSQL with a `channel`, the NOTIFY trigger of `setup` (idempotent).
     ///
     /// The trigger is `AFTER INSERT ... FOR EACH STATEMENT`, so a multi-row insert notifies
@@ -457,7 +462,7 @@ impl Table {
         let mut ddl = Vec::new();
         if let (DbBackend::Postgres, Some(channel)) = (self.backend, channel) {
             let function = self.in_schema("outbox_relay_notify");
-            let trigger = self.q(&format!("{}_notify", self.name()));
+            let trigger = self.q(&self.notify_trigger_name());
             ddl.push(format!(
                 "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS \
                  $outbox$ BEGIN \
