@@ -34,13 +34,16 @@ use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{KafkaConfig, Placement, PlacementTarget, ValueConverter};
 use crate::format::{self, TopicRoute};
 use crate::record::{ColumnValue, OutboxRecord};
 pub use crate::topic::topic_problem;
+
+mod events;
+use events::ProducerEvents;
 
 /// One message for Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -522,15 +525,19 @@ const REPORT_BATCH: usize = 1024;
 /// The rdkafka producer, idempotent with `acks=all`.
 ///
 /// Deliveries come back without a future per message: a message is produced with a plain tag
-/// (rdkafka's delivery opaque), and rdkafka's polling thread (its `ThreadedProducer`) hands each
-/// delivery report to a channel that the caller drains in batches ([`KafkaSink::reports`]). A
+/// (rdkafka's delivery opaque), and the producer's events, served on the caller's runtime
+/// without a polling thread ([`ProducerEvents`]), hand each delivery report to a channel that
+/// the caller drains in batches ([`KafkaSink::reports`]). A
 /// channel belongs to one producer, so a rebuilt producer's reports never mix with the old
 /// one's. [`KafkaSink::send`] keeps a future per message for the few callers that await one
 /// message at a time.
 pub struct KafkaSink {
     /// First, so that it is dropped first: its thread's producer clone goes before the sink's.
     nudger: Nudger,
-    producer: ThreadedProducer<SinkContext>,
+    /// Held, never read; before the producer, so that its wake-up is turned off while the
+    /// producer is alive.
+    _events: ProducerEvents,
+    producer: Arc<BaseProducer<SinkContext>>,
     refusal: Arc<Mutex<Option<Refusal>>>,
     /// The delivery reports of [`KafkaSink::produce`]'s messages. Locked only by the one task
     /// that drains it, once per batch.
@@ -570,7 +577,7 @@ struct Nudger {
 
 impl Nudger {
     fn start(
-        producer: ThreadedProducer<SinkContext>,
+        producer: Arc<BaseProducer<SinkContext>>,
         linger: Duration,
     ) -> Result<Nudger, KafkaError> {
         let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
@@ -856,8 +863,8 @@ struct SinkContext {
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = usize;
 
-    /// Runs on rdkafka's polling thread. A failure carries its message back (copied; a success
-    /// copies nothing).
+    /// Runs where the producer's events are served ([`ProducerEvents`]). A failure carries its
+    /// message back (copied; a success copies nothing).
     fn delivery(&self, result: &DeliveryResult<'_>, tag: usize) {
         let outcome = match result {
             Ok(_) => Ok(()),
@@ -1077,11 +1084,11 @@ impl KafkaSink {
     async fn blocking(
         &self,
         timeout: Duration,
-        call: impl FnOnce(&ThreadedProducer<SinkContext>, Duration) -> Result<(), KafkaError>
+        call: impl FnOnce(&BaseProducer<SinkContext>, Duration) -> Result<(), KafkaError>
         + Send
         + 'static,
     ) -> Result<(), KafkaError> {
-        let producer = self.producer.clone();
+        let producer = Arc::clone(&self.producer);
         let task = tokio::task::spawn_blocking(move || call(&producer, timeout));
         match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
             Ok(Ok(result)) => result,
@@ -1111,9 +1118,11 @@ impl KafkaSink {
                 .get(key)
                 .is_some_and(|codec| !codec.trim().eq_ignore_ascii_case("none"))
         });
-        let producer: ThreadedProducer<SinkContext> = client.create_with_context(context)?;
+        let producer: Arc<BaseProducer<SinkContext>> =
+            Arc::new(client.create_with_context(context)?);
         Ok(KafkaSink {
-            nudger: Nudger::start(producer.clone(), linger_of(&client))?,
+            nudger: Nudger::start(Arc::clone(&producer), linger_of(&client))?,
+            _events: ProducerEvents::start(&producer)?,
             producer,
             refusal,
             reports: Mutex::new(receiver),
@@ -1190,7 +1199,7 @@ impl KafkaSink {
     pub async fn preflight(&self, bound: Duration) -> Result<(), KafkaError> {
         let deadline = tokio::time::Instant::now() + bound;
         loop {
-            let producer = self.producer.clone();
+            let producer = Arc::clone(&self.producer);
             // A blocking librdkafka call; short, so that a refusal ends the wait early.
             let answer = tokio::task::spawn_blocking(move || {
                 producer
@@ -1259,7 +1268,7 @@ impl KafkaSink {
         let tag = AWAITED_TAG | (self.awaited.fetch_add(1, Ordering::Relaxed) & !AWAITED_TAG);
         let record = self.record(message, tag)?;
         let (waiter, delivery) = oneshot::channel();
-        // Registered before producing: the report may come at once, on the polling thread.
+        // Registered before producing: the report may come before `send` returns.
         if let Ok(mut waiters) = self.producer.client().context().awaited.lock() {
             waiters.insert(tag, waiter);
         }
