@@ -49,7 +49,9 @@ P1 = [("ours wal", "ours_wal"), ("ours message", "ours_message"), ("ours poll", 
       ("L(a): pg_recvlogical", "recv"), ("L: bare producer (no database)", "prod")]
 # P2 contenders: (who as scripts/bench names it, label)
 P2 = [("wal", "ours, `wal`"), ("poll", "ours, `poll`"), ("dbz_stock", "Debezium, stock"),
-      ("dbz_tuned", "Debezium, tuned (poll.interval.ms=10, linger.ms=5)")]
+      ("dbz_tuned", "Debezium, tuned (poll.interval.ms=10, linger.ms=5)"),
+      ("wal_read", "floor: a bare slot reader stamps each row (no relay, no Kafka)"),
+      ("kafka_direct", "floor: the writers send to Kafka after commit, linger.ms 0 (no log, no relay)")]
 
 
 def p1_table(d, contenders, res):
@@ -330,7 +332,9 @@ def plot_latency_cdf(d, path):
     skip = m["rate"] * m["warmup"]
     curves = []
     for who, name, c in (("wal", "our relay (wal)", "#d62728"), ("poll", "our relay (poll)", "#9467bd"),
-                         ("dbz_stock", "Debezium (stock)", "#1f77b4"), ("dbz_tuned", "Debezium (tuned)", "#17becf")):
+                         ("dbz_stock", "Debezium (stock)", "#1f77b4"), ("dbz_tuned", "Debezium (tuned)", "#17becf"),
+                         ("wal_read", "floor (slot reader)", "#7f7f7f"),
+                         ("kafka_direct", "floor (direct to Kafka)", "#bcbd22")):
         raw = os.path.join(d, f"lat_{who}_{rate}_raw.txt")
         if not os.path.exists(raw):
             continue

@@ -4,6 +4,8 @@
 //! ```text
 //! bench producer --rows N --topic T            # the bare-producer limit (no database)
 //! bench latency  --table T --aggregate-type A --topic T --rate 2000 --seconds 60 --warmup 5 --writers 16 [--events-per-txn 1] [--raw FILE]
+//! bench latency  --table T --aggregate-type A --slot S --publication P ...  # the floor: a bare slot reader, no relay, no Kafka
+//! bench latency  --table T --aggregate-type A --topic T --direct-linger 0 ... # the Kafka leg: the writers send after commit
 //! bench compare  --topic T --rows K            # our relay's and Debezium's messages, pairwise
 //! bench distinct --topic T --rows N            # a drain's topic holds N distinct event ids
 //! bench binlog-read --table T --rows N --file F --pos P [--server-id S] [--clk-tck 100]
@@ -28,7 +30,15 @@
 //!   `DATABASE_URL` chooses the database: `postgres://…` or `mysql://…` (MariaDB: the same row
 //!   in MySQL syntax), so every contender of a round, Debezium included, is stamped by this one
 //!   writer and this one consumer. It exits non-zero when no event was measured or any event
-//!   is missing (after the JSON): a contender without samples never yields a figure.
+//!   is missing (after the JSON): a contender without samples never yields a figure. With
+//!   `--slot S --publication P` in place of `--topic`, a bare replication client on slot S
+//!   (pgoutput, as `wal-read` connects) stamps each `Insert` as it arrives instead: commit →
+//!   the log's delivery to any client, the floor under every relay that reads PostgreSQL's log
+//!   (the walsender may send a transaction before its writer's `INSERT` returns, so a
+//!   latency there can be below zero). With `--direct-linger MS` the writers themselves send
+//!   each event to `--topic` right after their commit returned (the relay's producer settings,
+//!   `linger.ms` MS) and no relay runs: the Kafka leg alone under the same writers (the dual
+//!   write an outbox replaces).
 //! - `binlog-read`: the limit L of the MariaDB round without Kafka: one binlog connection
 //!   (`mysql_async`'s stream, as the `binlog` source uses, as the binlog user of
 //!   `MYSQL_RELAY_URL`) from file F, offset P until N rows of table T were decoded (each
@@ -270,10 +280,26 @@ fn assign_all(consumer: &BaseConsumer, topic: &str) -> Result<usize, BoxError> {
     }
 }
 
+/// Where `bench latency` stamps an event's receipt.
+enum Receiver {
+    /// A Kafka consumer on the topic (every relay, Debezium included).
+    Topic(String),
+    /// A bare replication client on a slot (pgoutput, the publication): the floor of any relay
+    /// that reads PostgreSQL's log, with no relay and no Kafka in the way.
+    Slot { slot: String, publication: String },
+}
+
 async fn latency(args: &Args) -> Result<(), BoxError> {
     let table = args.str("--table")?;
     let aggtype = args.str("--aggregate-type")?;
-    let topic = args.str("--topic")?;
+    let receiver = match (args.get("--slot"), args.get("--publication")) {
+        (None, None) => Receiver::Topic(args.str("--topic")?),
+        (Some(slot), Some(publication)) => Receiver::Slot {
+            slot: slot.to_owned(),
+            publication: publication.to_owned(),
+        },
+        _ => return Err("--slot and --publication go together".into()),
+    };
     let rate = args.num("--rate", 2000)?;
     let seconds = args.num("--seconds", 60)?;
     let warmup = args.num("--warmup", 5)?;
@@ -346,45 +372,84 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
         )
     };
     db.execute_raw(insert(0, 0)).await?;
-    let consumer = consumer(&format!("bench-latency-{}", std::process::id()))?;
-    assign_all(&consumer, &topic)?;
-
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let consumer_thread = {
+    // Stamps the receipt of event `seq` (the first one only).
+    let stamp = {
         let received = received.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else {
-                    continue;
-                };
-                let now = nanos(Instant::now());
-                let seq = m
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "id").and_then(|h| h.value))
-                    .and_then(parse_seq_id);
-                if let Some(seq) = seq
-                    && seq >= 1
-                    && (seq as usize) < received.len()
-                    && received[seq as usize].load(Ordering::Relaxed) == 0
-                {
-                    received[seq as usize].store(now.max(1), Ordering::Relaxed);
-                    n += 1;
-                }
+        move |seq: Option<u64>| {
+            let now = nanos(Instant::now());
+            if let Some(seq) = seq
+                && seq >= 1
+                && (seq as usize) < received.len()
+                && received[seq as usize].load(Ordering::Relaxed) == 0
+            {
+                received[seq as usize].store(now.max(1), Ordering::Relaxed);
             }
-            n
-        })
+        }
+    };
+    let receiving = match &receiver {
+        Receiver::Topic(topic) => {
+            let consumer = consumer(&format!("bench-latency-{}", std::process::id()))?;
+            assign_all(&consumer, topic)?;
+            let stop = stop.clone();
+            tokio::task::spawn_blocking(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else {
+                        continue;
+                    };
+                    stamp(
+                        m.headers()
+                            .and_then(|h| h.iter().find(|h| h.key == "id").and_then(|h| h.value))
+                            .and_then(parse_seq_id),
+                    );
+                }
+                Ok::<(), BoxError>(())
+            })
+        }
+        Receiver::Slot { slot, publication } => {
+            let mut client = replication_client(slot, publication, "latency").await?;
+            client.start().await?;
+            client.wait_started().await?;
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                read_slot_stamping(&mut client, &stop, stamp).await?;
+                client.stop();
+                client.join().await?;
+                Ok::<(), BoxError>(())
+            })
+        }
     };
 
     let start = Instant::now() + Duration::from_millis(500);
     // Transaction t (from 0) holds events t*K+1 ..= (t+1)*K, is due when its first event is,
     // and is written by writer t % WRITERS; with K = 1 the schedule is one event per transaction.
+    // `--direct-linger MS`: the writers send each event to the topic themselves once their
+    // commit returned (the relay's producer settings, `linger.ms` MS): the Kafka leg alone under
+    // the same writers, and the latency of the dual write that an outbox replaces.
+    let direct = match (args.get("--direct-linger"), &receiver) {
+        (None, _) => None,
+        (Some(linger), Receiver::Topic(topic)) => {
+            let mut config = KafkaConfig {
+                brokers: Some(
+                    std::env::var("KAFKA_BROKERS").map_err(|_| "KAFKA_BROKERS is not set")?,
+                ),
+                ..KafkaConfig::default()
+            };
+            config
+                .properties
+                .insert("linger.ms".into(), linger.to_owned());
+            Some((Arc::new(KafkaSink::new(&config)?), topic.clone()))
+        }
+        (Some(_), Receiver::Slot { .. }) => {
+            return Err("--direct-linger sends to --topic, not to a slot".into());
+        }
+    };
     let transactions = total.div_ceil(per_txn);
     let mut tasks = Vec::new();
     for w in 0..writers {
         let db = db.clone();
         let committed = committed.clone();
+        let direct = direct.clone();
         tasks.push(tokio::spawn(async move {
             let mut txn = w;
             while txn < transactions {
@@ -397,9 +462,15 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
                 for seq in first..=last {
                     committed[seq as usize].store(done, Ordering::Relaxed);
                 }
+                if let Some((sink, topic)) = &direct {
+                    for seq in first..=last {
+                        // The delivery is not awaited: the consumer's receipt is what counts.
+                        drop(sink.send(&workload_message(topic, seq))?);
+                    }
+                }
                 txn += writers;
             }
-            Ok::<_, sea_orm::DbErr>(())
+            Ok::<_, BoxError>(())
         }));
     }
     // Progress: the schedule's position (what the writers are due to have committed).
@@ -434,7 +505,7 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.store(true, Ordering::Relaxed);
-    let _ = consumer_thread.join();
+    receiving.await??;
 
     let mut lat = Vec::new();
     let mut missing = 0u64;
@@ -829,8 +900,119 @@ async fn binlog_read(args: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// A replication connection to `DATABASE_URL` on `slot` (pgoutput, `publication`), connected,
+/// not yet streaming.
+async fn replication_client(
+    slot: &str,
+    publication: &str,
+    purpose: &str,
+) -> Result<pgwire_replication::ReplicationClient, BoxError> {
+    let raw = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
+    // Parsed as the relay parses it, TLS included (`sslmode`): the limit and the relay it is
+    // compared with read over the same transport.
+    let target = outbox_relay::connection::PgTarget::parse(&raw)
+        .map_err(|e| format!("DATABASE_URL: {}", e.0))?;
+    // Quoted, as the relay passes it: pgoutput folds an unquoted name to lower case.
+    let quoted_publication = format!("\"{}\"", publication.replace('"', "\"\""));
+    let tls = target.replication_tls();
+    let config = pgwire_replication::ReplicationConfig::new(
+        target.host,
+        target.user,
+        target.password,
+        target.database,
+        slot.to_owned(),
+        quoted_publication,
+    )
+    .with_port(target.port)
+    .with_tls(tls)
+    .with_status_interval(Duration::from_millis(100))
+    .with_buffer_size(8192)
+    .with_application_name(format!("bench {purpose} {slot}"));
+    Ok(pgwire_replication::ReplicationClient::connect_gated(config).await?)
+}
+
+/// Stamps each `Insert` of the slot's stream by its `id` column (the sequence the writers put
+/// in it) until `stop`, confirming each transaction's end as it is read.
+async fn read_slot_stamping(
+    client: &mut pgwire_replication::ReplicationClient,
+    stop: &std::sync::atomic::AtomicBool,
+    stamp: impl Fn(Option<u64>),
+) -> Result<(), BoxError> {
+    use pgwire_replication::ReplicationEvent;
+    let mut id_column = None;
+    while !stop.load(Ordering::Relaxed) {
+        let event = match tokio::time::timeout(Duration::from_millis(100), client.recv()).await {
+            Ok(Ok(Some(event))) => event,
+            Ok(Ok(None)) => return Err("the replication stream ended".into()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => continue,
+        };
+        match event {
+            ReplicationEvent::XLogData { data, .. } => match data.first() {
+                Some(b'R') => id_column = pgoutput_relation_column(&data, "id"),
+                Some(b'I') => stamp(
+                    id_column
+                        .and_then(|column| pgoutput_insert_column(&data, column))
+                        .and_then(parse_seq_id),
+                ),
+                _ => {}
+            },
+            ReplicationEvent::Commit { end_lsn, .. } => client.update_applied_lsn(end_lsn),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The index of column `name` in a pgoutput `Relation` message: `R`, the relation's oid, its
+/// schema and name (C strings), its replica identity, the column count, then per column its
+/// flags, name (C string), type oid and type modifier.
+fn pgoutput_relation_column(data: &[u8], name: &str) -> Option<usize> {
+    let after_cstring = |at: usize| {
+        data.get(at..)?
+            .iter()
+            .position(|&b| b == 0)
+            .map(|n| at + n + 1)
+    };
+    let at = after_cstring(after_cstring(1 + 4)?)? + 1;
+    let columns = u16::from_be_bytes(data.get(at..at + 2)?.try_into().ok()?);
+    let mut at = at + 2;
+    for index in 0..usize::from(columns) {
+        let end = after_cstring(at + 1)?;
+        if data.get(at + 1..end - 1)? == name.as_bytes() {
+            return Some(index);
+        }
+        at = end + 8;
+    }
+    None
+}
+
+/// The text of column `index` of a pgoutput `Insert` message's new tuple: `I`, the relation's
+/// oid, `N`, the column count, then per column `n` (null), `u` (unchanged TOAST) or `t`/`b`
+/// with a length and the bytes.
+fn pgoutput_insert_column(data: &[u8], index: usize) -> Option<&[u8]> {
+    let columns = u16::from_be_bytes(data.get(6..8)?.try_into().ok()?);
+    let mut at = 8;
+    for column in 0..usize::from(columns) {
+        let kind = *data.get(at)?;
+        at += 1;
+        let value = match kind {
+            b't' | b'b' => {
+                let len = u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize;
+                at += 4 + len;
+                Some(data.get(at - len..at)?)
+            }
+            _ => None,
+        };
+        if column == index {
+            return value;
+        }
+    }
+    None
+}
+
 async fn wal_read(args: &Args) -> Result<(), BoxError> {
-    use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent};
+    use pgwire_replication::ReplicationEvent;
 
     let slot = args.str("--slot")?;
     let publication = args.str("--publication")?;
@@ -840,31 +1022,9 @@ async fn wal_read(args: &Args) -> Result<(), BoxError> {
     }
     let clk_tck = args.num("--clk-tck", 100)?;
     let timeout = Duration::from_secs(args.num("--timeout", 600)?);
-    let raw = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
-    // Parsed as the relay parses it, TLS included (`sslmode`): the limit and the relay it is
-    // compared with read over the same transport.
-    let target = outbox_relay::connection::PgTarget::parse(&raw)
-        .map_err(|e| format!("DATABASE_URL: {}", e.0))?;
-    // Quoted, as the relay passes it: pgoutput folds an unquoted name to lower case.
-    let quoted_publication = format!("\"{}\"", publication.replace('"', "\"\""));
-    let tls = target.replication_tls();
-    let config = ReplicationConfig::new(
-        target.host,
-        target.user,
-        target.password,
-        target.database,
-        slot.clone(),
-        quoted_publication,
-    )
-    .with_port(target.port)
-    .with_tls(tls)
-    .with_status_interval(Duration::from_millis(100))
-    .with_buffer_size(8192)
-    .with_application_name(format!("bench wal-read {slot}"));
-
     let cpu0 = own_cpu_seconds(clk_tck)?;
     let start = Instant::now();
-    let mut client = ReplicationClient::connect_gated(config).await?;
+    let mut client = replication_client(&slot, &publication, "wal-read").await?;
     // The walsender serving this session: its CPU is the decoding's (pgoutput runs in it).
     let walsender = client
         .simple_query("SELECT pg_backend_pid()")
