@@ -420,9 +420,6 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
         }
     };
 
-    let start = Instant::now() + Duration::from_millis(500);
-    // Transaction t (from 0) holds events t*K+1 ..= (t+1)*K, is due when its first event is,
-    // and is written by writer t % WRITERS; with K = 1 the schedule is one event per transaction.
     // `--direct-linger MS`: the writers send each event to the topic themselves once their
     // commit returned (the relay's producer settings, `linger.ms` MS): the Kafka leg alone under
     // the same writers, and the latency of the dual write that an outbox replaces.
@@ -444,6 +441,9 @@ async fn latency(args: &Args) -> Result<(), BoxError> {
             return Err("--direct-linger sends to --topic, not to a slot".into());
         }
     };
+    let start = Instant::now() + Duration::from_millis(500);
+    // Transaction t (from 0) holds events t*K+1 ..= (t+1)*K, is due when its first event is,
+    // and is written by writer t % WRITERS; with K = 1 the schedule is one event per transaction.
     let transactions = total.div_ceil(per_txn);
     let mut tasks = Vec::new();
     for w in 0..writers {

@@ -18,7 +18,7 @@ use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use tokio::sync::Notify;
 
 /// How many events one turn of the serving task takes before it lets other tasks run. An event
-/// is a whole batch of delivery reports, so this is many thousands of messages.
+/// is the delivery reports of a whole produce request, up to `batch.num.messages` each.
 const EVENTS_PER_TURN: usize = 64;
 
 /// The wake-up of the serving task, and the task. Dropped before the producer: dropping it
