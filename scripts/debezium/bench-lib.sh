@@ -53,6 +53,14 @@ bench_url_param() {
 
 # bench_sql SQL...: run statements, fail loudly naming PostgreSQL
 bench_sql() { "${PSQL[@]}" -c "$*" || bench_die "postgres: statement failed: $*"; }
+# bench_slot TABLE SLOT PUBLICATION: a publication of public.TABLE and a pgoutput slot, each
+# named in CUR_PUB / CUR_SLOT before it is made (cleanup_ours drops what exists)
+bench_slot() {
+  CUR_PUB=$3
+  bench_sql "CREATE PUBLICATION \"$3\" FOR TABLE \"public\".\"$1\""
+  CUR_SLOT=$2
+  bench_sql "SELECT 1 FROM pg_create_logical_replication_slot('$2', 'pgoutput')" >/dev/null
+}
 
 # bench_ident NAME: a safe lower-case identifier (letters, digits, _), at most 63 bytes
 bench_ident() {
