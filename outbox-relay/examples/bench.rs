@@ -18,7 +18,11 @@
 //! - `producer`: the relay's own [`KafkaSink`] (same settings: idempotent, `acks=all`,
 //!   `linger.ms=5`, `batch.num.messages=10000`, murmur2) sends N messages equal to the workload's
 //!   rows (topic, key, value bytes as PostgreSQL prints the jsonb, `id` header) with no database,
-//!   until all are acknowledged. Samples the acknowledged count every 100 ms.
+//!   until all are acknowledged, the way the relay's pipeline does (`KafkaSink::produce` under a
+//!   tag, the delivery reports in batches, at most `kafka.max_in_flight` out, a current-thread
+//!   runtime): the Kafka leg's CPU per event, a floor under the relay's. Prints this process's
+//!   CPU seconds from the first message to the last acknowledgement (the messages are built
+//!   before) and samples the acknowledged count every 100 ms.
 //! - `latency`: WRITERS connections insert EVENTS-PER-TXN rows (default 1) per transaction (one
 //!   autocommit multi-row INSERT) on a fixed schedule of RATE rows/s; the instant the INSERT
 //!   returned is recorded for every event of its transaction; a consumer in this process records
@@ -49,7 +53,8 @@
 //!   `DATABASE_URL` without TLS) on slot S (pgoutput, publication P) that counts the first N
 //!   `Insert` messages and discards them, then confirms the end of the transaction that holds
 //!   the Nth (the standby status the server acknowledges) and prints the time from connecting to
-//!   that confirmation, this process's CPU seconds and the walsender backend's (its pid is
+//!   that confirmation, this process's CPU seconds (on a current-thread runtime, as the relay's)
+//!   and the walsender backend's (its pid is
 //!   `pg_backend_pid()` of the replication session, read from `/proc`, so the services must run
 //!   on this machine), from before START_REPLICATION to the confirmation.
 //! - `compare`: reads topic T from the beginning until every event id was seen twice, once from
@@ -66,13 +71,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use outbox_relay::config::KafkaConfig;
 use outbox_relay::sink::{KafkaMessage, KafkaSink};
+use futures_util::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
 
@@ -162,6 +168,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn producer(args: &Args) -> Result<(), BoxError> {
     let rows = args.num("--rows", 1_000_000)?;
     let topic = args.str("--topic")?;
+    let clk_tck = args.num("--clk-tck", 100)?;
     let config = KafkaConfig {
         brokers: Some(std::env::var("KAFKA_BROKERS").map_err(|_| "KAFKA_BROKERS is not set")?),
         ..KafkaConfig::default()
@@ -169,66 +176,42 @@ async fn producer(args: &Args) -> Result<(), BoxError> {
     let sink = KafkaSink::new(&config)?;
     // Build the messages first: the limit is the producer's, not the formatting's.
     let messages: Vec<KafkaMessage> = (1..=rows).map(|i| workload_message(&topic, i)).collect();
-    let acked = Arc::new(AtomicU64::new(0));
+    let cpu0 = own_cpu_seconds(clk_tck)?;
     let start = Instant::now();
-    let sampler = {
-        let acked = acked.clone();
-        tokio::spawn(async move {
-            let mut samples = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tick.tick().await;
-                let n = acked.load(Ordering::Relaxed);
-                let t = start.elapsed().as_secs_f64();
-                samples.push((t, n));
-                bar("producer", n, rows, t);
-                if n >= rows {
-                    return samples;
-                }
-            }
-        })
-    };
-    // Pipelined like the relay: at most `max_in_flight` unacknowledged deliveries.
-    let max_in_flight = config.max_in_flight;
-    let mut in_flight = FuturesUnordered::new();
-    let mut failed = 0u64;
-    for message in &messages {
-        while in_flight.len() >= max_in_flight {
-            if let Some(r) = in_flight.next().await {
-                match r {
-                    Ok(Ok(_)) => {}
-                    _ => failed += 1,
-                }
-                acked.fetch_add(1, Ordering::Relaxed);
+    let (mut produced, mut acked, mut failed) = (0u64, 0u64, 0u64);
+    let mut reports = Vec::new();
+    let mut samples = Vec::new();
+    let mut last_sample = Instant::now();
+    // The relay's own path (`pipeline.rs`): each message produced under a tag, the delivery
+    // reports taken in batches, at most `max_in_flight` unacknowledged, on a current-thread
+    // runtime as the relay's (`main`).
+    let max_in_flight = config.max_in_flight as u64;
+    while acked < rows {
+        while produced < rows && produced - acked < max_in_flight {
+            match sink.produce(&messages[produced as usize], produced as usize) {
+                Ok(()) => produced += 1,
+                // librdkafka's queue is full: produced again once reports made room.
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => break,
+                Err(error) => return Err(format!("message {produced}: {error}").into()),
             }
         }
-        loop {
-            match sink.send(message) {
-                Ok(delivery) => {
-                    in_flight.push(delivery);
-                    break;
-                }
-                Err(_queue_full) => {
-                    if let Some(r) = in_flight.next().await {
-                        match r {
-                            Ok(Ok(_)) => {}
-                            _ => failed += 1,
-                        }
-                        acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+        reports.clear();
+        sink.reports(&mut reports).await?;
+        for report in &reports {
+            if report.outcome.is_err() {
+                failed += 1;
             }
         }
-    }
-    while let Some(r) = in_flight.next().await {
-        match r {
-            Ok(Ok(_)) => {}
-            _ => failed += 1,
+        acked += reports.len() as u64;
+        if last_sample.elapsed() >= Duration::from_millis(100) {
+            last_sample = Instant::now();
+            let t = start.elapsed().as_secs_f64();
+            samples.push((t, acked));
+            bar("producer", acked, rows, t);
         }
-        acked.fetch_add(1, Ordering::Relaxed);
     }
     let secs = start.elapsed().as_secs_f64();
-    let samples = sampler.await?;
+    let cpu = own_cpu_seconds(clk_tck)? - cpu0;
     eprintln!();
     if failed > 0 {
         return Err(format!("{failed} deliveries failed").into());
@@ -237,7 +220,7 @@ async fn producer(args: &Args) -> Result<(), BoxError> {
         "{}",
         serde_json::json!({
             "rows": rows, "seconds": secs, "events_per_s": rows as f64 / secs,
-            "samples": samples,
+            "cpu_s": cpu, "cpu_s_per_m": cpu / rows as f64 * 1e6, "samples": samples,
         })
     );
     Ok(())
@@ -1110,20 +1093,32 @@ async fn wal_read(args: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
+fn main() -> Result<(), BoxError> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let args = Args(argv.clone());
-    match argv.first().map(String::as_str) {
-        Some("producer") => producer(&args).await,
-        Some("latency") => latency(&args).await,
-        Some("compare") => tokio::task::spawn_blocking(move || compare(&args)).await?,
-        Some("distinct") => tokio::task::spawn_blocking(move || distinct(&args)).await?,
-        Some("binlog-read") => binlog_read(&args).await,
-        Some("wal-read") => wal_read(&args).await,
-        _ => Err(
-            "usage: bench producer|latency|compare|distinct|binlog-read|wal-read ... (see the file's doc comment)"
-                .into(),
-        ),
+    // The two limits run on a current-thread runtime, as the relay does (`outbox-relay`'s
+    // `main`): on a multi-thread one the replication reader hands every message to another
+    // thread, which cost the relay a third of its CPU per event (BENCHMARKS.md, round 2).
+    let limit = matches!(argv.first().map(String::as_str), Some("producer" | "wal-read"));
+    let runtime = if limit {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
     }
+    .enable_all()
+    .build()?;
+    runtime.block_on(async {
+        match argv.first().map(String::as_str) {
+            Some("producer") => producer(&args).await,
+            Some("latency") => latency(&args).await,
+            Some("compare") => tokio::task::spawn_blocking(move || compare(&args)).await?,
+            Some("distinct") => tokio::task::spawn_blocking(move || distinct(&args)).await?,
+            Some("binlog-read") => binlog_read(&args).await,
+            Some("wal-read") => wal_read(&args).await,
+            _ => Err(
+                "usage: bench producer|latency|compare|distinct|binlog-read|wal-read ... (see the file's doc comment)"
+                    .into(),
+            ),
+        }
+    })
 }
