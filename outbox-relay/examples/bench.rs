@@ -71,9 +71,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use outbox_relay::config::KafkaConfig;
 use outbox_relay::sink::{KafkaMessage, KafkaSink};
-use futures_util::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -1099,7 +1099,10 @@ fn main() -> Result<(), BoxError> {
     // The two limits run on a current-thread runtime, as the relay does (`outbox-relay`'s
     // `main`): on a multi-thread one the replication reader hands every message to another
     // thread, which cost the relay a third of its CPU per event (BENCHMARKS.md, round 2).
-    let limit = matches!(argv.first().map(String::as_str), Some("producer" | "wal-read"));
+    let limit = matches!(
+        argv.first().map(String::as_str),
+        Some("producer" | "wal-read")
+    );
     let runtime = if limit {
         tokio::runtime::Builder::new_current_thread()
     } else {
