@@ -167,6 +167,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn producer(args: &Args) -> Result<(), BoxError> {
     let rows = args.num("--rows", 1_000_000)?;
+    if rows == 0 {
+        return Err("--rows must be positive: a limit over zero messages measures nothing".into());
+    }
     let topic = args.str("--topic")?;
     let clk_tck = args.num("--clk-tck", 100)?;
     let config = KafkaConfig {
