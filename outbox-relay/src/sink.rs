@@ -528,8 +528,8 @@ const REPORT_BATCH: usize = 1024;
 /// (rdkafka's delivery opaque), and the producer's events, served on the caller's runtime
 /// without a polling thread ([`ProducerEvents`]), hand each delivery report to a channel that
 /// the caller drains in batches ([`KafkaSink::reports`]). A channel belongs to one producer, so
-/// a rebuilt producer's reports never mix with the old one's. [`KafkaSink::send`] keeps a future per message for the few callers that await one
-/// message at a time.
+/// a rebuilt producer's reports never mix with the old one's. [`KafkaSink::send`] keeps a future
+/// per message for the few callers that await one message at a time.
 pub struct KafkaSink {
     /// First, so that it is dropped first: its thread's producer clone goes before the sink's.
     nudger: Nudger,

@@ -409,7 +409,11 @@ async fn shipped_then_stopped(prefix: &str) -> (BinlogFixture, std::path::PathBu
         .read_until(WAIT, has_all(&shipped_ids), || relay.log_text())
         .await;
     let status = relay.terminate(Duration::from_secs(30));
-    assert!(status.success(), "graceful stop: {}", relay.log_text());
+    assert!(
+        status.success(),
+        "graceful stop: {status}\n{}",
+        relay.log_text()
+    );
     (fixture, config, reader)
 }
 

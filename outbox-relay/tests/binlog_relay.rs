@@ -113,7 +113,11 @@ async fn eight_writers_sigkill_remove_after_insert_and_graceful_restart() {
 
     // A graceful stop, then a start: nothing is shipped twice.
     let status = relay.terminate(Duration::from_secs(30));
-    assert!(status.success(), "graceful stop: {}", relay.log_text());
+    assert!(
+        status.success(),
+        "graceful stop: {status}\n{}",
+        relay.log_text()
+    );
     // Which positions the stopped relay stored, should the next one replay.
     let stopped = relay.log_text();
     reader.settle(Duration::from_secs(2)).await;
@@ -137,7 +141,11 @@ async fn eight_writers_sigkill_remove_after_insert_and_graceful_restart() {
         )
         .await;
     let status = relay.terminate(Duration::from_secs(30));
-    assert!(status.success(), "graceful stop: {}", relay.log_text());
+    assert!(
+        status.success(),
+        "graceful stop: {status}\n{}",
+        relay.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +187,11 @@ async fn an_oversize_event_goes_to_the_dead_letters_and_the_stream_goes_on() {
         big.headers
     );
     let status = relay.terminate(Duration::from_secs(30));
-    assert!(status.success(), "graceful stop: {}", relay.log_text());
+    assert!(
+        status.success(),
+        "graceful stop: {status}\n{}",
+        relay.log_text()
+    );
 }
 
 /// `WriteMode::RemoveAfterInsert` through the writer on MariaDB (Debezium's Quarkus extension's
@@ -219,7 +231,11 @@ async fn remove_after_insert_through_the_writer_is_shipped() {
     assert_eq!(fixture.row_count().await, 0, "the table stays empty");
     read_all_in_commit_order(&mut reader, &ids, &written, &relay).await;
     let status = relay.terminate(Duration::from_secs(30));
-    assert!(status.success(), "graceful stop: {}", relay.log_text());
+    assert!(
+        status.success(),
+        "graceful stop: {status}\n{}",
+        relay.log_text()
+    );
 }
 
 /// Events of `fixture` with payloads `{"n": n}` for `ns`, one transaction each; their ids.
@@ -274,7 +290,11 @@ async fn a_column_dropped_while_streaming_keeps_every_value_under_its_name() {
         .await;
     assert_values_under_their_names(&reader, &after);
     let status = relay.terminate(Duration::from_secs(30));
-    assert!(status.success(), "graceful stop: {}", relay.log_text());
+    assert!(
+        status.success(),
+        "graceful stop: {status}\n{}",
+        relay.log_text()
+    );
 }
 
 /// Events written before the table changed, read after it (the relay was stopped): the
@@ -334,5 +354,9 @@ async fn events_of_an_older_shape_stop_the_relay_until_their_columns_return() {
         .await;
     assert_values_under_their_names(&reader, &newer);
     let status = relay.terminate(Duration::from_secs(30));
-    assert!(status.success(), "graceful stop: {}", relay.log_text());
+    assert!(
+        status.success(),
+        "graceful stop: {status}\n{}",
+        relay.log_text()
+    );
 }
