@@ -140,6 +140,10 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     runtime.block_on(async move {
+        // First thing for `run`, before the configuration is read: see `Shutdown`.
+        let shutdown = matches!(cli.command, Command::Run(_))
+            .then(Shutdown::install)
+            .flatten();
         let (overrides, command) = match &cli.command {
             Command::Setup(o) => (o, "setup"),
             Command::Teardown(o) => (o, "teardown"),
@@ -162,7 +166,7 @@ fn main() -> ExitCode {
             .then(|| config.clone());
         let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
             Command::Dlq(command) => dlq_command(&config, command).await,
-            Command::Run(_) => run(config).await,
+            Command::Run(_) => run(config, shutdown).await,
             Command::Status(s) => status(&config, s.json).await,
             // `--source poll`: the polling source has its own setup and teardown.
             _ if config.source.kind == outbox_relay::config::SourceKind::Poll => {
@@ -348,7 +352,12 @@ async fn poll_command(config: Config, command: &str) -> Result<(), Box<dyn std::
     Ok(())
 }
 
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(config: Config, shutdown: Option<Shutdown>) -> Result<(), Box<dyn std::error::Error>> {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        source = ?config.source.kind,
+        "relay starting; SIGTERM or SIGINT stops it gracefully"
+    );
     let metrics = Metrics::new();
     let dashboard = outbox_relay::dashboard::Dashboard::new(&config);
     let listen = config.metrics.listen;
@@ -363,22 +372,55 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         ),
         None => None,
     };
-    relay.run(shutdown_signal()).await?;
+    relay
+        .run(async move {
+            match shutdown {
+                Some(shutdown) => shutdown.requested().await,
+                // Without signal handlers, only a kill stops the relay; keep running.
+                None => std::future::pending().await,
+            }
+        })
+        .await?;
     Ok(())
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers, only a kill stops the relay; keep running.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = int.recv() => tracing::info!("SIGINT: draining"),
+/// The SIGTERM and SIGINT handlers of `run`.
+///
+/// They are installed when this is made, before `run` reads its configuration or logs its first
+/// line, because a signal that comes before its handler ends the process by the default action:
+/// no drain, nothing logged, and a failed exit status where a supervisor asked for a graceful
+/// stop. (Before, the handlers were made when the relay first polled its shutdown future, after
+/// the Kafka client and the source were built.) So once the relay has logged anything, SIGTERM
+/// is a graceful stop, also during start-up.
+struct Shutdown {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// `None` when the handlers cannot be installed (the error is logged).
+    fn install() -> Option<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(terminate), Ok(interrupt)) => Some(Shutdown {
+                terminate,
+                interrupt,
+            }),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "no SIGTERM/SIGINT handler: only a kill stops the relay");
+                None
+            }
+        }
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    async fn requested(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM: draining"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT: draining"),
+        }
     }
 }

@@ -487,6 +487,29 @@ async fn graceful_stop_then_restart_delivers_nothing_twice() {
     fx.teardown().await;
 }
 
+/// (h1) A SIGTERM while the relay is still starting (right after its first log line, before it
+/// has connected) is a graceful stop: exit 0 and "relay stopped" logged, never the signal's
+/// default action. Five times, since the start-up window is short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_start_up_is_a_graceful_stop() {
+    let fx = Fixture::new("relay_early_term", WriteMode::Insert).await;
+    for attempt in 0..5 {
+        let mut relay = fx.start_relay(&[]);
+        let status = relay.terminate(Duration::from_secs(60));
+        let log = relay.log_text();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "attempt {attempt}: a SIGTERM during start-up exits 0, got {status}:\n{log}"
+        );
+        assert!(
+            log.contains("relay stopped"),
+            "attempt {attempt}: the stop is logged:\n{log}"
+        );
+    }
+    fx.teardown().await;
+}
+
 /// (h2) A graceful stop that lands inside a source transaction reads the rest of it first: the
 /// whole transaction arrives before the relay exits, and the next relay sends none of it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

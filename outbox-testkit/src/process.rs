@@ -79,7 +79,15 @@ impl Process {
     }
 
     /// SIGTERM, then the exit status; after `timeout`, SIGKILL and a panic with the log.
+    ///
+    /// The signal waits (up to `timeout`) for the process's first log line: the relay installs
+    /// its handlers before it logs anything, and a SIGTERM before that ends a process by the
+    /// signal's default action, which is not the graceful stop a test asks for here.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        while self.log_text().is_empty() && self.is_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
