@@ -49,7 +49,9 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr};
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, QueryResult, RuntimeErr,
+};
 use tokio::sync::{Mutex, Notify};
 
 use crate::backoff::Backoff;
@@ -404,32 +406,45 @@ impl Outbox {
         }
     }
 
-    /// The oldest pending rows (numbered above `after`, if given), in sequence order, as
-    /// records with their sequence values.
+    /// The oldest pending rows (numbered above `after`, if given), in sequence order, as read:
+    /// [`Outbox::decode`] makes them records. Apart, so that the claim loop decodes a batch
+    /// beside the next claim, not before it.
     async fn claim<C: ConnectionTrait>(
         &self,
         shape: &Shape,
         conn: &C,
         limit: usize,
         after: Option<i64>,
-    ) -> Result<Vec<Claimed>, PollError> {
-        let mut rows = conn
+    ) -> Result<Vec<QueryResult>, PollError> {
+        let rows = conn
             .query_all_raw(self.table.claim(shape, limit, after))
             .await?;
-        if self.table.claims_ids(shape) {
-            let ids = rows
-                .iter()
-                .map(|row| row.try_get_by_index::<String>(0))
-                .collect::<Result<Vec<_>, _>>()?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            // In sequence order, as claimed: each run is, and the runs follow the claim.
-            rows = Vec::with_capacity(ids.len());
-            for run in self.table.runs(shape, &ids) {
-                rows.extend(conn.query_all_raw(self.table.fetch(shape, run)).await?);
-            }
+        if !self.table.claims_ids(shape) {
+            return Ok(rows);
         }
+        let ids = rows
+            .iter()
+            .map(|row| row.try_get_by_index::<String>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        // In sequence order, as claimed: each run is, and the runs follow the claim.
+        let mut fetched = Vec::with_capacity(ids.len());
+        for run in self.table.runs(shape, &ids) {
+            fetched.extend(conn.query_all_raw(self.table.fetch(shape, run)).await?);
+        }
+        Ok(fetched)
+    }
+
+    /// The highest sequence value of claimed `rows` (`None` without rows).
+    fn highest(&self, shape: &Shape, rows: &[QueryResult]) -> Result<Option<i64>, PollError> {
+        let mut high = None;
+        for row in rows {
+            high = high.max(Some(row.try_get_by_index::<i64>(shape.columns.len())?));
+        }
+        Ok(high)
+    }
+
+    /// Claimed `rows` as records with their sequence values.
+    fn decode(&self, shape: &Shape, rows: Vec<QueryResult>) -> Result<Vec<Claimed>, PollError> {
         rows.into_iter()
             .map(|row| {
                 let values = shape

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::FutureExt as _;
-use sea_orm::{DatabaseTransaction, DbBackend, IsolationLevel, TransactionTrait};
+use sea_orm::{DatabaseTransaction, DbBackend, IsolationLevel, QueryResult, TransactionTrait};
 use tokio::sync::{Notify, OwnedMutexGuard, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -124,7 +124,7 @@ const PIPELINE_DEPTH: usize = 2;
 struct Claim {
     number: u64,
     /// The claiming transaction, which holds the rows' locks; None on SQLite, whose leader
-    /// reads outside a transaction (see `Claimer::claim_and_ship`).
+    /// reads outside a transaction (see `Claimer::claim`).
     txn: Option<DatabaseTransaction>,
     /// The event ids to settle.
     ids: Vec<String>,
@@ -135,6 +135,19 @@ struct Claim {
     /// the claim is rolled back.
     deadline: tokio::time::Instant,
     shipped: Instant,
+}
+
+/// A batch claimed and not yet shipped.
+struct Taken {
+    /// As [`Claim::txn`].
+    txn: Option<DatabaseTransaction>,
+    /// As read: decoded while the next batch is claimed.
+    rows: Vec<QueryResult>,
+    /// The highest sequence value claimed.
+    high: i64,
+    claimed_in: Duration,
+    /// As [`Claim::deadline`]: the bound runs from the claim.
+    deadline: tokio::time::Instant,
 }
 
 /// A claiming session, leading.
@@ -318,41 +331,79 @@ impl Claimer {
     }
 
     /// Claim → ship → (claim → ship the next, up to [`Self::depth`]) → wait for the oldest
-    /// batch's acknowledgement → settle it and commit, and so on.
+    /// batch's acknowledgement → settle it and commit, and so on. While a claimed batch is handed
+    /// to the pipeline, the next one is claimed (when there is room) and the oldest one out is
+    /// settled (when Kafka has acknowledged it), all three at once: the database's statements
+    /// do not wait for the hand-off, nor the hand-off for them (a `poll` batch's cycle was their
+    /// sum: BENCHMARKS.md, round 2, part 13).
     ///
-    /// Why pipelining keeps the guarantees: a later claim skips the rows of the batches still
-    /// out (PostgreSQL: they are locked by their claims; SQLite: see [`Self::claim_after`]), so
-    /// it takes the oldest rows not yet claimed; a row of it numbered below a batch still out
-    /// is one whose writer committed late, and no later event of its aggregate can be in that
-    /// batch (the writer held the aggregate's lock until its commit). The batches reach the
-    /// pipeline in claim order and are acknowledged in that order; each is settled only after
-    /// its own acknowledgement. Any failure ends the task, which rolls back every claim not yet
-    /// settled: their rows are claimed again, in sequence order, by the next session.
+    /// Why pipelining keeps the guarantees: a later claim starts only after the claim before it
+    /// returned its rows, and skips the rows of the batches still out (PostgreSQL: they are
+    /// locked by their claims; SQLite: see [`Self::claim_after`]), so it takes the oldest rows
+    /// not yet claimed; a row of it numbered below a batch still out is one whose writer
+    /// committed late, and no later event of its aggregate can be in that batch (the writer held
+    /// the aggregate's lock until its commit). The batches reach the pipeline in claim order,
+    /// each whole before the next, and are acknowledged in that order; each is settled only
+    /// after its own acknowledgement. Any failure ends the task, which rolls back every claim
+    /// not yet settled: their rows are claimed again, in sequence order, by the next session.
     async fn claim_pipelined(&mut self, wake: &Notify) -> Result<(), PollError> {
         let limit = self.outbox.poll().batch_size;
         let depth = self.depth();
         let mut last_purge: Option<Instant> = None;
         let mut out: VecDeque<Claim> = VecDeque::with_capacity(depth);
+        // The batch claimed and not yet shipped; it counts against `depth` as `out` does.
+        let mut taken: Option<Taken> = None;
         // Whether the last claim came back full: more rows may be waiting now.
         let mut more = true;
         loop {
-            if more && out.len() < depth && !self.events.is_closed() {
-                match self.claim_and_ship(self.claim_after(&out)).await {
-                    Ok(Some(claim)) => {
-                        more = claim.rows == limit;
-                        out.push_back(claim);
-                        // Busy: it claims again by itself, so writers need not notify.
-                        if let Some(mark) = &mut self.mark {
-                            mark.give_up().await;
+            if let Some(batch) = taken.take() {
+                let settling = match out.front() {
+                    Some(oldest) if self.acknowledged(oldest.number) => out.pop_front(),
+                    _ => None,
+                };
+                let claim_next = more && out.len() + 2 <= depth && !self.events.is_closed();
+                let after = self.claim_after(Some(batch.high));
+                let this = &*self;
+                let (shipped, next, settled) = tokio::join!(
+                    this.ship_taken(batch),
+                    async {
+                        match claim_next {
+                            true => this.claim(after).await,
+                            false => Ok(None),
                         }
+                    },
+                    async {
+                        match settling {
+                            Some(claim) => this.settle(claim, Duration::ZERO).await,
+                            None => Ok(()),
+                        }
+                    },
+                );
+                settled?;
+                self.purge_when_due(&mut last_purge).await;
+                match shipped {
+                    Ok(claim) => out.push_back(claim),
+                    // The session closed while this batch was shipped (it is rolled back, and
+                    // so is the one claimed beside it): the batches before it that Kafka
+                    // acknowledged are still settled below, or the next session would ship
+                    // them again.
+                    Err(PollError::Ended) if self.events.is_closed() => {
+                        more = false;
+                        continue;
                     }
-                    Ok(None) => more = false,
-                    // The session closed while this claim was shipped (it is rolled back): the
-                    // batches before it that Kafka acknowledged are still settled below, or
-                    // the next session would ship them again.
-                    Err(PollError::Ended) if self.events.is_closed() => more = false,
                     Err(error) => return Err(error),
                 }
+                if claim_next {
+                    taken = next?;
+                    more = self.took(&taken, limit).await;
+                }
+                continue;
+            }
+            if more && out.len() < depth && !self.events.is_closed() {
+                taken = self
+                    .claim(self.claim_after(out.back().map(|c| c.high)))
+                    .await?;
+                more = self.took(&taken, limit).await;
                 continue;
             }
             // Rows committed since the last claim (their NOTIFY came meanwhile) are claimed now,
@@ -379,6 +430,23 @@ impl Claimer {
         }
     }
 
+    /// After a claim: whether it came back full (more rows may be waiting). A batch taken means
+    /// the task is busy and claims again by itself, so writers need not notify.
+    async fn took(&mut self, taken: &Option<Taken>, limit: usize) -> bool {
+        let Some(batch) = taken else {
+            return false;
+        };
+        if let Some(mark) = &mut self.mark {
+            mark.give_up().await;
+        }
+        batch.rows.len() == limit
+    }
+
+    /// Whether Kafka acknowledged batch `number` (and so every batch before it).
+    fn acknowledged(&self, number: u64) -> bool {
+        *self.acknowledged.borrow() >= number
+    }
+
     /// SQLite's claim locks nothing, so a second claim must be told where the batches still
     /// out end: above the last one's highest sequence value. No row below it can be pending
     /// outside those batches: SQLite has one writer at a time, and a new row's rowid is above
@@ -387,11 +455,13 @@ impl Claimer {
     /// row (so a row that an application numbered itself, below a batch out, waits for a claim
     /// with nothing out: delayed, never skipped). PostgreSQL's and MariaDB's claims skip the
     /// locked rows by themselves.
-    fn claim_after(&self, out: &VecDeque<Claim>) -> Option<i64> {
+    ///
+    /// `high`: the highest sequence value of the batches claimed and not yet settled, if any.
+    fn claim_after(&self, high: Option<i64>) -> Option<i64> {
         if self.outbox.table.backend != DbBackend::Sqlite {
             return None;
         }
-        out.back().map(|claim| claim.high)
+        high
     }
 
     /// How long Kafka has to acknowledge a claimed batch: `claim_timeout`, and on SQLite at
@@ -405,25 +475,24 @@ impl Claimer {
         }
     }
 
-    /// Claims the oldest pending rows (above `after`, see [`Self::claim_after`]) and ships
-    /// them; `None` when there were none. PostgreSQL and MariaDB claim in a transaction of
-    /// their own, which holds the rows' locks until the settle. SQLite reads outside a
-    /// transaction and writes only the short settle, so the service's writers never wait on
-    /// Kafka.
-    async fn claim_and_ship(&mut self, after: Option<i64>) -> Result<Option<Claim>, PollError> {
-        let outbox = self.outbox.clone();
-        let (table, shape) = (&outbox.table, self.shape.clone());
+    /// Claims the oldest pending rows (above `after`, see [`Self::claim_after`]); `None` when
+    /// there were none. PostgreSQL and MariaDB claim in a transaction of their own, which holds
+    /// the rows' locks until the settle. SQLite reads outside a transaction and writes only the
+    /// short settle, so the service's writers never wait on Kafka.
+    async fn claim(&self, after: Option<i64>) -> Result<Option<Taken>, PollError> {
+        let outbox = &self.outbox;
+        let (table, shape) = (&outbox.table, &self.shape);
         let poll = outbox.poll();
         let Some(leader) = self.leader.as_ref() else {
             return Err(PollError::LostLeadership);
         };
         let started = Instant::now();
-        let (txn, claimed) = if table.backend == DbBackend::Sqlite {
+        let (txn, rows) = if table.backend == DbBackend::Sqlite {
             if !leader.holds(&outbox.db, table, poll.lease_ttl).await? {
                 return Err(PollError::LostLeadership);
             }
             let claimed = outbox
-                .claim(&shape, &outbox.db, poll.batch_size, after)
+                .claim(shape, &outbox.db, poll.batch_size, after)
                 .await?;
             (None, claimed)
         } else {
@@ -435,49 +504,56 @@ impl Claimer {
             if !leader.holds(&txn, table, poll.lease_ttl).await? {
                 return Err(PollError::LostLeadership);
             }
-            let claimed = outbox.claim(&shape, &txn, poll.batch_size, after).await?;
-            if claimed.is_empty() {
+            let rows = outbox.claim(shape, &txn, poll.batch_size, after).await?;
+            if rows.is_empty() {
                 txn.commit().await?;
                 return Ok(None);
             }
-            (Some(txn), claimed)
+            (Some(txn), rows)
         };
-        if claimed.is_empty() {
+        let Some(high) = outbox.highest(shape, &rows)? else {
             return Ok(None);
-        }
-        let claimed_in = started.elapsed();
-        let bound = self.claim_bound();
-        let deadline = tokio::time::Instant::now() + bound;
-        let ids = outbox.settle_ids(&shape, &claimed);
-        let rows = claimed.len();
-        let high = claimed.iter().map(|c| c.seq).max().unwrap_or(i64::MIN);
-        // An error drops `txn`, which rolls the claim back: the rows stay for the next try.
-        let number = tokio::time::timeout_at(deadline, self.ship(claimed))
-            .await
-            .map_err(|_| PollError::ClaimTimeout(bound))??;
-        tracing::debug!(
-            batch = number,
-            rows,
-            claim_ms = claimed_in.as_secs_f64() * 1e3,
-            ship_ms = (started.elapsed() - claimed_in).as_secs_f64() * 1e3,
-            "claimed and shipped"
-        );
-        Ok(Some(Claim {
-            number,
+        };
+        Ok(Some(Taken {
             txn,
-            ids,
-            rows,
             high,
-            deadline,
-            shipped: Instant::now(),
+            rows,
+            claimed_in: started.elapsed(),
+            deadline: tokio::time::Instant::now() + self.claim_bound(),
         }))
     }
 
-    /// Waits until Kafka acknowledged `claim` (within its `claim_timeout`), then settles its
-    /// rows and commits; false, settling nothing, when the session closed before the
-    /// acknowledgement.
+    /// Hands a claimed batch to the pipeline, whole, within its claim's bound.
+    async fn ship_taken(&self, taken: Taken) -> Result<Claim, PollError> {
+        let shipping = Instant::now();
+        // An error drops `taken.txn`, which rolls the claim back: the rows stay for the next try.
+        let claimed = self.outbox.decode(&self.shape, taken.rows)?;
+        let ids = self.outbox.settle_ids(&self.shape, &claimed);
+        let rows = claimed.len();
+        let number = tokio::time::timeout_at(taken.deadline, self.ship(claimed))
+            .await
+            .map_err(|_| PollError::ClaimTimeout(self.claim_bound()))??;
+        tracing::debug!(
+            batch = number,
+            rows,
+            claim_ms = taken.claimed_in.as_secs_f64() * 1e3,
+            ship_ms = shipping.elapsed().as_secs_f64() * 1e3,
+            "claimed and shipped"
+        );
+        Ok(Claim {
+            number,
+            txn: taken.txn,
+            ids,
+            rows,
+            high: taken.high,
+            deadline: taken.deadline,
+            shipped: Instant::now(),
+        })
+    }
+
+    /// Waits until Kafka acknowledged `claim` (within its `claim_timeout`), then settles it;
+    /// false, settling nothing, when the session closed before the acknowledgement.
     async fn settle_when_acknowledged(&mut self, claim: Claim) -> Result<bool, PollError> {
-        let outbox = self.outbox.clone();
         let number = claim.number;
         let bound = self.claim_bound();
         let wait_started = Instant::now();
@@ -491,10 +567,18 @@ impl Claimer {
             _ = self.events.closed() => Err(PollError::Ended),
         };
         // The pipeline acknowledges what Kafka delivered before it closes the session.
-        if waiting.is_err() && *self.acknowledged.borrow() < number {
+        if waiting.is_err() && !self.acknowledged(number) {
             return Ok(false);
         }
-        let (since_shipped, waited) = (claim.shipped.elapsed(), wait_started.elapsed());
+        self.settle(claim, wait_started.elapsed()).await?;
+        Ok(true)
+    }
+
+    /// Settles `claim`, which Kafka acknowledged, and commits its transaction. `waited`: how
+    /// long the claim loop waited for the acknowledgement with nothing else to do (logged).
+    async fn settle(&self, claim: Claim, waited: Duration) -> Result<(), PollError> {
+        let outbox = &self.outbox;
+        let since_shipped = claim.shipped.elapsed();
         let settling = Instant::now();
         let settled_in = match claim.txn {
             Some(txn) => {
@@ -509,7 +593,7 @@ impl Claimer {
             }
         };
         tracing::debug!(
-            batch = number,
+            batch = claim.number,
             rows = claim.rows,
             since_shipped_ms = since_shipped.as_secs_f64() * 1e3,
             // What the claim loop spent waiting, with nothing else to do: the rest of the time
@@ -519,7 +603,7 @@ impl Claimer {
             commit_ms = (settling.elapsed() - settled_in).as_secs_f64() * 1e3,
             "settled"
         );
-        Ok(true)
+        Ok(())
     }
 
     /// Before the first claim: the rows of `batch` (the position the session resumes after)
@@ -612,7 +696,7 @@ impl Claimer {
 
     /// Yields `claimed` (in sequence order) as one transaction, numbered; the batch's number.
     /// Kafka's acknowledgement of it is waited for apart.
-    async fn ship(&mut self, claimed: Vec<Claimed>) -> Result<u64, PollError> {
+    async fn ship(&self, claimed: Vec<Claimed>) -> Result<u64, PollError> {
         let number = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
         let outbox = self.outbox.clone();
         let batch = Batch {
