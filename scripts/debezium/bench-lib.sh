@@ -144,6 +144,26 @@ bench_drop_slot() {
                     WHERE slot_name = '$slot'" >/dev/null 2>&1 || bench_log "postgres: could not drop slot $slot"
 }
 
+# bench_stale_slots: drops the inactive slots that an earlier benchmark left (named as the
+# benchmarks name theirs: relay_slot_*, dbz_slot_*), and names any other slot that holds more than
+# 256 MB of WAL. A slot left behind holds WAL back, so PostgreSQL cannot recycle its segments and
+# zero-fills a new 16 MB file for each: a third of its CPU in a `poll` drain (BENCHMARKS.md, round
+# 2, part 13), a handicap for every contender measured after it.
+bench_stale_slots() {
+  local dropped held
+  dropped=$("${PSQL[@]}" -c "SELECT string_agg(slot_name, ' ') FROM (SELECT slot_name,
+      pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+      WHERE NOT active AND (slot_name LIKE 'relay\_slot\_%' OR slot_name LIKE 'dbz\_slot\_%')) s") ||
+    bench_die "postgres: cannot drop the slots left by earlier benchmarks"
+  [[ -n $dropped ]] && bench_log "postgres: dropped slots left by earlier benchmarks: $dropped"
+  held=$("${PSQL[@]}" -c "SELECT string_agg(format('%s (%s)', slot_name,
+      pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn))), ', ')
+      FROM pg_replication_slots WHERE restart_lsn IS NOT NULL
+      AND pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) > 256 * 1024 * 1024") || held=''
+  [[ -n $held ]] && bench_log "WARNING: postgres: slots hold WAL back, which slows every drain: $held"
+  return 0
+}
+
 # bench_median V...: the median (mean of the middle two for an even count)
 bench_median() {
   printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR==0) exit; if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'
