@@ -118,10 +118,5 @@ async fn events_written_before_the_table_changed_ship_by_their_names() {
         );
         assert_eq!(message.key.as_deref(), Some("agg"), "key of {id}");
     }
-    let status = relay.terminate(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "graceful stop: {status}\n{}",
-        relay.log_text()
-    );
+    relay.stop_gracefully(Duration::from_secs(30));
 }

@@ -112,12 +112,7 @@ async fn eight_writers_sigkill_remove_after_insert_and_graceful_restart() {
     read_all_in_commit_order(&mut reader, &all, &written, &relay).await;
 
     // A graceful stop, then a start: nothing is shipped twice.
-    let status = relay.terminate(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "graceful stop: {status}\n{}",
-        relay.log_text()
-    );
+    relay.stop_gracefully(Duration::from_secs(30));
     // Which positions the stopped relay stored, should the next one replay.
     let stopped = relay.log_text();
     reader.settle(Duration::from_secs(2)).await;
@@ -140,12 +135,7 @@ async fn eight_writers_sigkill_remove_after_insert_and_graceful_restart() {
             || relay.log_text(),
         )
         .await;
-    let status = relay.terminate(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "graceful stop: {status}\n{}",
-        relay.log_text()
-    );
+    relay.stop_gracefully(Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,12 +176,7 @@ async fn an_oversize_event_goes_to_the_dead_letters_and_the_stream_goes_on() {
         "the dead letter names where it was read: {:?}",
         big.headers
     );
-    let status = relay.terminate(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "graceful stop: {status}\n{}",
-        relay.log_text()
-    );
+    relay.stop_gracefully(Duration::from_secs(30));
 }
 
 /// `WriteMode::RemoveAfterInsert` through the writer on MariaDB (Debezium's Quarkus extension's
@@ -230,12 +215,7 @@ async fn remove_after_insert_through_the_writer_is_shipped() {
     }
     assert_eq!(fixture.row_count().await, 0, "the table stays empty");
     read_all_in_commit_order(&mut reader, &ids, &written, &relay).await;
-    let status = relay.terminate(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "graceful stop: {status}\n{}",
-        relay.log_text()
-    );
+    relay.stop_gracefully(Duration::from_secs(30));
 }
 
 /// Events of `fixture` with payloads `{"n": n}` for `ns`, one transaction each; their ids.
@@ -289,12 +269,7 @@ async fn a_column_dropped_while_streaming_keeps_every_value_under_its_name() {
         .read_until(WAIT, has_all(&ids), || relay.log_text())
         .await;
     assert_values_under_their_names(&reader, &after);
-    let status = relay.terminate(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "graceful stop: {status}\n{}",
-        relay.log_text()
-    );
+    relay.stop_gracefully(Duration::from_secs(30));
 }
 
 /// Events written before the table changed, read after it (the relay was stopped): the
@@ -353,10 +328,5 @@ async fn events_of_an_older_shape_stop_the_relay_until_their_columns_return() {
         .read_until(WAIT, has_all(&ids), || relay.log_text())
         .await;
     assert_values_under_their_names(&reader, &newer);
-    let status = relay.terminate(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "graceful stop: {status}\n{}",
-        relay.log_text()
-    );
+    relay.stop_gracefully(Duration::from_secs(30));
 }

@@ -176,7 +176,7 @@ async fn killed_repeatedly(
         .await;
     reader.settle(Duration::from_secs(5)).await;
     let counts = check(&reader.messages, &ids);
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     counts
 }
 
@@ -245,7 +245,7 @@ async fn a_twin_fences_the_older_relay_and_nothing_is_duplicated() {
     let (messages, distinct) = check(&reader.messages, &ids);
     assert_eq!((messages, distinct), (10_000, 10_000), "no duplicates");
     let mut newer = newer;
-    assert_eq!(newer.terminate(Duration::from_secs(60)).code(), Some(0));
+    newer.stop_gracefully(Duration::from_secs(60));
     fx.teardown().await;
 }
 
@@ -279,7 +279,7 @@ async fn a_source_transaction_larger_than_the_batch_stays_whole() {
         (30_030, 30_030),
         "the large transaction (and three small ones) once"
     );
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.teardown().await;
 }
 
@@ -316,13 +316,13 @@ async fn a_slot_past_the_stored_position_is_refused_as_a_gap() {
     reader
         .read_until(WAIT, has_all(&ids), || relay.log_text())
         .await;
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     let mut relay = start(&fx, false);
     fx.write_batches(&mut ids, 2..4, 10, ("g", 3)).await;
     reader
         .read_until(WAIT, has_all(&ids), || relay.log_text())
         .await;
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.write_batches(&mut ids, 4..5, 10, ("g", 3)).await;
     let mut relay = start(&fx, true);
     let status = relay
@@ -455,7 +455,7 @@ async fn poll_every_event_exactly_once_across_kills() {
     let (messages, distinct) = check(&reader.messages, &ids);
     println!("exactly-once, poll: {distinct} events, {messages} messages");
     assert_eq!((messages, distinct), (10_000, 10_000));
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     assert_eq!(fx.row_count().await, 0, "every row settled");
     fx.teardown().await;
 }
@@ -513,7 +513,7 @@ async fn poll_rows_committed_to_kafka_before_a_crash_are_settled_not_shipped_aga
     let mut relay = start_poll(&fx, &[]);
     ids.extend(late_ids);
     assert_each_once_after_the_settle(&mut reader, &ids, 500, || relay.log_text()).await;
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     assert_eq!(fx.row_count().await, 0, "every row settled");
     fx.teardown().await;
 }
@@ -583,7 +583,7 @@ async fn poll_second_relay_stands_by_and_takes_over_without_duplicates() {
     reader.settle(Duration::from_secs(5)).await;
     let (messages, distinct) = check(&reader.messages, &ids);
     assert_eq!((messages, distinct), (2_000, 2_000), "each event once");
-    assert_eq!(second.terminate(Duration::from_secs(60)).code(), Some(0));
+    second.stop_gracefully(Duration::from_secs(60));
     assert_eq!(fx.row_count().await, 0, "every row settled");
     fx.teardown().await;
 }
@@ -737,5 +737,5 @@ async fn binlog_source_exactly_once_across_kills() {
     let (messages, distinct) = check(&reader.messages, &ids);
     println!("exactly-once, binlog: {distinct} events, {messages} messages");
     assert_eq!((messages, distinct), (2_000, 2_000));
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
 }

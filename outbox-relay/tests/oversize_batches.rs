@@ -174,7 +174,7 @@ async fn oversize_among_small_ones(exactly_once: bool) {
         );
     }
     assert!(relay.is_running());
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.teardown().await;
 }
 

@@ -156,7 +156,7 @@ async fn concurrent_writers_arrive_complete_and_in_per_aggregate_commit_order() 
         "no failure happened, so nothing is sent twice"
     );
 
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.db
         .execute_unprepared(&format!("DROP TABLE \"{seq_table}\""))
         .await
@@ -200,7 +200,7 @@ async fn sigkill_mid_stream_loses_nothing_and_duplicates_only_the_tail() {
         duplicates < 1500,
         "the tail is what followed the last confirmed position"
     );
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.teardown().await;
 }
 
@@ -307,7 +307,7 @@ async fn oversize_and_invalid_topic_events_are_dead_lettered_and_the_stream_goes
     assert!(invalid.headers.contains_key("dlq.reason"));
     assert_eq!(invalid.json(), json!({"n": 3}));
     assert!(relay.is_running());
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.teardown().await;
 }
 
@@ -329,7 +329,7 @@ async fn remove_after_insert_keeps_the_table_empty_and_delivers_everything() {
         .await;
     reader.settle(Duration::from_secs(1)).await;
     assert_eq!(reader.messages.len(), ids.len());
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.teardown().await;
 }
 
@@ -411,7 +411,7 @@ async fn message_source_delivers_the_same_stream() {
             assert!(prev < n, "aggregate {} out of order", row.aggregate_id);
         }
     }
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.teardown().await;
 }
 
@@ -483,7 +483,7 @@ async fn graceful_stop_then_restart_delivers_nothing_twice() {
         .await;
     reader.settle(Duration::from_secs(3)).await;
     assert_eq!(reader.messages.len(), ids.len(), "nothing delivered twice");
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.teardown().await;
 }
 
@@ -552,7 +552,7 @@ async fn graceful_stop_inside_a_transaction_finishes_it() {
     reader.settle(Duration::from_secs(3)).await;
     assert_eq!(reader.ids().len(), EVENTS);
     assert_eq!(reader.messages.len(), EVENTS, "nothing delivered twice");
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.teardown().await;
 }
 
@@ -697,7 +697,7 @@ async fn idle_outbox_does_not_hold_wal() {
         "the slot did not follow the WAL past {after}:\n{}",
         relay.log_text()
     );
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.db
         .execute_unprepared(&format!("DROP TABLE \"{other}\""))
         .await
@@ -743,7 +743,7 @@ async fn a_second_relay_waits_for_the_slot_and_takes_over() {
         ids.len(),
         reader.messages.len() - ids.len()
     );
-    assert_eq!(second.terminate(Duration::from_secs(60)).code(), Some(0));
+    second.stop_gracefully(Duration::from_secs(60));
     fx.teardown().await;
 }
 
@@ -816,6 +816,6 @@ async fn each_key_lands_on_the_partition_debeziums_java_producer_picks() {
         4,
         "200 keys spread over all 4 partitions"
     );
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.teardown().await;
 }

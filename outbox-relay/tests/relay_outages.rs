@@ -37,7 +37,7 @@ async fn finish(
         ids.len(),
         reader.messages.len() - ids.len()
     );
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     fx.teardown().await;
 }
 

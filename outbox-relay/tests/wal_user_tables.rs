@@ -257,7 +257,7 @@ async fn partitioned_outbox_delivers_every_event_in_commit_order() {
         .await;
     reader.settle(Duration::from_secs(2)).await;
     assert_eq!(seqs(&reader.messages), (0..50).collect::<Vec<_>>());
-    assert_eq!(relay.terminate(Duration::from_secs(60)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
 }
 
 /// Runs `outbox-relay run` and expects it to stop at start, with exit code 1 and every text of
@@ -697,6 +697,6 @@ async fn refused_credentials_stop_the_relay_and_an_unreachable_database_is_retri
         "{}",
         relay.log_text()
     );
-    assert_eq!(relay.terminate(Duration::from_secs(30)).code(), Some(0));
+    relay.stop_gracefully(Duration::from_secs(30));
     ux.url = good;
 }

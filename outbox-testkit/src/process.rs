@@ -103,6 +103,18 @@ impl Process {
         })
     }
 
+    /// A graceful stop: SIGTERM ([`Process::terminate`]), and exit status 0, or a panic with
+    /// the status and the log.
+    pub fn stop_gracefully(&mut self, timeout: Duration) {
+        let status = self.terminate(timeout);
+        assert!(
+            status.success(),
+            "{}: graceful stop: {status}\n{}",
+            self.label,
+            self.log_text()
+        );
+    }
+
     /// Waits up to `timeout` for the process to exit on its own; `None` if it still runs.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
