@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `RUST_LOG=outbox_relay::source::poll=debug` prints each batch's claim, hand-off, wait and
-//! settle times on stderr.
+//! settle times on stderr. `--batch N` sets `source.poll.batch_size` (default: the relay's own,
+//! 4,000).
 //!
 //! Drain: commits `--events` events (default 100,000; transactions of 100, through
 //! `write_events`) into a fresh outbox table, then starts the poll relay in-process and times
@@ -56,7 +57,8 @@ fn args() -> Result<Args, Error> {
         db: "postgres".into(),
         events: 100_000,
         runs: 3,
-        batch: 1000,
+        // The relay's own default, so that the drain measures what a user runs.
+        batch: Config::default().source.poll.batch_size,
         latency: false,
         rate: 1000,
         seconds: 20,
