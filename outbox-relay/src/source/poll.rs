@@ -475,28 +475,17 @@ impl Outbox {
             .collect()
     }
 
-    /// Settles a batch's rows (deletes or marks them) in `conn`: by id a run at a time (see
-    /// [`Table::runs`]), or by runs of sequence values ([`Table::deletes_by_sequence`]), at most
-    /// [`SEQUENCE_RUNS_PER_DELETE`] per statement. In a transaction, whole or not at all.
+    /// Settles `ids` (deletes or marks them) in `conn`, a run at a time (see [`Table::runs`]):
+    /// in a transaction, whole or not at all.
     async fn settle<C: ConnectionTrait>(
         &self,
         conn: &C,
         shape: &Shape,
-        rows: &Settle,
+        ids: &[String],
     ) -> Result<(), DbErr> {
-        match rows {
-            Settle::Ids(ids) => {
-                let now = Utc::now();
-                self.in_runs(conn, shape, ids, |run| self.table.settle(shape, run, now))
-                    .await
-            }
-            Settle::Sequences(runs) => {
-                for part in runs.chunks(SEQUENCE_RUNS_PER_DELETE) {
-                    execute(conn, self.table.delete_sequences(shape, part)).await?;
-                }
-                Ok(())
-            }
-        }
+        let now = Utc::now();
+        self.in_runs(conn, shape, ids, |run| self.table.settle(shape, run, now))
+            .await
     }
 
     /// Runs `statement` of each run of `ids` (see [`Table::runs`]) in `conn`, in order.
@@ -513,22 +502,16 @@ impl Outbox {
         Ok(())
     }
 
-    /// What settles `claimed`, once Kafka acknowledged it: its runs of sequence values where
-    /// [`Table::deletes_by_sequence`], else its event ids; no id where the claim deleted its
-    /// rows ([`Table::deletes_at_claim`]) and its commit is the settle.
-    fn settle_of(&self, shape: &Shape, claimed: &[Claimed]) -> Settle {
+    /// The event ids that settle `claimed`, once Kafka acknowledged it; none where the claim
+    /// deleted its rows ([`Table::deletes_at_claim`]) and its commit is the settle.
+    fn settle_ids(&self, shape: &Shape, claimed: &[Claimed]) -> Vec<String> {
         if self.table.deletes_at_claim(shape) {
-            return Settle::Ids(Vec::new());
+            return Vec::new();
         }
-        if self.table.deletes_by_sequence(shape) {
-            return Settle::Sequences(consecutive_runs(claimed.iter().map(|c| c.seq)));
-        }
-        Settle::Ids(
-            claimed
-                .iter()
-                .filter_map(|c| self.event_id(&c.record).map(str::to_owned))
-                .collect(),
-        )
+        claimed
+            .iter()
+            .filter_map(|c| self.event_id(&c.record).map(str::to_owned))
+            .collect()
     }
 
     fn event_id<'r>(&self, record: &'r OutboxRecord) -> Option<&'r str> {
@@ -541,35 +524,6 @@ impl Outbox {
 pub(crate) struct Claimed {
     seq: i64,
     record: OutboxRecord,
-}
-
-/// The rows a settle deletes or marks (see `Outbox::settle`).
-pub(crate) enum Settle {
-    /// By event id.
-    Ids(Vec<String>),
-    /// By inclusive runs of consecutive sequence values, each value claimed
-    /// ([`Table::deletes_by_sequence`]).
-    Sequences(Vec<(i64, i64)>),
-}
-
-/// How many runs of sequence values one settling `DELETE` names: a batch of consecutive rows
-/// is one run, and a batch that skipped rows (writers still in flight) has a few; the bound
-/// keeps a statement of a scattered batch within the server's packet size.
-const SEQUENCE_RUNS_PER_DELETE: usize = 256;
-
-/// `seqs` as inclusive runs of consecutive values, ascending; a value seen twice counts once.
-pub(crate) fn consecutive_runs(seqs: impl Iterator<Item = i64>) -> Vec<(i64, i64)> {
-    let mut sorted: Vec<i64> = seqs.collect();
-    sorted.sort_unstable();
-    let mut runs: Vec<(i64, i64)> = Vec::new();
-    for seq in sorted {
-        match runs.last_mut() {
-            Some((_, high)) if high.checked_add(1) == Some(seq) => *high = seq,
-            Some((_, high)) if *high == seq => {}
-            _ => runs.push((seq, seq)),
-        }
-    }
-    runs
 }
 
 /// Opens claiming sessions on the outbox table, while this relay holds the leadership.

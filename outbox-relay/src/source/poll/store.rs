@@ -405,55 +405,6 @@ impl Table {
         Statement::from_sql_and_values(self.backend, sql, ids.iter().map(|id| id_value(id)))
     }
 
-    /// Whether a settle deletes the batch's rows by their sequence values, not their ids:
-    /// MariaDB/MySQL in the delete mode, with a unique index of the sequence alone
-    /// ([`Shape::sequence_unique`]) and an index that leads with it to force
-    /// ([`Shape::sequence_index`]).
-    ///
-    /// Why it is safe: a settle names the batch's rows as runs of consecutive sequence values,
-    /// every value of a run claimed ([`super::consecutive_runs`]). The sequence being unique, no
-    /// other row holds a value inside a run, and the claiming transaction holds every row that
-    /// does, so the delete touches the batch's rows and no other, and waits for no writer.
-    ///
-    /// Why: it is one range of the index per run where the delete by id joins a derived table
-    /// of the ids and looks each row up by its key. Measured alone on MariaDB (BENCHMARKS.md,
-    /// round 2, part 14): 15–20 % less server CPU per row for a claim and its settle.
-    pub fn deletes_by_sequence(&self, shape: &Shape) -> bool {
-        self.backend == DbBackend::MySql
-            && !self.marks()
-            && shape.sequence_unique
-            && shape.sequence_index.is_some()
-    }
-
-    /// Deletes the rows whose sequence values lie in `runs` (inclusive; see
-    /// [`Table::deletes_by_sequence`]). The multi-table form, for its index hint: a single-table
-    /// `DELETE` of most of a small table runs as a full scan (EXPLAIN, MariaDB 10.11: `ALL` for 45
-    /// of 50 rows), which waits for the lock of every row that a writer has not committed.
-    pub fn delete_sequences(&self, shape: &Shape, runs: &[(i64, i64)]) -> Statement {
-        let table = self.qualified();
-        let index = shape
-            .sequence_index
-            .as_deref()
-            .map(|index| format!(" FORCE INDEX ({})", self.q(index)))
-            .unwrap_or_default();
-        let within = (0..runs.len())
-            .map(|i| {
-                format!(
-                    "{table}.{} BETWEEN {} AND {}",
-                    shape.sequence,
-                    self.param(2 * i + 1),
-                    self.param(2 * i + 2)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        let sql = format!("DELETE {table} FROM {table}{index} WHERE {within}");
-        let values = runs
-            .iter()
-            .flat_map(|(low, high)| [Value::from(*low), Value::from(*high)]);
-        Statement::from_sql_and_values(self.backend, sql, values)
-    }
-
     /// The ids of rows marked before `cutoff` (the `mark` mode's retention), at most `limit`;
     /// a plain read, so it waits for no lock. The purge deletes them with [`Table::delete`].
     pub fn expired(&self, shape: &Shape, cutoff: DateTime<Utc>, limit: usize) -> Statement {
@@ -591,7 +542,6 @@ mod tests {
             id_unique: false,
             spans_tables: false,
             sequence_index: None,
-            sequence_unique: false,
         }
     }
 
@@ -803,37 +753,6 @@ mod tests {
         // No network: one run, so a settle outside a transaction stays one statement.
         let lite = Table::new(DbBackend::Sqlite, None, "outbox", false);
         assert_eq!(lite.runs(pg_shape, &uuids).count(), 1);
-    }
-
-    #[test]
-    fn mariadb_settles_by_sequence_runs_only_with_a_unique_sequence() {
-        let my = Table::new(DbBackend::MySql, None, "outbox", false);
-        let unique = Shape {
-            sequence_index: Some("outbox_poll_seq".to_owned()),
-            sequence_unique: true,
-            ..shape(None, "`seq`")
-        };
-        assert!(my.deletes_by_sequence(&unique));
-        let s = my.delete_sequences(&unique, &[(1, 3), (9, 9)]);
-        assert_eq!(
-            s.sql,
-            "DELETE `outbox` FROM `outbox` FORCE INDEX (`outbox_poll_seq`) WHERE `outbox`.`seq` \
-             BETWEEN ? AND ? OR `outbox`.`seq` BETWEEN ? AND ?"
-        );
-        assert_eq!(
-            s.values.map(|v| v.0),
-            Some(vec![1i64.into(), 3i64.into(), 9i64.into(), 9i64.into()])
-        );
-        // Not without a unique sequence, nor in the mark mode, nor elsewhere.
-        let leading_only = Shape {
-            sequence_unique: false,
-            ..unique.clone()
-        };
-        assert!(!my.deletes_by_sequence(&leading_only));
-        let marking = Table::new(DbBackend::MySql, None, "outbox", true);
-        assert!(!marking.deletes_by_sequence(&unique));
-        let pg = Table::new(DbBackend::Postgres, None, "outbox", false);
-        assert!(!pg.deletes_by_sequence(&unique));
     }
 
     #[test]
