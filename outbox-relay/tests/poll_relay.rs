@@ -95,12 +95,26 @@ async fn batches_leave_without_the_linger_sqlite() {
 /// No polling gap: a transaction holding an early event stays open while later transactions
 /// commit and ship; the early event is not skipped — it ships once its transaction commits.
 /// (SQLite serializes writers, so a later transaction cannot commit past an open one there.)
-async fn late_commit_is_not_skipped(db: Backend) {
+///
+/// With `before` > 0, that many events commit before the held one and the relay starts only
+/// after the five later ones committed: its first claim takes rows on both sides of the held
+/// row, and settling them must neither delete the held row nor wait for its writer.
+async fn late_commit_is_not_skipped(db: Backend, before: usize) {
     let fx = PollFixture::new(db, "poll_gap").await;
     fx.setup(fx.config()).await;
-    let relay = InProcess::start(fx.config()).await;
+    let running = match before {
+        0 => Some(InProcess::start(fx.config()).await),
+        _ => None,
+    };
     let mut reader = Reader::new(&[&fx.topic()]);
 
+    let mut earlier = Vec::new();
+    for i in 0..before {
+        earlier.extend(
+            fx.write(&[event(format!("before-{i}"), serde_json::json!({"n": i}))])
+                .await,
+        );
+    }
     let held = fx.db.begin().await.expect("begin");
     let early = fx
         .write_in(&held, &[event("early", serde_json::json!({"n": 0}))])
@@ -112,8 +126,16 @@ async fn late_commit_is_not_skipped(db: Backend) {
                 .await,
         );
     }
+    let relay = match running {
+        Some(relay) => relay,
+        None => InProcess::start(fx.config()).await,
+    };
     reader
-        .read_until(WAIT, |m| m.len() >= 5, || "the later events".into())
+        .read_until(
+            WAIT,
+            |m| m.len() >= before + 5,
+            || "the earlier and later events".into(),
+        )
         .await;
     // Later commits shipped and were deleted while the early one is still uncommitted.
     assert!(
@@ -127,13 +149,14 @@ async fn late_commit_is_not_skipped(db: Backend) {
     held.commit().await.expect("commit the held transaction");
 
     reader
-        .read_until(WAIT, |m| m.len() >= 6, || "the early event".into())
+        .read_until(WAIT, |m| m.len() >= before + 6, || "the early event".into())
         .await;
-    let mut all = early.clone();
+    let mut all = earlier;
+    all.extend(early.clone());
     all.extend(later);
     assert_eq!(check_delivery(&all, &reader.messages, &fx.topic()), 0);
     assert!(
-        early[0].timestamp < all[1].timestamp,
+        early[0].timestamp < all[before + 1].timestamp,
         "the early event is older than the ones shipped first"
     );
     relay.stop().await;
@@ -142,12 +165,22 @@ async fn late_commit_is_not_skipped(db: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn late_commit_is_not_skipped_postgres() {
-    late_commit_is_not_skipped(Backend::Postgres).await;
+    late_commit_is_not_skipped(Backend::Postgres, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_commit_inside_the_claimed_span_postgres() {
+    late_commit_is_not_skipped(Backend::Postgres, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn late_commit_is_not_skipped_mariadb() {
-    late_commit_is_not_skipped(Backend::MariaDb).await;
+    late_commit_is_not_skipped(Backend::MariaDb, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_commit_inside_the_claimed_span_mariadb() {
+    late_commit_is_not_skipped(Backend::MariaDb, 2).await;
 }
 
 /// A permanent per-event error: an event larger than the producer's `message.max.bytes` goes
