@@ -589,7 +589,8 @@ async fn poll_second_relay_stands_by_and_takes_over_without_duplicates() {
 }
 
 /// 7b. The replay skip on MariaDB (the settle there is one `DELETE` per row, in the claim's
-/// transaction): the same crash between the Kafka commit and the settle, and a late writer.
+/// transaction): the same crash between the Kafka commit and the settle, and a late writer; the
+/// resumed relay settles the shipped rows while another writer holds a row above them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_on_mariadb_rows_committed_to_kafka_before_a_crash_are_settled_not_shipped_again() {
     use poll_support::{Backend, PollFixture, RelayChild};
@@ -658,9 +659,37 @@ async fn poll_on_mariadb_rows_committed_to_kafka_before_a_crash_are_settled_not_
         "the shipped rows were not settled"
     );
     late.commit().await.expect("commit the late writer");
+    // A writer holds a row numbered above every shipped one, uncommitted, while the relay
+    // resumes: settling the shipped rows must not wait for it (InnoDB locks the index entry past
+    // a locking range read before it compares it with the range's end).
+    let held = fx.db.begin().await.expect("begin");
+    let held_ids: HashSet<String> = fx
+        .write_in(&held, &[event("held", serde_json::json!({"b": 9, "i": 0}))])
+        .await
+        .into_iter()
+        .map(|r| r.id.to_string())
+        .collect();
     let mut relay = RelayChild::spawn_with(&fx, "resumed", &eos);
     ids.extend(late_ids);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fx.row_count().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shipped rows and the late one were not settled within 30 s while a writer held \
+             a row above them ({} left):\n{}",
+            fx.row_count().await,
+            relay.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_each_once_after_the_settle(&mut reader, &ids, 300, || relay.log_text()).await;
+    held.commit().await.expect("commit the held writer");
+    ids.extend(held_ids);
+    reader
+        .read_until(WAIT, has_all(&ids), || relay.log_text())
+        .await;
+    reader.settle(Duration::from_secs(2)).await;
+    assert_eq!(check(&reader.messages, &ids), (302, 302), "each event once");
     assert_eq!(relay.terminate(Duration::from_secs(60)), Some(0));
     assert_eq!(fx.row_count().await, 0, "every row settled");
     fx.teardown().await;
