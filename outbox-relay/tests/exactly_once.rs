@@ -594,7 +594,6 @@ async fn poll_second_relay_stands_by_and_takes_over_without_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_on_mariadb_rows_committed_to_kafka_before_a_crash_are_settled_not_shipped_again() {
     use poll_support::{Backend, PollFixture, RelayChild};
-    use sea_orm::TransactionTrait;
     let _serial = SERIAL.lock().await;
     let fx = PollFixture::new(Backend::MariaDb, "eos_poll_maria").await;
     let offsets = format!("{}.offsets", fx.name);
@@ -615,13 +614,7 @@ async fn poll_on_mariadb_rows_committed_to_kafka_before_a_crash_are_settled_not_
         String::from_utf8_lossy(&out.stderr)
     );
     let mut reader = Reader::new(&[&fx.topic()]);
-    let late = fx.db.begin().await.expect("begin");
-    let late_ids: HashSet<String> = fx
-        .write_in(&late, &[event("late", serde_json::json!({"b": 0, "i": 0}))])
-        .await
-        .into_iter()
-        .map(|r| r.id.to_string())
-        .collect();
+    let (late, late_ids) = uncommitted_event(&fx, "late", 0).await;
     let mut ids = HashSet::new();
     for batch in 0..3u32 {
         let events: Vec<_> = (0..100u32)
@@ -662,13 +655,7 @@ async fn poll_on_mariadb_rows_committed_to_kafka_before_a_crash_are_settled_not_
     // A writer holds a row numbered above every shipped one, uncommitted, while the relay
     // resumes: settling the shipped rows must not wait for it (InnoDB locks the index entry past
     // a locking range read before it compares it with the range's end).
-    let held = fx.db.begin().await.expect("begin");
-    let held_ids: HashSet<String> = fx
-        .write_in(&held, &[event("held", serde_json::json!({"b": 9, "i": 0}))])
-        .await
-        .into_iter()
-        .map(|r| r.id.to_string())
-        .collect();
+    let (held, held_ids) = uncommitted_event(&fx, "held", 9).await;
     let mut relay = RelayChild::spawn_with(&fx, "resumed", &eos);
     ids.extend(late_ids);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -693,6 +680,23 @@ async fn poll_on_mariadb_rows_committed_to_kafka_before_a_crash_are_settled_not_
     assert_eq!(relay.terminate(Duration::from_secs(60)), Some(0));
     assert_eq!(fx.row_count().await, 0, "every row settled");
     fx.teardown().await;
+}
+
+/// One event of aggregate `key` (batch `b`) written in a transaction left open, and its id.
+async fn uncommitted_event(
+    fx: &poll_support::PollFixture,
+    key: &str,
+    b: u32,
+) -> (sea_orm::DatabaseTransaction, HashSet<String>) {
+    use sea_orm::TransactionTrait;
+    let txn = fx.db.begin().await.expect("begin");
+    let ids = fx
+        .write_in(&txn, &[event(key, serde_json::json!({"b": b, "i": 0}))])
+        .await
+        .into_iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    (txn, ids)
 }
 
 /// 5. The `binlog` source (MariaDB): a kill test; the position table follows the Kafka commit.
