@@ -677,7 +677,7 @@ async fn poll_on_mariadb_rows_committed_to_kafka_before_a_crash_are_settled_not_
         .await;
     reader.settle(Duration::from_secs(2)).await;
     assert_eq!(check(&reader.messages, &ids), (302, 302), "each event once");
-    assert_eq!(relay.terminate(Duration::from_secs(60)), Some(0));
+    relay.stop_gracefully(Duration::from_secs(60));
     assert_eq!(fx.row_count().await, 0, "every row settled");
     fx.teardown().await;
 }

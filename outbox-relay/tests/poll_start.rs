@@ -127,7 +127,7 @@ async fn needs_setup(db: Backend) {
         "{}",
         relay.log_text()
     );
-    assert_eq!(relay.terminate(Duration::from_secs(30)), Some(0));
+    relay.stop_gracefully(Duration::from_secs(30));
     fx.teardown().await;
 }
 
@@ -230,12 +230,7 @@ async fn unreachable_database(db: Backend) {
     );
     let log = relay.log_text();
     assert!(log.contains("retrying"), "{log}");
-    assert_eq!(
-        relay.terminate(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        relay.log_text()
-    );
+    relay.stop_gracefully(Duration::from_secs(30));
     fx.teardown().await;
 }
 
@@ -284,12 +279,7 @@ async fn unreachable_broker_is_retried_postgres() {
         1,
         "the event stays until Kafka has it"
     );
-    assert_eq!(
-        relay.terminate(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        relay.log_text()
-    );
+    relay.stop_gracefully(Duration::from_secs(30));
     fx.teardown().await;
 }
 

@@ -299,7 +299,7 @@ async fn poll_status_counts_pending_rows_by_the_database_clock() {
         stderr.contains("runs the `poll` source, not `wal`"),
         "{stderr}"
     );
-    assert_eq!(relay.terminate(Duration::from_secs(30)), Some(0));
+    relay.stop_gracefully(Duration::from_secs(30));
 
     // Stopped: rows written meanwhile are pending; the oldest one's age is the database's
     // `now()` minus its `timestamp`, here one written by a client whose clock is an hour behind.

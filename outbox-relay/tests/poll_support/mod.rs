@@ -4,8 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use outbox_core::{DomainEvent, Outbox, OutboxEvent, OutboxTable};
@@ -13,6 +12,7 @@ use outbox_relay::Metrics;
 use outbox_relay::config::{Config, SourceKind};
 use outbox_relay::relay::PollRelay;
 use outbox_relay::source::poll::PollStatus;
+use outbox_testkit::Process;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, Statement,
     TransactionTrait,
@@ -285,10 +285,21 @@ impl InProcess {
     }
 }
 
-/// An `outbox-relay run --source poll` process, killed when dropped.
-pub struct RelayChild {
-    pub child: Child,
-    pub log: PathBuf,
+/// An `outbox-relay run --source poll` process: the testkit's [`Process`] (its log in
+/// `target/relay-logs`, SIGKILLed when dropped), with the poll relay's own questions.
+pub struct RelayChild(Process);
+
+impl std::ops::Deref for RelayChild {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RelayChild {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.0
+    }
 }
 
 impl RelayChild {
@@ -296,7 +307,7 @@ impl RelayChild {
         RelayChild::spawn_with(fixture, label, &[])
     }
 
-    /// `outbox-relay run` with `extra` arguments; its log goes to `target/relay-logs`.
+    /// `outbox-relay run` with `extra` arguments.
     pub fn spawn_with(fixture: &PollFixture, label: &str, extra: &[&str]) -> RelayChild {
         RelayChild::spawn_env(fixture, label, extra, &[])
     }
@@ -308,64 +319,23 @@ impl RelayChild {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> RelayChild {
-        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/relay-logs"));
-        std::fs::create_dir_all(&dir).expect("creating target/relay-logs");
-        let log = dir.join(format!("{}-{label}.log", fixture.name));
-        let file = std::fs::File::create(&log).expect("creating the relay log");
-        let child = fixture
-            .command("run")
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawning outbox-relay run");
-        RelayChild { child, log }
+        let mut command = fixture.command("run");
+        command.args(extra).envs(env.iter().copied());
+        RelayChild(Process::spawn(
+            command,
+            &format!("{}-{label}", fixture.name),
+        ))
     }
 
     /// Waits up to `timeout` for the process to exit on its own; its exit code, or `None` if
     /// it still runs (or was killed by a signal).
     pub fn exit_within(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// SIGTERM, then the exit code (waiting at most `timeout`; `None` when it did not exit).
-    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        self.exit_within(timeout)
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.wait_exit(timeout).and_then(|status| status.code())
     }
 
     pub fn is_leading(&self) -> bool {
         self.log_text()
             .contains("leading: this relay ships the outbox")
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RelayChild {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
