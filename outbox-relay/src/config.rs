@@ -1167,7 +1167,7 @@ pub enum AfterAck {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollConfig {
-    /// Most rows claimed (and shipped) per transaction, 1 to 10000.
+    /// Most rows claimed (and shipped) per transaction, 1 to [`MAX_BATCH_SIZE`].
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// How long an idle relay waits before it looks again without a notification: the only
@@ -1215,6 +1215,9 @@ pub struct PollConfig {
 fn default_batch_size() -> usize {
     4000
 }
+
+/// The largest `source.poll.batch_size`.
+pub const MAX_BATCH_SIZE: usize = 10_000;
 fn default_interval() -> Duration {
     Duration::from_millis(500)
 }
@@ -1257,10 +1260,10 @@ impl Default for PollConfig {
 impl PollConfig {
     /// Checks the ranges serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(1..=10_000).contains(&self.batch_size) {
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
             return Err(invalid(
                 "source.poll.batch_size",
-                "must be between 1 and 10000",
+                format!("must be between 1 and {MAX_BATCH_SIZE}"),
             ));
         }
         if self.claim_timeout.is_zero() {
