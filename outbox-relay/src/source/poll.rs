@@ -475,17 +475,30 @@ impl Outbox {
             .collect()
     }
 
-    /// Settles `ids` (deletes or marks them) in `conn`, a run at a time (see [`Table::runs`]):
-    /// in a transaction, whole or not at all.
+    /// Settles a batch's rows (deletes or marks them) in `conn`: by id a run at a time (see
+    /// [`Table::runs`]), or by ranges of sequence values ([`Table::deletes_by_sequence`]), at
+    /// most [`SEQUENCE_RUNS_PER_DELETE`] per statement, and then the ranges' last rows by id.
+    /// In a transaction, whole or not at all.
     async fn settle<C: ConnectionTrait>(
         &self,
         conn: &C,
         shape: &Shape,
-        ids: &[String],
+        rows: &Settle,
     ) -> Result<(), DbErr> {
-        let now = Utc::now();
-        self.in_runs(conn, shape, ids, |run| self.table.settle(shape, run, now))
-            .await
+        match rows {
+            Settle::Ids(ids) => {
+                let now = Utc::now();
+                self.in_runs(conn, shape, ids, |run| self.table.settle(shape, run, now))
+                    .await
+            }
+            Settle::Sequences { below_ends, ends } => {
+                for part in below_ends.chunks(SEQUENCE_RUNS_PER_DELETE) {
+                    execute(conn, self.table.delete_sequences(shape, part)).await?;
+                }
+                self.in_runs(conn, shape, ends, |run| self.table.delete(shape, run))
+                    .await
+            }
+        }
     }
 
     /// Runs `statement` of each run of `ids` (see [`Table::runs`]) in `conn`, in order.
@@ -502,16 +515,27 @@ impl Outbox {
         Ok(())
     }
 
-    /// The event ids that settle `claimed`, once Kafka acknowledged it; none where the claim
-    /// deleted its rows ([`Table::deletes_at_claim`]) and its commit is the settle.
-    fn settle_ids(&self, shape: &Shape, claimed: &[Claimed]) -> Vec<String> {
+    /// What settles `claimed`, once Kafka acknowledged it: its runs of sequence values, each
+    /// but its last row, and the last rows' ids where [`Table::deletes_by_sequence`], else its
+    /// event ids; no id where the claim deleted its rows ([`Table::deletes_at_claim`]) and its
+    /// commit is the settle.
+    fn settle_of(&self, shape: &Shape, claimed: &[Claimed]) -> Settle {
         if self.table.deletes_at_claim(shape) {
-            return Vec::new();
+            return Settle::Ids(Vec::new());
         }
-        claimed
-            .iter()
-            .filter_map(|c| self.event_id(&c.record).map(str::to_owned))
-            .collect()
+        if self.table.deletes_by_sequence(shape) {
+            return Settle::by_sequence(
+                claimed
+                    .iter()
+                    .filter_map(|c| Some((c.seq, self.event_id(&c.record)?))),
+            );
+        }
+        Settle::Ids(
+            claimed
+                .iter()
+                .filter_map(|c| self.event_id(&c.record).map(str::to_owned))
+                .collect(),
+        )
     }
 
     fn event_id<'r>(&self, record: &'r OutboxRecord) -> Option<&'r str> {
@@ -524,6 +548,59 @@ impl Outbox {
 pub(crate) struct Claimed {
     seq: i64,
     record: OutboxRecord,
+}
+
+/// The rows a settle deletes or marks (see `Outbox::settle`).
+pub(crate) enum Settle {
+    /// By event id.
+    Ids(Vec<String>),
+    /// By ranges of sequence values and ids ([`Table::deletes_by_sequence`]).
+    Sequences {
+        /// Each run of consecutive sequence values claimed, without its last value (inclusive;
+        /// none for a run of one value).
+        below_ends: Vec<(i64, i64)>,
+        /// The event ids of the runs' last rows.
+        ends: Vec<String>,
+    },
+}
+
+impl Settle {
+    /// [`Settle::Sequences`] for claimed rows, given as their sequence values and event ids.
+    fn by_sequence<'r>(rows: impl Iterator<Item = (i64, &'r str)> + Clone) -> Settle {
+        let runs = consecutive_runs(rows.clone().map(|(seq, _)| seq));
+        let is_end = |seq: i64| runs.binary_search_by_key(&seq, |(_, high)| *high).is_ok();
+        Settle::Sequences {
+            below_ends: runs
+                .iter()
+                .filter(|(low, high)| low < high)
+                .map(|(low, high)| (*low, high - 1))
+                .collect(),
+            ends: rows
+                .filter(|(seq, _)| is_end(*seq))
+                .map(|(_, id)| id.to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// How many runs of sequence values one settling `DELETE` names: a batch of consecutive rows
+/// is one run, and a batch that skipped rows (writers still in flight) has a few; the bound
+/// keeps a statement of a scattered batch within the server's packet size.
+const SEQUENCE_RUNS_PER_DELETE: usize = 256;
+
+/// `seqs` as inclusive runs of consecutive values, ascending; a value seen twice counts once.
+pub(crate) fn consecutive_runs(seqs: impl Iterator<Item = i64>) -> Vec<(i64, i64)> {
+    let mut sorted: Vec<i64> = seqs.collect();
+    sorted.sort_unstable();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for seq in sorted {
+        match runs.last_mut() {
+            Some((_, high)) if high.checked_add(1) == Some(seq) => *high = seq,
+            Some((_, high)) if *high == seq => {}
+            _ => runs.push((seq, seq)),
+        }
+    }
+    runs
 }
 
 /// Opens claiming sessions on the outbox table, while this relay holds the leadership.
@@ -742,4 +819,31 @@ pub async fn command(config: Config, command: &str) -> Result<(), PollError> {
         ),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settle;
+
+    /// Each run of consecutive values is deleted as a range that stops one short of its end
+    /// (the index entry the range reads last is then the batch's own row, never a writer's),
+    /// and the ends go by id; a run of one value is its end.
+    #[test]
+    fn a_sequence_settle_stops_each_range_one_short_and_names_the_ends_by_id() {
+        let rows = [(7, "g"), (3, "c"), (4, "d"), (5, "e"), (9, "i"), (8, "h")];
+        let Settle::Sequences { below_ends, ends } = Settle::by_sequence(rows.into_iter()) else {
+            panic!("not a sequence settle");
+        };
+        // Runs 3..=5 and 7..=9.
+        assert_eq!(below_ends, vec![(3, 4), (7, 8)]);
+        assert_eq!(ends, vec!["e", "i"]);
+
+        let Settle::Sequences { below_ends, ends } =
+            Settle::by_sequence([(1, "a"), (3, "c"), (4, "d")].into_iter())
+        else {
+            panic!("not a sequence settle");
+        };
+        assert_eq!(below_ends, vec![(3, 3)]);
+        assert_eq!(ends, vec!["a", "d"]);
+    }
 }

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use super::leader::Leader;
 use super::shape::Shape;
 use super::waiting::WaitMark;
-use super::{AfterAck, Claimed, Outbox, PollError};
+use super::{AfterAck, Claimed, Outbox, PollError, Settle, consecutive_runs};
 use crate::config::Delivery;
 use crate::source::{OutboxRecord, Source, SourceError, SourceEvent};
 
@@ -65,16 +65,8 @@ impl BatchRows {
         let mut sorted: Vec<(i64, &OutboxRecord)> =
             claimed.iter().map(|c| (c.seq, &c.record)).collect();
         sorted.sort_by_key(|(seq, _)| *seq);
-        let mut seqs: Vec<(i64, i64)> = Vec::new();
-        for (seq, _) in &sorted {
-            match seqs.last_mut() {
-                Some((_, high)) if high.checked_add(1) == Some(*seq) => *high = *seq,
-                Some((_, high)) if *high == *seq => {}
-                _ => seqs.push((*seq, *seq)),
-            }
-        }
         BatchRows {
-            seqs,
+            seqs: consecutive_runs(sorted.iter().map(|(seq, _)| *seq)),
             count: sorted.len(),
             first_id: sorted.first().map(|(_, r)| id_of(r)).unwrap_or_default(),
             last_id: sorted.last().map(|(_, r)| id_of(r)).unwrap_or_default(),
@@ -126,8 +118,8 @@ struct Claim {
     /// The claiming transaction, which holds the rows' locks; None on SQLite, whose leader
     /// reads outside a transaction (see `Claimer::claim`).
     txn: Option<DatabaseTransaction>,
-    /// The event ids to settle.
-    ids: Vec<String>,
+    /// What settles the batch.
+    settle: Settle,
     rows: usize,
     /// The highest sequence value claimed: SQLite's next claim starts above it.
     high: i64,
@@ -528,7 +520,7 @@ impl Claimer {
         let shipping = Instant::now();
         // An error drops `taken.txn`, which rolls the claim back: the rows stay for the next try.
         let claimed = self.outbox.decode(&self.shape, taken.rows)?;
-        let ids = self.outbox.settle_ids(&self.shape, &claimed);
+        let settle = self.outbox.settle_of(&self.shape, &claimed);
         let rows = claimed.len();
         let number = tokio::time::timeout_at(taken.deadline, self.ship(claimed))
             .await
@@ -543,7 +535,7 @@ impl Claimer {
         Ok(Claim {
             number,
             txn: taken.txn,
-            ids,
+            settle,
             rows,
             high: taken.high,
             deadline: taken.deadline,
@@ -582,13 +574,15 @@ impl Claimer {
         let settling = Instant::now();
         let settled_in = match claim.txn {
             Some(txn) => {
-                outbox.settle(&txn, &self.shape, &claim.ids).await?;
+                outbox.settle(&txn, &self.shape, &claim.settle).await?;
                 let settled_in = settling.elapsed();
                 txn.commit().await?;
                 settled_in
             }
             None => {
-                outbox.settle(&outbox.db, &self.shape, &claim.ids).await?;
+                outbox
+                    .settle(&outbox.db, &self.shape, &claim.settle)
+                    .await?;
                 settling.elapsed()
             }
         };
@@ -690,8 +684,9 @@ impl Claimer {
             });
         }
         let ids: Vec<String> = found.into_iter().map(|(id, _)| id).collect();
-        outbox.settle(conn, &self.shape, &ids).await?;
-        Ok(ids.len())
+        let settled = ids.len();
+        outbox.settle(conn, &self.shape, &Settle::Ids(ids)).await?;
+        Ok(settled)
     }
 
     /// Yields `claimed` (in sequence order) as one transaction, numbered; the batch's number.

@@ -271,6 +271,10 @@ pub(crate) struct Shape {
     /// MariaDB/MySQL: an index whose first column is the sequence (the key its
     /// `AUTO_INCREMENT` needs), which the claim forces (see `Table::claim`).
     pub sequence_index: Option<String>,
+    /// MariaDB/MySQL: a unique index of the sequence alone (outbox-core's DDL has one): no two
+    /// rows share a value, so a run of consecutive values that a batch claimed names exactly the
+    /// batch's rows, and a settle may delete them by it (see `Table::deletes_by_sequence`).
+    pub sequence_unique: bool,
 }
 
 /// A column the configuration names, with the setting that names it.
@@ -405,6 +409,13 @@ impl Shape {
             }),
             _ => None,
         };
+        let sequence_unique = backend == DbBackend::MySql
+            && catalog.find(backend, SEQUENCE).is_some_and(|seq| {
+                catalog
+                    .unique
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(&seq.name))
+            });
         Ok(Shape {
             columns,
             sequence,
@@ -412,6 +423,7 @@ impl Shape {
             id_unique,
             spans_tables: catalog.spans_tables(),
             sequence_index,
+            sequence_unique,
         })
     }
 }
@@ -722,5 +734,24 @@ mod tests {
             ("by_seq".to_owned(), "SEQ".to_owned()),
         ];
         assert_eq!(index_of(&catalog).as_deref(), Some("by_seq"));
+    }
+
+    /// A settle deletes by sequence values only where a unique index covers the sequence alone:
+    /// an index that merely leads with it (or a unique one of several columns) lets two rows
+    /// share a value.
+    #[test]
+    fn the_sequence_is_unique_only_by_a_unique_index_of_its_own() {
+        let table = Table::new(DbBackend::MySql, None, "outbox", false);
+        let mut catalog = debezium("char(36)", ("json", false));
+        catalog.columns.push(found("Seq", "bigint", false, true));
+        catalog.leading = vec![("by_seq".to_owned(), "SEQ".to_owned())];
+        let unique = |catalog: &Catalog| {
+            Shape::check(&table, catalog, &Wanted::new(&kafka(), &[]))
+                .ok()
+                .map(|s| s.sequence_unique)
+        };
+        assert_eq!(unique(&catalog), Some(false));
+        catalog.unique.push("SEQ".to_owned());
+        assert_eq!(unique(&catalog), Some(true));
     }
 }
