@@ -1218,6 +1218,8 @@ fn default_batch_size() -> usize {
 
 /// The largest `source.poll.batch_size`.
 pub const MAX_BATCH_SIZE: usize = 10_000;
+// SQLite's connections make room for a whole batch (see `connection::SQLITE_ROW_BUFFER`).
+const _: () = assert!(crate::connection::SQLITE_ROW_BUFFER >= MAX_BATCH_SIZE);
 fn default_interval() -> Duration {
     Duration::from_millis(500)
 }

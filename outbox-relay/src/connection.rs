@@ -24,8 +24,6 @@ use sea_orm::ConnectOptions;
 use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-use crate::config::MAX_BATCH_SIZE;
-
 /// A connection URL the relay cannot use, naming what is wrong with it. The message never
 /// holds the password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -389,6 +387,10 @@ impl MySqlTarget {
     }
 }
 
+/// The rows sqlx's SQLite worker may hand over before it waits for the relay: room for the
+/// largest `poll` batch (`config::MAX_BATCH_SIZE`, which a `const` assertion there holds).
+pub const SQLITE_ROW_BUFFER: usize = 10_000;
+
 /// sea-orm's options for `database_url`, with the URL read by this module's parser for
 /// PostgreSQL and MariaDB/MySQL (SQLite URLs pass through). Every SQL connection of the relay
 /// is made from these.
@@ -410,7 +412,7 @@ pub fn connect_options(database_url: &str) -> Result<ConnectOptions, UrlError> {
             // times, each a thread switch. Room for a whole batch made the `poll` drain 1.1x
             // faster, its claim a fifth shorter (BENCHMARKS.md, round 2, part 15). It bounds
             // no memory that the claim would not hold anyway: its rows are collected whole.
-            options.map_sqlx_sqlite_opts(|o| o.row_buffer_size(MAX_BATCH_SIZE));
+            options.map_sqlx_sqlite_opts(|o| o.row_buffer_size(SQLITE_ROW_BUFFER));
         }
         other => {
             return Err(bad(format!(
