@@ -95,7 +95,10 @@ impl PollRelay {
     }
 
     /// A relay on an existing connection pool (its own connections: the lock connection is
-    /// taken out of the pool for as long as the relay leads).
+    /// taken out of the pool for as long as the relay leads). A pool made from
+    /// [`crate::connection::connect_options`] has the relay's own settings: on SQLite, room for
+    /// a whole batch in sqlx's row buffer (its default of 50 rows made drains slower;
+    /// BENCHMARKS.md, round 2, part 15).
     pub fn new(
         config: Config,
         db: DatabaseConnection,
