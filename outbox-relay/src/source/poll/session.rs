@@ -357,13 +357,13 @@ impl Claimer {
                 let claim_next = more && out.len() + 2 <= depth && !self.events.is_closed();
                 let after = self.claim_after(Some(batch.high));
                 let this = &*self;
-                let claiming = async {
+                let claim_next_batch = async {
                     match claim_next {
                         true => this.claim(after).await,
                         false => Ok(None),
                     }
                 };
-                let settled = async {
+                let settle_oldest = async {
                     match settling {
                         Some(claim) => this.settle(claim, Duration::ZERO).await,
                         None => Ok(()),
@@ -371,18 +371,18 @@ impl Claimer {
                 };
                 let (shipped, (next, settled)) = tokio::join!(this.ship_taken(batch), async {
                     if this.outbox.table.backend != DbBackend::Sqlite {
-                        return tokio::join!(claiming, settled);
+                        return tokio::join!(claim_next_batch, settle_oldest);
                     }
                     // SQLite writes one at a time: beside the settle, the claim's lease
                     // `UPDATE` (and, in a rollback journal, its read) only collides with it,
                     // and the loser sleeps in SQLite's busy handler (1, 2, 5, 10 ms, ...).
                     // Settling first, then claiming, drained 1.07-1.15x faster, the claim
                     // 22 -> 8.5 ms per 4,000 rows (BENCHMARKS.md, round 2, part 15).
-                    let settled = settled.await;
+                    let settled = settle_oldest.await;
                     if settled.is_err() {
                         return (Ok(None), settled);
                     }
-                    (claiming.await, settled)
+                    (claim_next_batch.await, settled)
                 });
                 settled?;
                 self.purge_when_due(&mut last_purge).await;
