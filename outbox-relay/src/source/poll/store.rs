@@ -143,10 +143,7 @@ impl Table {
             DbBackend::Sqlite => "",
             _ => " FOR UPDATE SKIP LOCKED",
         };
-        let index = match (self.backend, &shape.sequence_index) {
-            (DbBackend::MySql, Some(index)) => format!(" FORCE INDEX ({})", self.q(index)),
-            _ => String::new(),
-        };
+        let index = self.sequence_index_hint(shape);
         let table = self.qualified();
         let sql = format!(
             "SELECT {select} FROM {table}{index}{pending} ORDER BY {table}.{} LIMIT {limit}{lock}",
@@ -258,16 +255,7 @@ impl Table {
             "TEXT"
         };
         let sequence = format!("{}.{}", self.qualified(), shape.sequence);
-        let within = (0..ranges.len())
-            .map(|i| {
-                format!(
-                    "{sequence} BETWEEN {} AND {}",
-                    self.param(2 * i + 1),
-                    self.param(2 * i + 2)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        let within = self.within(shape, ranges);
         let pending = if self.marks() {
             format!(" AND {} IS NULL", self.q(RELAYED_AT))
         } else {
@@ -283,10 +271,32 @@ impl Table {
             self.sequence_value(shape),
             self.qualified(),
         );
-        let values = ranges
-            .iter()
-            .flat_map(|&(low, high)| [Value::from(low), Value::from(high)]);
-        Statement::from_sql_and_values(self.backend, sql, values)
+        Statement::from_sql_and_values(self.backend, sql, range_values(ranges))
+    }
+
+    /// The condition that a row's sequence value lies in one of `ranges` (inclusive), its
+    /// values bound as [`range_values`] gives them.
+    fn within(&self, shape: &Shape, ranges: &[(i64, i64)]) -> String {
+        let sequence = format!("{}.{}", self.qualified(), shape.sequence);
+        (0..ranges.len())
+            .map(|i| {
+                format!(
+                    "{sequence} BETWEEN {} AND {}",
+                    self.param(2 * i + 1),
+                    self.param(2 * i + 2)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    }
+
+    /// MariaDB/MySQL: the hint that makes a statement walk the sequence's index
+    /// ([`Shape::sequence_index`]), with a leading space; empty elsewhere.
+    fn sequence_index_hint(&self, shape: &Shape) -> String {
+        match (self.backend, &shape.sequence_index) {
+            (DbBackend::MySql, Some(index)) => format!(" FORCE INDEX ({})", self.q(index)),
+            _ => String::new(),
+        }
     }
 
     /// Each column as it is read: text columns `CAST(c AS TEXT)`, binary columns as they are.
@@ -445,27 +455,10 @@ impl Table {
     /// of 50 rows), which waits for the lock of every row that a writer has not committed.
     pub fn delete_sequences(&self, shape: &Shape, runs: &[(i64, i64)]) -> Statement {
         let table = self.qualified();
-        let index = shape
-            .sequence_index
-            .as_deref()
-            .map(|index| format!(" FORCE INDEX ({})", self.q(index)))
-            .unwrap_or_default();
-        let within = (0..runs.len())
-            .map(|i| {
-                format!(
-                    "{table}.{} BETWEEN {} AND {}",
-                    shape.sequence,
-                    self.param(2 * i + 1),
-                    self.param(2 * i + 2)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        let index = self.sequence_index_hint(shape);
+        let within = self.within(shape, runs);
         let sql = format!("DELETE {table} FROM {table}{index} WHERE {within}");
-        let values = runs
-            .iter()
-            .flat_map(|(low, high)| [Value::from(*low), Value::from(*high)]);
-        Statement::from_sql_and_values(self.backend, sql, values)
+        Statement::from_sql_and_values(self.backend, sql, range_values(runs))
     }
 
     /// The ids of rows marked before `cutoff` (the `mark` mode's retention), at most `limit`;
@@ -554,6 +547,13 @@ impl Table {
 }
 
 /// An id as bound: its text (cast to the column's type on PostgreSQL, see `Table::id_param`).
+/// The bound values of [`Table::within`]: each range's low and high end.
+fn range_values(ranges: &[(i64, i64)]) -> impl Iterator<Item = Value> + '_ {
+    ranges
+        .iter()
+        .flat_map(|&(low, high)| [Value::from(low), Value::from(high)])
+}
+
 fn id_value(id: &str) -> Value {
     id.to_owned().into()
 }
