@@ -106,9 +106,8 @@ impl crate::source::StoredPosition for Batch {
 
 type Yield = Result<SourceEvent<Batch>, SourceError>;
 
-/// Batches out at once on PostgreSQL and SQLite in the at-least-once mode (see
-/// `Claimer::depth`): two, so that the next claim's round trips overlap Kafka's
-/// acknowledgement of the batch before.
+/// Batches out at once in the at-least-once mode (see `Claimer::depth`): two, so that the
+/// next claim's round trips overlap Kafka's acknowledgement of the batch before.
 const PIPELINE_DEPTH: usize = 2;
 
 /// A batch claimed and shipped, waiting for Kafka's acknowledgement; dropping it rolls the
@@ -260,21 +259,26 @@ impl Claimer {
         }
     }
 
-    /// How many claimed batches may be out at once: on PostgreSQL and SQLite the next batch is
-    /// claimed and shipped while Kafka acknowledges the one before, and they are settled in
-    /// claim order. One in the exactly-once mode, where a batch must be settled
-    /// before the next one's Kafka transaction commits: a resumed session settles, without
-    /// shipping, only the rows of the last batch stored in Kafka.
+    /// How many claimed batches may be out at once: the next batch is claimed and shipped
+    /// while Kafka acknowledges the one before, and they are settled in claim order. One in the
+    /// exactly-once mode, where a batch must be settled before the next one's Kafka transaction
+    /// commits: a resumed session settles, without shipping, only the rows of the last batch
+    /// stored in Kafka.
     ///
-    /// One on MariaDB/MySQL: with two out, `poll_order.rs` saw an aggregate's last event
-    /// shipped before five earlier ones (3–4 runs in 12): the second claim skipped committed
-    /// rows that nothing the relay returned had claimed, so InnoDB held locks there past the
-    /// first claim's rows. The cause is not pinned down; one batch out keeps commit order.
+    /// One also where a claim may lock rows beyond those it returns
+    /// ([`Table::claim_locks_only_its_rows`]: MariaDB/MySQL without an index that leads with
+    /// the sequence). The second claim would skip those rows, committed and not shipped, and
+    /// take later ones first: `poll_order.rs` saw an aggregate's last event shipped before
+    /// five earlier ones, 3–4 runs in 12, when MariaDB's claim was so planned (BENCHMARKS.md,
+    /// round 2, parts 3 and 16).
     fn depth(&self) -> usize {
-        match (self.outbox.config().delivery, self.outbox.table.backend) {
-            (Delivery::ExactlyOnce, _) | (_, DbBackend::MySql) => 1,
-            _ => PIPELINE_DEPTH,
+        let table = &self.outbox.table;
+        if self.outbox.config().delivery == Delivery::ExactlyOnce
+            || !table.claim_locks_only_its_rows(&self.shape)
+        {
+            return 1;
         }
+        PIPELINE_DEPTH
     }
 
     /// Waits for new rows: a notification or the fallback interval. Purges in the `mark` mode
@@ -331,7 +335,7 @@ impl Claimer {
     /// and then the claim run beside the hand-off.
     ///
     /// Why pipelining keeps the guarantees: a later claim starts only after the claim before it
-    /// returned its rows, and skips the rows of the batches still out (PostgreSQL: they are
+    /// returned its rows, and skips the rows of the batches still out (PostgreSQL, MariaDB: they are
     /// locked by their claims; SQLite: see [`Self::claim_after`]), so it takes the oldest rows
     /// not yet claimed; a row of it numbered below a batch still out is one whose writer
     /// committed late, and no later event of its aggregate can be in that batch (the writer held
