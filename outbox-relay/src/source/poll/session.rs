@@ -335,9 +335,10 @@ impl Claimer {
     /// and then the claim run beside the hand-off.
     ///
     /// Why pipelining keeps the guarantees: a later claim starts only after the claim before it
-    /// returned its rows, and skips the rows of the batches still out (PostgreSQL, MariaDB: they are
-    /// locked by their claims; SQLite: see [`Self::claim_after`]), so it takes the oldest rows
-    /// not yet claimed; a row of it numbered below a batch still out is one whose writer
+    /// returned its rows, and skips the rows of the batches still out (PostgreSQL, MariaDB:
+    /// they are locked by their claims, which lock no other row: see
+    /// [`Self::depth`]; SQLite: see [`Self::claim_after`]), so it takes the oldest rows not
+    /// yet claimed; a row of it numbered below a batch still out is one whose writer
     /// committed late, and no later event of its aggregate can be in that batch (the writer held
     /// the aggregate's lock until its commit). The batches reach the pipeline in claim order,
     /// each whole before the next, and are acknowledged in that order; each is settled only
