@@ -498,7 +498,7 @@ impl DeliveryPolicy for ExactlyOnce {
         }
     }
 
-    /// Once the open transaction is as old as the last commit took ([`Self::idle_cut_age`]).
+    /// Once the open transaction is as old as the last commit took (`Self::idle_cut_age`).
     fn idle_cut_in(&self, config: &Config) -> Option<Duration> {
         let tx = self.tx.as_ref()?;
         Some(self.idle_cut_age(config).saturating_sub(tx.began.elapsed()))

@@ -526,7 +526,7 @@ const REPORT_BATCH: usize = 1024;
 ///
 /// Deliveries come back without a future per message: a message is produced with a plain tag
 /// (rdkafka's delivery opaque), and the producer's events, served on the caller's runtime
-/// without a polling thread ([`ProducerEvents`]), hand each delivery report to a channel that
+/// without a polling thread (`ProducerEvents`), hand each delivery report to a channel that
 /// the caller drains in batches ([`KafkaSink::reports`]). A channel belongs to one producer, so
 /// a rebuilt producer's reports never mix with the old one's. [`KafkaSink::send`] keeps a future
 /// per message for the few callers that await one message at a time.
@@ -708,10 +708,10 @@ impl SizeLimits {
     }
 
     /// Reads the broker's `message.max.bytes` and the `max.message.bytes` of every topic the
-    /// relay may route to ([`may_route_to`]), within `bound`. Resources the relay may not
+    /// relay may route to (`may_route_to`), within `bound`. Resources the relay may not
     /// describe are left out (unknown, so unchecked).
     ///
-    /// Only those topics, and [`DESCRIBED_AT_ONCE`] at a time: a topic's description is every
+    /// Only those topics, and `DESCRIBED_AT_ONCE` at a time: a topic's description is every
     /// one of its settings, and a cluster may hold thousands of topics. On a broker of 1,647
     /// topics an idle relay that described them all in one request peaked at 47 MB RSS (32 MB
     /// of it heap); describing only its route's topics, or all of them 100 at a time (a route
@@ -1326,7 +1326,7 @@ impl KafkaSink {
     }
 
     /// Sends what lingers in the producer's batches now, without waiting for the linger or
-    /// blocking (see [`Nudger`]): for when nothing more is coming for a while.
+    /// blocking (see `Nudger`): for when nothing more is coming for a while.
     pub fn nudge(&self) {
         self.nudger.nudge();
     }

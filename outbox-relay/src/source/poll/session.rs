@@ -223,7 +223,7 @@ impl Source for PollSession {
         self.acknowledged.send_replace(position.number);
     }
 
-    /// A batch is settled only once acknowledged, and with its batches out ([`Claimer::depth`])
+    /// A batch is settled only once acknowledged, and with its batches out (`Claimer::depth`)
     /// the task waits for that before it claims more.
     fn awaits_acknowledgements(&self) -> bool {
         true
