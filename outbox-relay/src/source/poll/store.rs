@@ -146,8 +146,8 @@ impl Table {
         let index = self.sequence_index_hint(shape);
         let table = self.qualified();
         let sql = format!(
-            "SELECT {select} FROM {table}{index}{pending} ORDER BY {table}.{} LIMIT {limit}{lock}",
-            shape.sequence
+            "SELECT {select} FROM {table}{index}{pending} ORDER BY {} LIMIT {limit}{lock}",
+            self.sequence(shape)
         );
         Statement::from_string(self.backend, sql)
     }
@@ -158,7 +158,7 @@ impl Table {
         let unmarked = self
             .marks()
             .then(|| format!("{} IS NULL", self.q(RELAYED_AT)));
-        let above = after.map(|seq| format!("{}.{} > {seq}", self.qualified(), shape.sequence));
+        let above = after.map(|seq| format!("{} > {seq}", self.sequence(shape)));
         let conditions: Vec<String> = unmarked.into_iter().chain(above).collect();
         if conditions.is_empty() {
             String::new()
@@ -191,10 +191,10 @@ impl Table {
         let table = self.qualified();
         let sql = format!(
             "WITH claimed AS (DELETE FROM {table} WHERE ctid = ANY(ARRAY(\
-             SELECT ctid FROM {table}{} ORDER BY {table}.{} LIMIT {limit} FOR UPDATE SKIP LOCKED)) \
+             SELECT ctid FROM {table}{} ORDER BY {} LIMIT {limit} FOR UPDATE SKIP LOCKED)) \
              RETURNING {}, {}) SELECT * FROM claimed ORDER BY {}",
             self.pending(shape, after),
-            shape.sequence,
+            self.sequence(shape),
             self.select(&shape.columns),
             self.sequence_value(shape),
             shape.columns.len() + 1,
@@ -229,20 +229,25 @@ impl Table {
             .join(", ");
         let table = self.qualified();
         let sql = format!(
-            "SELECT {}, {} FROM {table} WHERE {} IN ({list}) ORDER BY {table}.{}",
+            "SELECT {}, {} FROM {table} WHERE {} IN ({list}) ORDER BY {}",
             self.select(&shape.columns),
             self.sequence_value(shape),
             self.q(&shape.columns[0].actual),
-            shape.sequence,
+            self.sequence(shape),
         );
         Statement::from_sql_and_values(self.backend, sql, ids.iter().map(|id| id_value(id)))
+    }
+
+    /// The sequence column, qualified by the table (as every statement names it).
+    fn sequence(&self, shape: &Shape) -> String {
+        format!("{}.{}", self.qualified(), shape.sequence)
     }
 
     /// The row's sequence as a 64-bit integer (an `integer` serial or an `AUTO_INCREMENT` of
     /// any width reads alike): the claimed rows are named by it in the exactly-once mode's
     /// stored position.
     pub fn sequence_value(&self, shape: &Shape) -> String {
-        let sequence = format!("{}.{}", self.qualified(), shape.sequence);
+        let sequence = self.sequence(shape);
         match self.backend {
             DbBackend::Postgres => format!("CAST({sequence} AS BIGINT)"),
             DbBackend::MySql => format!("CAST({sequence} AS SIGNED)"),
@@ -266,7 +271,7 @@ impl Table {
         } else {
             "TEXT"
         };
-        let sequence = format!("{}.{}", self.qualified(), shape.sequence);
+        let sequence = self.sequence(shape);
         let within = self.within(shape, ranges);
         let pending = if self.marks() {
             format!(" AND {} IS NULL", self.q(RELAYED_AT))
@@ -289,7 +294,7 @@ impl Table {
     /// The condition that a row's sequence value lies in one of `ranges` (inclusive), its
     /// values bound as [`range_values`] gives them.
     fn within(&self, shape: &Shape, ranges: &[(i64, i64)]) -> String {
-        let sequence = format!("{}.{}", self.qualified(), shape.sequence);
+        let sequence = self.sequence(shape);
         (0..ranges.len())
             .map(|i| {
                 format!(
@@ -558,7 +563,6 @@ impl Table {
     }
 }
 
-/// An id as bound: its text (cast to the column's type on PostgreSQL, see `Table::id_param`).
 /// The bound values of [`Table::within`]: each range's low and high end.
 fn range_values(ranges: &[(i64, i64)]) -> impl Iterator<Item = Value> + '_ {
     ranges
@@ -566,6 +570,7 @@ fn range_values(ranges: &[(i64, i64)]) -> impl Iterator<Item = Value> + '_ {
         .flat_map(|&(low, high)| [Value::from(low), Value::from(high)])
 }
 
+/// An id as bound: its text (cast to the column's type on PostgreSQL, see `Table::id_param`).
 fn id_value(id: &str) -> Value {
     id.to_owned().into()
 }
