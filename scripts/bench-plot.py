@@ -49,7 +49,7 @@ P1 = [("ours wal", "ours_wal"), ("ours message", "ours_message"), ("ours poll", 
       ("L(a): pg_recvlogical", "recv"), ("L: bare producer (no database)", "prod")]
 # P2 contenders: (who as scripts/bench names it, label)
 P2 = [("wal", "ours, `wal`"), ("poll", "ours, `poll`"), ("dbz_stock", "Debezium, stock"),
-      ("dbz_tuned", "Debezium, tuned (poll.interval.ms=10, linger.ms=5)"),
+      ("dbz_tuned", "Debezium, tuned (poll.interval.ms=10, linger.ms=1)"),
       ("wal_read", "floor: a bare slot reader stamps each row (no relay, no Kafka)"),
       ("kafka_direct", "floor: the writers send to Kafka after commit, linger.ms 0 (no log, no relay)")]
 

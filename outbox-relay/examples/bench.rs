@@ -16,7 +16,7 @@
 //! services, the tables, the relay process and its footprint; this harness never starts a relay.
 //!
 //! - `producer`: the relay's own [`KafkaSink`] (same settings: idempotent, `acks=all`,
-//!   `linger.ms=5`, `batch.num.messages=10000`, murmur2) sends N messages equal to the workload's
+//!   `linger.ms=1`, `batch.num.messages=10000`, murmur2) sends N messages equal to the workload's
 //!   rows (topic, key, value bytes as PostgreSQL prints the jsonb, `id` header) with no database,
 //!   until all are acknowledged, the way the relay's pipeline does (`KafkaSink::produce` under a
 //!   tag, the delivery reports in batches, at most `kafka.max_in_flight` out, a current-thread

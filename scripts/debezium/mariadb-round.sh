@@ -222,8 +222,8 @@ maria_lat_once() {
   dbz)
     # issue 14's tuning (scripts/bench-debezium --tuned), with the two settings a latency run
     # would choose: poll.interval.ms=10 (the low end of issue 14's 10-100) and the producer's
-    # linger.ms=5 (ours), in place of the drain's 50 and 10
-    DBZ_CONNECTOR_EXTRA=$'poll.interval.ms=10' DBZ_WORKER_EXTRA=$'producer.linger.ms=5' \
+    # linger.ms=1 (ours since round 2, part 17), in place of the drain's 50 and 10
+    DBZ_CONNECTOR_EXTRA=$'poll.interval.ms=10' DBZ_WORKER_EXTRA=$'producer.linger.ms=1' \
       "$ROOT/scripts/bench-debezium" --db mariadb --tuned --serve --table "$table" --aggregate-type "$aggtype" \
       >"$OUT/lat_dbz_$rate.serve" 2>"$OUT/lat_dbz_$rate.serve.err" &
     SERVE_PID=$!
@@ -391,7 +391,7 @@ summary["ratio_medians"] = dict(zip(["binlog/poll", "binlog/dbz_stock", "binlog/
                                      "dbz_tuned_rss/binlog", "dbz_tuned_cpu/binlog", "binlog/binlog_reader",
                                      "binlog/producer", "binlog/L"], meds))
 lat_names = [("binlog", "ours, `binlog`"), ("poll", "ours, `poll` (MariaDB)"),
-             ("dbz", "Debezium 3.6.1 MySQL connector, tuned (poll.interval.ms=10, linger.ms=5)")]
+             ("dbz", "Debezium 3.6.1 MySQL connector, tuned (poll.interval.ms=10, linger.ms=1)")]
 lat = {}
 for rate in rates:
     for who, _ in lat_names:
