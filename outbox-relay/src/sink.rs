@@ -1893,6 +1893,21 @@ mod tests {
         assert!(more.await.is_err());
     }
 
+    /// `linger.ms` is 1 unless configured (README, "Configuration"; BENCHMARKS.md, round 2,
+    /// part 17), and the nudge holds a flush for the linger the producer really has.
+    #[test]
+    fn the_producer_lingers_one_millisecond_unless_configured() {
+        let mut config = KafkaConfig::default();
+        let client = super::client_config(&config);
+        assert_eq!(client.get("linger.ms"), Some("1"));
+        assert_eq!(super::linger_of(&client), Duration::from_millis(1));
+
+        config.properties.insert("linger.ms".into(), "5".into());
+        let client = super::client_config(&config);
+        assert_eq!(client.get("linger.ms"), Some("5"));
+        assert_eq!(super::linger_of(&client), Duration::from_millis(5));
+    }
+
     #[test]
     fn no_local_delivery_timeout_unless_configured_and_the_guarantees_always() {
         let mut config = KafkaConfig::default();
