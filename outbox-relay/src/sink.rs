@@ -627,10 +627,16 @@ impl Nudger {
     }
 }
 
-/// The producer's linger as configured (`linger.ms`, or its alias `queue.buffering.max.ms`;
-/// `client_config` always sets one), else librdkafka's default of 5 ms.
+/// The names librdkafka takes for the producer's linger: one property.
+const LINGER: [&str; 2] = ["linger.ms", "queue.buffering.max.ms"];
+
+/// The names librdkafka takes for the local delivery timeout: one property.
+const DELIVERY_TIMEOUT: [&str; 2] = ["message.timeout.ms", "delivery.timeout.ms"];
+
+/// The producer's linger as configured (under either of its names; `client_config` sets one),
+/// else librdkafka's default of 5 ms.
 fn linger_of(client: &ClientConfig) -> Duration {
-    ["linger.ms", "queue.buffering.max.ms"]
+    LINGER
         .iter()
         .find_map(|key| client.get(key))
         .and_then(|ms| ms.trim().parse::<f64>().ok())
@@ -963,26 +969,33 @@ pub fn other_client_config(kafka: &KafkaConfig) -> ClientConfig {
 /// The producer's settings: defaults, then every configured property, then the guarantees.
 fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
-    // Defaults, each overridable by `kafka.properties`.
+    // Defaults, each overridable by `kafka.properties`. One whose property is configured under
+    // another of its names is left out: librdkafka takes the names as one property, and
+    // `ClientConfig` applies its entries in no set order, so the default could win.
+    let unset = |names: [&str; 2]| !names.iter().any(|n| config.properties.contains_key(*n));
     client
         // The Java producer's partitioner (Debezium's): a key lands on the same partition as
         // under Debezium, so switching relays keeps each aggregate on one partition, in order.
         .set("partitioner", "murmur2_random")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000");
+    if unset(LINGER) {
         // 1 ms, not librdkafka's 5: at 2,000 events/s of single-event transactions it halves
         // the p50 from commit to consumer (2.2-2.5 against 4.9-5.0 ms) without a worse p99, and
         // a backlog drain fills its batches either way (108.5k against 108.6k events/s, relay
         // CPU 5.4 against 5.7 s per million). The cost is relay CPU at low rates: 94-99 against
         // 69-70 s per million at 2,000/s (BENCHMARKS.md, round 2, part 17).
-        .set("linger.ms", "1")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "200000")
+        client.set("linger.ms", "1");
+    }
+    if unset(DELIVERY_TIMEOUT) {
         // No local delivery timeout, as Kafka Connect sets for Debezium
         // (`delivery.timeout.ms=Integer.MAX_VALUE`). librdkafka expires queued messages by age,
         // so after an outage longer than a finite timeout an older event of a key fails while a
         // younger one still gets through, and the resend lands behind it: out of order. Without
         // the timeout the queue waits for the broker in order; the pipeline's drain bound and
         // producer rebuild still end a session that cannot finish.
-        .set("message.timeout.ms", "0");
+        client.set("message.timeout.ms", "0");
+    }
     if let Some(brokers) = &config.brokers {
         client.set("bootstrap.servers", brokers);
     }
@@ -996,7 +1009,7 @@ fn client_config(config: &KafkaConfig) -> ClientConfig {
 /// A configured local delivery timeout, which can reorder the events of a key after a longer
 /// outage (see `client_config`); `None` when there is none.
 pub fn finite_delivery_timeout(config: &KafkaConfig) -> Option<(&'static str, &str)> {
-    ["message.timeout.ms", "delivery.timeout.ms"]
+    DELIVERY_TIMEOUT
         .into_iter()
         .find_map(|key| config.properties.get(key).map(|v| (key, v.as_str())))
         .filter(|(_, v)| v.trim() != "0")
@@ -1021,13 +1034,20 @@ fn transactional_config(config: &KafkaConfig, transactional_id: &str) -> ClientC
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
     // The broker caps a transaction's timeout (`transaction.max.timeout.ms`, 15 min by default).
-    let message_timeout = configured("message.timeout.ms").filter(|t| *t > 0);
+    let message_timeout = DELIVERY_TIMEOUT
+        .into_iter()
+        .find_map(configured)
+        .filter(|t| *t > 0);
     let transaction_timeout = configured("transaction.timeout.ms")
         .unwrap_or_else(|| message_timeout.unwrap_or(60_000).clamp(60_000, 900_000));
     client.set("transaction.timeout.ms", transaction_timeout.to_string());
     let message_timeout = message_timeout
         .filter(|t| *t <= transaction_timeout)
         .unwrap_or(transaction_timeout);
+    // Under one name only: a configured alias beside it would be applied in no set order.
+    for name in DELIVERY_TIMEOUT {
+        client.remove(name);
+    }
     client.set("message.timeout.ms", message_timeout.to_string());
     client.set("transactional.id", transactional_id);
     client
@@ -1906,6 +1926,38 @@ mod tests {
         let client = super::client_config(&config);
         assert_eq!(client.get("linger.ms"), Some("5"));
         assert_eq!(super::linger_of(&client), Duration::from_millis(5));
+
+        // Configured under its other name, the linger is that one alone: librdkafka takes both
+        // names as one property, applied in no set order.
+        let mut config = KafkaConfig::default();
+        config
+            .properties
+            .insert("queue.buffering.max.ms".into(), "7".into());
+        let client = super::client_config(&config);
+        assert_eq!(client.get("linger.ms"), None);
+        assert_eq!(super::linger_of(&client), Duration::from_millis(7));
+    }
+
+    /// A delivery timeout configured as `delivery.timeout.ms` is the only one set, for the
+    /// at-least-once producer and the transactional one alike.
+    #[test]
+    fn a_delivery_timeout_under_its_other_name_is_the_only_one() {
+        let mut config = KafkaConfig::default();
+        config
+            .properties
+            .insert("delivery.timeout.ms".into(), "120000".into());
+        let client = super::client_config(&config);
+        assert_eq!(client.get("message.timeout.ms"), None);
+        assert_eq!(client.get("delivery.timeout.ms"), Some("120000"));
+        assert_eq!(
+            super::finite_delivery_timeout(&config),
+            Some(("delivery.timeout.ms", "120000"))
+        );
+
+        let client = super::transactional_config(&config, "t");
+        assert_eq!(client.get("delivery.timeout.ms"), None);
+        assert_eq!(client.get("message.timeout.ms"), Some("120000"));
+        assert_eq!(client.get("transaction.timeout.ms"), Some("120000"));
     }
 
     #[test]
